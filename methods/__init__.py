@@ -1,0 +1,9 @@
+"""Recommender plugins. Entries are lazy: importing this module imports no torch."""
+
+METHODS: dict[str, str] = {
+    "pop": "methods.pop:PopularityMethod",
+    "sasrec": "methods.recbole_models:SASRecMethod",
+    "gru4rec": "methods.recbole_models:GRU4RecMethod",
+    "cove": "methods.cove.method:CoVEMethod",
+    "bigrec": "methods.bigrec.method:BIGRecMethod",
+}
