@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ class RunContext:
     work_dir: Path = Path(".cache/work")
     max_train_minutes: float | None = None
     # validate(method) -> validation NDCG@10 with the shared evaluator (for early stopping).
-    validate: Callable[["Method"], float] | None = None
+    validate: Callable[[Method], float] | None = None
     log: Callable[[str], None] = print
     notes: dict[str, Any] = field(default_factory=dict)
 

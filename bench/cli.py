@@ -1,0 +1,203 @@
+"""`bench` command line. Imports stay lazy so `bench --help` and `bench list` never load torch."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.errors import BenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="recbench: LLM-based sequential recommenders on shared Amazon splits, full ranking.")
+data_app = typer.Typer(no_args_is_help=True, help="Prepare, inspect and download datasets.")
+app.add_typer(data_app, name="data")
+
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value")]
+
+
+def _config():
+    from bench.config import load_config
+
+    return load_config()
+
+
+@app.command("list")
+def list_command() -> None:
+    """List registered methods and dataset cards."""
+    from bench.data.cards import card_names
+    from bench.registry import method_registry
+
+    config = _config()
+    registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
+    typer.echo("methods:  " + ", ".join(registry.names()))
+    typer.echo("datasets: " + ", ".join(card_names()))
+
+
+def _print_record(outcome) -> None:
+    record = outcome.record
+    status = "reused" if outcome.reused else "recorded"
+    metrics = "  ".join(f"{key}={value:.4f}" for key, value in sorted(record["metrics"].items()))
+    typer.echo(f"{record['method']} on {record['dataset']} ({record.get('eval_target', 'test')}): {metrics}")
+    typer.echo(f"train {record['train_seconds']:.1f}s, {record['samples_per_sec']:.1f} samples/s, "
+               f"peak {record['peak_memory_mb']:.0f} MB; {status} at {outcome.path}")
+
+
+@app.command("run")
+def run_command(
+    method: Annotated[str, typer.Option(help="Method name (see `bench list`)")],
+    dataset: Annotated[str, typer.Option(help="Dataset card name (see `bench list`)")],
+    set_: SetOption = None,
+    preset: Annotated[str | None, typer.Option(help="Named preset from bench.toml, e.g. paper")] = None,
+    model: Annotated[str | None, typer.Option(help="Backbone: 'smollm2' (embedded) or a local HF model dir")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    seed: int = 0,
+    force: Annotated[bool, typer.Option(help="Re-run even if an identical record exists")] = False,
+    max_train_minutes: Annotated[float | None, typer.Option(help="Stop training after this budget")] = None,
+    results_dir: Annotated[Path | None, typer.Option(help="Where records go (default results/)")] = None,
+) -> None:
+    """Train (or reuse) one method on one dataset, evaluate by full ranking, record the result."""
+    from bench.run import run
+
+    outcome = run(method, dataset, overrides=set_ or [], preset=preset, model=model, device=device, seed=seed,
+                  force=force, max_train_minutes=max_train_minutes, results_dir=results_dir)
+    _print_record(outcome)
+
+
+@app.command("sweep")
+def sweep_command(
+    method: Annotated[str, typer.Option()],
+    dataset: Annotated[str, typer.Option()],
+    grid: Annotated[list[str], typer.Option(help="section.key=v1,v2,... (repeatable: cartesian product)")],
+    set_: SetOption = None,
+    preset: str | None = None,
+    model: str | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    force: bool = False,
+    max_train_minutes: float | None = None,
+    results_dir: Path | None = None,
+) -> None:
+    """Run a grid of configs; each point is its own record (finished points are reused)."""
+    import itertools
+
+    from bench.run import run
+
+    axes = []
+    for entry in grid:
+        key, sep, values = entry.partition("=")
+        if not sep or not values:
+            raise BenchError(f"--grid {entry!r}: expected section.key=v1,v2,...")
+        axes.append([f"{key}={value}" for value in values.split(",")])
+    for point in itertools.product(*axes):
+        typer.echo("== " + " ".join(point))
+        outcome = run(method, dataset, overrides=[*(set_ or []), *point], preset=preset, model=model,
+                      device=device, seed=seed, force=force, max_train_minutes=max_train_minutes,
+                      results_dir=results_dir)
+        _print_record(outcome)
+
+
+def _prepare(name: str, force: bool = False):
+    from bench.data.prepare import prepare
+    from bench.run import run_paths
+
+    paths = run_paths(_config())
+    return prepare(name, paths.data_dir, paths.cache_dir, force=force)
+
+
+@data_app.command("prepare")
+def data_prepare(name: str, force: Annotated[bool, typer.Option(help="Rebuild the cache")] = False) -> None:
+    """Read a dataset's sources, split it and cache the prepared form."""
+    _, info = _prepare(name, force)
+    typer.echo(f"{name}: {info['users']} users, {info['items']} items, {info['interactions']} interactions; "
+               f"split {info['split']} ({info['split_hash']}); cached at {info['cache']}")
+
+
+@data_app.command("info")
+def data_info(name: str) -> None:
+    """Counts, average length, title coverage and split of a dataset; checks the card's expected counts."""
+    from bench.data.cards import load_card
+    from bench.run import run_paths
+
+    _, info = _prepare(name)
+    for key in ("dataset", "source_format", "origin", "users", "items", "interactions", "avg_length",
+                "max_length", "title_kind", "items_with_title", "title_coverage_items",
+                "title_coverage_interactions", "split", "split_hash", "valid_requests", "test_requests"):
+        typer.echo(f"{key:28s} {info.get(key)}")
+    expected = load_card(name, run_paths(_config()).data_dir).expected
+    mismatches = {k: (v, info.get(k)) for k, v in expected.items() if info.get(k) != v}
+    if mismatches:
+        raise BenchError(f"{name}: counts differ from the dataset card (expected, got): {mismatches}")
+    if expected:
+        typer.echo("counts match the dataset card")
+
+
+@data_app.command("download")
+def data_download(name: str) -> None:
+    """Download the raw Amazon files a card lists into the data dir (needs a network)."""
+    from bench.data.prepare import download
+    from bench.run import run_paths
+
+    for path in download(name, run_paths(_config()).data_dir):
+        typer.echo(f"have {path}")
+
+
+@app.command("leaderboard")
+def leaderboard_command(
+    results_dir: Annotated[Path | None, typer.Option(help="Records folder (default results/)")] = None,
+) -> None:
+    """Build results/leaderboard.md and .csv from every recorded run."""
+    from bench.leaderboard import write_leaderboard
+    from bench.run import run_paths
+
+    paths = run_paths(_config(), results_dir)
+    written = write_leaderboard(paths.results_dir)
+    typer.echo(written.markdown_text)
+    for path in written.paths:
+        typer.echo(f"wrote {path}")
+
+
+DEMO_METHODS = ("pop", "sasrec", "gru4rec")
+
+
+@app.command("demo")
+def demo_command(
+    dataset: str = "beauty",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods")] = ",".join(DEMO_METHODS),
+) -> None:
+    """The main job: run (or reuse) the default comparison on real Beauty and print the table."""
+    from bench.leaderboard import write_leaderboard
+    from bench.run import run, run_paths
+
+    for method in methods.split(","):
+        typer.echo(f"== {method} on {dataset}")
+        _print_record(run(method.strip(), dataset))
+    written = write_leaderboard(run_paths(_config()).results_dir)
+    typer.echo(written.markdown_text)
+
+
+def main() -> None:
+    import click
+
+    try:
+        app(standalone_mode=False)
+    except BenchError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        typer.echo("interrupted: nothing was recorded for the unfinished run", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: nothing was recorded for the unfinished run", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as error:
+        sys.exit(error.exit_code)
+
+
+if __name__ == "__main__":
+    main()

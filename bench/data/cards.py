@@ -1,0 +1,102 @@
+"""Dataset cards (`datasets/<name>.toml`): sources, split protocol, expected counts."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config import REPO_ROOT
+from bench.errors import BenchError
+
+CARDS_DIR = REPO_ROOT / "datasets"
+PATH_KEYS = ("sequences", "titles", "datamaps", "reviews", "meta", "train", "valid", "test", "item_ids")
+REQUIRED_BY_FORMAT = {
+    "asin_sequences": ("sequences", "titles"),
+    "p5": ("sequences", "datamaps", "titles"),
+    "amazon_raw": ("reviews", "meta"),
+    "presplit_sequences": ("train", "valid", "test", "item_ids", "titles"),
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    format: str
+    paths: dict[str, Path]
+    options: dict[str, Any]
+
+    def available(self) -> bool:
+        return all(path.exists() for path in self.paths.values())
+
+    def missing(self) -> list[Path]:
+        return [path for path in self.paths.values() if not path.exists()]
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    name: str
+    description: str
+    split: str
+    title_kind: str
+    sources: list[Source]
+    expected: dict[str, int] = field(default_factory=dict)
+    download: dict[str, str] = field(default_factory=dict)
+    card_path: Path = CARDS_DIR
+
+
+def card_names(cards_dir: Path = CARDS_DIR) -> list[str]:
+    return sorted(path.stem for path in cards_dir.glob("*.toml"))
+
+
+def load_card(name: str, data_dir: Path, cards_dir: Path = CARDS_DIR) -> DatasetCard:
+    path = cards_dir / f"{name}.toml"
+    if not path.exists():
+        raise BenchError(f"Unknown dataset {name!r}. Available: {', '.join(card_names(cards_dir))}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise BenchError(f"{path}: invalid TOML: {error}") from error
+    for key in ("name", "split", "sources"):
+        if key not in raw:
+            raise BenchError(f"{path}: missing required key {key!r}")
+    if raw["split"] not in ("leave_one_out", "global_time"):
+        raise BenchError(f"{path}: split must be 'leave_one_out' or 'global_time', got {raw['split']!r}")
+    sources = []
+    for number, entry in enumerate(raw["sources"], start=1):
+        fmt = entry.get("format")
+        if fmt not in REQUIRED_BY_FORMAT:
+            raise BenchError(f"{path}: sources[{number}].format must be one of {sorted(REQUIRED_BY_FORMAT)}")
+        missing = [key for key in REQUIRED_BY_FORMAT[fmt] if key not in entry]
+        if missing:
+            raise BenchError(f"{path}: sources[{number}] ({fmt}) lacks {missing}")
+        paths = {}
+        for key in PATH_KEYS:
+            if key in entry:
+                # Fixtures live in the repo; everything else is read from the data dir.
+                base = cards_dir if entry[key].startswith("fixtures/") else data_dir
+                paths[key] = base / entry[key]
+        options = {key: value for key, value in entry.items() if key not in PATH_KEYS}
+        sources.append(Source(fmt, paths, options))
+    return DatasetCard(
+        name=raw["name"],
+        description=raw.get("description", ""),
+        split=raw["split"],
+        title_kind=raw.get("title_kind", "title"),
+        sources=sources,
+        expected=dict(raw.get("expected", {})),
+        download=dict(raw.get("download", {})),
+        card_path=path,
+    )
+
+
+def pick_source(card: DatasetCard, data_dir: Path) -> Source:
+    """First source whose files all exist, else a clear error listing what was looked for."""
+    for source in card.sources:
+        if source.available():
+            return source
+    if not data_dir.exists():
+        raise BenchError(f"data dir {data_dir} does not exist: set BENCH_DATA_DIR or [paths].data_dir in "
+                         f"bench.toml (or run `bench data download {card.name}`)")
+    looked = "; ".join(f"{source.format}: missing {', '.join(map(str, source.missing()))}" for source in card.sources)
+    raise BenchError(f"dataset {card.name!r}: no source found under {data_dir} ({looked})")

@@ -1,0 +1,194 @@
+"""One run = one method on one dataset's shared split, evaluated and recorded."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import config_hash, load_config, method_config, resolve_path
+from bench.data.types import Dataset, EvalCases
+from bench.errors import BenchError
+from bench.registry import method_registry
+from bench.results import git_revision, now_iso, package_versions, read_record, record_path, write_record
+
+# Evaluation subsamples use a fixed seed, so every method is scored on the same users.
+EVAL_SUBSAMPLE_SEED = 0
+
+
+@dataclass
+class RunPaths:
+    data_dir: Path
+    cache_dir: Path
+    results_dir: Path
+
+
+def run_paths(config: dict[str, Any], results_dir: Path | None = None) -> RunPaths:
+    return RunPaths(
+        data_dir=resolve_path(config, "data_dir", "BENCH_DATA_DIR", "../shared/data"),
+        cache_dir=resolve_path(config, "cache_dir", "BENCH_CACHE_DIR", ".cache"),
+        results_dir=results_dir or resolve_path(config, "results_dir", "BENCH_RESULTS_DIR", "results"),
+    )
+
+
+def subsample_cases(cases: EvalCases, max_users: int) -> EvalCases:
+    """A seeded subsample of requests (all when max_users is 0 or covers everything)."""
+    if max_users <= 0 or max_users >= len(cases):
+        return cases
+    positions = sorted(random.Random(EVAL_SUBSAMPLE_SEED).sample(range(len(cases)), max_users))
+    return cases.subset(positions)
+
+
+def eval_settings(effective: dict[str, Any], method: str) -> dict[str, Any]:
+    """The evaluation options of a run; a method section's max_eval_users wins over [eval]."""
+    settings = dict(effective["eval"])
+    own = effective[method].get("max_eval_users")
+    if own:
+        settings["max_eval_users"] = int(own)
+    settings.setdefault("max_eval_users", 0)
+    if settings.get("target", "test") not in ("test", "valid"):
+        raise BenchError(f"eval.target must be 'test' or 'valid', got {settings['target']!r}")
+    return settings
+
+
+def build_effective_config(
+    config: dict[str, Any], method: str, preset: str | None, overrides: list[str], model: str | None
+) -> dict[str, Any]:
+    overrides = list(overrides)
+    if model is not None:
+        if "model" not in config.get(method, {}):
+            raise BenchError(f"--model: method {method!r} has no backbone model to set")
+        overrides.append(f"{method}.model={model!r}" if not model.startswith(("'", '"')) else f"{method}.model={model}")
+    return method_config(config, method, preset, overrides)
+
+
+@dataclass
+class RunOutcome:
+    record: dict[str, Any]
+    path: Path
+    reused: bool
+
+
+def run(
+    method: str,
+    dataset_name: str,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    preset: str | None = None,
+    model: str | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    force: bool = False,
+    max_train_minutes: float | None = None,
+    results_dir: Path | None = None,
+    config: dict[str, Any] | None = None,
+    progress: bool = True,
+    log: Any = print,
+) -> RunOutcome:
+    """Train (or reuse) and evaluate one method; write its record atomically."""
+    config = config if config is not None else load_config()
+    registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
+    registry.target(method)  # unknown names fail before any data is read
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BenchError("--device cuda: no CUDA device is available on this machine")
+    effective = build_effective_config(config, method, preset, list(overrides), model)
+    settings = eval_settings(effective, method)
+    paths = run_paths(config, results_dir)
+
+    from bench.data.prepare import prepare
+
+    dataset, info = prepare(dataset_name, paths.data_dir, paths.cache_dir)
+    budget = max_train_minutes or None
+    identity = {"method": method, "dataset": dataset.name, "split_hash": dataset.split.hash,
+                "config": effective, "seed": seed, "device": device, "max_train_minutes": budget}
+    hash_ = config_hash(identity)
+    path = record_path(paths.results_dir, dataset.name, method, hash_)
+    if path.exists() and not force:
+        return RunOutcome(read_record(path), path, reused=True)
+    record = train_and_evaluate(registry.load(method), method, dataset, info, effective, settings,
+                                device=device, seed=seed, work_dir=paths.cache_dir / "work" / dataset.name /
+                                f"{method}-{hash_}", budget=budget, progress=progress, log=log)
+    record.update(config=effective, config_hash=hash_, seed=seed, device=device)
+    write_record(path, record)
+    return RunOutcome(record, path, reused=False)
+
+
+def train_and_evaluate(
+    method_cls: Any,
+    method: str,
+    dataset: Dataset,
+    info: dict[str, Any],
+    effective: dict[str, Any],
+    settings: dict[str, Any],
+    *,
+    device: str,
+    seed: int,
+    work_dir: Path,
+    budget: float | None,
+    progress: bool,
+    log: Any,
+) -> dict[str, Any]:
+    from bench.evaluate import evaluate
+    from bench.method import RunContext, seed_everything
+    from bench.resources import Stopwatch
+
+    ks = tuple(int(k) for k in settings.get("ks", (5, 10, 20)))
+    target = settings.get("target", "test")
+    max_users = int(settings.get("max_eval_users", 0))
+    valid_cases = subsample_cases(dataset.split.valid, max_users)
+    eval_cases = subsample_cases(dataset.split.cases(target), max_users)
+    batch_size = int(effective[method].get("eval_batch_size", settings.get("batch_size", 256)))
+
+    def validate(model: Any) -> float:
+        result = evaluate(model, valid_cases, dataset.num_items, ks=(10,), batch_size=batch_size,
+                          mask_history=bool(settings.get("mask_history", False)), device=device,
+                          progress=progress, desc="validate")
+        return result.metrics["ndcg@10"]
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    context = RunContext(device=device, seed=seed, work_dir=work_dir, max_train_minutes=budget,
+                         validate=validate, log=log)
+    instance = method_cls(effective[method], context)
+    train_watch = Stopwatch(device)
+    started = time.time()
+    with train_watch.running():
+        instance.fit(dataset)
+    result = evaluate(instance, eval_cases, dataset.num_items, ks=ks, batch_size=batch_size,
+                      mask_history=bool(settings.get("mask_history", False)), device=device,
+                      progress=progress, desc=f"evaluate {target}")
+    described = instance.describe()
+    train_subsample = described.pop("train_subsample", None)
+    subsample = None
+    if len(eval_cases) < len(dataset.split.cases(target)) or train_subsample:
+        subsample = {"eval_requests": len(eval_cases), "eval_requests_total": len(dataset.split.cases(target)),
+                     "eval_seed": EVAL_SUBSAMPLE_SEED, "train": train_subsample}
+    return {
+        "schema": 1,
+        "method": method,
+        "dataset": dataset.name,
+        "split_hash": dataset.split.hash,
+        "split_protocol": dataset.split.protocol,
+        "eval_target": target,
+        "mask_history": bool(settings.get("mask_history", False)),
+        "metrics": result.metrics,
+        "num_eval_requests": result.num_cases,
+        "train_seconds": round(train_watch.seconds, 3),
+        "eval_seconds": round(result.seconds, 3),
+        "wall_seconds": round(time.time() - started, 3),
+        "samples_per_sec": round(result.samples_per_sec, 3),
+        "peak_memory_mb": round(result.peak_memory_mb, 1),
+        "peak_memory_kind": result.peak_memory_kind,
+        "subsample": subsample,
+        "method_info": described,
+        "dataset_info": {key: info.get(key) for key in ("users", "items", "interactions", "title_kind",
+                                                        "source_format", "content_hash")},
+        "versions": package_versions(),
+        "git_rev": git_revision(),
+        "created": now_iso(),
+    }

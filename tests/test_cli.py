@@ -1,0 +1,87 @@
+"""CLI behaviour: lazy imports, one-line user errors, overrides, records and reuse."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.config import apply_override, method_config
+from bench.errors import BenchError
+from bench.registry import Registry, method_registry
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def bench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def test_list_imports_no_heavy_backend():
+    code = ("import sys; from bench.cli import main; sys.argv=['bench','list']\n"
+            "try:\n    main()\nexcept SystemExit: pass\n"
+            "heavy=[m for m in ('torch','transformers','recbole') if m in sys.modules]; print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True).stdout
+    assert "cove" in out and "beauty" in out
+    assert "HEAVY []" in out
+
+
+def test_unknown_method_is_one_line_with_choices(isolated: Path):
+    result = bench("run", "--method", "coev", "--dataset", "tiny")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: Unknown method 'coev'. Available: bigrec, cove, gru4rec, pop, "
+                                     "sasrec")
+
+
+def test_missing_data_dir_is_one_line(isolated: Path):
+    result = bench("run", "--method", "pop", "--dataset", "beauty", env={"BENCH_DATA_DIR": str(isolated / "x")})
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_registry_errors():
+    registry = Registry("method")
+    registry.register("a", "m:A")
+    with pytest.raises(ValueError, match="module:object"):
+        registry.register("b", "nocolon")
+    with pytest.raises(ValueError, match="twice"):
+        registry.register("a", "m:B")
+    with pytest.raises(BenchError, match="Unknown method 'z'. Available: a"):
+        registry.load("z")
+    assert {"pop", "sasrec", "gru4rec", "cove", "bigrec"} <= set(method_registry().names())
+
+
+def test_overrides_parse_values_and_refuse_typos():
+    config = {"eval": {"ks": [5]}, "m": {"lr": 0.1, "name": "x", "presets": {"paper": {"lr": 0.5}}}}
+    effective = method_config(config, "m", "paper", ["m.lr=1e-4", "eval.ks=[5, 10]", "m.name=hello"])
+    assert effective == {"eval": {"ks": [5, 10]}, "m": {"lr": 1e-4, "name": "hello", "preset": "paper"}}
+    with pytest.raises(BenchError, match="unknown key 'lrr'"):
+        apply_override(effective, "m.lrr=1")
+    with pytest.raises(BenchError, match="expected section.key=value"):
+        apply_override(effective, "lr=1")
+    with pytest.raises(BenchError, match="Unknown preset"):
+        method_config(config, "m", "nope")
+
+
+def test_run_records_then_reuses(isolated: Path):
+    first = bench("run", "--method", "pop", "--dataset", "tiny")
+    assert first.returncode == 0, first.stderr
+    records = list((isolated / "results" / "runs" / "tiny").glob("pop-*.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    for key in ("method", "dataset", "split_hash", "config", "config_hash", "seed", "metrics", "train_seconds",
+                "samples_per_sec", "peak_memory_mb", "device", "subsample", "versions", "git_rev", "created"):
+        assert key in record
+    assert set(record["metrics"]) == {f"{m}@{k}" for m in ("ndcg", "hr") for k in (5, 10, 20)}
+    assert record["config"]["eval"]["mask_history"] is False and record["subsample"] is None
+    second = bench("run", "--method", "pop", "--dataset", "tiny")
+    assert "reused" in second.stdout
+    third = bench("run", "--method", "pop", "--dataset", "tiny", "--set", "eval.max_eval_users=10")
+    assert third.returncode == 0
+    sub = [json.loads(p.read_text()) for p in (isolated / "results" / "runs" / "tiny").glob("pop-*.json")]
+    assert sorted(r["num_eval_requests"] for r in sub) == [10, 40]
+    assert any(r["subsample"] and r["subsample"]["eval_requests"] == 10 for r in sub)

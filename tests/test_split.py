@@ -1,0 +1,72 @@
+"""The shared split on hand-made data, and the real Beauty counts."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.data.prepare import prepare
+from bench.data.split import global_time, leave_one_out
+
+
+def test_leave_one_out_on_hand_made_sequences():
+    split = leave_one_out([[1, 2, 3, 4, 5], [7, 8, 9]])
+    assert split.train == [[1, 2, 3], [7]]
+    assert split.valid.histories == [[1, 2, 3], [7]] and split.valid.targets == [4, 8]
+    assert split.test.histories == [[1, 2, 3, 4], [7, 8]] and split.test.targets == [5, 9]
+
+
+def test_leave_one_out_refuses_short_sequences():
+    with pytest.raises(ValueError, match="at least 3 items"):
+        leave_one_out([[1, 2, 3], [4, 5]])
+
+
+def test_global_time_makes_one_request_per_later_interaction():
+    split = global_time(train=[[1, 2], [], [5]], valid=[[3], [6], []], test=[[4, 9], [7], []])
+    assert split.train == [[1, 2], [], [5]]
+    # user 1 has no earlier item before its valid item: that request is dropped.
+    assert list(zip(split.valid.users, split.valid.histories, split.valid.targets)) == [(0, [1, 2], 3)]
+    assert list(zip(split.test.users, split.test.histories, split.test.targets)) == [
+        (0, [1, 2, 3], 4), (0, [1, 2, 3, 4], 9), (1, [6], 7)]
+
+
+def test_split_hash_changes_with_content():
+    assert leave_one_out([[1, 2, 3]]).hash != leave_one_out([[1, 2, 4]]).hash
+    assert leave_one_out([[1, 2, 3]]).hash == leave_one_out([[1, 2, 3]]).hash
+
+
+def test_tiny_fixture_prepares_and_caches(tmp_path: Path):
+    dataset, info = prepare("tiny", tmp_path / "no-data-needed", tmp_path / "cache")
+    assert (info["users"], info["items"]) == (40, 30)
+    titles = dict(zip(dataset.catalogue.asins, dataset.catalogue.titles))
+    assert titles["B000000000"] == "Tiny product 0 & friends"  # HTML entities unescaped
+    assert titles["B000000007"] is None  # null in the title map = no title
+    again, info2 = prepare("tiny", tmp_path, tmp_path / "cache")
+    assert info2["cache"] == info["cache"] and again.split.hash == dataset.split.hash
+
+
+@pytest.mark.realdata
+def test_real_beauty_counts(real_data_dir: Path, tmp_path: Path):
+    dataset, info = prepare("beauty", real_data_dir, tmp_path)
+    assert (info["users"], info["items"], info["interactions"]) == (22363, 12101, 198502)
+    assert len(dataset.split.test) == 22363
+    assert sum(len(t) for t in dataset.split.train) == 198502 - 2 * 22363
+
+
+@pytest.mark.realdata
+def test_p5_and_asin_sources_give_the_same_split(real_data_dir: Path, tmp_path: Path):
+    from bench.data.readers import read_asin_sequences, read_p5, read_title_map
+
+    beauty = real_data_dir / "amazon" / "beauty"
+    titles = read_title_map(beauty / "asin2title.json")
+    gram = read_asin_sequences(beauty / "GRAM" / "user_sequence.txt", titles)
+    p5 = read_p5(beauty / "LLM-RecSys-ID" / "sequential_data.txt", beauty / "LLM-RecSys-ID" / "datamaps.json",
+                 titles)
+    assert gram.asins == p5.asins and gram.sequences == p5.sequences
+
+
+@pytest.mark.realdata
+def test_real_video_games_global_time(real_data_dir: Path, tmp_path: Path):
+    dataset, info = prepare("video_games", real_data_dir, tmp_path)
+    assert (info["users"], info["items"], info["interactions"]) == (49156, 17332, 342329)
+    assert dataset.split.protocol == "global_time"
+    assert len(dataset.split.valid) == 22609 and len(dataset.split.test) > 19000
