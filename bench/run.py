@@ -140,7 +140,7 @@ def train_and_evaluate(
     ks = tuple(int(k) for k in settings.get("ks", (5, 10, 20)))
     target = settings.get("target", "test")
     max_users = int(settings.get("max_eval_users", 0))
-    valid_cases = subsample_cases(dataset.split.valid, max_users)
+    valid_cases = subsample_cases(dataset.split.valid, int(settings.get("max_valid_users") or 0) or max_users)
     eval_cases = subsample_cases(dataset.split.cases(target), max_users)
     batch_size = int(effective[method].get("eval_batch_size", settings.get("batch_size", 256)))
 
@@ -178,6 +178,7 @@ def train_and_evaluate(
         "mask_history": bool(settings.get("mask_history", False)),
         "metrics": result.metrics,
         "num_eval_requests": result.num_cases,
+        "num_valid_requests": len(valid_cases),
         "train_seconds": round(train_watch.seconds, 3),
         "eval_seconds": round(result.seconds, 3),
         "wall_seconds": round(time.time() - started, 3),
