@@ -63,3 +63,19 @@ def test_raw_amazon_reader_sorts_by_time_and_applies_core(tmp_path: Path):
     raw = read_amazon_raw(reviews, meta, core=3)
     assert [[raw.asins[i] for i in seq] for seq in raw.sequences] == [["I1", "I2", "I3"]] * 3
     assert dict(zip(raw.asins, raw.titles)) == {"I1": "One & only", "I2": None, "I3": None}
+
+
+def test_download_without_network_says_where_to_put_files(tmp_path: Path, monkeypatch):
+    import urllib.request
+
+    from bench.data.prepare import download
+
+    def offline(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(BenchError, match=r"reviews_Beauty_5\.json\.gz failed .*place the file at .*raw"):
+        download("beauty", tmp_path)
+    assert not list(tmp_path.rglob("*.part"))
+    with pytest.raises(BenchError, match="no raw download"):
+        download("video_games", tmp_path)
