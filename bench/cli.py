@@ -148,7 +148,7 @@ def data_download(name: str) -> None:
 def leaderboard_command(
     results_dir: Annotated[Path | None, typer.Option(help="Records folder (default results/)")] = None,
 ) -> None:
-    """Build results/leaderboard.md and .csv from every recorded run."""
+    """Build results/leaderboard.md, .csv, plots/ and README.md from recorded runs and speed records."""
     from bench.leaderboard import write_leaderboard
     from bench.run import run_paths
 
@@ -157,6 +157,32 @@ def leaderboard_command(
     typer.echo(written.markdown_text)
     for path in written.paths:
         typer.echo(f"wrote {path}")
+
+
+@app.command("speed")
+def speed_command(
+    dataset: Annotated[str, typer.Option(help="Dataset card name")] = "beauty",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods, measured in this order")] = "cove,bigrec",
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    num_prompts: Annotated[int, typer.Option(help="Seeded evaluation requests, the same for every method")] = 32,
+    repeats: Annotated[int, typer.Option(help="Timed passes per method (median, min, max reported)")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Requests per score() call; 1 = the CoVE paper's setting")] = 1,
+    set_: SetOption = None,
+    model: Annotated[str | None, typer.Option(help="Backbone for methods that have one")] = None,
+    full_fit: Annotated[bool, typer.Option(help="Fit with full settings instead of the quick fit")] = False,
+    seed: int = 0,
+    results_dir: Annotated[Path | None, typer.Option(help="Where results/speed/ goes (default results/)")] = None,
+) -> None:
+    """Inference samples/sec of several methods in one process on the same requests; records speed JSON."""
+    from bench.leaderboard import render_speed
+    from bench.speed import measure_speed
+
+    outcome = measure_speed(dataset, [m.strip() for m in methods.split(",") if m.strip()], device=device,
+                            num_prompts=num_prompts, repeats=repeats, batch_size=batch_size, overrides=set_ or [],
+                            model=model, quick_fit=not full_fit, seed=seed, results_dir=results_dir,
+                            log=typer.echo)
+    typer.echo("\n".join(render_speed([outcome.record])))
+    typer.echo(f"wrote {outcome.path}")
 
 
 DEMO_METHODS = ("pop", "sasrec", "gru4rec")

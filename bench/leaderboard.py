@@ -1,9 +1,16 @@
-"""Comparison tables from recorded runs only (results/runs/*/*.json)."""
+"""Comparison tables from recorded runs only (results/runs/*/*.json).
+
+Rows are grouped so that only comparable numbers share a table: same dataset split, same
+evaluated position, same history masking and the same evaluated requests. Published numbers
+(results/reference/*.csv) are shown beside ours in their own block and never ranked against
+them. Output is a pure function of the files read: regenerating gives identical bytes.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +19,16 @@ from bench.errors import BenchError
 from bench.results import atomic_write_text, iter_records
 
 METRIC_COLUMNS = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20")
+METRIC_TITLES = {"ndcg@5": "NDCG@5", "ndcg@10": "NDCG@10", "ndcg@20": "NDCG@20",
+                 "hr@5": "HR@5", "hr@10": "HR@10", "hr@20": "HR@20"}
+POSITION_TEXT = {"test": "last item (test)", "valid": "second-to-last item (valid)"}
+SPLIT_POSITION_TEXT = {"test": "test split (global time)", "valid": "validation split (global time)"}
+REFERENCE_COLUMNS = ("dataset", "method", "compression_ratio", "eval_target", "source")
+PROTOCOL_LINE = ("Full ranking over every item; one relevant item per request; ties count against the "
+                 "target. Bold = best in its table (only rows scored on the same requests share a table).")
+
+Record = dict[str, Any]
+Row = dict[str, Any]
 
 
 @dataclass
@@ -20,110 +37,283 @@ class WrittenLeaderboard:
     paths: list[Path]
 
 
-def _label(record: dict[str, Any]) -> str:
-    info = record.get("method_info", {})
-    parts = [record["method"]]
-    if info.get("backbone"):
-        parts.append(str(info["backbone"]))
-    ratio = record.get("config", {}).get(record["method"], {}).get("compression_ratio")
-    if ratio is not None:
-        parts.append(f"ratio {ratio}")
-    return " / ".join(parts)
+@dataclass(frozen=True)
+class Group:
+    """Rows in one group were scored on exactly the same requests, so they may be ranked."""
+
+    target: str
+    mask_history: bool
+    requests: int
+    requests_total: int
+    protocol: str = "leave_one_out"
+
+    def sort_key(self) -> tuple:
+        return (self.target != "test", self.mask_history, -self.requests)
+
+    def title(self) -> str:
+        names = POSITION_TEXT if self.protocol == "leave_one_out" else SPLIT_POSITION_TEXT
+        parts = [names.get(self.target, self.target)]
+        if self.requests < self.requests_total:
+            parts.append(f"seeded subsample of {self.requests:,} of {self.requests_total:,} requests")
+        else:
+            parts.append(f"all {self.requests:,} requests")
+        if self.mask_history:
+            parts.append("history items masked")
+        return " · ".join(parts)
+
+    def slug(self) -> str:
+        """Short stable name for file names (plots)."""
+        slug = self.target + ("-masked" if self.mask_history else "")
+        return slug + (f"-sub{self.requests}" if self.requests < self.requests_total else "")
 
 
-def _scope(record: dict[str, Any]) -> str:
-    sub = record.get("subsample")
-    if not sub:
-        return "full"
+def record_group(record: Record) -> Group:
+    sub = record.get("subsample") or {}
+    requests = int(record.get("num_eval_requests") or sub.get("eval_requests") or 0)
+    total = int(sub.get("eval_requests_total") or requests)
+    return Group(record.get("eval_target", "test"), bool(record.get("mask_history", False)), requests, total,
+                 record.get("split_protocol", "leave_one_out"))
+
+
+def compression_ratio(record: Record) -> Any:
+    """The CoVE compression ratio (config.<method>.compression_ratio), None for other methods."""
+    return (record.get("config", {}).get(record["method"]) or {}).get("compression_ratio")
+
+
+def _train_scope(record: Record) -> str:
+    sub = record.get("subsample") or {}
     bits = []
-    if sub.get("eval_requests") != sub.get("eval_requests_total"):
-        bits.append(f"eval {sub.get('eval_requests')}/{sub.get('eval_requests_total')}")
+    if sub.get("eval_requests") is not None and sub.get("eval_requests") != sub.get("eval_requests_total"):
+        bits.append(f"eval {sub['eval_requests']}/{sub['eval_requests_total']}")
     if sub.get("train"):
         bits.append("train " + ",".join(f"{k}={v}" for k, v in sorted(sub["train"].items())))
-    return "subsample (" + "; ".join(bits) + ")"
+    return "subsample (" + "; ".join(bits) + ")" if bits else "full"
 
 
-def leaderboard_rows(records: list[tuple[Path, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    """Rows per dataset; refuses to mix records made on different splits of one dataset."""
-    by_dataset: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+def record_row(path: Path, record: Record) -> Row:
+    return {
+        "method": record["method"],
+        "backbone": (record.get("method_info") or {}).get("backbone"),
+        "ratio": compression_ratio(record),
+        **{metric: record["metrics"].get(metric) for metric in METRIC_COLUMNS},
+        "position": record.get("eval_target", "test"),
+        "data": _train_scope(record),
+        "seed": record.get("seed"),
+        "train_s": record.get("train_seconds"),
+        "samples_per_sec": record.get("samples_per_sec"),
+        "device": record.get("device"),
+        "date": str(record.get("created", ""))[:10],
+        "record": f"{record['dataset']}/{path.name}",
+    }
+
+
+def check_split_hashes(records: list[tuple[Path, Record]]) -> None:
+    """Refuse to compare records of one dataset made on different splits."""
+    by_dataset: dict[str, dict[str, list[str]]] = {}
     for path, record in records:
-        by_dataset.setdefault(record["dataset"], []).append((path, record))
-    tables: dict[str, list[dict[str, Any]]] = {}
-    for dataset, entries in sorted(by_dataset.items()):
-        hashes = {record["split_hash"]: path for path, record in entries}
+        by_dataset.setdefault(record["dataset"], {}).setdefault(record["split_hash"], []).append(path.name)
+    for dataset, hashes in sorted(by_dataset.items()):
         if len(hashes) > 1:
-            listing = ", ".join(f"{h} ({p.name})" for h, p in sorted(hashes.items()))
+            listing = ", ".join(f"{h} ({', '.join(sorted(names))})" for h, names in sorted(hashes.items()))
             raise BenchError(f"dataset {dataset!r}: records were made on different splits: {listing}; "
                              "move the stale ones out of results/runs")
-        rows = []
-        for path, record in entries:
-            rows.append({
-                "method": _label(record),
-                "position": record.get("eval_target", "test"),
-                **{metric: record["metrics"].get(metric) for metric in METRIC_COLUMNS},
-                "data": _scope(record),
-                "train_s": record["train_seconds"],
-                "samples_per_sec": record["samples_per_sec"],
-                "device": record["device"],
-                "date": str(record["created"])[:10],
-                "record": path.name,
-            })
-        rows.sort(key=lambda row: (row["position"], -(row["ndcg@10"] or 0.0), row["record"]))
-        tables[dataset] = rows
-    return tables
 
 
-def _fmt(value: Any) -> str:
+def leaderboard_rows(records: list[tuple[Path, Record]]) -> dict[str, dict[Group, list[Row]]]:
+    """dataset -> comparable group -> rows, best NDCG@10 first; refuses mixed split hashes."""
+    check_split_hashes(records)
+    tables: dict[str, dict[Group, list[Row]]] = {}
+    for path, record in records:
+        groups = tables.setdefault(record["dataset"], {})
+        groups.setdefault(record_group(record), []).append(record_row(path, record))
+    ordered: dict[str, dict[Group, list[Row]]] = {}
+    for dataset in sorted(tables):
+        groups = tables[dataset]
+        ordered[dataset] = {}
+        for group in sorted(groups, key=Group.sort_key):
+            ordered[dataset][group] = sorted(
+                groups[group], key=lambda row: (-(row["ndcg@10"] or 0.0), row["method"], row["record"]))
+    return ordered
+
+
+def load_reference(reference_dir: Path) -> list[Row]:
+    """Published numbers from reference/*.csv, checked so a typo fails loudly with its line."""
+    rows: list[Row] = []
+    for path in sorted(reference_dir.glob("*.csv")) if reference_dir.exists() else []:
+        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+        missing = [column for column in REFERENCE_COLUMNS if column not in (reader.fieldnames or [])]
+        if missing:
+            raise BenchError(f"{path}: missing columns {missing}")
+        for line, raw in enumerate(reader, start=2):
+            row: Row = {key: (value or "").strip() for key, value in raw.items()}
+            for metric in METRIC_COLUMNS:
+                text = row.get(metric, "")
+                try:
+                    row[metric] = float(text) if text else None
+                except ValueError as error:
+                    raise BenchError(f"{path}:{line}: {metric} is not a number: {text!r}") from error
+                if row[metric] is not None and not 0.0 <= row[metric] <= 1.0:
+                    raise BenchError(f"{path}:{line}: {metric} = {text} is outside [0, 1]")
+            if not row["dataset"] or not row["method"] or not row["source"]:
+                raise BenchError(f"{path}:{line}: dataset, method and source are required")
+            row["file"] = path.name
+            rows.append(row)
+    return rows
+
+
+def load_speed(results_dir: Path) -> list[Record]:
+    """Speed records written by `bench speed` (results/speed/*.json), sorted by file name."""
+    folder = results_dir / "speed"
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as error:
+            raise BenchError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+    return records
+
+
+def fmt_metric(value: Any) -> str:
+    return "–" if value is None else f"{float(value):.4f}"
+
+
+def fmt_number(value: Any) -> str:
+    """Speeds and seconds: 3 significant figures, thousands separated."""
     if value is None:
         return "–"
-    if isinstance(value, float):
-        return f"{value:.4f}" if value < 10 else f"{value:.1f}"
-    return str(value)
+    value = float(value)
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
-def render_markdown(tables: dict[str, list[dict[str, Any]]]) -> str:
-    lines = ["# Leaderboard", "",
-             "Full ranking over every item; one relevant item per request; ties count against the target.", ""]
-    for dataset, rows in tables.items():
-        lines += [f"## {dataset}", ""]
-        header = ["method", "position", *METRIC_COLUMNS, "data", "train_s", "samples_per_sec", "device", "date"]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
-        best = {}
-        for metric in METRIC_COLUMNS:
-            for position in {row["position"] for row in rows}:
-                values = [row[metric] for row in rows if row["position"] == position and row[metric] is not None]
-                if values:
-                    best[(metric, position)] = max(values)
-        for row in rows:
-            cells = []
-            for column in header:
-                text = _fmt(row[column])
-                if column in METRIC_COLUMNS and row[column] is not None \
-                        and row[column] == best.get((column, row["position"])):
-                    text = f"**{text}**"
-                cells.append(text)
-            lines.append("| " + " | ".join(cells) + " |")
+def _table(header: list[str], lines: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(cells) + " |" for cells in lines]
+    return out
+
+
+def render_group(rows: list[Row]) -> list[str]:
+    metrics = [m for m in METRIC_COLUMNS if any(row[m] is not None for row in rows)]
+    # A lone row is not "best" of anything: bold only when there is a comparison.
+    best = {m: max(row[m] for row in rows if row[m] is not None) for m in metrics} if len(rows) > 1 else {}
+    header = ["method", "backbone", "ratio", *(METRIC_TITLES[m] for m in metrics), "position", "data",
+              "seed", "train s", "samples/s", "device", "date"]
+    lines = []
+    for row in rows:
+        cells = [row["method"], row["backbone"] or "–", "–" if row["ratio"] is None else str(row["ratio"])]
+        for metric in metrics:
+            text = fmt_metric(row[metric])
+            cells.append(f"**{text}**" if row[metric] is not None and row[metric] == best.get(metric) else text)
+        cells += [row["position"], row["data"], str(row["seed"]), fmt_number(row["train_s"]),
+                  fmt_number(row["samples_per_sec"]), str(row["device"]), row["date"]]
+        lines.append(cells)
+    return _table(header, lines)
+
+
+def render_published(rows: list[Row]) -> list[str]:
+    metrics = [m for m in METRIC_COLUMNS if any(row[m] is not None for row in rows)]
+    header = ["method", "ratio", *(METRIC_TITLES[m] for m in metrics), "position", "source"]
+    lines = [[row["method"], row["compression_ratio"] or "–", *(fmt_metric(row[m]) for m in metrics),
+              POSITION_TEXT.get(row["eval_target"], row["eval_target"]), f"{row['source']} ({row['file']})"]
+             for row in rows]
+    return _table(header, lines)
+
+
+def render_speed(speed: list[Record]) -> list[str]:
+    lines = ["## Inference speed", "",
+             "Measured by `bench speed`: all methods in one process, on the same seeded requests and "
+             "hardware; warm-up excluded; median (min–max) over repetitions.", ""]
+    for record in speed:
+        hardware = record.get("hardware", {}).get("name") or record.get("device")
+        lines += [f"### {record['dataset']} · {record['device']} ({hardware})", "",
+                  f"{record.get('num_prompts')} requests × {record.get('repeats')} repetitions, batch size "
+                  f"{record.get('batch_size')}, backbone {record.get('backbone') or '–'}; "
+                  f"{record.get('weights', '')}", ""]
+        header = ["method", "samples/s (median)", "min–max", "peak memory MB", "generated tokens/sample"]
+        rows = []
+        for name, entry in record["methods"].items():
+            speed_ = entry["samples_per_sec"]
+            rows.append([name, fmt_number(speed_["median"]),
+                         f"{fmt_number(speed_['min'])}–{fmt_number(speed_['max'])}",
+                         fmt_number(entry.get("peak_memory_mb")), fmt_number(entry.get("generated_tokens_per_sample"))])
+        lines += _table(header, rows)
+        ratio = record.get("ratio_cove_over_bigrec")
+        if ratio is not None:
+            lines += ["", f"CoVE / BIGRec samples/s: **{ratio:.1f}×** (medians)."]
         lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
-def render_csv(tables: dict[str, list[dict[str, Any]]]) -> str:
+def render_markdown(
+    tables: dict[str, dict[Group, list[Row]]],
+    published: list[Row] | None = None,
+    speed: list[Record] | None = None,
+    title: str = "# Leaderboard",
+) -> str:
+    published = published or []
+    lines = [title, "", PROTOCOL_LINE, ""]
+    datasets = sorted(set(tables) | {row["dataset"] for row in published})
+    for dataset in datasets:
+        lines += [f"## {dataset}", ""]
+        groups = tables.get(dataset, {})
+        if not groups:
+            lines += ["No recorded runs yet.", ""]
+        for group, rows in groups.items():
+            lines += [f"### {dataset} · {group.title()}", "", *render_group(rows), ""]
+        mine = [row for row in published if row["dataset"] == dataset]
+        if mine:
+            lines += [f"### {dataset} · published numbers (not run here)", "",
+                      "Reported by the papers' authors on their own splits and code; see "
+                      "[reference/SOURCE.md](reference/SOURCE.md). Not ranked against our runs.", "",
+                      *render_published(mine), ""]
+    if speed:
+        lines += render_speed(speed)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render_csv(tables: dict[str, dict[Group, list[Row]]]) -> str:
     buffer = io.StringIO()
-    columns = ["dataset", "method", "position", *METRIC_COLUMNS, "data", "train_s", "samples_per_sec",
-               "device", "date", "record"]
+    columns = ["dataset", "method", "backbone", "ratio", *METRIC_COLUMNS, "position", "mask_history",
+               "eval_requests", "data", "seed", "train_s", "samples_per_sec", "device", "date", "record"]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for dataset, rows in tables.items():
-        for row in rows:
-            writer.writerow({"dataset": dataset, **row})
+    for dataset, groups in tables.items():
+        for group, rows in groups.items():
+            for row in rows:
+                writer.writerow({"dataset": dataset, "mask_history": group.mask_history,
+                                 "eval_requests": group.requests, **row})
     return buffer.getvalue()
 
 
+def render_readme(leaderboard_md: str, plots: list[Path], results_dir: Path) -> str:
+    """results/README.md: the current standing with plots, linked relatively."""
+    body = leaderboard_md.split("\n", 1)[1]
+    lines = ["# recbench results", "",
+             "Generated by `bench leaderboard` from the run records in `runs/`, the speed records in "
+             "`speed/` and the published numbers in `reference/`; do not edit by hand.",
+             body.rstrip("\n"), ""]
+    if plots:
+        lines += ["## Plots", ""]
+        for path in plots:
+            relative = path.relative_to(results_dir).as_posix()
+            lines += [f"![{path.stem}]({relative})", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
 def write_leaderboard(results_dir: Path) -> WrittenLeaderboard:
-    tables = leaderboard_rows(iter_records(results_dir))
-    markdown = render_markdown(tables)
+    """Write leaderboard.md/.csv, plots/*.png and README.md under results_dir."""
+    from bench.plots import write_plots
+
+    records = iter_records(results_dir)
+    tables = leaderboard_rows(records)
+    published = load_reference(results_dir / "reference")
+    speed = load_speed(results_dir)
+    markdown = render_markdown(tables, published, speed)
     md_path, csv_path = results_dir / "leaderboard.md", results_dir / "leaderboard.csv"
     atomic_write_text(md_path, markdown)
     atomic_write_text(csv_path, render_csv(tables))
-    return WrittenLeaderboard(markdown, [md_path, csv_path])
+    plots = write_plots(records, speed, results_dir / "plots")
+    readme = results_dir / "README.md"
+    atomic_write_text(readme, render_readme(markdown, plots, results_dir))
+    return WrittenLeaderboard(markdown, [md_path, csv_path, *plots, readme])

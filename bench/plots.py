@@ -1,0 +1,170 @@
+"""Figures from recorded runs: CoVE compression sweep and inference speed (matplotlib, Agg, PNG).
+
+Data extraction (`compression_sweeps`) is separate from drawing so tests can check the numbers
+without rendering. A plot without data is skipped, not drawn empty. PNGs carry no timestamp or
+software metadata, so regenerating from the same records gives identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SWEEP_METHOD = "cove"
+SWEEP_METRICS = ("ndcg@10", "hr@10")
+METRIC_TITLES = {"ndcg@10": "NDCG@10", "hr@10": "HR@10"}
+
+
+@dataclass
+class Sweep:
+    """Metric per compression ratio for one dataset and comparable group, plus the best baseline."""
+
+    dataset: str
+    group: Any  # bench.leaderboard.Group
+    ratios: list[float]
+    values: dict[str, list[float]]  # metric -> mean over records at each ratio
+    runs: list[int]  # records averaged at each ratio
+    baseline: dict[str, tuple[str, float]]  # metric -> (method, value), best non-CoVE record
+    reference_ratio: float  # values are divided by the value at this ratio (1 when recorded)
+
+    def normalised(self, metric: str) -> list[float] | None:
+        base = self.values[metric][self.ratios.index(self.reference_ratio)]
+        return None if base == 0 else [value / base for value in self.values[metric]]
+
+
+def compression_sweeps(records: list[tuple[Path, dict[str, Any]]]) -> list[Sweep]:
+    """One sweep per (dataset, comparable group) holding CoVE records at two or more ratios."""
+    from bench.leaderboard import compression_ratio, record_group
+
+    cells: dict[tuple[str, Any], dict[float, list[dict[str, Any]]]] = {}
+    others: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for _, record in records:
+        key = (record["dataset"], record_group(record))
+        ratio = compression_ratio(record)
+        if record["method"] == SWEEP_METHOD and ratio is not None:
+            cells.setdefault(key, {}).setdefault(float(ratio), []).append(record)
+        elif record["method"] != SWEEP_METHOD:
+            others.setdefault(key, []).append(record)
+    sweeps = []
+    for key in sorted(cells, key=lambda k: (k[0], k[1].sort_key())):
+        by_ratio = cells[key]
+        if len(by_ratio) < 2:
+            continue
+        ratios = sorted(by_ratio)
+        values = {m: [statistics.fmean(r["metrics"][m] for r in by_ratio[ratio]) for ratio in ratios]
+                  for m in SWEEP_METRICS}
+        baseline = {}
+        for metric in SWEEP_METRICS:
+            candidates = [(r["metrics"][metric], r["method"]) for r in others.get(key, [])]
+            if candidates:
+                value, method = max(candidates)
+                baseline[metric] = (method, value)
+        sweeps.append(Sweep(key[0], key[1], ratios, values, [len(by_ratio[r]) for r in ratios], baseline,
+                            1.0 if 1.0 in ratios else ratios[0]))
+    return sweeps
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Render to bytes first and write atomically; no metadata, so bytes repeat."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_compression(sweep: Sweep, path: Path) -> Path:
+    """Metric relative to the uncompressed model vs compression ratio (the paper's Figures 3-4)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(SWEEP_METRICS), figsize=(9, 3.6))
+    for axis, metric in zip(axes, SWEEP_METRICS):
+        relative = sweep.normalised(metric)
+        ys = relative if relative is not None else sweep.values[metric]
+        axis.plot(sweep.ratios, ys, marker="o", color="tab:green", label="CoVE")
+        for x, y, n in zip(sweep.ratios, ys, sweep.runs):
+            if n > 1:
+                axis.annotate(f"mean of {n}", (x, y), textcoords="offset points", xytext=(0, 6),
+                              ha="center", fontsize=7)
+        if metric in sweep.baseline:
+            method, value = sweep.baseline[metric]
+            base = sweep.values[metric][sweep.ratios.index(sweep.reference_ratio)]
+            level = value / base if relative is not None else value
+            axis.axhline(level, color="tab:gray", linestyle="--", label=f"best baseline ({method})")
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(sweep.ratios, [f"{r:g}" for r in sweep.ratios])
+        axis.set_xlabel("compression ratio N/|S| (log scale)")
+        if relative is not None:
+            axis.set_ylabel(f"{METRIC_TITLES[metric]} relative to ratio {sweep.reference_ratio:g} (unitless)")
+        else:
+            axis.set_ylabel(f"{METRIC_TITLES[metric]} (absolute; zero at ratio {sweep.reference_ratio:g})")
+        axis.set_title(METRIC_TITLES[metric])
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8)
+    fig.suptitle(f"CoVE compression sweep · {sweep.dataset} · {sweep.group.title()}", fontsize=9)
+    fig.tight_layout()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_speed(record: dict[str, Any], path: Path) -> Path:
+    """Log-scale bars of samples/sec per method, whiskers from min to max over repetitions."""
+    plt = _pyplot()
+    names = list(record["methods"])
+    medians = [record["methods"][n]["samples_per_sec"]["median"] for n in names]
+    low = [m - record["methods"][n]["samples_per_sec"]["min"] for n, m in zip(names, medians)]
+    high = [record["methods"][n]["samples_per_sec"]["max"] - m for n, m in zip(names, medians)]
+    fig, axis = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.6))
+    axis.bar(names, medians, yerr=[low, high], capsize=4, color="tab:blue")
+    for x, (value, top) in enumerate(zip(medians, high)):
+        axis.annotate(f"{value:.3g}/s", (x, value + top), textcoords="offset points", xytext=(0, 5), ha="center",
+                      fontsize=8)
+    axis.margins(y=0.15)
+    axis.set_yscale("log")
+    axis.set_ylabel("inference samples/sec (log scale)")
+    axis.set_xlabel("method")
+    hardware = record.get("hardware", {}).get("name") or record["device"]
+    title = f"{record['dataset']} · {record['device']} ({hardware}) · batch {record.get('batch_size')}"
+    if record.get("ratio_cove_over_bigrec") is not None:
+        title += f"\nCoVE / BIGRec = {record['ratio_cove_over_bigrec']:.1f}× (medians; whiskers: min–max)"
+    axis.set_title(title, fontsize=8)
+    axis.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def write_plots(records: list[tuple[Path, dict[str, Any]]], speed: list[dict[str, Any]], plots_dir: Path) -> list[Path]:
+    """Draw every plot that has data; remove PNGs left from data that is gone (the folder is generated)."""
+    written = [plot_compression(sweep, plots_dir / f"compression-{sweep.dataset}-{sweep.group.slug()}.png")
+               for sweep in compression_sweeps(records)]
+    written += [plot_speed(record, plots_dir / f"speed-{record['dataset']}-{record['device']}.png")
+                for record in speed if record.get("methods")]
+    if plots_dir.exists():
+        for stale in sorted(set(plots_dir.glob("*.png")) - set(written)):
+            stale.unlink()
+    return sorted(written)

@@ -1,0 +1,277 @@
+"""`bench speed`: inference samples/sec of several methods in one process, on the same requests.
+
+Why a separate command: a run record's samples/sec comes from whatever machine and load the run
+happened to meet. A speed comparison is only fair when every method answers the same seeded
+requests on the same hardware, back to back, with warm-up excluded and several repetitions.
+
+Speed is a property of the architecture and the decoding, not of how well the weights were
+trained, so by default each method is fitted as briefly as its section allows (QUICK_FIT);
+the record says exactly what was fitted. Timing is the shared evaluator's (bench.evaluate,
+which uses bench.resources.Stopwatch): scoring only, device-synchronised.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+# Generic keys shortening fit(); applied only where a method's bench.toml section has the key,
+# before the user's --set (which wins).
+QUICK_FIT: dict[str, Any] = {"epochs": 1, "max_train_users": 8, "max_train_samples": 8, "max_train_steps": 1}
+VALIDATION_REQUESTS = 8
+SPEED_SCHEMA = 1
+
+
+@dataclass
+class SpeedOutcome:
+    record: dict[str, Any]
+    path: Path
+
+
+def speed_path(results_dir: Path, dataset: str, device: str) -> Path:
+    return results_dir / "speed" / f"{dataset}-{device.split(':')[0]}.json"
+
+
+def route_overrides(overrides: list[str], methods: list[str]) -> dict[str, list[str]]:
+    """Send each `section.key=value` to the method it names; `eval.*` goes to every method."""
+    routed: dict[str, list[str]] = {method: [] for method in methods}
+    for assignment in overrides:
+        section = assignment.partition("=")[0].strip().split(".")[0]
+        if section == "eval":
+            for method in methods:
+                routed[method].append(assignment)
+        elif section in routed:
+            routed[section].append(assignment)
+        else:
+            raise BenchError(f"--set {assignment!r}: section {section!r} is neither eval nor one of the "
+                             f"measured methods ({', '.join(methods)})")
+    return routed
+
+
+def quick_fit_overrides(method: str, section: dict[str, Any]) -> list[str]:
+    return [f"{method}.{key}={json.dumps(value)}" for key, value in QUICK_FIT.items() if key in section]
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": [round(value, 4) for value in values]}
+
+
+def reset_cpu_peak() -> bool:
+    """Reset this process's resident-memory high-water mark (Linux /proc/self/clear_refs).
+
+    ru_maxrss never goes down, so without this every later method would inherit the peak of
+    the ones measured before it in the same process.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_peak_mb() -> float | None:
+    """VmHWM (peak resident set since the last reset) in MB, None where /proc is unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def hardware_info(device: str) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                            "torch_threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        info["name"] = torch.cuda.get_device_name(torch.device(device))
+        return info
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info["name"] = f"{name}, {os.cpu_count()} cores"
+    return info
+
+
+def measure_method(
+    method_cls: Any,
+    section: dict[str, Any],
+    dataset: Any,
+    cases: Any,
+    *,
+    device: str,
+    seed: int,
+    repeats: int,
+    batch_size: int,
+    work_dir: Path,
+    log: Any,
+) -> dict[str, Any]:
+    """Fit, warm up on one batch (not timed), then time `repeats` full passes over `cases`."""
+    from bench.evaluate import evaluate
+    from bench.method import RunContext, seed_everything
+    from bench.resources import Stopwatch
+    from bench.run import subsample_cases
+
+    valid = subsample_cases(dataset.split.valid, VALIDATION_REQUESTS)
+
+    def validate(model: Any) -> float:
+        return evaluate(model, valid, dataset.num_items, ks=(10,), batch_size=batch_size, device=device,
+                        progress=False).metrics["ndcg@10"]
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    instance = method_cls(section, RunContext(device=device, seed=seed, work_dir=work_dir, validate=validate,
+                                              log=log))
+    fit_watch = Stopwatch(device)
+    with fit_watch.running():
+        instance.fit(dataset)
+
+    def one_pass(model: Any, requests: Any) -> Any:
+        return evaluate(model, requests, dataset.num_items, ks=(10,), batch_size=batch_size, device=device,
+                        progress=False)
+
+    one_pass(instance, cases.subset(list(range(min(batch_size, len(cases))))))  # warm-up, excluded
+    cpu_reset = not device.startswith("cuda") and reset_cpu_peak()
+    results = [one_pass(instance, cases) for _ in range(repeats)]
+    if device.startswith("cuda"):
+        peak, kind = max(r.peak_memory_mb for r in results), results[0].peak_memory_kind
+    elif cpu_reset and cpu_peak_mb() is not None:
+        peak, kind = cpu_peak_mb(), "process_resident_peak_during_timed_passes (VmHWM after reset)"
+    else:
+        peak, kind = max(r.peak_memory_mb for r in results), "process_peak_rss_cumulative"
+    described = instance.describe()
+    entry = {
+        "samples_per_sec": summarize([r.samples_per_sec for r in results]),
+        "seconds_per_pass": summarize([r.seconds for r in results]),
+        "peak_memory_mb": round(float(peak), 1),
+        "peak_memory_kind": kind,
+        "fit_seconds": round(fit_watch.seconds, 3),
+        "backbone": described.get("backbone"),
+        "generated_tokens_per_sample": described.get("generated_tokens_per_sample"),
+        "method_info": described,
+    }
+    del instance
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+    return entry
+
+
+def measure_speed(
+    dataset_name: str,
+    methods: list[str],
+    *,
+    device: str = "cpu",
+    num_prompts: int = 32,
+    repeats: int = 3,
+    batch_size: int = 1,
+    overrides: list[str] | tuple[str, ...] = (),
+    model: str | None = None,
+    quick_fit: bool = True,
+    seed: int = 0,
+    results_dir: Path | None = None,
+    config: dict[str, Any] | None = None,
+    log: Any = print,
+) -> SpeedOutcome:
+    """Measure every method on the same seeded requests in this process; record atomically."""
+    from bench.config import load_config
+    from bench.data.prepare import prepare
+    from bench.registry import method_registry
+    from bench.results import atomic_write_text, git_revision, now_iso, package_versions
+    from bench.run import build_effective_config, eval_settings, run_paths, subsample_cases
+
+    if not methods:
+        raise BenchError("--methods: name at least one method")
+    if len(set(methods)) != len(methods):
+        raise BenchError(f"--methods: a method is listed twice: {','.join(methods)}")
+    if num_prompts < 1 or repeats < 1 or batch_size < 1:
+        raise BenchError("--num-prompts, --repeats and --batch-size must be at least 1")
+    config = config if config is not None else load_config()
+    registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
+    for method in methods:
+        registry.target(method)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BenchError("--device cuda: no CUDA device is available on this machine")
+    routed = route_overrides(list(overrides), methods)
+    effective: dict[str, dict[str, Any]] = {}
+    applied_quick: dict[str, list[str]] = {}
+    for method in methods:
+        quick = quick_fit_overrides(method, config.get(method, {})) if quick_fit else []
+        applied_quick[method] = quick
+        own_model = model if model is not None and "model" in config.get(method, {}) else None
+        effective[method] = build_effective_config(config, method, None, [*quick, *routed[method]], own_model)
+    targets = {eval_settings(effective[m], m).get("target", "test") for m in methods}
+    if len(targets) != 1:
+        raise BenchError(f"eval.target differs between methods ({sorted(targets)}): speed needs the same requests")
+    target = targets.pop()
+
+    paths = run_paths(config, results_dir)
+    dataset, info = prepare(dataset_name, paths.data_dir, paths.cache_dir)
+    cases = subsample_cases(dataset.split.cases(target), num_prompts)
+    hardware = hardware_info(device)
+    measured: dict[str, Any] = {}
+    for method in methods:
+        log(f"== speed: {method} on {dataset.name} ({len(cases)} requests x {repeats}, batch {batch_size}, {device})")
+        measured[method] = measure_method(
+            registry.load(method), effective[method][method], dataset, cases, device=device, seed=seed,
+            repeats=repeats, batch_size=batch_size, work_dir=paths.cache_dir / "work" / "speed" / method, log=log)
+    backbones = sorted({str(entry["backbone"]) for entry in measured.values() if entry["backbone"]})
+    ratio = None
+    if "cove" in measured and "bigrec" in measured:
+        ratio = measured["cove"]["samples_per_sec"]["median"] / measured["bigrec"]["samples_per_sec"]["median"]
+    if quick_fit:
+        fitted = "; ".join(f"{m}: {', '.join(q) or 'no quick-fit key, full fit'}" for m, q in applied_quick.items())
+        weights = ("Weights are not trained to convergence: speed depends on architecture and decoding, so each "
+                   f"method was fitted as briefly as its config allows ({fitted}). A generative method's "
+                   "decoding length depends on its weights; see generated_tokens_per_sample.")
+    else:
+        weights = "Each method was fitted with its full bench.toml settings before timing."
+    record = {
+        "schema": SPEED_SCHEMA,
+        "dataset": dataset.name,
+        "split_hash": dataset.split.hash,
+        "eval_target": target,
+        "device": device,
+        "hardware": hardware,
+        "backbone": ", ".join(backbones) or None,
+        "num_prompts": len(cases),
+        "requests_seed": 0,
+        "repeats": repeats,
+        "batch_size": batch_size,
+        "warmup": f"one untimed batch of {min(batch_size, len(cases))} request(s) per method",
+        "timing": "bench.evaluate: method.score only (ranking excluded), device-synchronised wall clock",
+        "weights": weights,
+        "methods": measured,
+        "measured_in_order": methods,
+        "ratio_cove_over_bigrec": ratio,
+        "config": {"methods": effective, "quick_fit": quick_fit, "quick_fit_overrides": applied_quick,
+                   "overrides": list(overrides), "model": model, "seed": seed},
+        "dataset_info": {key: info.get(key) for key in ("users", "items", "interactions", "content_hash")},
+        "versions": package_versions(),
+        "git_rev": git_revision(),
+        "created": now_iso(),
+    }
+    path = speed_path(paths.results_dir, dataset.name, device)
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    return SpeedOutcome(record, path)

@@ -1,0 +1,213 @@
+"""Leaderboard: comparable tables from records only, published numbers apart, identical on rebuild."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.errors import BenchError
+from bench.leaderboard import load_reference, write_leaderboard
+from bench.plots import compression_sweeps, write_plots
+from bench.results import write_record
+
+REPO = Path(__file__).resolve().parent.parent
+METRICS = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20")
+
+
+def metrics(base: float, **overrides: float) -> dict[str, float]:
+    values = {metric: round(base * (1 + i), 4) for i, metric in enumerate(METRICS)}
+    return {**values, **overrides}
+
+
+def make_record(results: Path, method: str, values: dict[str, float], *, dataset: str = "beauty",
+                split_hash: str = "h1", target: str = "test", ratio: float | None = None,
+                backbone: str | None = None, requests: int = 100, seed: int = 0, name: str | None = None) -> Path:
+    section: dict[str, Any] = {} if ratio is None else {"compression_ratio": ratio}
+    subsample = None if requests == 100 else {"eval_requests": requests, "eval_requests_total": 100,
+                                              "eval_seed": 0, "train": None}
+    record = {
+        "schema": 1, "method": method, "dataset": dataset, "split_hash": split_hash,
+        "split_protocol": "leave_one_out", "eval_target": target, "mask_history": False,
+        "config": {"eval": {"target": target}, method: section}, "config_hash": name or method,
+        "seed": seed, "metrics": values, "num_eval_requests": requests, "train_seconds": 12.5,
+        "samples_per_sec": 250.0, "peak_memory_mb": 100.0, "device": "cpu", "subsample": subsample,
+        "method_info": {"backbone": backbone} if backbone else {}, "versions": {}, "git_rev": "abc",
+        "created": "2026-01-02T03:04:05+00:00",
+    }
+    path = results / "runs" / dataset / f"{method}-{name or method}.json"
+    write_record(path, record)
+    return path
+
+
+def speed_record(results: Path) -> None:
+    record = {
+        "dataset": "beauty", "device": "cpu", "hardware": {"name": "test cpu"}, "backbone": "SmolLM2-135M",
+        "num_prompts": 8, "repeats": 3, "batch_size": 1, "weights": "quick fit",
+        "methods": {
+            "cove": {"samples_per_sec": {"median": 40.0, "min": 35.0, "max": 41.0}, "peak_memory_mb": 900.0},
+            "bigrec": {"samples_per_sec": {"median": 0.5, "min": 0.4, "max": 0.6}, "peak_memory_mb": 950.0,
+                       "generated_tokens_per_sample": 64.0},
+        },
+        "ratio_cove_over_bigrec": 80.0,
+    }
+    (results / "speed").mkdir(parents=True, exist_ok=True)
+    (results / "speed" / "beauty-cpu.json").write_text(json.dumps(record))
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under one `### ` heading, up to the next heading."""
+    start = markdown.index(heading)
+    rest = markdown[start + len(heading):]
+    end = min((rest.index(mark) for mark in ("\n### ", "\n## ") if mark in rest), default=len(rest))
+    return rest[:end]
+
+
+def row_of(table: str, method: str) -> list[str]:
+    lines = [line for line in table.splitlines() if line.startswith(f"| {method} |")]
+    assert len(lines) == 1, table
+    return [cell.strip() for cell in lines[0].strip("|").split("|")]
+
+
+def test_table_columns_bolding_and_groups(tmp_path: Path):
+    results = tmp_path / "results"
+    make_record(results, "sasrec", metrics(0.03, **{"hr@20": 0.10}))
+    make_record(results, "pop", metrics(0.01, **{"hr@20": 0.20}))
+    make_record(results, "cove", metrics(0.05), target="valid", ratio=2, backbone="SmolLM2-135M")
+    make_record(results, "gru4rec", metrics(0.04), requests=10)
+    markdown = write_leaderboard(results).markdown_text
+
+    test_table = section(markdown, "### beauty · last item (test) · all 100 requests")
+    sasrec, pop = row_of(test_table, "sasrec"), row_of(test_table, "pop")
+    header = [cell.strip() for cell in test_table.strip().splitlines()[0].strip("|").split("|")]
+    for column in ("method", "backbone", "ratio", "NDCG@5", "NDCG@10", "NDCG@20", "HR@5", "HR@10", "HR@20",
+                   "position", "data", "device", "date"):
+        assert column in header
+    ndcg10, hr20 = header.index("NDCG@10"), header.index("HR@20")
+    assert sasrec[ndcg10] == "**0.0600**" and pop[ndcg10] == "0.0200"
+    assert pop[hr20] == "**0.2000**" and sasrec[hr20] == "0.1000"  # best is per metric
+    assert test_table.index("| sasrec |") < test_table.index("| pop |")  # sorted by NDCG@10
+    assert sasrec[header.index("position")] == "test" and sasrec[header.index("data")] == "full"
+    assert sasrec[header.index("date")] == "2026-01-02" and sasrec[header.index("device")] == "cpu"
+
+    # Other positions and other request sets are separate tables, never ranked together.
+    valid_table = section(markdown, "### beauty · second-to-last item (valid) · all 100 requests")
+    cove = row_of(valid_table, "cove")
+    assert cove[header.index("backbone")] == "SmolLM2-135M" and cove[header.index("ratio")] == "2"
+    assert "**" not in valid_table  # a lone row is not bolded
+    sub_table = section(markdown, "seeded subsample of 10 of 100 requests")
+    assert "| gru4rec |" in sub_table and "| gru4rec |" not in test_table
+    assert row_of(sub_table, "gru4rec")[header.index("data")] == "subsample (eval 10/100)"
+
+
+def test_published_block_is_labelled_apart_and_never_bolded(tmp_path: Path):
+    results = tmp_path / "results"
+    make_record(results, "sasrec", metrics(0.03))
+    make_record(results, "pop", metrics(0.01))
+    (results / "reference").mkdir(parents=True)
+    (results / "reference" / "paper.csv").write_text(
+        "dataset,method,compression_ratio,eval_target,ndcg@5,ndcg@10,hr@5,hr@10,source\n"
+        "beauty,CoVE,2,valid,0.0498,0.9593,0.0714,0.1009,cove-readme\n"
+        "toys,SASRec,,test,0.0306,0.0374,0.0463,0.0675,cove-readme\n")
+    written = write_leaderboard(results)
+    markdown = written.markdown_text
+    published = section(markdown, "### beauty · published numbers (not run here)")
+    assert "| CoVE | 2 | 0.0498 | 0.9593 |" in published and "**" not in published
+    assert "second-to-last item (valid)" in published and "cove-readme" in published
+    ours = section(markdown, "### beauty · last item (test) · all 100 requests")
+    assert "**0.0600**" in ours  # our best stays bold although the published number is higher
+    assert markdown.index("### beauty · last item") < markdown.index("### beauty · published")
+    assert "## toys" in markdown and "No recorded runs yet." in section(markdown, "## toys")
+    assert "CoVE" not in (results / "leaderboard.csv").read_text()  # never mixed into our data
+
+
+def test_record_on_another_split_is_refused(tmp_path: Path):
+    results = tmp_path / "results"
+    make_record(results, "sasrec", metrics(0.03), split_hash="aaaa")
+    make_record(results, "pop", metrics(0.01), split_hash="bbbb")
+    make_record(results, "pop", metrics(0.01), dataset="toys", split_hash="cccc")
+    with pytest.raises(BenchError, match=r"'beauty'.*different splits: aaaa \(sasrec-sasrec.json\), "
+                                         r"bbbb \(pop-pop.json\)"):
+        write_leaderboard(results)
+    assert not (results / "leaderboard.md").exists()
+
+
+def test_malformed_reference_fails_with_its_line(tmp_path: Path):
+    (tmp_path / "bad.csv").write_text("dataset,method,compression_ratio,eval_target,ndcg@5,source\n"
+                                      "beauty,X,,test,0.01,s\nbeauty,Y,,test,zero,s\n")
+    with pytest.raises(BenchError, match=r"bad.csv:3: ndcg@5 is not a number"):
+        load_reference(tmp_path)
+    (tmp_path / "bad.csv").write_text("dataset,method,eval_target,source\n")
+    with pytest.raises(BenchError, match="missing columns"):
+        load_reference(tmp_path)
+
+
+def test_committed_reference_holds_the_issue_numbers():
+    rows = {(r["dataset"], r["method"]): r for r in load_reference(REPO / "results" / "reference")}
+    assert (rows["beauty", "SASRec"]["ndcg@5"], rows["beauty", "SASRec"]["hr@10"]) == (0.0249, 0.0605)
+    assert (rows["beauty", "GRU4Rec"]["ndcg@10"], rows["beauty", "GRU4Rec"]["hr@5"]) == (0.0137, 0.0164)
+    cove = rows["beauty", "CoVE"]
+    assert (cove["ndcg@5"], cove["ndcg@10"], cove["hr@5"], cove["hr@10"]) == (0.0498, 0.0593, 0.0714, 0.1009)
+    assert cove["eval_target"] == "valid" and rows["beauty", "SASRec"]["eval_target"] == "test"
+
+
+def test_compression_sweep_is_normalised_to_ratio_one(tmp_path: Path):
+    results = tmp_path / "results"
+    for ratio, ndcg in ((1, 0.040), (2, 0.036), (4, 0.030)):
+        make_record(results, "cove", metrics(0.01, **{"ndcg@10": ndcg, "hr@10": 2 * ndcg}), ratio=ratio,
+                    name=f"r{ratio}")
+    make_record(results, "cove", metrics(0.01, **{"ndcg@10": 0.032, "hr@10": 0.064}), ratio=4, seed=1, name="r4s1")
+    make_record(results, "sasrec", metrics(0.01, **{"ndcg@10": 0.020, "hr@10": 0.050}))
+    make_record(results, "pop", metrics(0.01, **{"ndcg@10": 0.010, "hr@10": 0.060}))
+    make_record(results, "cove", metrics(0.05), target="valid", ratio=2, name="lone")  # one ratio: no sweep
+    [sweep] = compression_sweeps([(p, json.loads(p.read_text())) for p in sorted(results.rglob("*.json"))])
+    assert sweep.ratios == [1.0, 2.0, 4.0] and sweep.runs == [1, 1, 2]
+    assert sweep.normalised("ndcg@10") == pytest.approx([1.0, 0.9, 0.775])
+    assert sweep.baseline == {"ndcg@10": ("sasrec", 0.020), "hr@10": ("pop", 0.060)}
+
+
+def test_plots_skip_without_data_and_remove_stale(tmp_path: Path):
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "compression-old-test.png").write_bytes(b"stale")
+    assert write_plots([], [], plots) == [] and not list(plots.glob("*.png"))
+
+
+def build(results: Path) -> dict[str, bytes]:
+    paths = write_leaderboard(results).paths
+    return {path.relative_to(results).as_posix(): path.read_bytes() for path in paths}
+
+
+def test_rebuild_gives_identical_files_and_plots_open(tmp_path: Path):
+    from PIL import Image
+
+    results = tmp_path / "results"
+    for ratio, ndcg in ((1, 0.04), (2, 0.035), (8, 0.03)):
+        make_record(results, "cove", metrics(0.01, **{"ndcg@10": ndcg}), ratio=ratio, backbone="SmolLM2-135M",
+                    name=f"r{ratio}")
+    make_record(results, "sasrec", metrics(0.01))
+    speed_record(results)
+    first = build(results)
+    second = build(results)
+    assert first == second
+    assert {"leaderboard.md", "leaderboard.csv", "README.md", "plots/compression-beauty-test.png",
+            "plots/speed-beauty-cpu.png"} <= set(first)
+    for name in ("plots/compression-beauty-test.png", "plots/speed-beauty-cpu.png"):
+        with Image.open(results / name) as image:
+            assert image.format == "PNG" and image.size[0] > 300
+    readme = first["README.md"].decode()
+    assert "![compression-beauty-test](plots/compression-beauty-test.png)" in readme
+    assert "CoVE / BIGRec samples/s: **80.0×**" in readme and "| bigrec | 0.5 | 0.4–0.6 |" in readme
+
+
+def test_committed_records_rebuild_identically(tmp_path: Path):
+    results = tmp_path / "results"
+    for part in ("runs", "reference", "speed"):
+        if (REPO / "results" / part).exists():
+            shutil.copytree(REPO / "results" / part, results / part)
+    if not (results / "runs").exists():
+        pytest.skip("no committed run records yet")
+    assert build(results) == build(results)

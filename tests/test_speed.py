@@ -1,0 +1,130 @@
+"""`bench speed` with fake methods: same requests for all, warm-up excluded, record written atomically."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.config import load_config
+from bench.errors import BenchError
+from bench.method import Method
+from bench.speed import QUICK_FIT, measure_speed, route_overrides, speed_path
+
+# What the fakes saw. The registry imports this file as "tests.test_speed", which may be another
+# module object than the one pytest runs, so tests read these through `seen()`.
+CALLS: dict[str, list[list[int]]] = {}
+CONFIGS: dict[str, dict[str, Any]] = {}
+
+
+def seen() -> Any:
+    return importlib.import_module("tests.test_speed")
+
+
+class FakeCoVE(Method):
+    name = "cove"
+
+    def fit(self, dataset):
+        CONFIGS[self.name] = dict(self.config)
+        CALLS[self.name] = []
+        self.n = dataset.num_items
+
+    def score(self, users, histories):
+        CALLS[self.name].append(list(users))
+        return np.zeros((len(users), self.n))
+
+    def describe(self):
+        return {"backbone": "fake-135M"}
+
+
+class FakeBIGRec(FakeCoVE):
+    name = "bigrec"
+
+    def describe(self):
+        return {"backbone": "fake-135M", "generated_tokens_per_sample": 12.5}
+
+
+@pytest.fixture
+def fakes(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    import methods
+
+    monkeypatch.setitem(methods.METHODS, "cove", "tests.test_speed:FakeCoVE")
+    monkeypatch.setitem(methods.METHODS, "bigrec", "tests.test_speed:FakeBIGRec")
+    config = load_config()
+    config["cove"] = {"epochs": 14, "compression_ratio": 2}
+    config["bigrec"] = {"max_new_tokens": 64}
+    seen().CALLS.clear()
+    seen().CONFIGS.clear()
+    return config
+
+
+def test_same_requests_warmup_excluded_and_record(fakes: dict[str, Any], isolated: Path):
+    outcome = measure_speed("tiny", ["cove", "bigrec"], num_prompts=5, repeats=3, batch_size=2, config=fakes,
+                            log=lambda _: None)
+    record = outcome.record
+    assert outcome.path == speed_path(isolated / "results", "tiny", "cpu")
+    assert json.loads(outcome.path.read_text()) == json.loads(json.dumps(record, default=str))
+    assert not list(outcome.path.parent.glob("*.tmp"))
+
+    # One warm-up batch, then 3 passes of ceil(5/2) batches; every pass sees the same 5 users.
+    for name in ("cove", "bigrec"):
+        calls = seen().CALLS[name]
+        assert len(calls) == 1 + 3 * math.ceil(5 / 2)
+        timed = calls[1:]
+        passes = [sum(timed[i * 3:(i + 1) * 3], []) for i in range(3)]
+        assert passes[0] == passes[1] == passes[2] and len(passes[0]) == 5
+    assert sum(seen().CALLS["cove"][1:4], []) == sum(seen().CALLS["bigrec"][1:4], [])
+
+    for key in ("device", "backbone", "methods", "ratio_cove_over_bigrec", "config", "versions", "git_rev",
+                "created", "weights", "hardware", "split_hash"):
+        assert key in record
+    assert record["device"] == "cpu" and record["backbone"] == "fake-135M" and record["num_prompts"] == 5
+    cove, bigrec = record["methods"]["cove"], record["methods"]["bigrec"]
+    for entry in (cove, bigrec):
+        speed = entry["samples_per_sec"]
+        assert len(speed["runs"]) == 3 and speed["min"] <= speed["median"] <= speed["max"]
+        assert entry["peak_memory_mb"] > 0
+    assert bigrec["generated_tokens_per_sample"] == 12.5 and cove["generated_tokens_per_sample"] is None
+    assert record["ratio_cove_over_bigrec"] == pytest.approx(
+        cove["samples_per_sec"]["median"] / bigrec["samples_per_sec"]["median"])
+
+
+def test_quick_fit_only_touches_existing_keys_and_set_wins(fakes: dict[str, Any]):
+    configs = seen().CONFIGS
+    outcome = measure_speed("tiny", ["cove", "bigrec"], num_prompts=3, repeats=1, config=fakes,
+                            overrides=["bigrec.max_new_tokens=8"], log=lambda _: None)
+    assert configs["cove"]["epochs"] == QUICK_FIT["epochs"] and configs["bigrec"] == {"max_new_tokens": 8}
+    assert "cove.epochs=1" in outcome.record["weights"] and "bigrec: no quick-fit key" in outcome.record["weights"]
+    measure_speed("tiny", ["cove"], num_prompts=3, repeats=1, config=fakes, overrides=["cove.epochs=0"],
+                  log=lambda _: None)
+    assert configs["cove"]["epochs"] == 0
+    measure_speed("tiny", ["cove"], num_prompts=3, repeats=1, config=fakes, quick_fit=False, log=lambda _: None)
+    assert configs["cove"]["epochs"] == 14
+
+
+def test_overrides_are_routed_and_mistakes_refused(fakes: dict[str, Any]):
+    assert route_overrides(["eval.target=valid", "cove.epochs=0"], ["cove", "bigrec"]) == {
+        "cove": ["eval.target=valid", "cove.epochs=0"], "bigrec": ["eval.target=valid"]}
+    with pytest.raises(BenchError, match="section 'sasrec' is neither eval nor one of the measured methods"):
+        route_overrides(["sasrec.epochs=1"], ["cove"])
+    with pytest.raises(BenchError, match="listed twice"):
+        measure_speed("tiny", ["cove", "cove"], config=fakes)
+    with pytest.raises(BenchError, match="Unknown method 'coev'"):
+        measure_speed("tiny", ["coev"], config=fakes)
+
+
+def test_cli_prints_table_and_writes_record(fakes: dict[str, Any], isolated: Path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    result = CliRunner().invoke(app, ["speed", "--dataset", "tiny", "--methods", "cove,bigrec", "--num-prompts", "4",
+                                      "--repeats", "2"])
+    assert result.exit_code == 0, result.output
+    assert "| cove |" in result.output and "CoVE / BIGRec samples/s" in result.output
+    assert (isolated / "results" / "speed" / "tiny-cpu.json").exists()
