@@ -156,6 +156,7 @@ def measure_method(
     else:
         peak, kind = max(r.peak_memory_mb for r in results), "process_peak_rss_cumulative"
     described = instance.describe()
+    tokens = described.get("generated_tokens_per_sample")
     entry = {
         "samples_per_sec": summarize([r.samples_per_sec for r in results]),
         "seconds_per_pass": summarize([r.seconds for r in results]),
@@ -163,7 +164,10 @@ def measure_method(
         "peak_memory_kind": kind,
         "fit_seconds": round(fit_watch.seconds, 3),
         "backbone": described.get("backbone"),
-        "generated_tokens_per_sample": described.get("generated_tokens_per_sample"),
+        "generated_tokens_per_sample": tokens,
+        # Decoding length follows the weights; tokens/sec lets a reader rescale to a trained model's length.
+        "generated_tokens_per_sec": (round(statistics.median(r.samples_per_sec for r in results) * tokens, 3)
+                                     if tokens else None),
         "method_info": described,
     }
     del instance

@@ -90,6 +90,7 @@ def test_same_requests_warmup_excluded_and_record(fakes: dict[str, Any], isolate
         assert len(speed["runs"]) == 3 and speed["min"] <= speed["median"] <= speed["max"]
         assert entry["peak_memory_mb"] > 0
     assert bigrec["generated_tokens_per_sample"] == 12.5 and cove["generated_tokens_per_sample"] is None
+    assert bigrec["generated_tokens_per_sec"] == pytest.approx(12.5 * bigrec["samples_per_sec"]["median"], rel=1e-3)
     assert record["ratio_cove_over_bigrec"] == pytest.approx(
         cove["samples_per_sec"]["median"] / bigrec["samples_per_sec"]["median"])
 
