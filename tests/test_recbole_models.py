@@ -1,0 +1,97 @@
+"""SASRec and GRU4Rec through RecBole learn a learnable rule, not a random one, and score in our order."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.data.synthetic import rule_dataset
+from bench.data.types import Catalogue, Dataset
+from bench.evaluate import evaluate
+from bench.method import RunContext
+from methods.recbole_models import GRU4RecMethod, RecBoleMethod, SASRecMethod
+
+NUM_ITEMS = 20
+TINY = {
+    "sasrec": {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "n_heads": 1,
+               "hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1},
+    "gru4rec": {"embedding_size": 32, "hidden_size": 32, "num_layers": 1, "dropout_prob": 0.1},
+}
+CLASSES: dict[str, type[RecBoleMethod]] = {"sasrec": SASRecMethod, "gru4rec": GRU4RecMethod}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core box threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def fitted(name: str, dataset: Dataset, tmp_path: Path, **overrides: object) -> RecBoleMethod:
+    config = {"epochs": 8, "stopping_step": 3, "learning_rate": 0.01, "train_batch_size": 64,
+              "eval_batch_size": 256, "max_seq_length": 50, "loss_type": "CE", **TINY[name], **overrides}
+    method = CLASSES[name](config, RunContext(work_dir=tmp_path, seed=0, log=lambda message: None))
+    method.fit(dataset)
+    return method
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_learns_the_next_item_rule(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # RecBole must not write log/ or log_tensorboard/ here
+    monkeypatch.setattr(sys, "argv", ["bench", "--epochs=99"])  # nor read our command line
+    dataset = rule_dataset(num_items=NUM_ITEMS, num_users=200, length=6, rule="next")
+    method = fitted(name, dataset, tmp_path / "work")
+
+    result = evaluate(method, dataset.split.test, NUM_ITEMS, ks=(1, 5), progress=False)
+    assert result.metrics["hr@1"] > 0.9  # chance: 0.05
+    # RecBole's ids are not ours, so a correct hit rate above also proves the column mapping.
+    assert not torch.equal(method.recbole_ids.cpu(), torch.arange(1, NUM_ITEMS + 1))
+    single = method.score(list(range(NUM_ITEMS)), [[item] for item in range(NUM_ITEMS)])
+    assert single.argmax(dim=1).tolist() == [(item + 1) % NUM_ITEMS for item in range(NUM_ITEMS)]
+
+    facts = method.describe()
+    assert facts["epochs_max"] == 8 and facts["epochs_run"] == 8
+    assert facts["model_class"].endswith(name.replace("sasrec", "SASRec").replace("gru4rec", "GRU4Rec"))
+    assert facts["parameters"] > 0 and facts["recbole_best_valid_ndcg@10"] > 0.9
+    assert (tmp_path / "work" / "recbole" / f"{method.model_name}.pth").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_stays_near_chance_on_random_sequences(name: str, tmp_path: Path) -> None:
+    dataset = rule_dataset(num_items=NUM_ITEMS, num_users=200, length=6, rule="random")
+    method = fitted(name, dataset, tmp_path, epochs=30, stopping_step=1)
+
+    result = evaluate(method, dataset.split.test, NUM_ITEMS, ks=(5,), progress=False)
+    assert result.metrics["hr@5"] < 0.45  # chance: 0.25
+    facts = method.describe()
+    # Nothing to learn, so validation stops improving: RecBole stops after stopping_step + 1 misses.
+    assert facts["stopped_by"] == "early_stopping"
+    assert facts["epochs_run"] == facts["best_epoch"] + 2
+
+
+def test_scores_every_catalogue_item_and_empty_histories(tmp_path: Path) -> None:
+    base = rule_dataset(num_items=NUM_ITEMS, num_users=100, length=5, rule="next")
+    extra = 5  # catalogue items that never occur in any sequence
+    catalogue = Catalogue(base.catalogue.asins + [f"X{i}" for i in range(extra)],
+                          base.catalogue.titles + [None] * extra)
+    dataset = Dataset("with-unseen", catalogue, base.split)
+    method = fitted("sasrec", dataset, tmp_path, epochs=2)
+
+    scores = method.score([0, 1, 2], [[], [3], list(range(NUM_ITEMS)) * 5])
+    assert scores.shape == (3, NUM_ITEMS + extra)
+    assert torch.isfinite(scores).all()
+
+
+def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path: Path) -> None:
+    dataset = rule_dataset(num_items=NUM_ITEMS, num_users=50, length=5, rule="next")
+    method = SASRecMethod({"epochs": 50, "max_seq_length": 50, **TINY["sasrec"]},
+                          RunContext(work_dir=tmp_path, max_train_minutes=1e-6, log=lambda message: None))
+    method.fit(dataset)
+    facts = method.describe()
+    assert facts["stopped_by"] == "max_train_minutes" and facts["epochs_run"] == 1 and facts["best_epoch"] == 1
