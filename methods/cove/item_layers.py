@@ -1,0 +1,76 @@
+"""CoVE's item tables: one input embedding and one output-head row per item, optionally hashed.
+
+ratio = 1: plain tables, row i belongs to item i alone.
+ratio > 1: both tables have |S| = ceil(N / ratio) rows and item i uses the mean of its k hashed
+rows (CoVE §3.2). The input table and the head are separate parameters (as in the authors'
+code), so memory is 2·|S|·d instead of 2·N·d.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.cove.hashing import UniversalHashes, num_buckets
+
+
+class ItemTable(nn.Module):
+    """A |S| x d table plus each item's k bucket codes (a (N, k) buffer saved with checkpoints)."""
+
+    def __init__(self, num_items: int, dim: int, ratio: int = 1, num_hashes: int = 4, seed: int = 0) -> None:
+        super().__init__()
+        self.num_items, self.dim, self.ratio = num_items, dim, ratio
+        items = torch.arange(num_items)
+        if ratio == 1:  # no hashing: item i owns row i (k is ignored)
+            codes = items[:, None]
+        else:
+            codes = UniversalHashes.draw(num_hashes, num_buckets(num_items, ratio), seed)(items)
+        self.register_buffer("codes", codes)
+        self.weight = nn.Parameter(torch.empty(num_buckets(num_items, ratio), dim))
+        nn.init.xavier_uniform_(self.weight)
+
+    @property
+    def num_hashes(self) -> int:
+        return self.codes.shape[1]
+
+    def init_like(self, reference: torch.Tensor) -> None:
+        """Rows ~ N(mean, std) of a reference table (the base vocabulary) per channel, so item
+        vectors start at the scale the transformer expects; k-averaging shrinks the std by
+        sqrt(k), so rows are drawn sqrt(k) wider."""
+        mean = reference.float().mean(0)
+        std = reference.float().std(0) * self.num_hashes**0.5
+        with torch.no_grad():
+            self.weight.copy_(mean + std * torch.randn_like(self.weight))
+
+    def vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """v(i) = (1/k) Σ_j W[h_j(i)] for item indices of any shape -> (..., d)."""
+        if self.ratio == 1:
+            return F.embedding(items, self.weight)
+        flat = F.embedding_bag(self.codes[items.reshape(-1)], self.weight, mode="mean")
+        return flat.reshape(*items.shape, self.dim)
+
+
+class ItemEmbedding(ItemTable):
+    """Input embedding of item tokens: e(i) = (1/k) Σ_j E[h_j(i)]."""
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return self.vectors(items)
+
+
+class ItemHead(ItemTable):
+    """Output head over items: logit(h, i) = (1/k) Σ_j h · W[h_j(i)] = h · v(i), for all N items.
+
+    The mean of k dot products equals the dot product with the mean row, so the head
+    builds the N x d item matrix once per call and never touches the base vocabulary.
+    """
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        all_items = torch.arange(self.num_items, device=self.codes.device)
+        matrix = self.vectors(all_items).to(hidden.dtype)
+        return hidden @ matrix.T
+
+
+def item_table_bytes(*tables: ItemTable) -> int:
+    """Bytes of the trainable item rows (what compression saves): Σ |S|·d·element size."""
+    return sum(t.weight.numel() * t.weight.element_size() for t in tables)

@@ -1,0 +1,259 @@
+"""CoVE (Zhang et al., ACL 2025, arXiv 2506.19993) as a recbench method.
+
+Every item is a token `<|i|>` with its own (optionally hashed) input embedding and output-head
+row; the LLM is fine-tuned with LoRA to predict the next item's token after a prompt listing
+the history, and ranking is a single forward pass scored over the item tokens only.
+Deviations from the authors' runs are listed in DEVIATIONS and recorded with every result.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from bench.data.types import Dataset
+from bench.errors import BenchError
+from bench.method import Method, RunContext
+
+DEVIATIONS = [
+    "backbone: the configured model (SmolLM2-135M-Instruct by default), not Llama-3.2-3B",
+    "selection on the validation split each epoch (authors: no validation split)",
+    "item tables initialised from the base vocabulary's per-channel mean/std (authors: xavier-uniform)",
+    "|S| = ceil(N / ratio) (authors: N // ratio)",
+    "evaluation prompt is the exact prefix of the training text (authors' evaluation prompt had an extra space)",
+]
+
+
+@dataclass(frozen=True)
+class CoVESettings:
+    """The [cove] section of bench.toml (every key listed there; see its comments)."""
+
+    model: str = "smollm2"
+    compression_ratio: int = 1
+    num_hashes: int = 4
+    hash_seed: int = 0
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    scheduler: str = "cosine"
+    batch_size: int = 8
+    grad_accum: int = 4
+    epochs: int = 3
+    patience: int = 2
+    train_samples: str = "last"
+    loss: str = "item"
+    max_history: int = 20
+    max_title_words: int = 20
+    max_prompt_tokens: int = 1024
+    use_titles: bool = True
+    freeze_item_embeddings: bool = False
+    max_train_users: int = 0
+    max_eval_users: int = 0  # handled by the harness
+    eval_batch_size: int = 32
+    max_train_minutes: float = 0.0
+    preset: str | None = None  # set by the harness when --preset is used
+
+
+CHOICES = {"scheduler": ("cosine", "linear", "constant"), "train_samples": ("last", "all_prefixes"),
+           "loss": ("item", "all_tokens")}
+
+
+def parse_settings(config: dict[str, Any]) -> CoVESettings:
+    """Typed settings from the config section; a wrong value names the key and what was expected."""
+    known = {f.name: f for f in fields(CoVESettings)}
+    values: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "presets":
+            continue
+        if key not in known:
+            raise BenchError(f"bench.toml [cove].{key}: unknown key. Known: {', '.join(sorted(known))}")
+        default = getattr(CoVESettings, key)
+        if key == "lora_targets":
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise BenchError(f"bench.toml [cove].lora_targets: expected a list of module names, got {value!r}")
+            value = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise BenchError(f"bench.toml [cove].{key}: expected true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise BenchError(f"bench.toml [cove].{key}: expected a non-negative integer, got {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise BenchError(f"bench.toml [cove].{key}: expected a non-negative number, got {value!r}")
+            value = float(value)
+        elif key in CHOICES and value not in CHOICES[key]:
+            raise BenchError(f"bench.toml [cove].{key}: expected one of {', '.join(CHOICES[key])}, got {value!r}")
+        values[key] = value
+    settings = CoVESettings(**values)
+    for key in ("compression_ratio", "num_hashes", "batch_size", "grad_accum", "eval_batch_size"):
+        if getattr(settings, key) < 1:
+            raise BenchError(f"bench.toml [cove].{key}: expected an integer >= 1, got {getattr(settings, key)}")
+    if settings.num_hashes > 16:
+        raise BenchError(f"bench.toml [cove].num_hashes: expected 1..16, got {settings.num_hashes}")
+    return settings
+
+
+def choose_users(train: list[list[int]], max_users: int, seed: int) -> list[int]:
+    """Users with at least two training items; a seeded random subsample when max_users > 0."""
+    eligible = [u for u, seq in enumerate(train) if len(seq) >= 2]
+    if 0 < max_users < len(eligible):
+        eligible = sorted(random.Random(seed).sample(eligible, max_users))
+    return eligible
+
+
+class CoVEMethod(Method):
+    name = "cove"
+
+    def __init__(self, config: dict[str, Any], context: RunContext) -> None:
+        super().__init__(config, context)
+        self.settings = parse_settings(config)
+        self.model: Any = None
+        self.encoder: Any = None
+        self._info: dict[str, Any] = {}
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def _cache_dir(self) -> Path:
+        from bench.config import load_config, resolve_path
+
+        return resolve_path(load_config(), "cache_dir", "BENCH_CACHE_DIR", ".cache")
+
+    def _build(self, dataset: Dataset) -> None:
+        import torch
+
+        from bench.backbone import backbone_name, load_backbone
+        from methods.cove.item_layers import item_table_bytes
+        from methods.cove.model import CoVEModel, attach_lora
+        from methods.cove.prompts import PromptEncoder, PromptSettings, add_item_tokens
+
+        s, device = self.settings, self.context.device
+        lm, tokenizer = load_backbone(s.model, device, self._cache_dir())
+        backbone_params = sum(p.numel() for p in lm.parameters())
+        base_vocab = add_item_tokens(tokenizer, dataset.num_items, lm.get_input_embeddings().weight.shape[0])
+        torch.manual_seed(self.context.seed)  # LoRA and item-table initialisation repeat for a seed
+        try:
+            lm = attach_lora(lm, s.lora_rank, s.lora_alpha, s.lora_dropout, list(s.lora_targets))
+        except ValueError as error:
+            raise BenchError(f"bench.toml [cove].lora_targets: {error}") from error
+        model = CoVEModel(lm, base_vocab, dataset.num_items, s.compression_ratio, s.num_hashes, s.hash_seed)
+        model.causal_lm.config.vocab_size = base_vocab + dataset.num_items  # the extended vocabulary
+        model.item_embedding.weight.requires_grad_(not s.freeze_item_embeddings)
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.encoder = PromptEncoder(tokenizer, dataset.catalogue, base_vocab,
+                                     PromptSettings(s.use_titles, s.max_title_words, s.max_history,
+                                                    s.max_prompt_tokens))
+        tables = (model.item_embedding, model.item_head)
+        self._info.update(
+            backbone=backbone_name(lm, s.model),
+            backbone_params=backbone_params,
+            base_vocab=base_vocab,
+            trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+            lora_params=sum(p.numel() for n, p in model.named_parameters() if "lora_" in n),
+            item_table_rows=model.item_head.weight.shape[0],
+            item_table_params=sum(t.weight.numel() for t in tables),
+            item_table_bytes=item_table_bytes(*tables),
+            item_table_bytes_uncompressed=2 * dataset.num_items * model.item_head.dim * 4,
+            hashes_per_item=model.item_head.num_hashes,
+        )
+
+    # -- training -------------------------------------------------------------------------
+
+    def fit(self, dataset: Dataset) -> None:
+        from methods.cove.trainer import Sample, Trainer, TrainSettings
+
+        self._build(dataset)
+        s, ctx = self.settings, self.context
+        users = choose_users(dataset.split.train, s.max_train_users, ctx.seed)
+        samples = []
+        for user in users:
+            seq = dataset.split.train[user]
+            ends = [len(seq) - 1] if s.train_samples == "last" else range(1, len(seq))
+            for end in ends:
+                history, target = seq[:end], seq[end]
+                samples.append(Sample(self.encoder.prompt(history), target,
+                                      self.encoder.training_sequence(history, target)))
+        if s.max_train_users:
+            self._info["train_subsample"] = {"max_train_users": s.max_train_users, "seed": ctx.seed,
+                                             "users": len(users)}
+        self._info.update(train_users=len(users), train_examples=len(samples))
+        if not samples or s.epochs == 0:
+            if s.epochs > 0:
+                raise BenchError(f"dataset {dataset.name}: no user has two training items; CoVE has nothing to learn")
+            self._info["training"] = {"epochs_done": 0, "stopped_by": "epochs = 0"}
+            return
+        budgets = [m for m in (s.max_train_minutes, ctx.max_train_minutes or 0) if m > 0]
+        train = TrainSettings(learning_rate=s.learning_rate, weight_decay=s.weight_decay,
+                              warmup_ratio=s.warmup_ratio, scheduler=s.scheduler, batch_size=s.batch_size,
+                              grad_accum=s.grad_accum, epochs=s.epochs, patience=s.patience, loss=s.loss,
+                              max_train_minutes=min(budgets) if budgets else 0.0, seed=ctx.seed)
+        fingerprint = {"dataset": dataset.name, "split": dataset.split.hash, "num_items": dataset.num_items,
+                       "cove": {k: v for k, v in asdict(s).items() if k not in ("max_eval_users", "eval_batch_size")},
+                       "examples": len(samples)}
+        fingerprint = _jsonable(fingerprint)
+        validate = (lambda: ctx.validate(self)) if ctx.validate is not None else None
+        trainer = Trainer(self.model, samples, train, work_dir=ctx.work_dir, device=ctx.device,
+                          pad_id=self.tokenizer.pad_token_id, validate=validate, log=ctx.log,
+                          fingerprint=fingerprint)
+        progress = trainer.train()
+        self._info["training"] = {k: progress[k] for k in ("epochs_done", "best_epoch", "best_score", "stopped_by",
+                                                           "epoch_scores", "optimizer_steps")}
+
+    # -- ranking --------------------------------------------------------------------------
+
+    def score(self, users: list[int], histories: list[list[int]]) -> Any:
+        """(B, N) item logits from one forward pass per chunk; no generation, no base-vocab logits."""
+        import torch
+
+        from methods.cove.trainer import autocast, pad_left
+
+        if self.model is None:
+            raise RuntimeError("CoVE.score called before fit()")
+        self.model.eval()
+        device, chunk = self.context.device, self.settings.eval_batch_size
+        out = []
+        with torch.no_grad(), autocast(device):
+            for start in range(0, len(histories), chunk):
+                prompts = [self.encoder.prompt(h) for h in histories[start:start + chunk]]
+                ids, mask = pad_left(prompts, self.tokenizer.pad_token_id, device)
+                out.append(self.model.item_scores(ids, mask).float())
+        return torch.cat(out)
+
+    def describe(self) -> dict[str, Any]:
+        s = self.settings
+        info = {
+            "backbone_spec": s.model,
+            "compression_ratio": s.compression_ratio,
+            "num_hashes": s.num_hashes if s.compression_ratio > 1 else None,
+            "train_mode": "one sample per user" if s.train_samples == "last" else "all prefixes",
+            "loss": "item token only" if s.loss == "item" else "all tokens",
+            "history_truncation": f"most recent {s.max_history} items" if s.max_history else "none",
+            "prompt_token_cap": f"{s.max_prompt_tokens} (oldest items dropped)",
+            "title_truncation": (f"first {s.max_title_words} words" if s.max_title_words else "none")
+            if s.use_titles else "no titles (ID-only prompts)",
+            "lora": {"rank": s.lora_rank, "alpha": s.lora_alpha, "dropout": s.lora_dropout,
+                     "targets": list(s.lora_targets)},
+            "item_embeddings": "frozen" if s.freeze_item_embeddings else "trained",
+            "ranking": "one forward pass, last position, item head only (no generation)",
+            "deviations": DEVIATIONS,
+            **self._info,
+        }
+        return info
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples become lists, so a fingerprint equals itself after a JSON round trip."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,222 @@
+"""Fine-tuning loop for CoVE: AdamW, warm-up + cosine/linear decay, gradient accumulation,
+per-epoch validation with early stopping, and resumable checkpoints of the trainable parts.
+
+Checkpoint files in the run's work_dir (trainable tensors only; the backbone is never copied):
+  cove_last.safetensors   state after the last completed epoch (resume point)
+  cove_best.safetensors   state with the best validation NDCG@10 so far
+  cove_optimizer.pt       AdamW + scheduler state
+  cove_progress.json      epochs done, best epoch/score, why training stopped
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from methods.cove.model import CoVEModel
+
+LAST, BEST, OPTIMIZER, PROGRESS = "cove_last.safetensors", "cove_best.safetensors", "cove_optimizer.pt", \
+    "cove_progress.json"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training example: the prompt ids, the target item and the full text's ids."""
+
+    prompt: list[int]
+    target: int
+    sequence: list[int]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    scheduler: str = "cosine"  # cosine | linear | constant (after warm-up)
+    batch_size: int = 8
+    grad_accum: int = 4
+    epochs: int = 3
+    patience: int = 2  # epochs without a better validation score before stopping; 0 = never stop early
+    loss: str = "item"  # item | all_tokens
+    max_train_minutes: float = 0.0  # 0 = no budget
+    max_grad_norm: float = 1.0  # Hugging Face Trainer's default, which the authors' script used
+    seed: int = 0
+
+
+def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
+    """Linear warm-up to 1 over `warmup` steps, then cosine or linear decay to 0 (or constant)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if kind == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def pad_left(rows: list[list[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad to a (B, T) id tensor and its attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, tokens in enumerate(rows):
+        if tokens:
+            ids[row, width - len(tokens):] = torch.tensor(tokens)
+            mask[row, width - len(tokens):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def autocast(device: str) -> Any:
+    """bf16 autocast on CUDA (as the authors trained); plain fp32 on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+
+
+def batch_loss(model: CoVEModel, batch: list[Sample], loss: str, pad_id: int, device: str) -> torch.Tensor:
+    """loss = "item": cross-entropy of the target item at the prompt's last position (items only).
+    loss = "all_tokens": causal-LM loss on every token of prompt + target over V + N tokens
+    (the authors' labels = the whole text)."""
+    with autocast(device):
+        if loss == "item":
+            ids, mask = pad_left([s.prompt for s in batch], pad_id, device)
+            targets = torch.tensor([s.target for s in batch], device=device)
+            return F.cross_entropy(model.item_scores(ids, mask).float(), targets)
+        ids, mask = pad_left([s.sequence for s in batch], pad_id, device)
+        logits = model.token_logits(model.hidden_states(ids, mask)[:, :-1]).float()
+        labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+class Trainer:
+    def __init__(self, model: CoVEModel, samples: list[Sample], settings: TrainSettings, *, work_dir: Path,
+                 device: str, pad_id: int, validate: Callable[[], float] | None, log: Callable[[str], None],
+                 fingerprint: dict[str, Any]) -> None:
+        self.model, self.samples, self.s = model, samples, settings
+        self.work_dir, self.device, self.pad_id = Path(work_dir), device, pad_id
+        self.validate, self.log, self.fingerprint = validate, log, fingerprint
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        batches = math.ceil(len(samples) / settings.batch_size)
+        self.steps_per_epoch = math.ceil(batches / settings.grad_accum)
+        total = self.steps_per_epoch * settings.epochs
+        warmup = math.ceil(settings.warmup_ratio * total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, total, warmup, settings.scheduler))
+        self.progress: dict[str, Any] = {"epochs_done": 0, "best_epoch": None, "best_score": None,
+                                         "bad_epochs": 0, "finished": False, "stopped_by": None,
+                                         "epoch_scores": [], "optimizer_steps": 0, "train_seconds": 0.0}
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _save(self, best: bool) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.trainable_state().items()}
+        save_file(state, self.work_dir / LAST)
+        if best:
+            save_file(state, self.work_dir / BEST)
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                   self.work_dir / OPTIMIZER)
+        record = {**self.progress, "fingerprint": self.fingerprint, "settings": asdict(self.s)}
+        tmp = self.work_dir / (PROGRESS + ".tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(self.work_dir / PROGRESS)  # progress last: it only ever names files already written
+
+    def _resume(self) -> bool:
+        """Load the last completed epoch if this work_dir holds a run with the same fingerprint."""
+        path = self.work_dir / PROGRESS
+        if not path.exists():
+            return False
+        record = json.loads(path.read_text())
+        if record.get("fingerprint") != self.fingerprint or record.get("settings") != asdict(self.s):
+            self.log(f"cove: {self.work_dir} holds a run with another config; starting afresh")
+            return False
+        self.model.load_trainable_state(load_file(self.work_dir / LAST))
+        extra = torch.load(self.work_dir / OPTIMIZER, weights_only=True)  # our own file: tensors and numbers
+        self.optimizer.load_state_dict(extra["optimizer"])
+        self.scheduler.load_state_dict(extra["scheduler"])
+        self.progress = {k: record[k] for k in self.progress}
+        self.log(f"cove: resumed after epoch {self.progress['epochs_done']} from {self.work_dir}")
+        return True
+
+    def load_best(self) -> None:
+        if (self.work_dir / BEST).exists():
+            self.model.load_trainable_state(load_file(self.work_dir / BEST))
+
+    # -- training -------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        self._resume()
+        budget = self.s.max_train_minutes * 60 if self.s.max_train_minutes > 0 else None
+        started = time.perf_counter() - self.progress["train_seconds"]
+        epoch = self.progress["epochs_done"]
+        while not self.progress["finished"] and epoch < self.s.epochs:
+            self.model.train()
+            order = list(range(len(self.samples)))
+            random.Random(self.s.seed * 1_000_003 + epoch).shuffle(order)  # same order after a resume
+            batches = [order[i:i + self.s.batch_size] for i in range(0, len(order), self.s.batch_size)]
+            bar = tqdm(batches, desc=f"cove epoch {epoch + 1}/{self.s.epochs}", unit="batch", leave=False)
+            out_of_time = False
+            for index, batch in enumerate(bar):
+                loss = batch_loss(self.model, [self.samples[i] for i in batch], self.s.loss, self.pad_id, self.device)
+                (loss / self.s.grad_accum).backward()
+                if (index + 1) % self.s.grad_accum == 0 or index + 1 == len(batches):
+                    torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                                   self.s.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.progress["optimizer_steps"] += 1
+                    if budget is not None and time.perf_counter() - started > budget:
+                        out_of_time = True
+                        break
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.close()
+            self.optimizer.zero_grad(set_to_none=True)
+            epoch += 1
+            self.progress["train_seconds"] = time.perf_counter() - started
+            improved = self._after_epoch(epoch, partial=out_of_time)
+            if out_of_time:
+                self.progress.update(finished=True, stopped_by="max_train_minutes")
+            elif self.s.patience > 0 and self.progress["bad_epochs"] >= self.s.patience:
+                self.progress.update(finished=True, stopped_by="early_stopping")
+            elif epoch >= self.s.epochs:
+                self.progress.update(finished=True, stopped_by="epochs")
+            self._save(best=improved)
+        if self.validate is not None:
+            self.load_best()
+        self.model.eval()
+        return dict(self.progress)
+
+    def _after_epoch(self, epoch: int, partial: bool) -> bool:
+        """Validate (if the harness lent a validator); True when this epoch is the best so far."""
+        self.progress["epochs_done"] = epoch
+        if self.validate is None:
+            self.progress["best_epoch"] = epoch
+            return True
+        self.model.eval()
+        with torch.no_grad():
+            score = float(self.validate())
+        self.progress["epoch_scores"].append(round(score, 6))
+        best = self.progress["best_score"]
+        note = " (partial epoch: time budget)" if partial else ""
+        if best is None or score > best:
+            self.progress.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+            self.log(f"cove: epoch {epoch} validation NDCG@10 {score:.4f} (best){note}")
+            return True
+        self.progress["bad_epochs"] += 1
+        self.log(f"cove: epoch {epoch} validation NDCG@10 {score:.4f} (best {best:.4f} at epoch "
+                 f"{self.progress['best_epoch']}){note}")
+        return False

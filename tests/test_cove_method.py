@@ -1,0 +1,186 @@
+"""CoVE plumbing on a tiny random Llama: what trains, prompts, checkpoints, resume, budgets, settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bench.backbone import tiny_backbone
+from bench.data.synthetic import rule_dataset
+from bench.errors import BenchError
+from bench.method import RunContext
+from methods.cove.method import CoVEMethod, parse_settings
+from methods.cove.prompts import item_token, prompt_texts
+from methods.cove.trainer import Sample, batch_loss
+
+DATASET = rule_dataset(num_items=20, num_users=40, length=6, seed=1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest single-threaded (and do not fight other jobs for the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    model, tokenizer = tiny_backbone(prompt_texts(DATASET.catalogue))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def make(tiny_lm: str, work_dir: Path, validate: Any = None, **config: Any) -> CoVEMethod:
+    base = {"model": tiny_lm, "epochs": 2, "batch_size": 8, "grad_accum": 2, "learning_rate": 3e-3,
+            "warmup_ratio": 0.0, "patience": 0}
+    return CoVEMethod({**base, **config}, RunContext(work_dir=work_dir, validate=validate, log=lambda _: None))
+
+
+def probe_scores(method: CoVEMethod) -> torch.Tensor:
+    cases = DATASET.split.test
+    return method.score(cases.users[:6], cases.histories[:6])
+
+
+@pytest.mark.parametrize("loss", ["item", "all_tokens"])
+@pytest.mark.parametrize("ratio", [1, 4])
+def test_gradients_reach_lora_and_item_tables_only(tiny_lm: str, tmp_path: Path, loss: str, ratio: int):
+    method = make(tiny_lm, tmp_path, compression_ratio=ratio, num_hashes=2)
+    method._build(DATASET)
+    model, enc = method.model, method.encoder
+    samples = [Sample(enc.prompt(h), t, enc.training_sequence(h, t)) for h, t in [([1, 2, 3], 4), ([7], 8)]]
+    model.train()
+    batch_loss(model, samples, loss, method.tokenizer.pad_token_id, "cpu").backward()
+    named = dict(model.named_parameters())
+    lora = [p for n, p in named.items() if "lora_" in n]
+    assert lora and all(p.requires_grad for p in lora)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    for table in (model.item_embedding, model.item_head):
+        assert table.weight.grad is not None and table.weight.grad.abs().sum() > 0
+    frozen = [p for n, p in named.items() if "lora_" not in n and not n.startswith("item_")]
+    assert frozen and all(not p.requires_grad and p.grad is None for p in frozen)
+    assert model.causal_lm.get_input_embeddings().weight.grad is None
+
+
+def test_prompt_is_the_prefix_of_the_training_text(tiny_lm: str, tmp_path: Path):
+    method = make(tiny_lm, tmp_path, max_history=2)
+    method._build(DATASET)
+    enc, tok = method.encoder, method.tokenizer
+    prompt = enc.prompt([5, 6, 7])
+    sequence = enc.training_sequence([5, 6, 7], 8)
+    assert sequence[:len(prompt)] == prompt and sequence[len(prompt)] == enc.base_vocab + 8
+    text = tok.decode(prompt)
+    assert item_token(6) in text and item_token(7) in text and item_token(5) not in text  # most recent 2 kept
+    assert tok.convert_tokens_to_ids(item_token(19)) == enc.base_vocab + 19
+    assert "Instruction" in text and DATASET.catalogue.titles[7].split()[0] in text
+
+
+def test_id_only_prompts_have_no_titles(tiny_lm: str, tmp_path: Path):
+    method = make(tiny_lm, tmp_path, use_titles=False)
+    method._build(DATASET)
+    prompt = method.encoder.prompt([3, 4])
+    comma = method.tokenizer(",", add_special_tokens=False)["input_ids"]
+    assert prompt[-2 * (1 + len(comma)):] == [method.encoder.token(3), *comma, method.encoder.token(4), *comma]
+
+
+def test_checkpoint_reload_gives_identical_scores(tiny_lm: str, tmp_path: Path):
+    first = make(tiny_lm, tmp_path / "run", compression_ratio=2)
+    first.fit(DATASET)
+    before = probe_scores(first)
+    assert before.shape == (6, DATASET.num_items) and torch.isfinite(before).all()
+    assert (tmp_path / "run" / "cove_last.safetensors").exists()
+    again = make(tiny_lm, tmp_path / "run", compression_ratio=2)
+    again.fit(DATASET)  # finished run in the same work_dir: loads it, trains nothing
+    assert torch.equal(probe_scores(again), before)
+    fresh = make(tiny_lm, tmp_path / "other", compression_ratio=2, epochs=0)
+    fresh.fit(DATASET)
+    assert not torch.allclose(probe_scores(fresh), before)  # training changed the scores
+
+
+def test_interrupted_run_resumes_from_last_completed_epoch(tiny_lm: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    whole = make(tiny_lm, tmp_path / "whole", epochs=3)
+    whole.fit(DATASET)
+    expected = probe_scores(whole)
+
+    from methods.cove import trainer as trainer_module
+
+    original = trainer_module.Trainer._after_epoch
+
+    def crash_in_epoch_two(self: Any, epoch: int, partial: bool) -> bool:
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch, partial)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_after_epoch", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        make(tiny_lm, tmp_path / "crash", epochs=3).fit(DATASET)
+    monkeypatch.setattr(trainer_module.Trainer, "_after_epoch", original)
+    logs: list[str] = []
+    resumed = make(tiny_lm, tmp_path / "crash", epochs=3)
+    resumed.context.log = logs.append
+    resumed.fit(DATASET)
+    assert any("resumed after epoch 1" in line for line in logs)
+    assert resumed.describe()["training"]["epochs_done"] == 3
+    assert torch.allclose(probe_scores(resumed), expected, atol=1e-5)
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny_lm: str, tmp_path: Path):
+    seen: list[torch.Tensor] = []
+
+    def validate(method: CoVEMethod) -> float:
+        seen.append(probe_scores(method))
+        return [0.5, 0.4, 0.3, 0.2][len(seen) - 1]  # epoch 1 is best
+
+    method = make(tiny_lm, tmp_path, validate=validate, epochs=4, patience=2)
+    method.fit(DATASET)
+    training = method.describe()["training"]
+    assert training["stopped_by"] == "early_stopping" and training["epochs_done"] == 3
+    assert training["best_epoch"] == 1 and len(seen) == 3
+    assert torch.equal(probe_scores(method), seen[0])
+
+
+def test_time_budget_stops_after_one_step_and_still_scores(tiny_lm: str, tmp_path: Path):
+    method = make(tiny_lm, tmp_path, epochs=5, max_train_minutes=1e-9)
+    method.fit(DATASET)
+    training = method.describe()["training"]
+    assert training["stopped_by"] == "max_train_minutes" and training["optimizer_steps"] == 1
+    assert probe_scores(method).shape == (6, DATASET.num_items)
+
+
+def test_describe_records_subsample_and_table_sizes(tiny_lm: str, tmp_path: Path):
+    method = make(tiny_lm, tmp_path, max_train_users=10, compression_ratio=4, epochs=1, train_samples="all_prefixes")
+    method.fit(DATASET)
+    info = method.describe()
+    assert info["train_subsample"] == {"max_train_users": 10, "seed": 0, "users": 10}
+    assert info["train_examples"] == 10 * 3  # 4 training items -> 3 prefixes per user
+    assert info["train_mode"] == "all prefixes" and info["loss"] == "item token only"
+    assert info["item_table_rows"] == 5 and info["item_table_bytes"] == 2 * 5 * 64 * 4
+
+
+def test_settings_refuse_bad_values():
+    with pytest.raises(BenchError, match=r"\[cove\].loss"):
+        parse_settings({"loss": "everything"})
+    with pytest.raises(BenchError, match=r"\[cove\].compression_ratio"):
+        parse_settings({"compression_ratio": 0})
+    with pytest.raises(BenchError, match=r"\[cove\].nope"):
+        parse_settings({"nope": 1})
+    assert parse_settings({"lora_targets": "q_proj, v_proj"}).lora_targets == ("q_proj", "v_proj")
+
+
+def test_bench_toml_section_parses_with_the_paper_preset():
+    from bench.config import load_config, method_config
+
+    config = load_config()
+    default = parse_settings(method_config(config, "cove")["cove"])
+    paper = parse_settings(method_config(config, "cove", "paper")["cove"])
+    assert default == parse_settings({})  # code defaults mirror bench.toml
+    assert default.loss == "item" and default.train_samples == "last"
+    assert paper.loss == "all_tokens" and paper.epochs == 14 and len(paper.lora_targets) == 7
+    assert paper.batch_size * paper.grad_accum == 32 and paper.lora_dropout == 0.0
