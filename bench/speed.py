@@ -5,8 +5,10 @@ happened to meet. A speed comparison is only fair when every method answers the 
 requests on the same hardware, back to back, with warm-up excluded and several repetitions.
 
 Speed is a property of the architecture and the decoding, not of how well the weights were
-trained, so by default each method is fitted as briefly as its section allows (QUICK_FIT);
-the record says exactly what was fitted. Timing is the shared evaluator's (bench.evaluate,
+trained, so by default each method is fitted quickly: on the training sequences of a few seeded
+users (the others left empty, which the Split contract allows) with one epoch where its section
+has `epochs`. The catalogue, hence every model's size and the full ranking, is unchanged. The
+record says exactly what was fitted. Timing is the shared evaluator's (bench.evaluate,
 which uses bench.resources.Stopwatch): scoring only, device-synchronised.
 """
 
@@ -23,9 +25,10 @@ from typing import Any
 
 from bench.errors import BenchError
 
-# Generic keys shortening fit(); applied only where a method's bench.toml section has the key,
-# before the user's --set (which wins).
-QUICK_FIT: dict[str, Any] = {"epochs": 1, "max_train_users": 8, "max_train_samples": 8, "max_train_steps": 1}
+# Keys shortening fit(); applied only where a method's bench.toml section has the key, before the
+# user's --set (which wins).
+QUICK_FIT: dict[str, Any] = {"epochs": 1}
+QUICK_FIT_USERS = 8
 VALIDATION_REQUESTS = 8
 SPEED_SCHEMA = 1
 
@@ -58,6 +61,22 @@ def route_overrides(overrides: list[str], methods: list[str]) -> dict[str, list[
 
 def quick_fit_overrides(method: str, section: dict[str, Any]) -> list[str]:
     return [f"{method}.{key}={json.dumps(value)}" for key, value in QUICK_FIT.items() if key in section]
+
+
+def quick_fit_dataset(dataset: Any, users: int, seed: int) -> Any:
+    """The same catalogue and requests, but training sequences for `users` seeded users only."""
+    import random
+
+    from bench.data.types import Dataset, Split
+    from bench.run import subsample_cases
+
+    candidates = [u for u, seq in enumerate(dataset.split.train) if len(seq) >= 2]
+    keep = set(random.Random(seed).sample(candidates, min(users, len(candidates))))
+    train = [seq if u in keep else [] for u, seq in enumerate(dataset.split.train)]
+    valid = dataset.split.valid
+    valid = valid.subset([j for j, history in enumerate(valid.histories) if history])
+    split = Split(dataset.split.protocol, train, subsample_cases(valid, VALIDATION_REQUESTS), dataset.split.test)
+    return Dataset(dataset.name, dataset.catalogue, split, dataset.title_kind)
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
@@ -128,7 +147,7 @@ def measure_method(
     from bench.resources import Stopwatch
     from bench.run import subsample_cases
 
-    valid = subsample_cases(dataset.split.valid, VALIDATION_REQUESTS)
+    valid = subsample_cases(dataset.split.valid, VALIDATION_REQUESTS)  # `dataset` is the one fitted on
 
     def validate(model: Any) -> float:
         return evaluate(model, valid, dataset.num_items, ks=(10,), batch_size=batch_size, device=device,
@@ -235,20 +254,22 @@ def measure_speed(
     cases = subsample_cases(dataset.split.cases(target), num_prompts)
     hardware = hardware_info(device)
     measured: dict[str, Any] = {}
+    fit_dataset = quick_fit_dataset(dataset, QUICK_FIT_USERS, seed) if quick_fit else dataset
     for method in methods:
         log(f"== speed: {method} on {dataset.name} ({len(cases)} requests x {repeats}, batch {batch_size}, {device})")
         measured[method] = measure_method(
-            registry.load(method), effective[method][method], dataset, cases, device=device, seed=seed,
+            registry.load(method), effective[method][method], fit_dataset, cases, device=device, seed=seed,
             repeats=repeats, batch_size=batch_size, work_dir=paths.cache_dir / "work" / "speed" / method, log=log)
     backbones = sorted({str(entry["backbone"]) for entry in measured.values() if entry["backbone"]})
     ratio = None
     if "cove" in measured and "bigrec" in measured:
         ratio = measured["cove"]["samples_per_sec"]["median"] / measured["bigrec"]["samples_per_sec"]["median"]
     if quick_fit:
-        fitted = "; ".join(f"{m}: {', '.join(q) or 'no quick-fit key, full fit'}" for m, q in applied_quick.items())
-        weights = ("Weights are not trained to convergence: speed depends on architecture and decoding, so each "
-                   f"method was fitted as briefly as its config allows ({fitted}). A generative method's "
-                   "decoding length depends on its weights; see generated_tokens_per_sample.")
+        fitted = "; ".join(f"{m}: {', '.join(q) or 'its own settings'}" for m, q in applied_quick.items())
+        weights = ("Weights are NOT trained: speed depends on architecture and decoding, so each method was fitted "
+                   f"on the training sequences of {QUICK_FIT_USERS} seeded users only ({fitted}). A generative "
+                   "method's decoding length depends on its weights; see generated_tokens_per_sample and "
+                   "generated_tokens_per_sec.")
     else:
         weights = "Each method was fitted with its full bench.toml settings before timing."
     record = {
@@ -270,6 +291,7 @@ def measure_speed(
         "measured_in_order": methods,
         "ratio_cove_over_bigrec": ratio,
         "config": {"methods": effective, "quick_fit": quick_fit, "quick_fit_overrides": applied_quick,
+                   "quick_fit_users": QUICK_FIT_USERS if quick_fit else None,
                    "overrides": list(overrides), "model": model, "seed": seed},
         "dataset_info": {key: info.get(key) for key in ("users", "items", "interactions", "content_hash")},
         "versions": package_versions(),

@@ -14,12 +14,13 @@ import pytest
 from bench.config import load_config
 from bench.errors import BenchError
 from bench.method import Method
-from bench.speed import QUICK_FIT, measure_speed, route_overrides, speed_path
+from bench.speed import QUICK_FIT, QUICK_FIT_USERS, measure_speed, route_overrides, speed_path
 
 # What the fakes saw. The registry imports this file as "tests.test_speed", which may be another
 # module object than the one pytest runs, so tests read these through `seen()`.
 CALLS: dict[str, list[list[int]]] = {}
 CONFIGS: dict[str, dict[str, Any]] = {}
+FITTED_USERS: dict[str, int] = {}
 
 
 def seen() -> Any:
@@ -31,6 +32,7 @@ class FakeCoVE(Method):
 
     def fit(self, dataset):
         CONFIGS[self.name] = dict(self.config)
+        FITTED_USERS[self.name] = sum(1 for seq in dataset.split.train if seq)
         CALLS[self.name] = []
         self.n = dataset.num_items
 
@@ -96,16 +98,17 @@ def test_same_requests_warmup_excluded_and_record(fakes: dict[str, Any], isolate
 
 
 def test_quick_fit_only_touches_existing_keys_and_set_wins(fakes: dict[str, Any]):
-    configs = seen().CONFIGS
+    configs, fitted = seen().CONFIGS, seen().FITTED_USERS
     outcome = measure_speed("tiny", ["cove", "bigrec"], num_prompts=3, repeats=1, config=fakes,
                             overrides=["bigrec.max_new_tokens=8"], log=lambda _: None)
     assert configs["cove"]["epochs"] == QUICK_FIT["epochs"] and configs["bigrec"] == {"max_new_tokens": 8}
-    assert "cove.epochs=1" in outcome.record["weights"] and "bigrec: no quick-fit key" in outcome.record["weights"]
+    assert "cove.epochs=1" in outcome.record["weights"] and "bigrec: its own settings" in outcome.record["weights"]
     measure_speed("tiny", ["cove"], num_prompts=3, repeats=1, config=fakes, overrides=["cove.epochs=0"],
                   log=lambda _: None)
     assert configs["cove"]["epochs"] == 0
+    assert fitted["cove"] == fitted["bigrec"] == QUICK_FIT_USERS  # a few users' sequences, same for every method
     measure_speed("tiny", ["cove"], num_prompts=3, repeats=1, config=fakes, quick_fit=False, log=lambda _: None)
-    assert configs["cove"]["epochs"] == 14
+    assert configs["cove"]["epochs"] == 14 and fitted["cove"] == 40  # tiny: every user has training items
 
 
 def test_overrides_are_routed_and_mistakes_refused(fakes: dict[str, Any]):
