@@ -95,3 +95,17 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path: Path) -> No
     method.fit(dataset)
     facts = method.describe()
     assert facts["stopped_by"] == "max_train_minutes" and facts["epochs_run"] == 1 and facts["best_epoch"] == 1
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_runs_end_to_end_through_the_harness(name: str, isolated: Path) -> None:
+    from bench.run import run
+
+    outcome = run(name, "tiny", overrides=[f"{name}.epochs=2", f"{name}.hidden_size=16"], progress=False,
+                  log=lambda message: None)
+    record = outcome.record
+    assert set(record["metrics"]) >= {"ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20"}
+    assert record["num_eval_requests"] == 40
+    info = record["method_info"]
+    assert info["recbole_version"] == "1.2.1" and info["epochs_run"] == 2 and 1 <= info["best_epoch"] <= 2
+    assert record["config"][name]["hidden_size"] == 16
