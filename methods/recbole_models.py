@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench.data.types import Dataset, EvalCases, Split
@@ -252,8 +253,9 @@ class RecBoleMethod(Method):
         model.eval()
         self.model = model
         token_id = data.dataset.field2token_id["item_id"]
-        self.recbole_ids = torch.tensor([token_id[str(item)] for item in range(dataset.num_items)],
-                                        dtype=torch.long, device=config["device"])
+        # Our item i is RecBole's id recbole_id_of[i]; RecBole's id 0 is its padding item.
+        self.recbole_id_of = np.array([token_id[str(item)] for item in range(dataset.num_items)], dtype=np.int64)
+        self.recbole_ids = torch.from_numpy(self.recbole_id_of).to(config["device"])
         self.num_items = dataset.num_items
         self.facts = {
             "recbole_version": recbole.__version__,
@@ -315,14 +317,14 @@ class RecBoleMethod(Method):
         position length-1), i.e. the model's answer to "no history"; it never crashes.
         """
         windows = [history[-self.max_seq_length:] for history in histories]
-        lengths = torch.tensor([max(1, len(window)) for window in windows], dtype=torch.long)
-        items = torch.zeros(len(windows), int(lengths.max()) if windows else 1, dtype=torch.long)
+        items = np.zeros((len(windows), max([1, *map(len, windows)])), dtype=np.int64)
         for row, window in enumerate(windows):
-            if window:
-                items[row, :len(window)] = self.recbole_ids[torch.tensor(window)].cpu()
+            items[row, :len(window)] = self.recbole_id_of[window]
+        lengths = np.maximum(1, [len(window) for window in windows])
         from recbole.data.interaction import Interaction
 
-        batch = Interaction({self.model.ITEM_SEQ: items, self.model.ITEM_SEQ_LEN: lengths})
+        batch = Interaction({self.model.ITEM_SEQ: torch.from_numpy(items),
+                             self.model.ITEM_SEQ_LEN: torch.from_numpy(lengths.astype(np.int64))})
         scores = self.model.full_sort_predict(batch.to(self.recbole_ids.device))
         return scores[:, self.recbole_ids]
 
