@@ -108,6 +108,13 @@ def cpu_peak_mb() -> float | None:
     return None
 
 
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def hardware_info(device: str) -> dict[str, Any]:
     import torch
 
@@ -167,7 +174,9 @@ def measure_method(
 
     one_pass(instance, cases.subset(list(range(min(batch_size, len(cases))))))  # warm-up, excluded
     cpu_reset = not device.startswith("cuda") and reset_cpu_peak()
+    load_before = _load_average()
     results = [one_pass(instance, cases) for _ in range(repeats)]
+    load_after = _load_average()
     if device.startswith("cuda"):
         peak, kind = max(r.peak_memory_mb for r in results), results[0].peak_memory_kind
     elif cpu_reset and cpu_peak_mb() is not None:
@@ -182,6 +191,8 @@ def measure_method(
         "peak_memory_mb": round(float(peak), 1),
         "peak_memory_kind": kind,
         "fit_seconds": round(fit_watch.seconds, 3),
+        # A shared machine's other work slows every method; the 1-minute load shows how busy it was.
+        "load_average_1min": {"before": load_before, "after": load_after},
         "backbone": described.get("backbone"),
         "generated_tokens_per_sample": tokens,
         # Decoding length follows the weights; tokens/sec lets a reader rescale to a trained model's length.
