@@ -74,7 +74,8 @@ class PromptEncoder:
 
     def __init__(self, tokenizer: Any, catalogue: Catalogue, base_vocab: int, settings: PromptSettings) -> None:
         self.settings, self.base_vocab = settings, base_vocab
-        self.head: list[int] = tokenizer(INSTRUCTION)["input_ids"]
+        # The space after "bought:" belongs to the first item token (lstrip), as in the whole text.
+        self.head: list[int] = tokenizer(INSTRUCTION.rstrip(" "))["input_ids"]
         if settings.use_titles:
             titles = [shorten(catalogue.title_or(i), settings.max_title_words) for i in range(len(catalogue))]
             in_history = tokenizer([f': "{t}",' for t in titles], add_special_tokens=False)["input_ids"]
