@@ -230,15 +230,16 @@ def render_speed(speed: list[Record]) -> list[str]:
                   f"{record.get('num_prompts')} requests × {record.get('repeats')} repetitions, batch size "
                   f"{record.get('batch_size')}, backbone {record.get('backbone') or '–'}; "
                   f"{record.get('weights', '')}", ""]
-        header = ["method", "samples/s (median)", "min–max", "peak memory MB", "generated tokens/sample",
-                  "machine load (1 min)"]
+        header = ["method", "samples/s (median)", "min–max", "peak memory MB", "process before load MB",
+                  "generated tokens/sample", "machine load (1 min)"]
         rows = []
         for name, entry in record["methods"].items():
             speed_ = entry["samples_per_sec"]
             load = entry.get("load_average_1min") or {}
             rows.append([name, fmt_number(speed_["median"]),
                          f"{fmt_number(speed_['min'])}–{fmt_number(speed_['max'])}",
-                         fmt_number(entry.get("peak_memory_mb")), fmt_number(entry.get("generated_tokens_per_sample")),
+                         fmt_number(entry.get("peak_memory_mb")), fmt_number(entry.get("process_baseline_mb")),
+                         fmt_number(entry.get("generated_tokens_per_sample")),
                          f"{fmt_number(load.get('before'))}→{fmt_number(load.get('after'))}" if load else "–"])
         lines += _table(header, rows)
         ratio = record.get("ratio_cove_over_bigrec")

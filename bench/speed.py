@@ -97,6 +97,18 @@ def reset_cpu_peak() -> bool:
         return False
 
 
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc malloc_trim), so resident memory
+    measured next belongs to live objects, not to what an earlier method or fit() left behind."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def cpu_peak_mb() -> float | None:
     """VmHWM (peak resident set since the last reset) in MB, None where /proc is unavailable."""
     try:
@@ -161,6 +173,8 @@ def measure_method(
                         progress=False).metrics["ndcg@10"]
 
     work_dir.mkdir(parents=True, exist_ok=True)
+    release_freed_memory()
+    baseline = cpu_peak_mb() if reset_cpu_peak() else None
     seed_everything(seed)
     instance = method_cls(section, RunContext(device=device, seed=seed, work_dir=work_dir, validate=validate,
                                               log=log))
@@ -173,6 +187,7 @@ def measure_method(
                         progress=False)
 
     one_pass(instance, cases.subset(list(range(min(batch_size, len(cases))))))  # warm-up, excluded
+    release_freed_memory()  # what fit() freed is not inference memory
     cpu_reset = not device.startswith("cuda") and reset_cpu_peak()
     load_before = _load_average()
     results = [one_pass(instance, cases) for _ in range(repeats)]
@@ -180,7 +195,7 @@ def measure_method(
     if device.startswith("cuda"):
         peak, kind = max(r.peak_memory_mb for r in results), results[0].peak_memory_kind
     elif cpu_reset and cpu_peak_mb() is not None:
-        peak, kind = cpu_peak_mb(), "process_resident_peak_during_timed_passes (VmHWM after reset)"
+        peak, kind = cpu_peak_mb(), "process resident peak during the timed passes (VmHWM after reset)"
     else:
         peak, kind = max(r.peak_memory_mb for r in results), "process_peak_rss_cumulative"
     described = instance.describe()
@@ -190,6 +205,8 @@ def measure_method(
         "seconds_per_pass": summarize([r.seconds for r in results]),
         "peak_memory_mb": round(float(peak), 1),
         "peak_memory_kind": kind,
+        # Resident memory before the method was built: data, libraries, the harness itself.
+        "process_baseline_mb": None if baseline is None else round(baseline, 1),
         "fit_seconds": round(fit_watch.seconds, 3),
         # A shared machine's other work slows every method; the 1-minute load shows how busy it was.
         "load_average_1min": {"before": load_before, "after": load_after},
@@ -201,7 +218,7 @@ def measure_method(
         "method_info": described,
     }
     del instance
-    gc.collect()
+    release_freed_memory()
     if device.startswith("cuda"):
         import torch
 

@@ -200,7 +200,7 @@ def test_rebuild_gives_identical_files_and_plots_open(tmp_path: Path):
             assert image.format == "PNG" and image.size[0] > 300
     readme = first["README.md"].decode()
     assert "![compression-beauty-test](plots/compression-beauty-test.png)" in readme
-    assert "CoVE / BIGRec samples/s: **80.0×**" in readme and "| bigrec | 0.5 | 0.4–0.6 |" in readme
+    assert "CoVE / BIGRec samples/s: **80.0×**" in readme and "| bigrec | 0.5 | 0.4–0.6 | 950 | – | 64 |" in readme
 
 
 def test_committed_records_rebuild_identically(tmp_path: Path):
