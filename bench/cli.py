@@ -170,6 +170,7 @@ def speed_command(
     set_: SetOption = None,
     model: Annotated[str | None, typer.Option(help="Backbone for methods that have one")] = None,
     full_fit: Annotated[bool, typer.Option(help="Fit with full settings instead of the quick fit")] = False,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (1 is stable on a shared, busy CPU)")] = None,
     seed: int = 0,
     results_dir: Annotated[Path | None, typer.Option(help="Where results/speed/ goes (default results/)")] = None,
 ) -> None:
@@ -179,7 +180,7 @@ def speed_command(
 
     outcome = measure_speed(dataset, [m.strip() for m in methods.split(",") if m.strip()], device=device,
                             num_prompts=num_prompts, repeats=repeats, batch_size=batch_size, overrides=set_ or [],
-                            model=model, quick_fit=not full_fit, seed=seed, results_dir=results_dir,
+                            model=model, quick_fit=not full_fit, threads=threads, seed=seed, results_dir=results_dir,
                             log=typer.echo)
     typer.echo("\n".join(render_speed([outcome.record])))
     typer.echo(f"wrote {outcome.path}")

@@ -228,7 +228,8 @@ def render_speed(speed: list[Record]) -> list[str]:
         hardware = record.get("hardware", {}).get("name") or record.get("device")
         lines += [f"### {record['dataset']} · {record['device']} ({hardware})", "",
                   f"{record.get('num_prompts')} requests × {record.get('repeats')} repetitions, batch size "
-                  f"{record.get('batch_size')}, backbone {record.get('backbone') or '–'}; "
+                  f"{record.get('batch_size')}, {record.get('hardware', {}).get('torch_threads', '?')} torch "
+                  f"thread(s), backbone {record.get('backbone') or '–'}; "
                   f"{record.get('weights', '')}", ""]
         header = ["method", "samples/s (median)", "min–max", "peak memory MB", "process before load MB",
                   "generated tokens/sample", "machine load (1 min)"]

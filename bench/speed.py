@@ -237,6 +237,7 @@ def measure_speed(
     overrides: list[str] | tuple[str, ...] = (),
     model: str | None = None,
     quick_fit: bool = True,
+    threads: int | None = None,
     seed: int = 0,
     results_dir: Path | None = None,
     config: dict[str, Any] | None = None,
@@ -253,8 +254,8 @@ def measure_speed(
         raise BenchError("--methods: name at least one method")
     if len(set(methods)) != len(methods):
         raise BenchError(f"--methods: a method is listed twice: {','.join(methods)}")
-    if num_prompts < 1 or repeats < 1 or batch_size < 1:
-        raise BenchError("--num-prompts, --repeats and --batch-size must be at least 1")
+    if num_prompts < 1 or repeats < 1 or batch_size < 1 or (threads is not None and threads < 1):
+        raise BenchError("--num-prompts, --repeats, --batch-size and --threads must be at least 1")
     config = config if config is not None else load_config()
     registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
     for method in methods:
@@ -277,6 +278,12 @@ def measure_speed(
         raise BenchError(f"eval.target differs between methods ({sorted(targets)}): speed needs the same requests")
     target = targets.pop()
 
+    if threads is not None:
+        import torch
+
+        # On a shared, busy CPU, several intra-op threads wait on each other at every op barrier
+        # whenever one is descheduled; one thread gives stable figures there.
+        torch.set_num_threads(threads)
     paths = run_paths(config, results_dir)
     dataset, info = prepare(dataset_name, paths.data_dir, paths.cache_dir)
     cases = subsample_cases(dataset.split.cases(target), num_prompts)
@@ -320,7 +327,7 @@ def measure_speed(
         "ratio_cove_over_bigrec": ratio,
         "config": {"methods": effective, "quick_fit": quick_fit, "quick_fit_overrides": applied_quick,
                    "quick_fit_users": QUICK_FIT_USERS if quick_fit else None,
-                   "overrides": list(overrides), "model": model, "seed": seed},
+                   "overrides": list(overrides), "model": model, "seed": seed, "threads": threads},
         "dataset_info": {key: info.get(key) for key in ("users", "items", "interactions", "content_hash")},
         "versions": package_versions(),
         "git_rev": git_revision(),

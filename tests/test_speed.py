@@ -123,12 +123,18 @@ def test_overrides_are_routed_and_mistakes_refused(fakes: dict[str, Any]):
 
 
 def test_cli_prints_table_and_writes_record(fakes: dict[str, Any], isolated: Path):
+    import torch
     from typer.testing import CliRunner
 
     from bench.cli import app
 
-    result = CliRunner().invoke(app, ["speed", "--dataset", "tiny", "--methods", "cove,bigrec", "--num-prompts", "4",
-                                      "--repeats", "2"])
+    threads = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(app, ["speed", "--dataset", "tiny", "--methods", "cove,bigrec", "--num-prompts",
+                                          "4", "--repeats", "2", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     assert "| cove |" in result.output and "CoVE / BIGRec samples/s" in result.output
-    assert (isolated / "results" / "speed" / "tiny-cpu.json").exists()
+    record = json.loads((isolated / "results" / "speed" / "tiny-cpu.json").read_text())
+    assert record["hardware"]["torch_threads"] == 1 and record["config"]["threads"] == 1
