@@ -1,0 +1,272 @@
+"""BIGRec step 1: LoRA fine-tuning of a causal LM on (prompt, quoted next title) examples.
+
+A plain loop instead of `transformers.Trainer` so the harness's budget, early stopping on
+`context.validate` and mid-epoch resume are visible in one place. Schedule as the authors'
+Alpaca-LoRA script: AdamW, linear warm-up for `warmup_steps` optimiser steps, then linear
+decay to zero over all planned steps; the loss is the mean over labelled tokens of a
+micro-batch, divided by the accumulation count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from methods.bigrec.prompts import IGNORE_INDEX, TrainExample
+
+STATE_FILE = "bigrec_train_state.pt"
+BEST_FILE = "bigrec_best_adapter.pt"
+# A mid-epoch checkpoint at most this often, so an interrupted CPU run loses little.
+CHECKPOINT_EVERY_SECONDS = 600.0
+
+
+@dataclass
+class TrainSettings:
+    learning_rate: float = 1e-4
+    batch_size: int = 4
+    grad_accum: int = 32
+    epochs: int = 50
+    patience: int = 5
+    warmup_steps: int = 20
+    max_train_minutes: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    autocast_bf16: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainReport:
+    epochs_completed: int = 0
+    optimizer_steps: int = 0
+    best_epoch: int | None = None
+    best_valid_ndcg10: float | None = None
+    valid_history: list[float] = field(default_factory=list)
+    loss_history: list[float] = field(default_factory=list)
+    stopped_by: str = "epochs"
+    resumed: bool = False
+    train_seconds_this_call: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collate(examples: list[TrainExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right padding; padded positions are masked out of attention and loss."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def linear_warmup_decay(warmup: int, total: int) -> Callable[[int], float]:
+    """LR multiplier: 0 -> 1 over `warmup` steps, then 1 -> 0 at `total` steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
+    """The shuffle of one epoch, reproducible so a resumed run sees the same order."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_examples, generator=generator).tolist()
+
+
+def setup_key(examples: list[TrainExample], settings: TrainSettings, extra: dict[str, Any]) -> str:
+    """A checkpoint belongs to these examples and settings; anything else starts afresh."""
+    digest = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    relevant = {k: v for k, v in asdict(settings).items() if k not in ("max_train_minutes", "progress")}
+    digest.update(json.dumps(relevant, sort_keys=True).encode())
+    for example in examples:
+        digest.update(json.dumps(example.input_ids).encode())
+    return digest.hexdigest()[:16]
+
+
+def adapter_state(model: Any) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def load_adapter_state(model: Any, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, state)
+
+
+class LoRATrainer:
+    """Trains the adapter of a peft model in place; checkpoints under `work_dir`."""
+
+    def __init__(
+        self,
+        model: Any,
+        pad_id: int,
+        examples: list[TrainExample],
+        settings: TrainSettings,
+        work_dir: Path,
+        key_extra: dict[str, Any],
+        validate: Callable[[], float] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.examples = examples
+        self.settings = settings
+        self.work_dir = Path(work_dir)
+        self.key = setup_key(examples, settings, key_extra)
+        self.validate = validate
+        self.log = log
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+        micro_per_epoch = math.ceil(len(examples) / settings.batch_size)
+        self.steps_per_epoch = math.ceil(micro_per_epoch / settings.grad_accum)
+        total = self.steps_per_epoch * settings.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, linear_warmup_decay(settings.warmup_steps, total))
+        self.report = TrainReport()
+        self.epoch = 0
+        self.micro = 0  # next micro-batch within the epoch
+        self.bad_epochs = 0
+        self.done = False
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _save(self) -> None:
+        state = {"key": self.key, "adapter": adapter_state(self.model), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "micro": self.micro,
+                 "bad_epochs": self.bad_epochs, "done": self.done,
+                 "report": json.dumps({k: v for k, v in self.report.as_dict().items()
+                                       if k not in ("resumed", "train_seconds_this_call")})}
+        tmp = self.work_dir / (STATE_FILE + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.work_dir / STATE_FILE)
+
+    def _resume(self) -> bool:
+        path = self.work_dir / STATE_FILE
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("key") != self.key:
+            self.log(f"bigrec: checkpoint in {self.work_dir} is for other data/settings; starting afresh")
+            return False
+        load_adapter_state(self.model, state["adapter"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.micro = int(state["epoch"]), int(state["micro"])
+        self.bad_epochs, self.done = int(state["bad_epochs"]), bool(state["done"])
+        for name, value in json.loads(state["report"]).items():
+            setattr(self.report, name, value)
+        self.report.resumed = True
+        self.log(f"bigrec: resumed from {path} (epoch {self.epoch}, micro-batch {self.micro}, done={self.done})")
+        return True
+
+    def _save_best(self) -> None:
+        torch.save(adapter_state(self.model), self.work_dir / BEST_FILE)
+
+    def _load_best(self) -> None:
+        path = self.work_dir / BEST_FILE
+        if path.exists() and self.report.best_epoch is not None:
+            load_adapter_state(self.model, torch.load(path, map_location="cpu", weights_only=True))
+
+    # -- loop --------------------------------------------------------------------------------
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = {k: v.to(self.settings.device) for k, v in batch.items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.settings.autocast_bf16):
+            return self.model(**batch).loss
+
+    def train(self) -> TrainReport:
+        started = time.perf_counter()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self._resume() and not self.done:
+            self.report.stopped_by = "epochs"
+        budget = self.settings.max_train_minutes
+        deadline = started + budget * 60.0 if budget else math.inf
+        last_checkpoint = time.perf_counter()
+        from tqdm.auto import tqdm
+
+        settings = self.settings
+        while not self.done and self.epoch < settings.epochs:
+            order = epoch_order(len(self.examples), settings.seed, self.epoch)
+            batches = [order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+            self.model.train()
+            bar = tqdm(total=len(batches), initial=self.micro, desc=f"bigrec epoch {self.epoch + 1}/{settings.epochs}",
+                       unit="batch", leave=False, disable=not settings.progress)
+            losses: list[float] = []
+            out_of_time = False
+            while self.micro < len(batches):
+                window = batches[self.micro:self.micro + settings.grad_accum]
+                for positions in window:
+                    loss = self._loss(collate([self.examples[p] for p in positions], self.pad_id))
+                    (loss / len(window)).backward()
+                    losses.append(float(loss.detach()))
+                    bar.update(1)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.micro += len(window)
+                self.report.optimizer_steps += 1
+                bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+                now = time.perf_counter()
+                if now >= deadline:
+                    out_of_time = True
+                    break
+                if now - last_checkpoint > CHECKPOINT_EVERY_SECONDS and self.micro < len(batches):
+                    self._save()
+                    last_checkpoint = now
+            bar.close()
+            if losses:
+                self.report.loss_history.append(sum(losses) / len(losses))
+            if out_of_time:
+                self.report.stopped_by = "max_train_minutes"
+                self.log(f"bigrec: training budget of {budget} min reached in epoch {self.epoch + 1}")
+                self._save()
+                break
+            self.epoch += 1
+            self.micro = 0
+            self.report.epochs_completed = self.epoch
+            self._end_of_epoch()
+            self._save()
+            last_checkpoint = time.perf_counter()
+        self._load_best()
+        self.model.eval()
+        self.report.train_seconds_this_call = round(time.perf_counter() - started, 3)
+        return self.report
+
+    def _end_of_epoch(self) -> None:
+        """Validate, keep the best adapter, stop after `patience` epochs without improvement."""
+        if self.validate is None:
+            self.done = self.epoch >= self.settings.epochs
+            return
+        self.model.eval()
+        score = float(self.validate())
+        self.model.train()
+        self.report.valid_history.append(score)
+        self.log(f"bigrec: epoch {self.epoch} validation NDCG@10 {score:.4f}")
+        if self.report.best_valid_ndcg10 is None or score > self.report.best_valid_ndcg10:
+            self.report.best_valid_ndcg10, self.report.best_epoch = score, self.epoch
+            self.bad_epochs = 0
+            self._save_best()
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs >= self.settings.patience:
+            self.report.stopped_by = "patience"
+            self.done = True
+        elif self.epoch >= self.settings.epochs:
+            self.done = True

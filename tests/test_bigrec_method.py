@@ -1,0 +1,161 @@
+"""BIGRec end to end on a tiny random Llama: it learns a deterministic rule, resumes, stops early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.config import load_config, method_config
+from bench.data.synthetic import rule_dataset, synthetic_titles
+from bench.errors import BenchError
+from bench.evaluate import evaluate
+from bench.method import RunContext, seed_everything
+from methods.bigrec.prompts import build_prompt
+from methods.bigrec.settings import BIGRecSettings, parse_settings
+
+torch = pytest.importorskip("torch")
+
+# Settings under which the tiny model can learn in seconds: one history title (so the rule is
+# visible at a fixed place), LoRA on every linear layer including the output head (a frozen
+# random head of a tiny model cannot express confident predictions), a large learning rate.
+TINY = dict(model="tiny", max_history=1, train_samples="all_prefixes", lora_rank=16, lora_alpha=32,
+            lora_dropout=0.0, lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                            "down_proj", "lm_head"],
+            learning_rate=5e-3, batch_size=16, grad_accum=1, epochs=15, warmup_steps=5, num_beams=2,
+            max_new_tokens=12, eval_batch_size=64)
+
+
+@pytest.fixture
+def tiny_backbone(monkeypatch: pytest.MonkeyPatch, isolated: Path) -> Any:
+    """Replace the backbone loader with a random tiny Llama and a word-level tokenizer.
+
+    One torch thread: a tiny model gains nothing from more, and on a shared 2-core machine
+    spinning OpenMP threads made these tests ten times slower.
+    """
+    import methods.bigrec.method as method_module
+    from methods.bigrec.fallback_backbone import tiny_llama, word_tokenizer
+
+    def load(spec: str, device: str, cache_dir: Path, dtype: Any = None) -> tuple[Any, Any]:
+        assert spec == "tiny"
+        tokenizer = word_tokenizer([build_prompt(synthetic_titles(100))])
+        return tiny_llama(len(tokenizer), seed=0).to(device), tokenizer
+
+    monkeypatch.setattr(method_module, "load_backbone", load)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make(config: dict[str, Any], work_dir: Path, **context: Any) -> Any:
+    from methods.bigrec.method import BIGRecMethod
+
+    seed_everything(0)
+    return BIGRecMethod(config, RunContext(work_dir=work_dir, log=lambda _: None, **context))
+
+
+@pytest.mark.parametrize("rule", ["next", "random"])
+def test_tiny_llama_learns_next_title_only_when_learnable(rule: str, tiny_backbone: None, tmp_path: Path):
+    dataset = rule_dataset(num_items=10, num_users=200, length=6, rule=rule, seed=0)
+    method = make(TINY, tmp_path / "work")
+    method.fit(dataset)
+    result = evaluate(method, dataset.split.test, dataset.num_items, ks=(1, 5), progress=False)
+    info = method.describe()
+    if rule == "next":
+        assert result.metrics["hr@1"] > 0.9
+        # '"', colour, thing, number, '"', EOS: the generated title is exactly one item's.
+        assert info["generated_tokens_per_sample"] == pytest.approx(6.0, abs=0.5)
+    else:
+        assert result.metrics["hr@1"] < 0.3  # chance is 0.1
+    assert info["generated_samples"] == len(dataset.split.test)
+    assert info["num_beams"] == 2 and info["gamma"] == 0.0 and info["distance"] == "l2"
+
+
+def test_budget_stop_then_resume_matches_uninterrupted_run(tiny_backbone: None, tmp_path: Path):
+    dataset = rule_dataset(num_items=10, num_users=24, length=5, rule="next", seed=1)
+    config = {**TINY, "epochs": 2, "batch_size": 8, "grad_accum": 2}
+    straight = make(config, tmp_path / "straight")
+    straight.fit(dataset)
+
+    stopped = make(config, tmp_path / "resumed", max_train_minutes=1e-6)
+    stopped.fit(dataset)
+    assert stopped.report.stopped_by == "max_train_minutes" and stopped.report.optimizer_steps == 1
+    resumed = make(config, tmp_path / "resumed")
+    resumed.fit(dataset)
+    assert resumed.report.resumed and resumed.report.stopped_by == "epochs"
+    assert resumed.report.optimizer_steps == straight.report.optimizer_steps
+    from methods.bigrec.trainer import adapter_state
+
+    a, b = adapter_state(straight.model), adapter_state(resumed.model)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # A finished run is not trained again.
+    again = make(config, tmp_path / "resumed")
+    again.fit(dataset)
+    assert again.report.optimizer_steps == resumed.report.optimizer_steps
+    c = adapter_state(again.model)
+    assert all(torch.equal(b[k], c[k]) for k in b)
+
+
+def test_early_stopping_keeps_best_epoch(tiny_backbone: None, tmp_path: Path):
+    dataset = rule_dataset(num_items=10, num_users=16, length=5, rule="next", seed=2)
+    scores = iter([0.5, 0.7, 0.6, 0.4, 0.9, 0.9])
+    snapshots: list[dict[str, Any]] = []
+
+    def validate(method: Any) -> float:
+        from methods.bigrec.trainer import adapter_state
+
+        snapshots.append(adapter_state(method.model))
+        return next(scores)
+
+    method = make({**TINY, "epochs": 6, "patience": 2, "batch_size": 8}, tmp_path / "work", validate=validate)
+    method.fit(dataset)
+    report = method.report
+    assert report.stopped_by == "patience" and report.epochs_completed == 4
+    assert report.best_epoch == 2 and report.valid_history == [0.5, 0.7, 0.6, 0.4]
+    from methods.bigrec.trainer import adapter_state
+
+    final = adapter_state(method.model)
+    assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
+
+
+def test_gamma_auto_uses_cached_generations(tiny_backbone: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import methods.bigrec.generate as generate_module
+    from methods.bigrec.adjust import GAMMA_GRID
+
+    prompts_generated: list[int] = []
+    real = generate_module.generate
+
+    def counting(model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any) -> Any:
+        prompts_generated.append(len(prompts))
+        return real(model, tokenizer, prompts, **kwargs)
+
+    monkeypatch.setattr(generate_module, "generate", counting)
+    dataset = rule_dataset(num_items=10, num_users=30, length=5, rule="next", seed=3)
+    method = make({**TINY, "epochs": 1, "gamma": "auto"}, tmp_path / "work")
+    method.fit(dataset)
+    unique_histories = len({tuple(h[-1:]) for h in dataset.split.valid.histories})
+    assert sum(prompts_generated) == unique_histories  # one generation per history, reused by 199 gammas
+    info = method.describe()
+    assert info["gamma"] in GAMMA_GRID and info["gamma_selection"] == "grid on validation NDCG@10"
+    assert info["gamma_valid_ndcg10"] >= info["gamma_plain_valid_ndcg10"]
+    assert info["generated_samples"] == 0  # counters restart after fit: they describe evaluation only
+    scores = method.score(dataset.split.test.users[:3], dataset.split.test.histories[:3])
+    assert scores.shape == (3, 10) and np.isfinite(scores).all()
+
+
+def test_settings_from_bench_toml_and_errors():
+    config = load_config()
+    section = method_config(config, "bigrec")["bigrec"]
+    assert set(section) - {"presets"} == set(BIGRecSettings.__dataclass_fields__)
+    assert parse_settings(section) == BIGRecSettings()
+    for preset in config["bigrec"]["presets"]:
+        parse_settings(method_config(config, "bigrec", preset)["bigrec"])
+    for bad, message in [({"beams": 4}, "unknown key"), ({"loss": "prompt"}, "loss"),
+                         ({"gamma": -1}, "gamma"), ({"num_beams": 0}, "num_beams"),
+                         ({"lora_targets": "q_proj"}, "lora_targets"), ({"epochs": "3"}, "epochs")]:
+        with pytest.raises(BenchError, match=message):
+            parse_settings(bad)
+    assert parse_settings({"learning_rate": 1, "gamma": 2}).learning_rate == 1.0
