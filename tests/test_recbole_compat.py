@@ -112,3 +112,15 @@ def test_benchmark_presets_count_items_per_row() -> None:
     SequentialDataset._benchmark_presets(fake)
     assert fake.item_id_list_field == "item_id_list"
     assert fake.inter_feat["item_length"].tolist() == [3, 1]
+
+
+def test_importing_recbole_models_leaves_anomaly_detection_off():
+    """RecBole's SINE module switches autograd anomaly mode on globally (a 2x slowdown)."""
+    import torch
+
+    from methods import recbole_compat
+
+    recbole_compat.apply()
+    from recbole.model.sequential_recommender import SASRec  # noqa: F401
+
+    assert not torch.is_anomaly_enabled()
