@@ -186,22 +186,25 @@ def speed_command(
     typer.echo(f"wrote {outcome.path}")
 
 
-DEMO_METHODS = ("pop", "sasrec", "gru4rec")
-
-
 @app.command("demo")
 def demo_command(
-    dataset: str = "beauty",
-    methods: Annotated[str, typer.Option(help="Comma-separated methods")] = ",".join(DEMO_METHODS),
+    only: Annotated[str | None, typer.Option(help="Comma-separated subset of the [demo] methods")] = None,
 ) -> None:
-    """The main job: run (or reuse) the default comparison on real Beauty and print the table."""
+    """The main job: run (or reuse) the [demo] runs of bench.toml on real data and print the table."""
     from bench.leaderboard import write_leaderboard
     from bench.run import run, run_paths
 
-    for method in methods.split(","):
-        typer.echo(f"== {method} on {dataset}")
-        _print_record(run(method.strip(), dataset))
-    written = write_leaderboard(run_paths(_config()).results_dir)
+    config = _config()
+    demo = config.get("demo", {})
+    dataset = demo.get("dataset", "beauty")
+    wanted = set(only.split(",")) if only else None
+    for entry in demo.get("runs", []):
+        if wanted is not None and entry["method"] not in wanted:
+            continue
+        typer.echo(f"== {entry['method']} on {dataset}")
+        _print_record(run(entry["method"], dataset, overrides=entry.get("set", []),
+                          max_train_minutes=entry.get("max_train_minutes"), config=config))
+    written = write_leaderboard(run_paths(config).results_dir)
     typer.echo(written.markdown_text)
 
 

@@ -103,7 +103,7 @@ def run(
     from bench.data.prepare import prepare
 
     dataset, info = prepare(dataset_name, paths.data_dir, paths.cache_dir)
-    budget = max_train_minutes or None
+    budget = float(max_train_minutes) if max_train_minutes else None
     identity = {"method": method, "dataset": dataset.name, "split_hash": dataset.split.hash,
                 "config": effective, "seed": seed, "device": device, "max_train_minutes": budget}
     hash_ = config_hash(identity)
