@@ -35,15 +35,14 @@ def tiny_backbone(monkeypatch: pytest.MonkeyPatch, isolated: Path) -> Any:
     One torch thread: a tiny model gains nothing from more, and on a shared 2-core machine
     spinning OpenMP threads made these tests ten times slower.
     """
-    import methods.bigrec.method as method_module
-    from methods.bigrec.fallback_backbone import tiny_llama, word_tokenizer
+    import bench.backbone
 
     def load(spec: str, device: str, cache_dir: Path, dtype: Any = None) -> tuple[Any, Any]:
         assert spec == "tiny"
-        tokenizer = word_tokenizer([build_prompt(synthetic_titles(100))])
-        return tiny_llama(len(tokenizer), seed=0).to(device), tokenizer
+        model, tokenizer = bench.backbone.tiny_backbone([build_prompt(synthetic_titles(100))], seed=0)
+        return model.to(device), tokenizer
 
-    monkeypatch.setattr(method_module, "load_backbone", load)
+    monkeypatch.setattr(bench.backbone, "load_backbone", load)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -159,3 +158,20 @@ def test_settings_from_bench_toml_and_errors():
         with pytest.raises(BenchError, match=message):
             parse_settings(bad)
     assert parse_settings({"learning_rate": 1, "gamma": 2}).learning_rate == 1.0
+
+
+@pytest.mark.slow
+def test_bigrec_with_smollm2_end_to_end(isolated: Path):
+    """Real SmolLM2 through the harness on the tiny fixture: fit, generate, ground, record."""
+    from bench.run import run
+
+    outcome = run("bigrec", "tiny", progress=False, overrides=[
+        "bigrec.epochs=1", "bigrec.max_train_users=4", "bigrec.max_eval_users=4", "bigrec.grad_accum=1",
+        "bigrec.num_beams=2", "bigrec.max_new_tokens=16", "bigrec.max_title_words=8", "eval.max_valid_users=2"])
+    record = outcome.record
+    info = record["method_info"]
+    assert record["num_eval_requests"] == 4 and set(record["metrics"]) >= {"ndcg@10", "hr@10"}
+    assert record["subsample"]["train"]["users"] == 4
+    assert 0 < info["generated_tokens_per_sample"] <= 16 and info["generated_samples"] == 4
+    assert info["backbone"] == "SmolLM2-135M-Instruct" and info["backbone_params"] > 100_000_000
+    assert info["training"]["epochs_completed"] == 1 and info["training"]["valid_history"]

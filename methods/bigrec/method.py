@@ -25,15 +25,6 @@ from methods.bigrec.settings import BIGRecSettings, parse_settings
 # (The authors cut at 512 from the right, which can drop the target itself.)
 MAX_SEQUENCE_TOKENS = 1024
 
-try:  # the shared loader; the fallback exists only until bench/backbone.py lands (see that file)
-    from bench.backbone import load_backbone
-
-    BACKBONE_LOADER = "bench.backbone"
-except ImportError:  # pragma: no cover - depends on repository state
-    from methods.bigrec.fallback_backbone import load_backbone
-
-    BACKBONE_LOADER = "methods.bigrec.fallback_backbone (temporary)"
-
 DEVIATIONS = [
     "backbone: the configured model (SmolLM2-135M-Instruct by default), not LLaMA-7B in 8-bit",
     "prompt wording generic ('items ... bought') instead of per-domain ('video games ... played')",
@@ -63,6 +54,7 @@ class BIGRecMethod(Method):
         import torch
         from peft import LoraConfig, get_peft_model
 
+        from bench.backbone import backbone_name, load_backbone
         from methods.bigrec.embedders import BaseLLMEmbedder, MiniLMEmbedder, weights_fingerprint
         from methods.bigrec.grounding import ItemIndex
         from methods.bigrec.title_cache import default_cache_root, title_embeddings
@@ -71,7 +63,7 @@ class BIGRecMethod(Method):
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self.cache_root = default_cache_root()
         base, tokenizer = load_backbone(s.model, device, self.cache_root, dtype=dtype)
-        self._info["backbone_loader"] = BACKBONE_LOADER
+        self.backbone_label = backbone_name(base, s.model)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         fingerprint = weights_fingerprint(base)
@@ -198,7 +190,8 @@ class BIGRecMethod(Method):
     def describe(self) -> dict[str, Any]:
         s = self.settings
         info: dict[str, Any] = {
-            "backbone": s.model,
+            "backbone": getattr(self, "backbone_label", s.model),
+            "model": s.model,
             "backbone_params": getattr(self, "backbone_params", None),
             "trainable_params": getattr(self, "trainable_params", None),
             "lora": {"rank": s.lora_rank, "alpha": s.lora_alpha, "dropout": s.lora_dropout,
