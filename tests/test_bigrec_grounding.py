@@ -135,3 +135,19 @@ def test_adjustment_formula_hand_computed():
     assert popularity([[0, 1, 1], [1, 2]], 4).tolist() == [1.0, 3.0, 1.0, 0.0]
     assert GAMMA_GRID[0] == 0.0 and 0.01 in GAMMA_GRID and 99.0 in GAMMA_GRID
     assert len(set(GAMMA_GRID)) == len(GAMMA_GRID)
+
+
+def test_base_llm_embedding_is_batch_independent_and_grounds_exact_titles():
+    torch = pytest.importorskip("torch")
+    from bench.backbone import tiny_backbone
+    from methods.bigrec.embedders import BaseLLMEmbedder
+
+    titles = synthetic_titles(30) + ["red", "a much longer title with many words in it 7"]
+    model, tokenizer = tiny_backbone(titles, seed=1)
+    embedder = BaseLLMEmbedder(model, tokenizer, "tiny", batch_size=8)
+    together = embedder.embed(titles)
+    alone = np.concatenate([embedder.embed([t]) for t in titles[::7]])
+    np.testing.assert_allclose(together[::7], alone, rtol=1e-4, atol=1e-5)
+    assert not model.training and torch.isfinite(torch.from_numpy(together)).all()
+    index = ItemIndex(together, embedder.metric)
+    assert (np.argmin(index.distances(embedder.embed([titles[4], titles[31]])), axis=1) == [4, 31]).all()

@@ -72,31 +72,39 @@ class BaseLLMEmbedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         import torch
+        from tqdm.auto import tqdm
 
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        out: list[np.ndarray] = []
+        # An empty generation still needs one token to read a state from.
+        encoded = [self.tokenizer(text, add_special_tokens=True)["input_ids"] or [self.tokenizer.eos_token_id]
+                   for text in texts]
+        # Batches of similar length waste little on padding; embeddings do not depend on the batch.
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        out = np.zeros((len(texts), 0), dtype=np.float32)
         causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         decoder = causal_lm.get_decoder()
         was_training = self.model.training
         self.model.eval()
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         try:
             with torch.no_grad(), self.adapter_off():
-                for start in range(0, len(texts), self.batch_size):
-                    encoded = [self.tokenizer(text, add_special_tokens=True)["input_ids"]
-                               for text in texts[start:start + self.batch_size]]
-                    # An empty generation still needs one token to read a state from.
-                    encoded = [ids or [self.tokenizer.eos_token_id] for ids in encoded]
-                    width = max(len(ids) for ids in encoded)
-                    ids = torch.tensor([[pad_id] * (width - len(e)) + e for e in encoded], device=self.device)
-                    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=self.device)
+                for rows in tqdm(batches, desc="embed titles", unit="batch", leave=False,
+                                 disable=len(texts) < 1000):
+                    chunk = [encoded[i] for i in rows]
+                    width = max(len(e) for e in chunk)
+                    ids = torch.tensor([[pad_id] * (width - len(e)) + e for e in chunk], device=self.device)
+                    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in chunk], device=self.device)
                     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
                     # The decoder's output is hidden_states[-1] of the causal LM (after the
                     # final norm), without the vocabulary projection we do not need.
                     hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
-                    out.append(hidden[:, -1, :].float().cpu().numpy())
+                    vectors = hidden[:, -1, :].float().cpu().numpy()
+                    if out.shape[1] == 0:
+                        out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+                    out[rows] = vectors
         finally:
             self.model.train(was_training)
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), dtype=np.float32)
+        return out
 
 
 class MiniLMEmbedder:
