@@ -175,3 +175,19 @@ def test_bigrec_with_smollm2_end_to_end(isolated: Path):
     assert 0 < info["generated_tokens_per_sample"] <= 16 and info["generated_samples"] == 4
     assert info["backbone"] == "SmolLM2-135M-Instruct" and info["backbone_params"] > 100_000_000
     assert info["training"]["epochs_completed"] == 1 and info["training"]["valid_history"]
+
+
+def test_long_prompts_drop_oldest_titles(tmp_path: Path):
+    from methods.bigrec.method import MAX_PROMPT_TOKENS
+
+    class CharTokenizer:
+        def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+            return {"input_ids": [ord(c) for c in text]}
+
+    method = make({"max_history": 10}, tmp_path)
+    method.tokenizer = CharTokenizer()
+    method.item_texts = ["old " * 150, "middle " * 50, "new"]
+    prompt = method._prompt([0, 1, 2])
+    assert "middle" in prompt and "new" in prompt and "old" not in prompt
+    assert len(prompt) <= MAX_PROMPT_TOKENS
+    assert '"new"' in method._prompt([2])

@@ -21,8 +21,10 @@ from methods.bigrec.prompts import build_prompt, build_response, encode_example,
 from methods.bigrec.samples import choose_users, subsample_record, training_samples
 from methods.bigrec.settings import BIGRecSettings, parse_settings
 
-# Prompt + response tokens kept per training example; longer prompts lose their oldest tokens.
-# (The authors cut at 512 from the right, which can drop the target itself.)
+# A prompt longer than MAX_PROMPT_TOKENS drops its oldest titles (in training and inference
+# alike); MAX_SEQUENCE_TOKENS is the last-resort cut of prompt + response. (The authors cut
+# at 512 from the right, which can drop the target itself.)
+MAX_PROMPT_TOKENS = 896
 MAX_SEQUENCE_TOKENS = 1024
 
 DEVIATIONS = [
@@ -33,7 +35,9 @@ DEVIATIONS = [
     "training samples from the harness split (train_samples), not the authors' 10-item sliding windows",
     "embedding forward passes position ids from the attention mask (authors' left padding shifted them)",
     "items with identical titles tie; the shared evaluator ranks ties pessimistically (authors: best rank)",
-    "prompts longer than 1024 tokens lose their oldest history tokens (authors: right cut at 512)",
+    "prompts over 896 tokens drop their oldest titles (authors: right cut at 512 tokens)",
+    "max_new_tokens defaults to 64 (authors 128); one beam returned (authors returned 4, grounded the first)",
+    "gamma grid includes 0 (plain BIGRec) besides the authors' 0.01..1 and 1..99",
 ]
 
 
@@ -133,7 +137,12 @@ class BIGRecMethod(Method):
 
     def _prompt(self, history: list[int]) -> str:
         recent = history[-self.settings.max_history:] if self.settings.max_history > 0 else history
-        return build_prompt([self.item_texts[i] for i in recent])
+        titles = [self.item_texts[i] for i in recent]
+        prompt = build_prompt(titles)
+        while len(titles) > 1 and len(self.tokenizer(prompt)["input_ids"]) > MAX_PROMPT_TOKENS:
+            titles = titles[1:]
+            prompt = build_prompt(titles)
+        return prompt
 
     def _validate_fn(self, dataset: Dataset) -> Any:
         """validate(gamma) -> validation NDCG@10 through the shared evaluator."""
@@ -206,6 +215,7 @@ class BIGRecMethod(Method):
             "max_new_tokens": s.max_new_tokens,
             "generated_tokens_per_sample": (round(self._generated_tokens / self._generated_samples, 3)
                                             if self._generated_samples else None),
+            "generated_tokens_counting": "top beam, prompt excluded, closing EOS included; evaluation only",
             "generated_samples": self._generated_samples,
             "max_history": s.max_history,
             "max_title_words": s.max_title_words,
