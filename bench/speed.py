@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,9 +293,12 @@ def measure_speed(
     fit_dataset = quick_fit_dataset(dataset, QUICK_FIT_USERS, seed) if quick_fit else dataset
     for method in methods:
         log(f"== speed: {method} on {dataset.name} ({len(cases)} requests x {repeats}, batch {batch_size}, {device})")
-        measured[method] = measure_method(
-            registry.load(method), effective[method][method], fit_dataset, cases, device=device, seed=seed,
-            repeats=repeats, batch_size=batch_size, work_dir=paths.cache_dir / "work" / "speed" / method, log=log)
+        # A fresh work dir: a checkpoint left by an earlier speed run must not be resumed.
+        (paths.cache_dir / "work").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=paths.cache_dir / "work", prefix=f"speed-{method}-") as work:
+            measured[method] = measure_method(
+                registry.load(method), effective[method][method], fit_dataset, cases, device=device, seed=seed,
+                repeats=repeats, batch_size=batch_size, work_dir=Path(work), log=log)
     backbones = sorted({str(entry["backbone"]) for entry in measured.values() if entry["backbone"]})
     ratio = None
     if "cove" in measured and "bigrec" in measured:
