@@ -72,6 +72,7 @@ def test_same_requests_warmup_excluded_and_record(fakes: dict[str, Any], isolate
     assert outcome.path == speed_path(isolated / "results", "tiny", "cpu")
     assert json.loads(outcome.path.read_text()) == json.loads(json.dumps(record, default=str))
     assert not list(outcome.path.parent.glob("*.tmp"))
+    assert not list((isolated / "cache" / "work").glob("speed-*"))  # fits ran in temporary work dirs
 
     # One warm-up batch, then 3 passes of ceil(5/2) batches; every pass sees the same 5 users.
     for name in ("cove", "bigrec"):
