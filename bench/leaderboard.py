@@ -268,9 +268,11 @@ def render_markdown(
             lines += [f"### {dataset} · {group.title()}", "", *render_group(rows), ""]
         mine = [row for row in published if row["dataset"] == dataset]
         if mine:
+            mixed = len({row["eval_target"] for row in mine}) > 1
             lines += [f"### {dataset} · published numbers (not run here)", "",
                       "Reported by the papers' authors on their own splits and code; see "
-                      "[reference/SOURCE.md](reference/SOURCE.md). Not ranked against our runs.", "",
+                      "[reference/SOURCE.md](reference/SOURCE.md). Not ranked against our runs."
+                      + (" The evaluated position differs between these rows." if mixed else ""), "",
                       *render_published(mine), ""]
     if speed:
         lines += render_speed(speed)

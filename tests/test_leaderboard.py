@@ -117,6 +117,7 @@ def test_published_block_is_labelled_apart_and_never_bolded(tmp_path: Path):
     published = section(markdown, "### beauty · published numbers (not run here)")
     assert "| CoVE | 2 | 0.0498 | 0.9593 |" in published and "**" not in published
     assert "second-to-last item (valid)" in published and "cove-readme" in published
+    assert "position differs between these rows" not in published  # one row, one position
     ours = section(markdown, "### beauty · last item (test) · all 100 requests")
     assert "**0.0600**" in ours  # our best stays bold although the published number is higher
     assert markdown.index("### beauty · last item") < markdown.index("### beauty · published")
