@@ -151,3 +151,23 @@ def test_base_llm_embedding_is_batch_independent_and_grounds_exact_titles():
     assert not model.training and torch.isfinite(torch.from_numpy(together)).all()
     index = ItemIndex(together, embedder.metric)
     assert (np.argmin(index.distances(embedder.embed([titles[4], titles[31]])), axis=1) == [4, 31]).all()
+
+
+def test_title_cache_resumes_after_an_interrupted_run(tmp_path: Path):
+    titles = synthetic_titles(25)
+
+    class FailingOnce(CountingEmbedder):
+        def embed(self, texts: list[str]) -> np.ndarray:
+            if self.calls == 2 and not getattr(self, "failed", False):
+                self.failed = True
+                raise KeyboardInterrupt
+            return super().embed(texts)
+
+    embedder = FailingOnce("failing")
+    with pytest.raises(KeyboardInterrupt):
+        title_embeddings(embedder, titles, tmp_path, chunk=10)
+    assert embedder.calls == 2  # chunks 0 and 1 saved, chunk 2 interrupted
+    vectors, reused = title_embeddings(embedder, titles, tmp_path, chunk=10)
+    assert not reused and embedder.calls == 3  # only the missing chunk
+    np.testing.assert_array_equal(vectors, CountingEmbedder().embed(titles))
+    assert [p.name for p in tmp_path.rglob("*.npy")] == [cache_file(tmp_path, "failing", titles).name]
