@@ -20,7 +20,8 @@ from bench.method import Method, RunContext
 DEVIATIONS = [
     "backbone: the configured model (SmolLM2-135M-Instruct by default), not Llama-3.2-3B",
     "selection on the validation split each epoch (authors: no validation split)",
-    "item tables initialised from the base vocabulary's per-channel mean/std (authors: xavier-uniform)",
+    "item input table initialised from the base vocabulary's per-channel mean/std (authors: xavier-uniform;"
+    " the output head is xavier-uniform as theirs)",
     "|S| = ceil(N / ratio) (authors: N // ratio)",
     "evaluation prompt is the exact prefix of the training text (authors' evaluation prompt had an extra space)",
 ]

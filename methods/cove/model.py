@@ -28,7 +28,9 @@ class CoVEModel(nn.Module):
         self.item_head = ItemHead(num_items, dim, ratio, num_hashes, hash_seed)
         base_rows = self.causal_lm.get_input_embeddings().weight
         self.item_embedding.init_like(base_rows)
-        self.item_head.init_like(base_rows)
+        # The head keeps its xavier-uniform init (the authors'): rows drawn at the vocabulary's
+        # scale gave item logits so spread that the first loss was ~21 instead of ~log N = 9.4,
+        # and one short CPU epoch could not recover from it.
 
     @property
     def causal_lm(self) -> Any:
