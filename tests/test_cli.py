@@ -85,3 +85,14 @@ def test_run_records_then_reuses(isolated: Path):
     sub = [json.loads(p.read_text()) for p in (isolated / "results" / "runs" / "tiny").glob("pop-*.json")]
     assert sorted(r["num_eval_requests"] for r in sub) == [10, 40]
     assert any(r["subsample"] and r["subsample"]["eval_requests"] == 10 for r in sub)
+
+
+def test_sweep_records_one_run_per_grid_point(isolated: Path):
+    result = bench("sweep", "--method", "pop", "--dataset", "tiny", "--grid", "eval.max_eval_users=10,20",
+                   "--grid", "eval.mask_history=false,true")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(p.read_text()) for p in (isolated / "results" / "runs" / "tiny").glob("pop-*.json")]
+    points = sorted((r["num_eval_requests"], r["mask_history"]) for r in records)
+    assert points == [(10, False), (10, True), (20, False), (20, True)]
+    bad = bench("sweep", "--method", "pop", "--dataset", "tiny", "--grid", "eval.max_eval_users")
+    assert bad.returncode == 2 and "expected section.key=v1,v2" in bad.stderr
