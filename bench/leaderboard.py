@@ -90,6 +90,19 @@ def _train_scope(record: Record) -> str:
     return "subsample (" + "; ".join(bits) + ")" if bits else "full"
 
 
+def _training(record: Record) -> str:
+    """Epochs run of the maximum and why training stopped, so an undertrained row is visible."""
+    info = record.get("method_info") or {}
+    nested = info.get("training") if isinstance(info.get("training"), dict) else {}
+    ran = info.get("epochs_run", nested.get("epochs_done"))
+    most = info.get("epochs_max", (record.get("config", {}).get(record["method"]) or {}).get("epochs"))
+    stopped = info.get("stopped_by", nested.get("stopped_by"))
+    if ran is None:
+        return "–"
+    text = f"{ran}/{most} epochs" if most is not None else f"{ran} epochs"
+    return f"{text}, stopped by {stopped}" if stopped else text
+
+
 def record_row(path: Path, record: Record) -> Row:
     return {
         "method": record["method"],
@@ -98,6 +111,7 @@ def record_row(path: Path, record: Record) -> Row:
         **{metric: record["metrics"].get(metric) for metric in METRIC_COLUMNS},
         "position": record.get("eval_target", "test"),
         "data": _train_scope(record),
+        "training": _training(record),
         "seed": record.get("seed"),
         "train_s": record.get("train_seconds"),
         "samples_per_sec": record.get("samples_per_sec"),
@@ -198,14 +212,14 @@ def render_group(rows: list[Row]) -> list[str]:
     # A lone row is not "best" of anything: bold only when there is a comparison.
     best = {m: max(row[m] for row in rows if row[m] is not None) for m in metrics} if len(rows) > 1 else {}
     header = ["method", "backbone", "ratio", *(METRIC_TITLES[m] for m in metrics), "position", "data",
-              "seed", "train s", "samples/s", "device", "date"]
+              "training", "seed", "train s", "samples/s", "device", "date"]
     lines = []
     for row in rows:
         cells = [row["method"], row["backbone"] or "–", "–" if row["ratio"] is None else str(row["ratio"])]
         for metric in metrics:
             text = fmt_metric(row[metric])
             cells.append(f"**{text}**" if row[metric] is not None and row[metric] == best.get(metric) else text)
-        cells += [row["position"], row["data"], str(row["seed"]), fmt_number(row["train_s"]),
+        cells += [row["position"], row["data"], row["training"], str(row["seed"]), fmt_number(row["train_s"]),
                   fmt_number(row["samples_per_sec"]), str(row["device"]), row["date"]]
         lines.append(cells)
     return _table(header, lines)
@@ -218,6 +232,12 @@ def render_published(rows: list[Row]) -> list[str]:
               POSITION_TEXT.get(row["eval_target"], row["eval_target"]), f"{row['source']} ({row['file']})"]
              for row in rows]
     return _table(header, lines)
+
+
+def speed_order(record: Record) -> list[str]:
+    """Methods in the order they were measured (the JSON file itself has sorted keys)."""
+    order = [m for m in record.get("measured_in_order") or [] if m in record["methods"]]
+    return order + sorted(m for m in record["methods"] if m not in order)
 
 
 def render_speed(speed: list[Record]) -> list[str]:
@@ -234,7 +254,8 @@ def render_speed(speed: list[Record]) -> list[str]:
         header = ["method", "samples/s (median)", "min–max", "peak memory MB", "process before load MB",
                   "generated tokens/sample", "machine load (1 min)"]
         rows = []
-        for name, entry in record["methods"].items():
+        for name in speed_order(record):
+            entry = record["methods"][name]
             speed_ = entry["samples_per_sec"]
             load = entry.get("load_average_1min") or {}
             rows.append([name, fmt_number(speed_["median"]),
@@ -282,7 +303,7 @@ def render_markdown(
 def render_csv(tables: dict[str, dict[Group, list[Row]]]) -> str:
     buffer = io.StringIO()
     columns = ["dataset", "method", "backbone", "ratio", *METRIC_COLUMNS, "position", "mask_history",
-               "eval_requests", "data", "seed", "train_s", "samples_per_sec", "device", "date", "record"]
+               "eval_requests", "data", "training", "seed", "train_s", "samples_per_sec", "device", "date", "record"]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for dataset, groups in tables.items():

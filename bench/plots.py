@@ -132,11 +132,13 @@ def plot_compression(sweep: Sweep, path: Path) -> Path:
 def plot_speed(record: dict[str, Any], path: Path) -> Path:
     """Log-scale bars of samples/sec per method, whiskers from min to max over repetitions."""
     plt = _pyplot()
-    names = list(record["methods"])
+    from bench.leaderboard import speed_order
+
+    names = speed_order(record)
     medians = [record["methods"][n]["samples_per_sec"]["median"] for n in names]
     low = [m - record["methods"][n]["samples_per_sec"]["min"] for n, m in zip(names, medians)]
     high = [record["methods"][n]["samples_per_sec"]["max"] - m for n, m in zip(names, medians)]
-    fig, axis = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.6))
+    fig, axis = plt.subplots(figsize=(max(6.5, 1.6 + 1.3 * len(names)), 3.8))
     axis.bar(names, medians, yerr=[low, high], capsize=4, color="tab:blue")
     for x, (value, top) in enumerate(zip(medians, high)):
         axis.annotate(f"{value:.3g}/s", (x, value + top), textcoords="offset points", xytext=(0, 5), ha="center",
@@ -146,7 +148,11 @@ def plot_speed(record: dict[str, Any], path: Path) -> Path:
     axis.set_ylabel("inference samples/sec (log scale)")
     axis.set_xlabel("method")
     hardware = record.get("hardware", {}).get("name") or record["device"]
+    threads = record.get("hardware", {}).get("torch_threads")
     title = f"{record['dataset']} · {record['device']} ({hardware}) · batch {record.get('batch_size')}"
+    title += f" · {threads} thread(s)" if threads else ""
+    if (record.get("config") or {}).get("quick_fit"):
+        title += " · quick-fit weights (not trained)"
     if record.get("ratio_cove_over_bigrec") is not None:
         title += f"\nCoVE / BIGRec = {record['ratio_cove_over_bigrec']:.1f}× (medians; whiskers: min–max)"
     axis.set_title(title, fontsize=8)

@@ -52,10 +52,10 @@ def speed_record(results: Path) -> None:
             "bigrec": {"samples_per_sec": {"median": 0.5, "min": 0.4, "max": 0.6}, "peak_memory_mb": 950.0,
                        "generated_tokens_per_sample": 64.0},
         },
-        "ratio_cove_over_bigrec": 80.0,
+        "ratio_cove_over_bigrec": 80.0, "measured_in_order": ["cove", "bigrec"],
     }
     (results / "speed").mkdir(parents=True, exist_ok=True)
-    (results / "speed" / "beauty-cpu.json").write_text(json.dumps(record))
+    (results / "speed" / "beauty-cpu.json").write_text(json.dumps(record, sort_keys=True))  # as bench speed
 
 
 def section(markdown: str, heading: str) -> str:
@@ -74,7 +74,10 @@ def row_of(table: str, method: str) -> list[str]:
 
 def test_table_columns_bolding_and_groups(tmp_path: Path):
     results = tmp_path / "results"
-    make_record(results, "sasrec", metrics(0.03, **{"hr@20": 0.10}))
+    sasrec_path = make_record(results, "sasrec", metrics(0.03, **{"hr@20": 0.10}))
+    record = json.loads(sasrec_path.read_text())
+    record["method_info"] = {"epochs_run": 3, "epochs_max": 200, "stopped_by": "max_train_minutes"}
+    write_record(sasrec_path, record)
     make_record(results, "pop", metrics(0.01, **{"hr@20": 0.20}))
     make_record(results, "cove", metrics(0.05), target="valid", ratio=2, backbone="SmolLM2-135M")
     make_record(results, "gru4rec", metrics(0.04), requests=10)
@@ -92,6 +95,8 @@ def test_table_columns_bolding_and_groups(tmp_path: Path):
     assert test_table.index("| sasrec |") < test_table.index("| pop |")  # sorted by NDCG@10
     assert sasrec[header.index("position")] == "test" and sasrec[header.index("data")] == "full"
     assert sasrec[header.index("date")] == "2026-01-02" and sasrec[header.index("device")] == "cpu"
+    assert sasrec[header.index("training")] == "3/200 epochs, stopped by max_train_minutes"
+    assert pop[header.index("training")] == "–"
 
     # Other positions and other request sets are separate tables, never ranked together.
     valid_table = section(markdown, "### beauty · second-to-last item (valid) · all 100 requests")
@@ -202,6 +207,7 @@ def test_rebuild_gives_identical_files_and_plots_open(tmp_path: Path):
     readme = first["README.md"].decode()
     assert "![compression-beauty-test](plots/compression-beauty-test.png)" in readme
     assert "CoVE / BIGRec samples/s: **80.0×**" in readme and "| bigrec | 0.5 | 0.4–0.6 | 950 | – | 64 |" in readme
+    assert readme.index("| cove | 40") < readme.index("| bigrec | 0.5")  # order of measurement
 
 
 def test_committed_records_rebuild_identically(tmp_path: Path):
