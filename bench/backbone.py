@@ -170,17 +170,21 @@ def word_tokenizer(texts: list[str]) -> Any:
     return prepare_tokenizer(fast)
 
 
-def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2) -> Any:
+def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2,
+               pad_id: int = 0, eos_id: int = 1) -> Any:
     """A randomly initialised Llama (same module names as SmolLM2: q_proj ... down_proj), tied
     embeddings like SmolLM2, small enough to fine-tune in seconds on CPU."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if hidden < 8 or hidden % 4 or layers < 1:
+        raise BenchError(f"random backbone: hidden must be a multiple of 4 (>= 8) and layers >= 1; "
+                         f"got hidden={hidden}, layers={layers}")
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, pad_token_id=0, bos_token_id=1, eos_token_id=1,
-                         tie_word_embeddings=True)
+                         max_position_embeddings=2048, pad_token_id=pad_id, bos_token_id=eos_id,
+                         eos_token_id=eos_id, tie_word_embeddings=True)
     model = LlamaForCausalLM(config)
     model.eval()
     return model
@@ -190,3 +194,40 @@ def tiny_backbone(texts: list[str], seed: int = 0, hidden: int = 64, layers: int
     """(tiny_llama, word_tokenizer) over the vocabulary of `texts`: a drop-in for load_backbone in tests."""
     tokenizer = word_tokenizer(texts)
     return tiny_llama(len(tokenizer), seed=seed, hidden=hidden, layers=layers), tokenizer
+
+
+def save_random_backbone(out: Path, tokenizer_dir: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """Write a randomly initialised small Llama with the tokenizer of `tokenizer_dir` (SmolLM2's
+    from the CLI) as a local HF folder.
+
+    Why: an LLM recommender's ranking machinery (item tokens, hashed tables, one-pass scoring)
+    can then be exercised on a full catalogue on a CPU in minutes, e.g. for a compression-ratio
+    sweep; the folder name carries the size so records say it was no pretrained LLM.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise BenchError(f"{out}: already exists and is not empty; choose a new folder for the random backbone")
+    _offline()
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise BenchError(f"{tokenizer_dir}: expected a folder with a Hugging Face tokenizer: {error}") from error
+    model = tiny_llama(len(tokenizer), seed=seed, hidden=hidden, layers=layers,
+                       pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                       eos_id=tokenizer.eos_token_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE.txt").write_text(f"randomly initialised Llama (hidden {hidden}, {layers} layers, seed {seed}) "
+                                        f"with the tokenizer of {tokenizer_dir}; not a pretrained model\n")
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -14,8 +14,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="recbench: LLM-based sequential recommenders on shared Amazon splits, full ranking.")
 data_app = typer.Typer(no_args_is_help=True, help="Prepare, inspect and download datasets.")
 app.add_typer(data_app, name="data")
+backbone_app = typer.Typer(no_args_is_help=True, help="Make local backbones for `--model PATH`.")
+app.add_typer(backbone_app, name="backbone")
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value")]
+ThreadsOption = Annotated[int | None, typer.Option(help="torch CPU threads (recorded; default: torch's choice)")]
 
 
 def _config():
@@ -57,12 +60,13 @@ def run_command(
     force: Annotated[bool, typer.Option(help="Re-run even if an identical record exists")] = False,
     max_train_minutes: Annotated[float | None, typer.Option(help="Stop training after this budget")] = None,
     results_dir: Annotated[Path | None, typer.Option(help="Where records go (default results/)")] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train (or reuse) one method on one dataset, evaluate by full ranking, record the result."""
     from bench.run import run
 
     outcome = run(method, dataset, overrides=set_ or [], preset=preset, model=model, device=device, seed=seed,
-                  force=force, max_train_minutes=max_train_minutes, results_dir=results_dir)
+                  force=force, max_train_minutes=max_train_minutes, results_dir=results_dir, threads=threads)
     _print_record(outcome)
 
 
@@ -79,6 +83,7 @@ def sweep_command(
     force: bool = False,
     max_train_minutes: float | None = None,
     results_dir: Path | None = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Run a grid of configs; each point is its own record (finished points are reused)."""
     import itertools
@@ -95,7 +100,7 @@ def sweep_command(
         typer.echo("== " + " ".join(point))
         outcome = run(method, dataset, overrides=[*(set_ or []), *point], preset=preset, model=model,
                       device=device, seed=seed, force=force, max_train_minutes=max_train_minutes,
-                      results_dir=results_dir)
+                      results_dir=results_dir, threads=threads)
         _print_record(outcome)
 
 
@@ -142,6 +147,23 @@ def data_download(name: str) -> None:
 
     for path in download(name, run_paths(_config()).data_dir):
         typer.echo(f"have {path}")
+
+
+@backbone_app.command("random")
+def backbone_random(
+    out: Annotated[Path, typer.Argument(help="New folder to write (a Hugging Face model folder)")],
+    hidden: Annotated[int, typer.Option(help="Hidden size (multiple of 4)")] = 64,
+    layers: Annotated[int, typer.Option(help="Transformer layers")] = 2,
+    seed: Annotated[int, typer.Option(help="Initialisation seed")] = 0,
+    tokenizer: Annotated[str, typer.Option(help="'smollm2' or a folder holding a Hugging Face tokenizer")] = "smollm2",
+) -> None:
+    """A randomly initialised small Llama (no pretraining): full-catalogue runs on a CPU in minutes."""
+    from bench.backbone import model_dir, save_random_backbone
+    from bench.run import run_paths
+
+    tokenizer_dir = model_dir(tokenizer, run_paths(_config()).cache_dir) if tokenizer == "smollm2" else Path(tokenizer)
+    path = save_random_backbone(out, tokenizer_dir, hidden=hidden, layers=layers, seed=seed)
+    typer.echo(f"wrote {path} (random weights, hidden {hidden}, {layers} layers, seed {seed}); use --model {path}")
 
 
 @app.command("leaderboard")

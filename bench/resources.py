@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import platform
 import resource
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 
 def synchronize(device: str) -> None:
@@ -52,3 +57,68 @@ class Stopwatch:
         finally:
             synchronize(self.device)
             self.seconds += time.perf_counter() - start
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc malloc_trim), so resident memory
+    measured next belongs to live objects, not to what an earlier method or fit() left behind."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def cpu_peak_mb() -> float | None:
+    """VmHWM (peak resident set since the last reset) in MB, None where /proc is unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def load_average() -> float | None:
+    """1-minute load average: a busy shared machine explains slow figures."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def hardware_info(device: str) -> dict[str, Any]:
+    """What the figures were measured on: CPU or GPU name, cores and torch threads."""
+    import torch
+
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                            "torch_threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        info["name"] = torch.cuda.get_device_name(torch.device(device))
+        return info
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info["name"] = f"{name}, {os.cpu_count()} cores"
+    return info
+
+
+def reset_cpu_peak() -> bool:
+    """Reset this process's resident-memory high-water mark (Linux /proc/self/clear_refs).
+
+    ru_maxrss never goes down, so without this every later method would inherit the peak of
+    the ones measured before it in the same process.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False

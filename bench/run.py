@@ -86,9 +86,20 @@ def run(
     config: dict[str, Any] | None = None,
     progress: bool = True,
     log: Any = print,
+    threads: int | None = None,
 ) -> RunOutcome:
-    """Train (or reuse) and evaluate one method; write its record atomically."""
+    """Train (or reuse) and evaluate one method; write its record atomically.
+
+    `threads` sets torch's CPU threads (recorded under `hardware`); it is not part of the config
+    hash because it changes speed, not results.
+    """
     config = config if config is not None else load_config()
+    if threads is not None:
+        if threads < 1:
+            raise BenchError(f"--threads {threads}: expected a positive number of CPU threads")
+        import torch
+
+        torch.set_num_threads(threads)
     registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
     registry.target(method)  # unknown names fail before any data is read
     if device.startswith("cuda"):
@@ -135,7 +146,7 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     from bench.evaluate import evaluate
     from bench.method import RunContext, seed_everything
-    from bench.resources import Stopwatch
+    from bench.resources import Stopwatch, hardware_info, load_average
 
     ks = tuple(int(k) for k in settings.get("ks", (5, 10, 20)))
     target = settings.get("target", "test")
@@ -156,6 +167,7 @@ def train_and_evaluate(
                          validate=validate, log=log)
     instance = method_cls(effective[method], context)
     train_watch = Stopwatch(device)
+    load_before = load_average()
     started = time.time()
     with train_watch.running():
         instance.fit(dataset)
@@ -185,6 +197,7 @@ def train_and_evaluate(
         "samples_per_sec": round(result.samples_per_sec, 3),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
         "peak_memory_kind": result.peak_memory_kind,
+        "hardware": {**hardware_info(device), "load_average_1min": {"before": load_before, "after": load_average()}},
         "subsample": subsample,
         "method_info": described,
         "dataset_info": {key: info.get(key) for key in ("users", "items", "interactions", "title_kind",

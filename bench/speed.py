@@ -14,10 +14,7 @@ which uses bench.resources.Stopwatch): scoring only, device-synchronised.
 
 from __future__ import annotations
 
-import gc
 import json
-import os
-import platform
 import statistics
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.resources import cpu_peak_mb, hardware_info, load_average, release_freed_memory, reset_cpu_peak
 
 # Keys shortening fit(); applied only where a method's bench.toml section has the key, before the
 # user's --set (which wins).
@@ -85,69 +83,6 @@ def summarize(values: list[float]) -> dict[str, Any]:
             "runs": [round(value, 4) for value in values]}
 
 
-def reset_cpu_peak() -> bool:
-    """Reset this process's resident-memory high-water mark (Linux /proc/self/clear_refs).
-
-    ru_maxrss never goes down, so without this every later method would inherit the peak of
-    the ones measured before it in the same process.
-    """
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def release_freed_memory() -> None:
-    """Collect garbage and hand freed heap back to the OS (glibc malloc_trim), so resident memory
-    measured next belongs to live objects, not to what an earlier method or fit() left behind."""
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def cpu_peak_mb() -> float | None:
-    """VmHWM (peak resident set since the last reset) in MB, None where /proc is unavailable."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
-def hardware_info(device: str) -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                            "torch_threads": torch.get_num_threads()}
-    if device.startswith("cuda"):
-        info["name"] = torch.cuda.get_device_name(torch.device(device))
-        return info
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info["name"] = f"{name}, {os.cpu_count()} cores"
-    return info
-
-
 def measure_method(
     method_cls: Any,
     section: dict[str, Any],
@@ -190,9 +125,9 @@ def measure_method(
     one_pass(instance, cases.subset(list(range(min(batch_size, len(cases))))))  # warm-up, excluded
     release_freed_memory()  # what fit() freed is not inference memory
     cpu_reset = not device.startswith("cuda") and reset_cpu_peak()
-    load_before = _load_average()
+    load_before = load_average()
     results = [one_pass(instance, cases) for _ in range(repeats)]
-    load_after = _load_average()
+    load_after = load_average()
     if device.startswith("cuda"):
         peak, kind = max(r.peak_memory_mb for r in results), results[0].peak_memory_kind
     elif cpu_reset and cpu_peak_mb() is not None:

@@ -24,8 +24,8 @@ from bench.config import load_config, resolve_path
 from bench.data.prepare import prepare
 from bench.evaluate import evaluate
 from bench.method import RunContext, seed_everything
+from bench.resources import cpu_peak_mb, reset_cpu_peak
 from bench.run import subsample_cases
-from bench.speed import cpu_peak_mb, reset_cpu_peak
 from methods.cove.method import CoVEMethod
 
 

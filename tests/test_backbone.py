@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.backbone import load_backbone, smollm2_gguf, tiny_backbone, word_tokenizer
+from bench.backbone import load_backbone, save_random_backbone, smollm2_gguf, tiny_backbone, word_tokenizer
 from bench.errors import BenchError
 
 
@@ -79,3 +79,17 @@ def test_smollm2_loads_offline_and_second_load_hits_cache(tmp_path: Path, monkey
     again, _ = load_backbone("smollm2", "cpu", tmp_path)
     with torch.no_grad():
         assert torch.equal(again(**batch).logits, logits)
+
+
+def test_random_backbone_folder_loads_and_refuses_to_overwrite(tmp_path: Path):
+    _, tokenizer = tiny_backbone(["a b c"])
+    tokenizer.save_pretrained(tmp_path / "tok")
+    out = save_random_backbone(tmp_path / "random-h16-l1", tmp_path / "tok", hidden=16, layers=1, seed=3)
+    model, loaded_tok = load_backbone(str(out), "cpu", tmp_path)
+    assert model.config.hidden_size == 16 and model.config.num_hidden_layers == 1
+    assert model.config.vocab_size == len(loaded_tok) and loaded_tok.padding_side == "left"
+    assert "not a pretrained model" in (out / "SOURCE.txt").read_text()
+    with pytest.raises(BenchError, match="not empty"):
+        save_random_backbone(out, tmp_path / "tok")
+    with pytest.raises(BenchError, match="multiple of 4"):
+        save_random_backbone(tmp_path / "bad", tmp_path / "tok", hidden=10)

@@ -96,3 +96,24 @@ def test_sweep_records_one_run_per_grid_point(isolated: Path):
     assert points == [(10, False), (10, True), (20, False), (20, True)]
     bad = bench("sweep", "--method", "pop", "--dataset", "tiny", "--grid", "eval.max_eval_users")
     assert bad.returncode == 2 and "expected section.key=v1,v2" in bad.stderr
+
+
+def test_cove_runs_on_a_random_backbone_folder_with_recorded_threads(isolated: Path):
+    """`bench backbone random` + `--model FOLDER` + `--threads`: the path of the CPU compression sweep."""
+    from bench.backbone import word_tokenizer
+
+    word_tokenizer(["Here is a list of items"]).save_pretrained(isolated / "tok")
+    folder = isolated / "random-h16-l1"
+    made = bench("backbone", "random", str(folder), "--hidden", "16", "--layers", "1",
+                 "--tokenizer", str(isolated / "tok"))
+    assert made.returncode == 0, made.stderr
+    result = bench("sweep", "--method", "cove", "--dataset", "tiny", "--model", str(folder), "--threads", "1",
+                   "--grid", "cove.compression_ratio=1,4", "--set", "cove.epochs=1", "--set", "cove.use_titles=false")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(p.read_text()) for p in (isolated / "results" / "runs" / "tiny").glob("cove-*.json")]
+    assert sorted(r["method_info"]["compression_ratio"] for r in records) == [1, 4]
+    for record in records:
+        assert record["method_info"]["backbone"] == "random-h16-l1"
+        assert record["hardware"]["torch_threads"] == 1 and record["hardware"]["cpu_count"] >= 1
+    bad = bench("run", "--method", "pop", "--dataset", "tiny", "--threads", "0")
+    assert bad.returncode == 2 and "--threads 0" in bad.stderr
