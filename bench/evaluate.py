@@ -63,7 +63,7 @@ def evaluate(
 
     from tqdm.auto import tqdm
 
-    reset_peak_memory(device)
+    fresh_window = reset_peak_memory(device)
     watch = Stopwatch(device)
     ranks: list[np.ndarray] = []
     bar = tqdm(total=len(cases), desc=desc, unit="req", disable=not progress, leave=False,
@@ -85,7 +85,7 @@ def evaluate(
             ranks.append(target_ranks(scores, np.asarray(targets)))
             bar.update(len(targets))
     all_ranks = np.concatenate(ranks)
-    peak, kind = peak_memory_mb(device)
+    peak, kind = peak_memory_mb(device, since_reset=fresh_window)
     return EvalResult(
         metrics=metrics_from_ranks(all_ranks, ks),
         num_cases=len(cases),

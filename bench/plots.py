@@ -31,27 +31,41 @@ class Sweep:
     runs: list[int]  # records averaged at each ratio
     baseline: dict[str, tuple[str, float]]  # metric -> (method, value), best non-CoVE record
     reference_ratio: float  # values are divided by the value at this ratio (1 when recorded)
+    backbone: str = "?"
+    setting: str = ""  # hash of what the points share besides the ratio (keeps file names apart)
 
     def normalised(self, metric: str) -> list[float] | None:
         base = self.values[metric][self.ratios.index(self.reference_ratio)]
         return None if base == 0 else [value / base for value in self.values[metric]]
 
 
+def sweep_setting(record: dict[str, Any]) -> tuple[str, str]:
+    """(backbone, short hash of the method config without the ratio, plus training subsample and
+    budget): points of one sweep differ only in compression ratio (and seed, which is averaged)."""
+    from bench.config import config_hash
+
+    section = {k: v for k, v in record.get("config", {}).get(SWEEP_METHOD, {}).items() if k != "compression_ratio"}
+    train = (record.get("subsample") or {}).get("train")
+    shared = {"config": section, "train": train, "budget": record.get("max_train_minutes")}
+    return str(record.get("method_info", {}).get("backbone", "?")), config_hash(shared)[:8]
+
+
 def compression_sweeps(records: list[tuple[Path, dict[str, Any]]]) -> list[Sweep]:
-    """One sweep per (dataset, comparable group) holding CoVE records at two or more ratios."""
+    """One sweep per (dataset, comparable group, backbone and setting) holding CoVE records at two
+    or more ratios; the baseline line is the best other method on the same requests."""
     from bench.leaderboard import compression_ratio, record_group
 
-    cells: dict[tuple[str, Any], dict[float, list[dict[str, Any]]]] = {}
+    cells: dict[tuple[str, Any, tuple[str, str]], dict[float, list[dict[str, Any]]]] = {}
     others: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for _, record in records:
-        key = (record["dataset"], record_group(record))
+        group = (record["dataset"], record_group(record))
         ratio = compression_ratio(record)
         if record["method"] == SWEEP_METHOD and ratio is not None:
-            cells.setdefault(key, {}).setdefault(float(ratio), []).append(record)
+            cells.setdefault((*group, sweep_setting(record)), {}).setdefault(float(ratio), []).append(record)
         elif record["method"] != SWEEP_METHOD:
-            others.setdefault(key, []).append(record)
+            others.setdefault(group, []).append(record)
     sweeps = []
-    for key in sorted(cells, key=lambda k: (k[0], k[1].sort_key())):
+    for key in sorted(cells, key=lambda k: (k[0], k[1].sort_key(), k[2])):
         by_ratio = cells[key]
         if len(by_ratio) < 2:
             continue
@@ -60,12 +74,12 @@ def compression_sweeps(records: list[tuple[Path, dict[str, Any]]]) -> list[Sweep
                   for m in SWEEP_METRICS}
         baseline = {}
         for metric in SWEEP_METRICS:
-            candidates = [(r["metrics"][metric], r["method"]) for r in others.get(key, [])]
+            candidates = [(r["metrics"][metric], r["method"]) for r in others.get(key[:2], [])]
             if candidates:
                 value, method = max(candidates)
                 baseline[metric] = (method, value)
         sweeps.append(Sweep(key[0], key[1], ratios, values, [len(by_ratio[r]) for r in ratios], baseline,
-                            1.0 if 1.0 in ratios else ratios[0]))
+                            1.0 if 1.0 in ratios else ratios[0], backbone=key[2][0], setting=key[2][1]))
     return sweeps
 
 
@@ -121,7 +135,8 @@ def plot_compression(sweep: Sweep, path: Path) -> Path:
         axis.set_title(METRIC_TITLES[metric])
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)
-    fig.suptitle(f"CoVE compression sweep · {sweep.dataset} · {sweep.group.title()}", fontsize=9)
+    fig.suptitle(f"CoVE compression sweep · {sweep.dataset} · {sweep.group.title()}\nbackbone {sweep.backbone} "
+                 f"· setting {sweep.setting} · same requests for every line", fontsize=9)
     fig.tight_layout()
     try:
         return _save(fig, path)
@@ -166,8 +181,8 @@ def plot_speed(record: dict[str, Any], path: Path) -> Path:
 
 def write_plots(records: list[tuple[Path, dict[str, Any]]], speed: list[dict[str, Any]], plots_dir: Path) -> list[Path]:
     """Draw every plot that has data; remove PNGs left from data that is gone (the folder is generated)."""
-    written = [plot_compression(sweep, plots_dir / f"compression-{sweep.dataset}-{sweep.group.slug()}.png")
-               for sweep in compression_sweeps(records)]
+    written = [plot_compression(s, plots_dir / f"compression-{s.dataset}-{s.group.slug()}-{s.setting}.png")
+               for s in compression_sweeps(records)]
     written += [plot_speed(record, plots_dir / f"speed-{record['dataset']}-{record['device']}.png")
                 for record in speed if record.get("methods")]
     if plots_dir.exists():

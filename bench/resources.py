@@ -22,19 +22,30 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def reset_peak_memory(device: str) -> None:
+def reset_peak_memory(device: str) -> bool:
+    """Start a fresh peak-memory window; False where the platform cannot (then peaks count from start).
+
+    On CPU this hands freed heap back first, so the window's peak is what the next phase uses,
+    not what training (or an earlier method) left resident.
+    """
     if device.startswith("cuda"):
         import torch
 
         torch.cuda.reset_peak_memory_stats()
+        return True
+    release_freed_memory()
+    return reset_cpu_peak()
 
 
-def peak_memory_mb(device: str) -> tuple[float, str]:
-    """(peak MB, what was measured): CUDA max allocated on GPU, process peak RSS on CPU."""
+def peak_memory_mb(device: str, since_reset: bool = False) -> tuple[float, str]:
+    """(peak MB, what was measured): CUDA max allocated on GPU; on CPU the process peak resident
+    set since the last successful reset (VmHWM), or since process start (ru_maxrss)."""
     if device.startswith("cuda"):
         import torch
 
         return torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
+    if since_reset and (window := cpu_peak_mb()) is not None:
+        return window, "process_peak_rss_since_phase_start"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     mb = rss / 2**20 if sys.platform == "darwin" else rss / 1024

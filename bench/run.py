@@ -124,7 +124,7 @@ def run(
     record = train_and_evaluate(registry.load(method), method, dataset, info, effective, settings,
                                 device=device, seed=seed, work_dir=paths.cache_dir / "work" / dataset.name /
                                 f"{method}-{hash_}", budget=budget, progress=progress, log=log)
-    record.update(config=effective, config_hash=hash_, seed=seed, device=device)
+    record.update(config=effective, config_hash=hash_, seed=seed, device=device, max_train_minutes=budget)
     write_record(path, record)
     return RunOutcome(record, path, reused=False)
 
@@ -146,7 +146,7 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     from bench.evaluate import evaluate
     from bench.method import RunContext, seed_everything
-    from bench.resources import Stopwatch, hardware_info, load_average
+    from bench.resources import Stopwatch, hardware_info, load_average, peak_memory_mb, reset_peak_memory
 
     ks = tuple(int(k) for k in settings.get("ks", (5, 10, 20)))
     target = settings.get("target", "test")
@@ -169,8 +169,10 @@ def train_and_evaluate(
     train_watch = Stopwatch(device)
     load_before = load_average()
     started = time.time()
+    train_window = reset_peak_memory(device)
     with train_watch.running():
         instance.fit(dataset)
+    train_peak, _ = peak_memory_mb(device, since_reset=train_window)
     result = evaluate(instance, eval_cases, dataset.num_items, ks=ks, batch_size=batch_size,
                       mask_history=bool(settings.get("mask_history", False)), device=device,
                       progress=progress, desc=f"evaluate {target}")
@@ -197,6 +199,7 @@ def train_and_evaluate(
         "samples_per_sec": round(result.samples_per_sec, 3),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
         "peak_memory_kind": result.peak_memory_kind,
+        "train_peak_memory_mb": round(train_peak, 1),
         "hardware": {**hardware_info(device), "load_average_1min": {"before": load_before, "after": load_average()}},
         "subsample": subsample,
         "method_info": described,

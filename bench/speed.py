@@ -123,17 +123,11 @@ def measure_method(
                         progress=False)
 
     one_pass(instance, cases.subset(list(range(min(batch_size, len(cases))))))  # warm-up, excluded
-    release_freed_memory()  # what fit() freed is not inference memory
-    cpu_reset = not device.startswith("cuda") and reset_cpu_peak()
     load_before = load_average()
+    # evaluate() opens a fresh peak window per pass (freed fit() memory handed back first).
     results = [one_pass(instance, cases) for _ in range(repeats)]
     load_after = load_average()
-    if device.startswith("cuda"):
-        peak, kind = max(r.peak_memory_mb for r in results), results[0].peak_memory_kind
-    elif cpu_reset and cpu_peak_mb() is not None:
-        peak, kind = cpu_peak_mb(), "process resident peak during the timed passes (VmHWM after reset)"
-    else:
-        peak, kind = max(r.peak_memory_mb for r in results), "process_peak_rss_cumulative"
+    peak, kind = max(r.peak_memory_mb for r in results), results[0].peak_memory_kind
     described = instance.describe()
     tokens = described.get("generated_tokens_per_sample")
     entry = {

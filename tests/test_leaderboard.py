@@ -199,13 +199,13 @@ def test_rebuild_gives_identical_files_and_plots_open(tmp_path: Path):
     first = build(results)
     second = build(results)
     assert first == second
-    assert {"leaderboard.md", "leaderboard.csv", "README.md", "plots/compression-beauty-test.png",
-            "plots/speed-beauty-cpu.png"} <= set(first)
-    for name in ("plots/compression-beauty-test.png", "plots/speed-beauty-cpu.png"):
+    [compression] = [name for name in first if name.startswith("plots/compression-beauty-test-")]
+    assert {"leaderboard.md", "leaderboard.csv", "README.md", "plots/speed-beauty-cpu.png"} <= set(first)
+    for name in (compression, "plots/speed-beauty-cpu.png"):
         with Image.open(results / name) as image:
             assert image.format == "PNG" and image.size[0] > 300
     readme = first["README.md"].decode()
-    assert "![compression-beauty-test](plots/compression-beauty-test.png)" in readme
+    assert f"![{Path(compression).stem}]({compression})" in readme
     assert "CoVE / BIGRec samples/s: **80.0×**" in readme and "| bigrec | 0.5 | 0.4–0.6 | 950 | – | 64 |" in readme
     assert readme.index("| cove | 40") < readme.index("| bigrec | 0.5")  # order of measurement
 
@@ -218,3 +218,16 @@ def test_committed_records_rebuild_identically(tmp_path: Path):
     if not (results / "runs").exists():
         pytest.skip("no committed run records yet")
     assert build(results) == build(results)
+
+
+def test_sweeps_with_different_backbones_or_settings_stay_apart(tmp_path: Path):
+    results = tmp_path / "results"
+    for backbone in ("SmolLM2", "random-h64"):
+        for ratio in (1, 4):
+            make_record(results, "cove", metrics(0.01), ratio=ratio, backbone=backbone, name=f"{backbone}{ratio}")
+    records = [(p, json.loads(p.read_text())) for p in sorted(results.rglob("*.json"))]
+    sweeps = compression_sweeps(records)
+    assert sorted(s.backbone for s in sweeps) == ["SmolLM2", "random-h64"]
+    assert all(s.runs == [1, 1] for s in sweeps)
+    written = write_plots(records, [], tmp_path / "plots")
+    assert len(written) == 2 and all(p.stat().st_size > 1000 for p in written)
