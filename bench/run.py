@@ -166,6 +166,7 @@ def train_and_evaluate(
     context = RunContext(device=device, seed=seed, work_dir=work_dir, max_train_minutes=budget,
                          validate=validate, log=log)
     instance = method_cls(effective[method], context)
+    revision = git_revision()  # the code this run executes, even if the tree changes while it trains
     train_watch = Stopwatch(device)
     load_before = load_average()
     started = time.time()
@@ -206,6 +207,6 @@ def train_and_evaluate(
         "dataset_info": {key: info.get(key) for key in ("users", "items", "interactions", "title_kind",
                                                         "source_format", "content_hash")},
         "versions": package_versions(),
-        "git_rev": git_revision(),
+        "git_rev": revision,
         "created": now_iso(),
     }
