@@ -174,7 +174,8 @@ def test_bigrec_with_smollm2_end_to_end(isolated: Path):
     assert record["subsample"]["train"]["users"] == 4
     assert 0 < info["generated_tokens_per_sample"] <= 16 and info["generated_samples"] == 4
     assert info["backbone"] == "SmolLM2-135M-Instruct" and info["backbone_params"] > 100_000_000
-    assert info["training"]["epochs_completed"] == 1 and info["training"]["valid_history"]
+    # one epoch: nothing to choose between, so no validation pass
+    assert info["training"]["epochs_completed"] == 1 and info["training"]["valid_history"] == []
 
 
 def test_long_prompts_drop_oldest_titles(tmp_path: Path):

@@ -127,7 +127,9 @@ class BIGRecMethod(Method):
         trainer = LoRATrainer(self.model, self.tokenizer.pad_token_id, examples, settings, ctx.work_dir,
                               key_extra={"settings": s.as_dict(), "dataset": dataset.name,
                                          "split": dataset.split.hash},
-                              validate=(lambda: validate(0.0)) if ctx.validate is not None else None, log=ctx.log)
+                              # one epoch leaves nothing to choose: validating would only cost time
+                              validate=(lambda: validate(0.0)) if ctx.validate is not None and s.epochs > 1 else None,
+                              log=ctx.log)
         with torch.enable_grad():
             self.report = trainer.train() if samples else None
         self.model.eval()

@@ -201,7 +201,9 @@ class CoVEMethod(Method):
                        "cove": {k: v for k, v in asdict(s).items() if k not in ("max_eval_users", "eval_batch_size")},
                        "examples": len(samples)}
         fingerprint = _jsonable(fingerprint)
-        validate = (lambda: ctx.validate(self)) if ctx.validate is not None else None
+        # With one epoch there is nothing to choose between: validating would only cost time
+        # (for an LLM on CPU, as long as the test pass itself).
+        validate = (lambda: ctx.validate(self)) if ctx.validate is not None and s.epochs > 1 else None
         trainer = Trainer(self.model, samples, train, work_dir=ctx.work_dir, device=ctx.device,
                           pad_id=self.tokenizer.pad_token_id, validate=validate, log=ctx.log,
                           fingerprint=fingerprint)
