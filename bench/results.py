@@ -88,7 +88,12 @@ def package_versions() -> dict[str, str]:
 
 
 def git_revision() -> str:
-    """Current commit, with '+dirty' when the tree has uncommitted changes."""
+    """Current commit, with '+dirty' when the tree has uncommitted changes.
+
+    BENCH_GIT_REV stands in where the code runs from a copy without .git (the GPU machine).
+    """
+    if env := os.environ.get("BENCH_GIT_REV"):
+        return env
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()

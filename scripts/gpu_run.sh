@@ -24,6 +24,9 @@ case "${1:-}" in
     src=${BENCH_DATA_DIR:-../shared/data}
     rm -rf "$data" && mkdir -p "$data/amazon"
     cp -r "$src/amazon/$dataset" "$data/amazon/"
+    # The device gets a copy of the tree without .git: the record's git_rev comes from here.
+    echo "$(git rev-parse HEAD)$(git status --porcelain --untracked-files=no | grep -q . && echo +dirty)" \
+      >"$data/GIT_REV"
     rm -rf "$wheels" && mkdir -p "$wheels"
     .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
@@ -42,6 +45,7 @@ case "${1:-}" in
     fi
     eval "$(scripts/gpu_ship_gguf.sh join)"
     export BENCH_DATA_DIR=$PWD/$data PYTHONUNBUFFERED=1
+    [ -f "$data/GIT_REV" ] && export BENCH_GIT_REV="$(cat "$data/GIT_REV") (copy on the GPU machine)"
     device=${BENCH_GPU_DEVICE:-cuda}  # cpu only to rehearse this script without a GPU
     "$python" -m bench.cli run --method "$method" --dataset "$dataset" --device "$device" --preset gpu \
       --set eval.max_valid_users=1000 --results-dir "${OUT:-results}" "$@" ;;

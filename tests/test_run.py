@@ -86,3 +86,12 @@ def test_history_masking_is_an_explicit_option():
     plain = evaluate(method, dataset.split.test, dataset.num_items, ks=(1,), progress=False)
     masked = evaluate(method, dataset.split.test, dataset.num_items, ks=(1,), mask_history=True, progress=False)
     assert plain.metrics["hr@1"] == 0.0 and masked.metrics["hr@1"] == 1.0
+
+
+def test_git_revision_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    """The GPU machine runs a copy without .git; scripts/gpu_run.sh passes the revision along."""
+    from bench.results import git_revision
+
+    assert git_revision() != "abc123 (copy)"
+    monkeypatch.setenv("BENCH_GIT_REV", "abc123 (copy)")
+    assert git_revision() == "abc123 (copy)"
