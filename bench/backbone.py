@@ -81,14 +81,20 @@ def smollm2_dir(cache_dir: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    _save_folder(target, model, tokenizer, f"converted from {gguf.name} ({gguf.stat().st_size} bytes) to fp32\n")
+    return target
+
+
+def _save_folder(target: Path, model: Any, tokenizer: Any, source_note: str) -> None:
+    """save_pretrained model + tokenizer (+ SOURCE.txt) beside `target`, then rename into place:
+    a killed write never leaves a half folder that later loads would trust."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target, then rename: a killed conversion never leaves a half cache.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     tmp.chmod(0o755)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "SOURCE.txt").write_text(f"converted from {gguf.name} ({gguf.stat().st_size} bytes) to fp32\n")
+        (tmp / "SOURCE.txt").write_text(source_note)
         try:
             tmp.rename(target)
         except OSError:  # another process finished first; its copy is as good as ours
@@ -96,7 +102,6 @@ def smollm2_dir(cache_dir: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def model_dir(spec: str, cache_dir: Path) -> Path:
@@ -217,17 +222,8 @@ def save_random_backbone(out: Path, tokenizer_dir: Path, hidden: int = 64, layer
     model = tiny_llama(len(tokenizer), seed=seed, hidden=hidden, layers=layers,
                        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
                        eos_id=tokenizer.eos_token_id)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "SOURCE.txt").write_text(f"randomly initialised Llama (hidden {hidden}, {layers} layers, seed {seed}) "
+    if out.exists():
+        out.rmdir()  # empty (checked above); the rename needs it gone
+    _save_folder(out, model, tokenizer, f"randomly initialised Llama (hidden {hidden}, {layers} layers, seed {seed}) "
                                         f"with the tokenizer of {tokenizer_dir}; not a pretrained model\n")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
