@@ -129,7 +129,8 @@ def plot_compression(sweep: Sweep, path: Path) -> Path:
         axis.set_xticks(sweep.ratios, [f"{r:g}" for r in sweep.ratios])
         axis.set_xlabel("compression ratio N/|S| (log scale)")
         if relative is not None:
-            axis.set_ylabel(f"{METRIC_TITLES[metric]} relative to ratio {sweep.reference_ratio:g} (unitless)")
+            base = sweep.values[metric][sweep.ratios.index(sweep.reference_ratio)]
+            axis.set_ylabel(f"{METRIC_TITLES[metric]} / its value at ratio {sweep.reference_ratio:g} (= {base:.4f})")
         else:
             axis.set_ylabel(f"{METRIC_TITLES[metric]} (absolute; zero at ratio {sweep.reference_ratio:g})")
         axis.set_title(METRIC_TITLES[metric])
