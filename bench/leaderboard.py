@@ -100,7 +100,9 @@ def _training(record: Record) -> str:
     if ran is None:
         return "–"
     text = f"{ran}/{most} epochs" if most is not None else f"{ran} epochs"
-    return f"{text}, stopped by {stopped}" if stopped else text
+    text = f"{text}, stopped by {stopped}" if stopped else text
+    resumed = nested.get("resumed_after_epoch")
+    return f"{text} (resumed after epoch {resumed}; train s counts this call only)" if resumed is not None else text
 
 
 def record_row(path: Path, record: Record) -> Row:

@@ -127,7 +127,9 @@ def test_interrupted_run_resumes_from_last_completed_epoch(tiny_lm: str, tmp_pat
     resumed.context.log = logs.append
     resumed.fit(DATASET)
     assert any("resumed after epoch 1" in line for line in logs)
-    assert resumed.describe()["training"]["epochs_done"] == 3
+    training = resumed.describe()["training"]
+    assert training["epochs_done"] == 3 and training["resumed_after_epoch"] == 1
+    assert training["train_seconds_all_calls"] > 0 and whole.describe()["training"]["resumed_after_epoch"] is None
     assert torch.allclose(probe_scores(resumed), expected, atol=1e-5)
 
 

@@ -209,7 +209,9 @@ class CoVEMethod(Method):
                           fingerprint=fingerprint)
         progress = trainer.train()
         self._info["training"] = {k: progress[k] for k in ("epochs_done", "best_epoch", "best_score", "stopped_by",
-                                                           "epoch_scores", "optimizer_steps")}
+                                                           "epoch_scores", "optimizer_steps", "resumed_after_epoch")}
+        # Training time over every call that trained this run (the record's train_seconds is this call's).
+        self._info["training"]["train_seconds_all_calls"] = round(progress["train_seconds"], 3)
 
     # -- ranking --------------------------------------------------------------------------
 

@@ -158,7 +158,8 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
-        self._resume()
+        # A resumed run's earlier epochs were trained by an earlier call: say so in the record.
+        resumed_after = self.progress["epochs_done"] if self._resume() else None
         budget = self.s.max_train_minutes * 60 if self.s.max_train_minutes > 0 else None
         started = time.perf_counter() - self.progress["train_seconds"]
         epoch = self.progress["epochs_done"]
@@ -198,7 +199,7 @@ class Trainer:
         if self.validate is not None:
             self.load_best()
         self.model.eval()
-        return dict(self.progress)
+        return {**self.progress, "resumed_after_epoch": resumed_after}
 
     def _after_epoch(self, epoch: int, partial: bool) -> bool:
         """Validate (if the harness lent a validator); True when this epoch is the best so far."""
