@@ -117,3 +117,20 @@ def test_cove_runs_on_a_random_backbone_folder_with_recorded_threads(isolated: P
         assert record["hardware"]["torch_threads"] == 1 and record["hardware"]["cpu_count"] >= 1
     bad = bench("run", "--method", "pop", "--dataset", "tiny", "--threads", "0")
     assert bad.returncode == 2 and "--threads 0" in bad.stderr
+
+
+@pytest.mark.parametrize("method", ["cove", "bigrec"])
+def test_every_preset_in_bench_toml_parses(method: str):
+    """A typo in a preset (e.g. the one-call `gpu` preset) must fail here, not on a GPU machine."""
+    from bench.config import load_config
+    from bench.run import build_effective_config
+    from methods.bigrec.settings import parse_settings as bigrec_settings
+    from methods.cove.method import parse_settings as cove_settings
+
+    parse = {"cove": cove_settings, "bigrec": bigrec_settings}[method]
+    config = load_config()
+    presets = sorted(config[method].get("presets", {}))
+    assert "gpu" in presets
+    for preset in presets:
+        settings = parse(build_effective_config(config, method, preset, [], None)[method])
+        assert settings is not None
