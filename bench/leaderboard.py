@@ -94,7 +94,7 @@ def _training(record: Record) -> str:
     """Epochs run of the maximum and why training stopped, so an undertrained row is visible."""
     info = record.get("method_info") or {}
     nested = info.get("training") if isinstance(info.get("training"), dict) else {}
-    ran = info.get("epochs_run", nested.get("epochs_done"))
+    ran = info.get("epochs_run", nested.get("epochs_done", nested.get("epochs_completed")))
     most = info.get("epochs_max", (record.get("config", {}).get(record["method"]) or {}).get("epochs"))
     stopped = info.get("stopped_by", nested.get("stopped_by"))
     if ran is None:
@@ -220,7 +220,9 @@ def render_group(rows: list[Row]) -> list[str]:
         cells = [row["method"], row["backbone"] or "–", "–" if row["ratio"] is None else str(row["ratio"])]
         for metric in metrics:
             text = fmt_metric(row[metric])
-            cells.append(f"**{text}**" if row[metric] is not None and row[metric] == best.get(metric) else text)
+            # Zero is nobody's win: a column where the best is 0 has no bold.
+            is_best = row[metric] is not None and row[metric] == best.get(metric) and row[metric] > 0
+            cells.append(f"**{text}**" if is_best else text)
         cells += [row["position"], row["data"], row["training"], str(row["seed"]), fmt_number(row["train_s"]),
                   fmt_number(row["samples_per_sec"]), str(row["device"]), row["date"]]
         lines.append(cells)

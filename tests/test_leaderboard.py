@@ -231,3 +231,16 @@ def test_sweeps_with_different_backbones_or_settings_stay_apart(tmp_path: Path):
     assert all(s.runs == [1, 1] for s in sweeps)
     written = write_plots(records, [], tmp_path / "plots")
     assert len(written) == 2 and all(p.stat().st_size > 1000 for p in written)
+
+
+def test_all_zero_columns_are_not_bolded_and_nested_epochs_show(tmp_path: Path):
+    results = tmp_path / "results"
+    zero = {metric: 0.0 for metric in METRICS}
+    bigrec = make_record(results, "bigrec", {**zero, "hr@20": 0.004}, requests=50)
+    record = json.loads(bigrec.read_text())
+    record["method_info"] = {"training": {"epochs_completed": 1, "stopped_by": "epochs"}}
+    write_record(bigrec, record)
+    make_record(results, "cove", zero, requests=50)
+    table = section(write_leaderboard(results).markdown_text, "seeded subsample of 50 of 100 requests")
+    assert table.count("**") == 2 and "**0.0040**" in table  # only HR@20 has a winner
+    assert "1 epochs, stopped by epochs" in row_of(table, "bigrec")[11]
