@@ -13,6 +13,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.errors import BenchError
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Apply `--threads` (None = torch's choice). On a shared, busy CPU several intra-op threads
+    wait on each other at every op barrier whenever one is descheduled; fewer give stable figures."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise BenchError(f"--threads {threads}: expected a positive number of CPU threads")
+    import torch
+
+    torch.set_num_threads(threads)
+
 
 def synchronize(device: str) -> None:
     """Wait for queued GPU work so wall-clock timings are honest."""

@@ -12,6 +12,7 @@ from bench.config import config_hash, load_config, method_config, resolve_path
 from bench.data.types import Dataset, EvalCases
 from bench.errors import BenchError
 from bench.registry import method_registry
+from bench.resources import set_torch_threads
 from bench.results import git_revision, now_iso, package_versions, read_record, record_path, write_record
 
 # Evaluation subsamples use a fixed seed, so every method is scored on the same users.
@@ -94,12 +95,7 @@ def run(
     hash because it changes speed, not results.
     """
     config = config if config is not None else load_config()
-    if threads is not None:
-        if threads < 1:
-            raise BenchError(f"--threads {threads}: expected a positive number of CPU threads")
-        import torch
-
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
     registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
     registry.target(method)  # unknown names fail before any data is read
     if device.startswith("cuda"):

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.resources import cpu_peak_mb, hardware_info, load_average, release_freed_memory, reset_cpu_peak
+from bench.resources import (
+    cpu_peak_mb,
+    hardware_info,
+    load_average,
+    release_freed_memory,
+    reset_cpu_peak,
+    set_torch_threads,
+)
 
 # Keys shortening fit(); applied only where a method's bench.toml section has the key, before the
 # user's --set (which wins).
@@ -184,8 +191,8 @@ def measure_speed(
         raise BenchError("--methods: name at least one method")
     if len(set(methods)) != len(methods):
         raise BenchError(f"--methods: a method is listed twice: {','.join(methods)}")
-    if num_prompts < 1 or repeats < 1 or batch_size < 1 or (threads is not None and threads < 1):
-        raise BenchError("--num-prompts, --repeats, --batch-size and --threads must be at least 1")
+    if num_prompts < 1 or repeats < 1 or batch_size < 1:
+        raise BenchError("--num-prompts, --repeats and --batch-size must be at least 1")
     config = config if config is not None else load_config()
     registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
     for method in methods:
@@ -208,12 +215,7 @@ def measure_speed(
         raise BenchError(f"eval.target differs between methods ({sorted(targets)}): speed needs the same requests")
     target = targets.pop()
 
-    if threads is not None:
-        import torch
-
-        # On a shared, busy CPU, several intra-op threads wait on each other at every op barrier
-        # whenever one is descheduled; one thread gives stable figures there.
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
     paths = run_paths(config, results_dir)
     dataset, info = prepare(dataset_name, paths.data_dir, paths.cache_dir)
     cases = subsample_cases(dataset.split.cases(target), num_prompts)

@@ -24,7 +24,6 @@ from bench.config import load_config, resolve_path
 from bench.data.prepare import prepare
 from bench.evaluate import evaluate
 from bench.method import RunContext, seed_everything
-from bench.resources import cpu_peak_mb, reset_cpu_peak
 from bench.run import subsample_cases
 from methods.cove.method import CoVEMethod
 
@@ -63,16 +62,16 @@ def main() -> None:
         method = CoVEMethod(section, context)
         method.fit(dataset)
         prompt_tokens = statistics.mean(len(method.encoder.prompt(h)) for h in cases.histories)
-        evaluate(method, cases.subset(list(range(args.batch_size))), dataset.num_items, ks=(10,),
+        evaluate(method, cases.subset(list(range(min(args.batch_size, len(cases))))), dataset.num_items, ks=(10,),
                  batch_size=args.batch_size, device=args.device, progress=False)  # warm-up
-        reset_cpu_peak()
+        # evaluate() measures each pass's peak from a fresh window (CUDA max allocated or CPU VmHWM).
         runs = [evaluate(method, cases, dataset.num_items, ks=(10,), batch_size=args.batch_size,
                          device=args.device, progress=False) for _ in range(args.repeats)]
-        peak = (max(r.peak_memory_mb for r in runs) if args.device.startswith("cuda") else cpu_peak_mb())
+        peak = max(r.peak_memory_mb for r in runs)
         info = method.describe()
         print(f"ratio {ratio:>2}: {statistics.median(r.samples_per_sec for r in runs):6.2f} samples/s "
               f"(runs {', '.join(f'{r.samples_per_sec:.2f}' for r in runs)}), peak memory {peak:,.0f} MB "
-              f"({runs[0].peak_memory_kind if args.device.startswith('cuda') else 'VmHWM while scoring'}), "
+              f"({runs[0].peak_memory_kind}), "
               f"item tables {info['item_table_bytes'] / 2**20:.2f} MiB ({info['item_table_rows']} rows x 2, "
               f"uncompressed {info['item_table_bytes_uncompressed'] / 2**20:.2f} MiB), "
               f"mean prompt {prompt_tokens:.0f} tokens")
