@@ -208,6 +208,18 @@ def speed_command(
     typer.echo(f"wrote {outcome.path}")
 
 
+@app.command("smoke")
+def smoke_command(
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cuda",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods")] = "cove,bigrec",
+    model: Annotated[str | None, typer.Option(help="Backbone for methods that have one")] = None,
+) -> None:
+    """One-minute check before long runs: each method builds on the device, trains one step, ranks 8 requests."""
+    from bench.smoke import smoke
+
+    smoke([m.strip() for m in methods.split(",") if m.strip()], device, model=model, log=typer.echo)
+
+
 @app.command("demo")
 def demo_command(
     only: Annotated[str | None, typer.Option(help="Comma-separated subset of the [demo] methods")] = None,

@@ -105,9 +105,17 @@ def _training(record: Record) -> str:
     return f"{text} (resumed after epoch {resumed}; train s counts this call only)" if resumed is not None else text
 
 
+def method_label(record: Record) -> str:
+    """`method[setting]`: the setting the method reports (method_info.setting), else the preset, so two
+    settings of one method (cove[paper], cove[default,id-only]) are never read as one row's method."""
+    info = record.get("method_info") or {}
+    setting = info.get("setting") or (record.get("config", {}).get(record["method"]) or {}).get("preset")
+    return f"{record['method']}[{setting}]" if setting else record["method"]
+
+
 def record_row(path: Path, record: Record) -> Row:
     return {
-        "method": record["method"],
+        "method": method_label(record),
         "backbone": (record.get("method_info") or {}).get("backbone"),
         "ratio": compression_ratio(record),
         **{metric: record["metrics"].get(metric) for metric in METRIC_COLUMNS},
@@ -256,23 +264,60 @@ def render_speed(speed: list[Record]) -> list[str]:
                   f"thread(s), backbone {record.get('backbone') or '–'}; "
                   f"{record.get('weights', '')}", ""]
         header = ["method", "samples/s (median)", "min–max", "peak memory MB", "process before load MB",
-                  "generated tokens/sample", "machine load (1 min)"]
+                  "generated tokens/sample (cap)", "machine load (1 min)"]
         rows = []
+        capped = []
         for name in speed_order(record):
             entry = record["methods"][name]
             speed_ = entry["samples_per_sec"]
             load = entry.get("load_average_1min") or {}
+            if length_set_by_cap(entry):
+                capped.append(name)
             rows.append([name, fmt_number(speed_["median"]),
                          f"{fmt_number(speed_['min'])}–{fmt_number(speed_['max'])}",
                          fmt_number(entry.get("peak_memory_mb")), fmt_number(entry.get("process_baseline_mb")),
-                         fmt_number(entry.get("generated_tokens_per_sample")),
+                         decoding_text(entry),
                          f"{fmt_number(load.get('before'))}→{fmt_number(load.get('after'))}" if load else "–"])
         lines += _table(header, rows)
         ratio = record.get("ratio_cove_over_bigrec")
-        if ratio is not None:
+        if ratio is not None and capped:
+            # The generative method's time was set by its token cap, not by its weights: the ratio moves
+            # with the cap, so it is no headline.
+            lines += ["", f"CoVE / BIGRec samples/s: {ratio:.1f}× (medians; not a headline: "
+                          f"{', '.join(capped)} hit the max_new_tokens cap on most requests, so the ratio "
+                          "moves with the cap)."]
+        elif ratio is not None:
             lines += ["", f"CoVE / BIGRec samples/s: **{ratio:.1f}×** (medians)."]
         lines.append("")
     return lines
+
+
+def _decoding(entry: Record) -> dict[str, Any]:
+    info = entry.get("method_info") or {}
+    return {"tokens": entry.get("generated_tokens_per_sample"), "cap": info.get("max_new_tokens"),
+            "capped": info.get("generated_at_cap_fraction"), "fixed": info.get("decode_length_fixed")}
+
+
+def length_set_by_cap(entry: Record) -> bool:
+    """A generative method whose decoding stopped at max_new_tokens on most requests (or, in records
+    that predate the per-request count, averaged within 10% of the cap), unless the length was fixed
+    on purpose."""
+    d = _decoding(entry)
+    if d["tokens"] is None or d["cap"] is None or d["fixed"]:
+        return False
+    if d["capped"] is not None:
+        return d["capped"] > 0.5
+    return d["tokens"] >= 0.9 * d["cap"]
+
+
+def decoding_text(entry: Record) -> str:
+    """Generated tokens per sample next to the cap: '60.5 (cap 64)' or '12 (fixed)'."""
+    d = _decoding(entry)
+    if d["tokens"] is None:
+        return "–"
+    if d["fixed"]:
+        return f"{fmt_number(d['tokens'])} (fixed: {d['fixed']})"
+    return f"{fmt_number(d['tokens'])} (cap {d['cap']})" if d["cap"] is not None else fmt_number(d["tokens"])
 
 
 def render_markdown(

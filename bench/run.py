@@ -117,9 +117,15 @@ def run(
     path = record_path(paths.results_dir, dataset.name, method, hash_)
     if path.exists() and not force:
         return RunOutcome(read_record(path), path, reused=True)
+    work_dir = paths.cache_dir / "work" / dataset.name / f"{method}-{hash_}"
+    if force and work_dir.exists():
+        # --force means a fresh training: a finished checkpoint here would be resumed with 0 epochs.
+        import shutil
+
+        shutil.rmtree(work_dir)
     record = train_and_evaluate(registry.load(method), method, dataset, info, effective, settings,
-                                device=device, seed=seed, work_dir=paths.cache_dir / "work" / dataset.name /
-                                f"{method}-{hash_}", budget=budget, progress=progress, log=log)
+                                device=device, seed=seed, work_dir=work_dir, budget=budget, progress=progress,
+                                log=log)
     record.update(config=effective, config_hash=hash_, seed=seed, device=device, max_train_minutes=budget)
     write_record(path, record)
     return RunOutcome(record, path, reused=False)
@@ -140,6 +146,9 @@ def train_and_evaluate(
     progress: bool,
     log: Any,
 ) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from bench.data.split import selection_split
     from bench.evaluate import evaluate
     from bench.method import RunContext, seed_everything
     from bench.resources import Stopwatch, hardware_info, load_average, peak_memory_mb, reset_peak_memory
@@ -147,7 +156,9 @@ def train_and_evaluate(
     ks = tuple(int(k) for k in settings.get("ks", (5, 10, 20)))
     target = settings.get("target", "test")
     max_users = int(settings.get("max_eval_users", 0))
-    valid_cases = subsample_cases(dataset.split.valid, int(settings.get("max_valid_users") or 0) or max_users)
+    fit_split, selection_text = selection_split(dataset.split, target)
+    fit_dataset = replace(dataset, split=fit_split)
+    valid_cases = subsample_cases(fit_split.valid, int(settings.get("max_valid_users") or 0) or max_users)
     eval_cases = subsample_cases(dataset.split.cases(target), max_users)
     batch_size = int(effective[method].get("eval_batch_size", settings.get("batch_size", 256)))
 
@@ -168,7 +179,7 @@ def train_and_evaluate(
     started = time.time()
     train_window = reset_peak_memory(device)
     with train_watch.running():
-        instance.fit(dataset)
+        instance.fit(fit_dataset)
     train_peak, _ = peak_memory_mb(device, since_reset=train_window)
     result = evaluate(instance, eval_cases, dataset.num_items, ks=ks, batch_size=batch_size,
                       mask_history=bool(settings.get("mask_history", False)), device=device,
@@ -190,6 +201,7 @@ def train_and_evaluate(
         "metrics": result.metrics,
         "num_eval_requests": result.num_cases,
         "num_valid_requests": len(valid_cases),
+        "selection": {"requests": selection_text, "num_requests": len(valid_cases)},
         "train_seconds": round(train_watch.seconds, 3),
         "eval_seconds": round(result.seconds, 3),
         "wall_seconds": round(time.time() - started, 3),

@@ -52,7 +52,10 @@ def test_prompt_layout_and_response_only_labels():
     assert everything.labels == everything.input_ids
     cut = encode_example(CharTokenizer(), prompt, build_response("green mask 2"), max_length=40)
     assert len(cut.input_ids) == 40 and cut.input_ids[-1] == 0
-    assert unquote(' "green mask 2"\nmore') == "green mask 2"
+    # The authors embed the whole response, only the quotes at its two ends removed.
+    assert unquote('"green mask 2"') == "green mask 2"
+    assert unquote('"green mask 2"\nmore') == 'green mask 2"\nmore'
+    assert unquote(' "green"') == ' "green'  # strip('"') leaves spaces, as theirs
     assert shorten_title("a  b c d", 2) == "a b" and shorten_title("a  b", 0) == "a b"
 
 

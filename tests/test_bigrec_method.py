@@ -98,6 +98,23 @@ def test_budget_stop_then_resume_matches_uninterrupted_run(tiny_backbone: None, 
     assert all(torch.equal(b[k], c[k]) for k in b)
 
 
+def test_budget_stop_validates_the_partial_epoch_like_cove(tiny_backbone: None, tmp_path: Path):
+    dataset = rule_dataset(num_items=10, num_users=24, length=5, rule="next", seed=1)
+    scores: list[float] = []
+
+    def validate(method: Any) -> float:
+        scores.append(0.25)
+        return 0.25
+
+    method = make({**TINY, "epochs": 3, "batch_size": 8, "grad_accum": 2}, tmp_path / "work", validate=validate,
+                  max_train_minutes=1e-6)
+    method.fit(dataset)
+    report = method.report
+    assert report.stopped_by == "max_train_minutes" and report.optimizer_steps == 1
+    assert 0 < report.partial_epoch < 1 and scores == [0.25] and report.valid_history == [0.25]
+    assert report.best_epoch == report.partial_epoch and report.best_valid_ndcg10 == 0.25
+
+
 def test_early_stopping_keeps_best_epoch(tiny_backbone: None, tmp_path: Path):
     dataset = rule_dataset(num_items=10, num_users=16, length=5, rule="next", seed=2)
     scores = iter([0.5, 0.7, 0.6, 0.4, 0.9, 0.9])
@@ -132,17 +149,31 @@ def test_gamma_auto_uses_cached_generations(tiny_backbone: None, tmp_path: Path,
         return real(model, tokenizer, prompts, **kwargs)
 
     monkeypatch.setattr(generate_module, "generate", counting)
-    dataset = rule_dataset(num_items=10, num_users=30, length=5, rule="next", seed=3)
-    method = make({**TINY, "epochs": 1, "gamma": "auto"}, tmp_path / "work")
+    dataset = popular_target_dataset()
+    method = make({**TINY, "epochs": 0, "gamma": "auto"}, tmp_path / "work")  # untrained: grounding is noise
     method.fit(dataset)
     unique_histories = len({tuple(h[-1:]) for h in dataset.split.valid.histories})
     assert sum(prompts_generated) == unique_histories  # one generation per history, reused by 199 gammas
     info = method.describe()
     assert info["gamma"] in GAMMA_GRID and info["gamma_selection"] == "grid on validation NDCG@10"
-    assert info["gamma_valid_ndcg10"] >= info["gamma_plain_valid_ndcg10"]
+    # Every validation target is the most popular item, so the popularity term must win clearly.
+    assert info["gamma"] > 0 and info["gamma_valid_ndcg10"] > info["gamma_plain_valid_ndcg10"] + 0.1
     assert info["generated_samples"] == 0  # counters restart after fit: they describe evaluation only
     scores = method.score(dataset.split.test.users[:3], dataset.split.test.histories[:3])
     assert scores.shape == (3, 10) and np.isfinite(scores).all()
+
+
+def popular_target_dataset() -> Any:
+    """Item 0 starts every training sequence (the most popular item) and is every validation target."""
+    import random
+
+    from bench.data.split import leave_one_out
+    from bench.data.types import Catalogue, Dataset
+
+    rng = random.Random(3)
+    sequences = [[0, rng.randrange(1, 10), rng.randrange(1, 10), 0, rng.randrange(1, 10)] for _ in range(30)]
+    catalogue = Catalogue([f"A{i:05d}" for i in range(10)], synthetic_titles(10))
+    return Dataset("popular", catalogue, leave_one_out(sequences))
 
 
 def test_settings_from_bench_toml_and_errors():

@@ -40,6 +40,25 @@ def test_hashes_spread_items_evenly(ratio: int):
     assert len({tuple(row) for row in codes.tolist()}) >= 0.99 * n
 
 
+def test_hash_codes_match_the_authors_formula_by_hand():
+    """The authors (emb_comp_utils.get_peft_embedding) call random.seed(seed), then draw every
+    a_j = randint(p_j // 2, p_j), then every b_j = randint(0, p_j). For seed 0 and k = 4 that gives the
+    a, b below; the codes are ((a·i + b) mod p) mod |S| worked out by hand, e.g. item 0, hash 0:
+    68622131 mod 88579013 = 68622131 and 68622131 - 45748·1500 = 131."""
+    hashes = UniversalHashes.draw(4, 1500, seed=0)
+    assert hashes.p == (88579013, 24463903, 10637969, 11843057)
+    assert hashes.a == (70142880, 19287971, 5658591, 8093479)
+    assert hashes.b == (68622131, 16305027, 6793667, 5088743)
+    codes = hashes(torch.tensor([0, 1, 12099]))
+    assert codes.tolist() == [[131, 27, 167, 743], [498, 595, 789, 1165], [1198, 439, 192, 1388]]
+
+
+def test_bucket_count_equals_the_authors_only_when_the_ratio_divides_n():
+    assert num_buckets(12000, 8) == 1500 == 12000 // 8
+    assert num_buckets(12101, 8) == 1513 and 12101 // 8 == 1512  # Beauty: one row more than theirs
+    assert num_buckets(5, 8) == 1
+
+
 def test_ratio_one_is_a_plain_embedding_and_head():
     torch.manual_seed(0)
     table = ItemEmbedding(50, 16, ratio=1, num_hashes=4)

@@ -68,6 +68,23 @@ def test_gradients_reach_lora_and_item_tables_only(tiny_lm: str, tmp_path: Path,
     assert model.causal_lm.get_input_embeddings().weight.grad is None
 
 
+def test_all_tokens_loss_never_predicts_from_padding(tiny_lm: str, tmp_path: Path):
+    """A left-padded batch's loss equals the token-weighted mean of its rows' unpadded losses; with a
+    pad position predicting the short row's first token it would not."""
+    method = make(tiny_lm, tmp_path)
+    method._build(DATASET)
+    enc, pad = method.encoder, method.tokenizer.pad_token_id
+    short = Sample(enc.prompt([1]), 2, enc.training_sequence([1], 2))
+    long = Sample(enc.prompt([3, 4, 5]), 6, enc.training_sequence([3, 4, 5], 6))
+    assert len(long.sequence) > len(short.sequence)
+    with torch.no_grad():
+        both = batch_loss(method.model, [short, long], "all_tokens", pad, "cpu")
+        alone = [batch_loss(method.model, [s], "all_tokens", pad, "cpu") for s in (short, long)]
+    targets = [len(short.sequence) - 1, len(long.sequence) - 1]
+    expected = sum(loss * n for loss, n in zip(alone, targets)) / sum(targets)
+    assert both.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
 def test_prompt_is_the_prefix_of_the_training_text(tiny_lm: str, tmp_path: Path):
     method = make(tiny_lm, tmp_path, max_history=2)
     method._build(DATASET)

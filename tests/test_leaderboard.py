@@ -244,3 +244,39 @@ def test_all_zero_columns_are_not_bolded_and_nested_epochs_show(tmp_path: Path):
     table = section(write_leaderboard(results).markdown_text, "seeded subsample of 50 of 100 requests")
     assert table.count("**") == 2 and "**0.0040**" in table  # only HR@20 has a winner
     assert "1 epochs, stopped by epochs" in row_of(table, "bigrec")[11]
+
+
+EXPECTED = Path(__file__).resolve().parent / "expected" / "leaderboard.md"
+
+
+def golden_records(results: Path) -> None:
+    """Fixed records covering every column and rule the table has (rows, groups, labels, speed)."""
+    sasrec = make_record(results, "sasrec", metrics(0.03, **{"hr@20": 0.10}))
+    record = json.loads(sasrec.read_text())
+    record["method_info"] = {"epochs_run": 3, "epochs_max": 200, "stopped_by": "max_train_minutes"}
+    write_record(sasrec, record)
+    make_record(results, "pop", metrics(0.01, **{"hr@20": 0.20}))
+    paper = make_record(results, "cove", metrics(0.02), ratio=2, backbone="SmolLM2-135M", name="paper")
+    record = json.loads(paper.read_text())
+    record["config"]["cove"]["preset"] = "paper"  # an older record: the label comes from the preset
+    write_record(paper, record)
+    id_only = make_record(results, "cove", metrics(0.015), ratio=1, backbone="random-h64", name="idonly")
+    record = json.loads(id_only.read_text())
+    record["method_info"]["setting"] = "default,id-only"
+    record["method_info"]["training"] = {"epochs_done": 2, "stopped_by": "epochs", "resumed_after_epoch": 1}
+    write_record(id_only, record)
+    make_record(results, "gru4rec", metrics(0.04), requests=10, seed=1)
+    make_record(results, "cove", metrics(0.05), target="valid", ratio=4, backbone="SmolLM2-135M", name="valid")
+    speed_record(results)
+    speed = json.loads((results / "speed" / "beauty-cpu.json").read_text())
+    # Untrained BIGRec ran into its 64-token cap on 75% of requests: the ratio must not be a headline.
+    speed["methods"]["bigrec"]["method_info"] = {"max_new_tokens": 64, "generated_at_cap_fraction": 0.75}
+    (results / "speed" / "beauty-cpu.json").write_text(json.dumps(speed, sort_keys=True))
+
+
+def test_leaderboard_matches_the_committed_expected_table(tmp_path: Path):
+    """The whole Markdown for fixed records, byte for byte (regenerate tests/expected/leaderboard.md
+    by hand-checking a diff, never by copying the output blindly)."""
+    results = tmp_path / "results"
+    golden_records(results)
+    assert write_leaderboard(results).markdown_text == EXPECTED.read_text(encoding="utf-8")

@@ -1,5 +1,6 @@
 """Runs are all-or-nothing: an interrupted run leaves no partial result file."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ class OracleMethod(Method):
         return scores
 
 
-def test_evaluator_full_ranking_and_masking():
+def test_evaluator_full_ranking_and_shape_check():
     dataset = rule_dataset(num_items=15, num_users=30, rule="next")
     oracle = OracleMethod({}, RunContext())
     oracle.fit(dataset)
@@ -95,3 +96,68 @@ def test_git_revision_can_come_from_the_environment(monkeypatch: pytest.MonkeyPa
     assert git_revision() != "abc123 (copy)"
     monkeypatch.setenv("BENCH_GIT_REV", "abc123 (copy)")
     assert git_revision() == "abc123 (copy)"
+
+
+def test_masking_never_hides_a_target_that_is_also_in_the_history():
+    """Request 0 bought item 5 before and buys it again: masking must push item 3 down, never item 5."""
+    from bench.data.types import EvalCases
+
+    class Fixed(Method):
+        name = "fixed"
+
+        def fit(self, dataset):
+            pass
+
+        def score(self, users, histories):
+            scores = np.zeros((len(users), 8))
+            scores[0, [3, 5, 1]] = [3.0, 2.0, 1.0]  # target 5 ranked second behind history item 3
+            scores[1, [7, 4]] = [2.0, 1.0]  # target 4 ranked second behind history item 7
+            return scores
+
+    cases = EvalCases([0, 1], [[3, 5], [2, 7]], [5, 4])
+    plain = evaluate(Fixed({}, RunContext()), cases, 8, ks=(1,), progress=False)
+    masked = evaluate(Fixed({}, RunContext()), cases, 8, ks=(1,), mask_history=True, progress=False)
+    assert plain.metrics["hr@1"] == 0.0 and masked.metrics["hr@1"] == 1.0
+
+
+class SelectionSpy(Method):
+    """Writes down the requests the harness lets it select on (loaded by the registry as another module
+    instance, so it reports through a file named in its config)."""
+
+    name = "spy"
+
+    def fit(self, dataset):
+        import json
+
+        self.n = dataset.num_items
+        valid = dataset.split.valid
+        Path(self.config["out"]).write_text(json.dumps([valid.histories, valid.targets]))
+        self.context.validate(self)
+
+    def score(self, users, histories):
+        return np.zeros((len(users), self.n))
+
+
+@pytest.mark.parametrize("target", ["test", "valid"])
+def test_selection_never_uses_the_reported_requests(target: str, isolated: Path, monkeypatch: pytest.MonkeyPatch):
+    import methods
+    from bench.config import load_config
+    from bench.data.prepare import prepare
+    from bench.run import run_paths
+
+    monkeypatch.setitem(methods.METHODS, "spy", "tests.test_run:SelectionSpy")
+    config = load_config()
+    config["spy"] = {"out": str(isolated / "selection.json")}
+    record = run("spy", "tiny", config=config, overrides=[f"eval.target={target}"], progress=False).record
+    paths = run_paths(config)
+    split = prepare("tiny", paths.data_dir, paths.cache_dir)[0].split
+    histories, targets = json.loads((isolated / "selection.json").read_text())
+    chosen = list(zip(map(tuple, histories), targets))
+    reported = set(zip(map(tuple, split.valid.histories), split.valid.targets))
+    if target == "test":
+        assert set(chosen) == reported and "second-to-last" in record["selection"]["requests"]
+        return
+    assert chosen and not reported & set(chosen)
+    # leave-one-out: the third-to-last item from the items before it (the training split's last item)
+    assert chosen == [(tuple(seq[:-1]), seq[-1]) for seq in split.train if len(seq) >= 2]
+    assert "third-to-last" in record["selection"]["requests"] and record["num_valid_requests"] == len(chosen)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bench.data.types import EvalCases, Split
 
 LEAVE_ONE_OUT = "leave_one_out"
@@ -49,3 +51,30 @@ def global_time(train: list[list[int]], valid: list[list[int]], test: list[list[
                     cases[2].append(item)
                 history.append(item)
     return Split(GLOBAL_TIME, [list(t) for t in train], EvalCases(*valid_cases), EvalCases(*test_cases))
+
+
+SELECTION_TEXT = {
+    "test": "validation requests (second-to-last item for leave-one-out)",
+    "valid": "each user's last training item from the items before it (third-to-last for leave-one-out, the "
+             "authors' training target); the reported validation requests are never used for selection",
+}
+
+
+def last_training_item_cases(train: list[list[int]]) -> EvalCases:
+    """One request per user with two or more training items: train[:-1] -> train[-1]."""
+    users = [u for u, seq in enumerate(train) if len(seq) >= 2]
+    return EvalCases(users, [train[u][:-1] for u in users], [train[u][-1] for u in users])
+
+
+def selection_split(split: Split, target: str) -> tuple[Split, str]:
+    """The split a method is fitted on: its `valid` holds the requests used for early stopping, the
+    best-epoch choice and any grid search, never the requests being reported.
+
+    Reporting `test`: select on `valid` (the usual protocol; the split, and its hash, are unchanged).
+    Reporting `valid`: selecting on it would pick epochs on the very numbers reported, so selection
+    moves one position back, to the last training item.
+    """
+    split.cases(target)  # refuses an unknown target
+    if target == "test":
+        return split, SELECTION_TEXT["test"]
+    return replace(split, valid=last_training_item_cases(split.train), _hash=[]), SELECTION_TEXT["valid"]

@@ -19,12 +19,15 @@ def generate(
     *,
     num_beams: int = 4,
     max_new_tokens: int = 64,
+    exact_new_tokens: int | None = None,
     device: str = "cpu",
 ) -> Generation:
     """Left-padded batch, deterministic beam search (no sampling), stop at EOS.
 
     As the authors' `inference.py`: `num_beams` beams, one returned sequence (they return 4 but
     ground only the first), length penalty and early stopping at transformers' defaults.
+    `exact_new_tokens` decodes exactly that many tokens (EOS suppressed until then): for speed
+    tables, where an untrained model's length would otherwise be set by the cap.
     """
     import torch
 
@@ -40,7 +43,8 @@ def generate(
             num_beams=num_beams,
             num_return_sequences=1,
             do_sample=False,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=exact_new_tokens or max_new_tokens,
+            min_new_tokens=exact_new_tokens or 0,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=pad_id,
         )

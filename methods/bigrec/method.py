@@ -38,7 +38,13 @@ DEVIATIONS = [
     "prompts over 896 tokens drop their oldest titles (authors: right cut at 512 tokens)",
     "max_new_tokens defaults to 64 (authors 128); one beam returned (authors returned 4, grounded the first)",
     "gamma grid includes 0 (plain BIGRec) besides the authors' 0.01..1 and 1..99",
+    "a time budget that stops training mid-epoch validates that partial epoch and keeps it if best (as CoVE)",
 ]
+
+
+def setting_name(config: dict[str, Any]) -> str:
+    """The row label's setting: the preset the harness applied, else 'default'."""
+    return str(config.get("preset") or "default")
 
 
 class BIGRecMethod(Method):
@@ -51,6 +57,8 @@ class BIGRecMethod(Method):
         self._query_cache: dict[tuple[int, ...], np.ndarray] | None = None
         self._generated_tokens = 0
         self._generated_samples = 0
+        self._generated_at_cap = 0
+        self.exact_new_tokens: int | None = None
         self._info: dict[str, Any] = {}
 
     # -- setup ----------------------------------------------------------------------------
@@ -97,6 +105,7 @@ class BIGRecMethod(Method):
                 backend = "torch"  # faiss-cpu on a GPU machine: exact distances with torch on the GPU
         self.index = ItemIndex(vectors, self.embedder.metric, backend=backend, device=device)
         self.side = popularity(dataset.split.train, dataset.num_items)
+        self.exact_new_tokens = self._exact_new_tokens()
         flat = "IndexFlatIP" if self.embedder.metric == "cosine" else "IndexFlatL2"
         self._info.update(title_embeddings="reused from cache" if reused else "computed and cached",
                           nearest_neighbour=f"faiss {flat}, k = N" if backend == "faiss" else "torch, all items")
@@ -135,7 +144,19 @@ class BIGRecMethod(Method):
         self.model.eval()
         self._choose_gamma(validate)
         self._query_cache = None
-        self._generated_tokens = self._generated_samples = 0
+        self._generated_tokens = self._generated_samples = self._generated_at_cap = 0
+
+    def _exact_new_tokens(self) -> int | None:
+        """decode_length as a token count: None (stop at EOS), a number, or the mean response length
+        of the catalogue (quoted title + EOS), the length a trained model writes on average."""
+        length = self.settings.decode_length
+        if length == "eos":
+            return None
+        if length == "mean_title":
+            lengths = [len(self.tokenizer(build_response(text), add_special_tokens=False)["input_ids"]) + 1
+                       for text in self.item_texts]
+            return max(1, round(sum(lengths) / len(lengths)))
+        return int(length)
 
     def _prompt(self, history: list[int]) -> str:
         recent = history[-self.settings.max_history:] if self.settings.max_history > 0 else history
@@ -183,9 +204,10 @@ class BIGRecMethod(Method):
         if missing:
             out = generate(self.model, self.tokenizer, [self._prompt(list(k)) for k in missing],
                            num_beams=self.settings.num_beams, max_new_tokens=self.settings.max_new_tokens,
-                           device=self.context.device)
+                           exact_new_tokens=self.exact_new_tokens, device=self.context.device)
             self._generated_tokens += sum(out.tokens)
             self._generated_samples += len(out.tokens)
+            self._generated_at_cap += sum(count >= self.settings.max_new_tokens for count in out.tokens)
             vectors = self.embedder.embed([unquote(text) for text in out.texts])
             if cache is None:
                 return vectors
@@ -219,13 +241,21 @@ class BIGRecMethod(Method):
                                             if self._generated_samples else None),
             "generated_tokens_counting": "top beam, prompt excluded, closing EOS included; evaluation only",
             "generated_samples": self._generated_samples,
+            # Requests whose decoding ran into max_new_tokens: their time is set by the cap, not the weights.
+            "generated_at_cap_fraction": (round(self._generated_at_cap / self._generated_samples, 4)
+                                          if self._generated_samples else None),
+            "decode_length_fixed": (f"{self.exact_new_tokens} tokens ({s.decode_length}; speed measurement, "
+                                    "not the published decoding)" if self.exact_new_tokens else None),
+            "setting": setting_name(self.config),
             "max_history": s.max_history,
             "max_title_words": s.max_title_words,
             "gamma": self.gamma,
             "gamma_selection": "grid on validation NDCG@10" if s.gamma == "auto" else "fixed",
             "side_score": s.side_score if self.gamma else None,
             "training": self.report.as_dict() if getattr(self, "report", None) else None,
-            "deviations": DEVIATIONS,
+            "deviations": DEVIATIONS + ([f"decoding fixed at {self.exact_new_tokens} new tokens (decode_length = "
+                                         f"{s.decode_length!r}; published: stop at EOS)"]
+                                        if self.exact_new_tokens else []),
             **self._info,
         }
         subsample = getattr(self, "_train_subsample", None)

@@ -36,9 +36,9 @@ def quote(title: str) -> str:
 
 
 def unquote(text: str) -> str:
-    """What grounding embeds: the first line of a response, without its quotes (as the authors)."""
-    line = text.strip().split("\n", 1)[0] if text.strip() else ""
-    return line.strip().strip('"').strip()
+    """What grounding embeds: the whole decoded response with double quotes stripped from both
+    ends, as the authors' evaluate.py (`predict[0].strip('"')`); nothing else is cut."""
+    return text.strip('"')
 
 
 def history_input(titles: list[str]) -> str:

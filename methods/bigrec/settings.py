@@ -36,6 +36,9 @@ class BIGRecSettings:
     gamma: float | str = 0.0
     side_score: str = "popularity"
     max_train_minutes: float = 0.0
+    # "eos": stop at EOS or max_new_tokens (the method as published). For speed measurements only:
+    # "mean_title" = exactly the catalogue's mean response length in tokens, or a fixed count.
+    decode_length: str | int = "eos"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +67,12 @@ def parse_settings(section: dict[str, Any]) -> BIGRecSettings:
         if key == "gamma":
             if value != "auto" and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
                 raise BenchError(f"{SECTION}.gamma: expected \"auto\" or a number >= 0, got {value!r}")
+            continue
+        if key == "decode_length":
+            if value not in ("eos", "mean_title") and (isinstance(value, bool) or not isinstance(value, int)
+                                                       or value < 1):
+                raise BenchError(f"{SECTION}.decode_length: expected \"eos\", \"mean_title\" or a number of "
+                                 f"tokens >= 1, got {value!r}")
             continue
         if key == "lora_targets":
             if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):

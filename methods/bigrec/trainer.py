@@ -47,11 +47,14 @@ class TrainSettings:
 class TrainReport:
     epochs_completed: int = 0
     optimizer_steps: int = 0
-    best_epoch: int | None = None
+    best_epoch: float | None = None  # a partial epoch (time budget) is a fraction
     best_valid_ndcg10: float | None = None
     valid_history: list[float] = field(default_factory=list)
     loss_history: list[float] = field(default_factory=list)
     stopped_by: str = "epochs"
+    # Epochs done when the time budget stopped training mid-epoch (e.g. 2.4); that partial state
+    # was validated like a finished epoch (as CoVE does) and kept if it was the best.
+    partial_epoch: float | None = None
     resumed: bool = False
     train_seconds_this_call: float = 0.0
 
@@ -235,7 +238,9 @@ class LoRATrainer:
                 self.report.loss_history.append(sum(losses) / len(losses))
             if out_of_time:
                 self.report.stopped_by = "max_train_minutes"
+                self.report.partial_epoch = round(self.epoch + self.micro / max(1, len(batches)), 3)
                 self.log(f"bigrec: training budget of {budget} min reached in epoch {self.epoch + 1}")
+                self._validate(partial=True)
                 self._save()
                 break
             self.epoch += 1
@@ -249,22 +254,33 @@ class LoRATrainer:
         self.report.train_seconds_this_call = round(time.perf_counter() - started, 3)
         return self.report
 
-    def _end_of_epoch(self) -> None:
-        """Validate, keep the best adapter, stop after `patience` epochs without improvement."""
+    def _validate(self, partial: bool = False) -> bool | None:
+        """Validate the current adapter and keep it if best; None when there is no validator.
+
+        A partial epoch (time budget) is scored like a finished one, so a budget-limited run
+        uses what it trained, the same rule as CoVE's trainer."""
         if self.validate is None:
-            self.done = self.epoch >= self.settings.epochs
-            return
+            return None
         self.model.eval()
         score = float(self.validate())
         self.model.train()
         self.report.valid_history.append(score)
-        self.log(f"bigrec: epoch {self.epoch} validation NDCG@10 {score:.4f}")
+        label = f"{self.report.partial_epoch} (partial: time budget)" if partial else f"{self.epoch}"
+        self.log(f"bigrec: epoch {label} validation NDCG@10 {score:.4f}")
         if self.report.best_valid_ndcg10 is None or score > self.report.best_valid_ndcg10:
-            self.report.best_valid_ndcg10, self.report.best_epoch = score, self.epoch
-            self.bad_epochs = 0
+            self.report.best_valid_ndcg10 = score
+            self.report.best_epoch = self.report.partial_epoch if partial else self.epoch
             self._save_best()
-        else:
-            self.bad_epochs += 1
+            return True
+        return False
+
+    def _end_of_epoch(self) -> None:
+        """Validate, keep the best adapter, stop after `patience` epochs without improvement."""
+        improved = self._validate()
+        if improved is None:
+            self.done = self.epoch >= self.settings.epochs
+            return
+        self.bad_epochs = 0 if improved else self.bad_epochs + 1
         if self.bad_epochs >= self.settings.patience:
             self.report.stopped_by = "patience"
             self.done = True

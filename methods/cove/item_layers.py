@@ -18,7 +18,8 @@ from methods.cove.hashing import UniversalHashes, num_buckets
 class ItemTable(nn.Module):
     """A |S| x d table plus each item's k bucket codes (a (N, k) buffer saved with checkpoints)."""
 
-    def __init__(self, num_items: int, dim: int, ratio: int = 1, num_hashes: int = 4, seed: int = 0) -> None:
+    def __init__(self, num_items: int, dim: int, ratio: int = 1, num_hashes: int = 4, seed: int = 0,
+                 device: torch.device | str | None = None) -> None:
         super().__init__()
         self.num_items, self.dim, self.ratio = num_items, dim, ratio
         items = torch.arange(num_items)
@@ -26,8 +27,10 @@ class ItemTable(nn.Module):
             codes = items[:, None]
         else:
             codes = UniversalHashes.draw(num_hashes, num_buckets(num_items, ratio), seed)(items)
-        self.register_buffer("codes", codes)
-        self.weight = nn.Parameter(torch.empty(num_buckets(num_items, ratio), dim))
+        # Built where the backbone lives: a table left on the CPU beside a CUDA backbone fails on
+        # the first mixed-device op (the hash codes are computed on the CPU, then moved once).
+        self.register_buffer("codes", codes.to(device))
+        self.weight = nn.Parameter(torch.empty(num_buckets(num_items, ratio), dim, device=device))
         nn.init.xavier_uniform_(self.weight)
 
     @property
@@ -40,8 +43,10 @@ class ItemTable(nn.Module):
         sqrt(k), so rows are drawn sqrt(k) wider."""
         mean = reference.float().mean(0)
         std = reference.float().std(0) * self.num_hashes**0.5
+        # Noise from the CPU generator, so a seed gives the same tables on every device.
+        noise = torch.randn(self.weight.shape, dtype=torch.float32).to(reference.device)
         with torch.no_grad():
-            self.weight.copy_(mean + std * torch.randn_like(self.weight))
+            self.weight.copy_(mean + std * noise)
 
     def vectors(self, items: torch.Tensor) -> torch.Tensor:
         """v(i) = (1/k) Σ_j W[h_j(i)] for item indices of any shape -> (..., d)."""
@@ -63,12 +68,19 @@ class ItemHead(ItemTable):
 
     The mean of k dot products equals the dot product with the mean row, so the head
     builds the N x d item matrix once per call and never touches the base vocabulary.
+    Logits are always fp32, also under bf16 autocast: ranks count ties against the target, and
+    bf16's 8-bit mantissa makes many of N logits equal (a biased comparison with fp32 scorers).
     """
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         all_items = torch.arange(self.num_items, device=self.codes.device)
-        matrix = self.vectors(all_items).to(hidden.dtype)
-        return hidden @ matrix.T
+        with torch.autocast(device_type=autocast_device_type(hidden), enabled=False):
+            return hidden.float() @ self.vectors(all_items).float().T
+
+
+def autocast_device_type(tensor: torch.Tensor) -> str:
+    """The autocast context that could be active for this tensor (meta tensors: the CPU's)."""
+    return tensor.device.type if tensor.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
 
 
 def item_table_bytes(*tables: ItemTable) -> int:

@@ -3,7 +3,7 @@
 Every item is a token `<|i|>` with its own (optionally hashed) input embedding and output-head
 row; the LLM is fine-tuned with LoRA to predict the next item's token after a prompt listing
 the history, and ranking is a single forward pass scored over the item tokens only.
-Deviations from the authors' runs are listed in DEVIATIONS and recorded with every result.
+Deviations from the authors' runs are listed by `deviations(settings)` and recorded with every result.
 """
 
 from __future__ import annotations
@@ -16,15 +16,6 @@ from typing import Any
 from bench.data.types import Dataset
 from bench.errors import BenchError
 from bench.method import Method, RunContext
-
-DEVIATIONS = [
-    "backbone: the configured model (SmolLM2-135M-Instruct by default), not Llama-3.2-3B",
-    "selection on the validation split each epoch (authors: no validation split)",
-    "item input table initialised from the base vocabulary's per-channel mean/std (authors: xavier-uniform;"
-    " the output head is xavier-uniform as theirs)",
-    "|S| = ceil(N / ratio) (authors: N // ratio)",
-    "evaluation prompt is the exact prefix of the training text (authors' evaluation prompt had an extra space)",
-]
 
 
 @dataclass(frozen=True)
@@ -101,6 +92,61 @@ def parse_settings(config: dict[str, Any]) -> CoVESettings:
     if settings.num_hashes > 16:
         raise BenchError(f"bench.toml [cove].num_hashes: expected 1..16, got {settings.num_hashes}")
     return settings
+
+
+# The authors' scripts (../shared/PROTOCOLS.md): what a setting is compared against.
+AUTHORS_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def deviations(s: CoVESettings) -> list[str]:
+    """Every way this run differs from the authors' runs, for the record (not only for comments)."""
+    out = [
+        f"backbone: {s.model!r} (SmolLM2-135M-Instruct by default), not Llama-3.2-3B",
+        "selection each epoch on held-out requests the run does not report (authors: no validation split; "
+        "their checkpoint was picked on the reported split)",
+        "item input table drawn from the base vocabulary's per-channel mean/std (authors: xavier-uniform for "
+        "hashed tables, nn.Embedding's N(0, 1) at ratio 1)",
+        "item output head xavier-uniform (authors: nn.Linear's default init, U(-1/sqrt(d), 1/sqrt(d)))",
+        "item tokens added with lstrip=True, so the space before an item token is absorbed into it (authors: "
+        "plain special tokens, the space stays a token of its own)",
+        f"prompts over {s.max_prompt_tokens} tokens drop their oldest items, at training and evaluation alike "
+        "(authors: training text right-truncated at 1024 tokens, evaluation never truncated)",
+        "evaluation prompt is the exact prefix of the training text (the authors' evaluation prompt has an extra "
+        "space after the colon of every history item but the first)",
+        "item logits computed in fp32 on every device (authors: bf16)",
+    ]
+    if s.compression_ratio > 1:
+        out.append("|S| = ceil(N / ratio) rows (authors: N // ratio; hash codes equal theirs only when the ratio "
+                   "divides N)")
+    if s.loss == "item":
+        out.append("loss: cross-entropy of the target item token over the N items only (authors: causal-LM loss "
+                   "on every token of the text over vocabulary + items)")
+    if s.train_samples != "last":
+        out.append("trained on every prefix of each training sequence (authors: one sample per user)")
+    if s.max_history:
+        out.append(f"history cut to the most recent {s.max_history} items (authors: full history)")
+    if s.max_title_words and s.use_titles:
+        out.append(f"titles cut to their first {s.max_title_words} words (authors: whole titles)")
+    if not s.use_titles:
+        out.append("ID-only prompts, no titles (the authors' main setting lists titles)")
+    if tuple(s.lora_targets) != AUTHORS_LORA_TARGETS:
+        out.append(f"LoRA on {', '.join(s.lora_targets) or 'nothing'} (authors: {', '.join(AUTHORS_LORA_TARGETS)})")
+    ours = {"LoRA rank": s.lora_rank, "LoRA alpha": s.lora_alpha, "LoRA dropout": s.lora_dropout,
+            "learning rate": s.learning_rate, "weight decay": s.weight_decay, "warm-up ratio": s.warmup_ratio,
+            "schedule": s.scheduler, "batch": s.batch_size * s.grad_accum, "epochs": s.epochs}
+    theirs = {"LoRA rank": 8, "LoRA alpha": 16.0, "LoRA dropout": 0.0, "learning rate": 1e-4, "weight decay": 0.0,
+              "warm-up ratio": 0.03, "schedule": "cosine", "batch": 32, "epochs": 14}
+    out.extend(f"{key} {ours[key]} (authors: {theirs[key]})" for key in ours if ours[key] != theirs[key])
+    if s.freeze_item_embeddings:
+        out.append("item input table frozen (authors: trained)")
+    return out
+
+
+def setting_name(s: CoVESettings) -> str:
+    """The row label's setting: the preset, else 'default', marked 'id-only' without titles, so two
+    CoVE settings are never read as one method."""
+    name = s.preset or "default"
+    return name if s.use_titles else f"{name},id-only"
 
 
 def choose_users(train: list[list[int]], max_users: int, seed: int) -> list[int]:
@@ -249,7 +295,8 @@ class CoVEMethod(Method):
                      "targets": list(s.lora_targets)},
             "item_embeddings": "frozen" if s.freeze_item_embeddings else "trained",
             "ranking": "one forward pass, last position, item head only (no generation)",
-            "deviations": DEVIATIONS,
+            "setting": setting_name(s),
+            "deviations": deviations(s),
             **self._info,
         }
         return info

@@ -23,14 +23,15 @@ class CoVEModel(nn.Module):
         self.lm = lm  # the causal LM, usually peft-wrapped
         self.base_vocab, self.num_items = base_vocab, num_items
         dim = self.causal_lm.config.hidden_size
-        # Same hash functions for both tables (as in the authors' code); separate parameters.
-        self.item_embedding = ItemEmbedding(num_items, dim, ratio, num_hashes, hash_seed)
-        self.item_head = ItemHead(num_items, dim, ratio, num_hashes, hash_seed)
         base_rows = self.causal_lm.get_input_embeddings().weight
+        # Same hash functions for both tables (as in the authors' code); separate parameters, on
+        # the backbone's device.
+        self.item_embedding = ItemEmbedding(num_items, dim, ratio, num_hashes, hash_seed, device=base_rows.device)
+        self.item_head = ItemHead(num_items, dim, ratio, num_hashes, hash_seed, device=base_rows.device)
         self.item_embedding.init_like(base_rows)
-        # The head keeps its xavier-uniform init (the authors'): rows drawn at the vocabulary's
-        # scale gave item logits so spread that the first loss was ~21 instead of ~log N = 9.4,
-        # and one short CPU epoch could not recover from it.
+        # The head keeps xavier-uniform rows (authors: nn.Linear's default, U(±1/sqrt(d)); a recorded
+        # deviation). Rows drawn at the vocabulary's scale gave item logits so spread that the first
+        # loss was ~21 instead of ~log N = 9.4, and one short CPU epoch could not recover from it.
 
     @property
     def causal_lm(self) -> Any:
@@ -59,7 +60,7 @@ class CoVEModel(nn.Module):
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over base vocabulary + items (V + N), for the all-tokens language-model loss."""
         base = self.causal_lm.get_output_embeddings()(hidden)
-        return torch.cat([base, self.item_head(hidden).to(base.dtype)], dim=-1)
+        return torch.cat([base.float(), self.item_head(hidden)], dim=-1)
 
     # -- what is trained and saved ---------------------------------------------------------
 

@@ -94,7 +94,9 @@ def batch_loss(model: CoVEModel, batch: list[Sample], loss: str, pad_id: int, de
             return F.cross_entropy(model.item_scores(ids, mask).float(), targets)
         ids, mask = pad_left([s.sequence for s in batch], pad_id, device)
         logits = model.token_logits(model.hidden_states(ids, mask)[:, :-1]).float()
-        labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        # Position t predicts token t + 1 only when both are real: with left padding the first real
+        # token would otherwise be a target predicted from a pad position.
+        labels = ids[:, 1:].masked_fill((mask[:, 1:] == 0) | (mask[:, :-1] == 0), -100)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 

@@ -1,0 +1,62 @@
+"""`bench smoke`: within a minute, every LLM method builds on a device, trains one step and ranks.
+
+Why: a GPU is lent to few sessions and a CUDA-only bug (a tensor left on the CPU, a dtype
+mismatch) would otherwise surface after loading data and minutes of a long run. Each method runs
+through the real harness (`bench.run.run`: config, fit, shared evaluator, record) on the `tiny`
+fixture that ships with the repo, with its settings cut to one optimizer step on 8 training users
+and 8 scored requests. Records go to a temporary folder: a smoke run is a check, not a result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+SMOKE_DATASET = "tiny"
+SMOKE_REQUESTS = 8
+# Applied where a method's bench.toml section has the key (as bench speed's quick fit): one epoch of
+# 8 users in one batch is one optimizer step; short generations keep BIGRec inside seconds.
+SMOKE_SETTINGS: dict[str, Any] = {"epochs": 1, "max_train_users": 8, "batch_size": 8, "grad_accum": 1,
+                                  "max_new_tokens": 8, "num_beams": 2, "eval_batch_size": 8,
+                                  "max_eval_users": SMOKE_REQUESTS, "max_train_minutes": 0.0}
+
+
+def smoke_overrides(method: str, section: dict[str, Any]) -> list[str]:
+    own = [f"{method}.{key}={json.dumps(value)}" for key, value in SMOKE_SETTINGS.items() if key in section]
+    return [*own, f"eval.max_eval_users={SMOKE_REQUESTS}", f"eval.max_valid_users={SMOKE_REQUESTS}"]
+
+
+def smoke(methods: list[str], device: str, model: str | None = None, config: dict[str, Any] | None = None,
+          log: Any = print) -> list[dict[str, Any]]:
+    """Run each method once on the tiny fixture; raise BenchError naming the first that misbehaves."""
+    from bench.config import load_config
+    from bench.run import run
+
+    config = config if config is not None else load_config()
+    summaries = []
+    with tempfile.TemporaryDirectory(prefix="bench-smoke-") as folder:
+        for method in methods:
+            started = time.perf_counter()
+            own_model = model if model is not None and "model" in config.get(method, {}) else None
+            outcome = run(method, SMOKE_DATASET, overrides=smoke_overrides(method, config.get(method, {})),
+                          model=own_model, device=device, force=True, results_dir=Path(folder), config=config,
+                          progress=False, log=lambda _: None)
+            record = outcome.record
+            summary = {"method": method, "device": record["device"], "requests": record["num_eval_requests"],
+                       "ndcg@10": record["metrics"]["ndcg@10"], "seconds": round(time.perf_counter() - started, 1),
+                       "peak_memory_mb": record["peak_memory_mb"]}
+            values = list(record["metrics"].values())
+            if record["num_eval_requests"] != SMOKE_REQUESTS or not all(0.0 <= v <= 1.0 and math.isfinite(v)
+                                                                        for v in values):
+                raise BenchError(f"smoke {method} on {device}: expected {SMOKE_REQUESTS} scored requests and "
+                                 f"metrics in [0, 1], got {record['num_eval_requests']} and {record['metrics']}")
+            log(f"smoke {method} on {device}: built, trained, {summary['requests']} requests ranked in "
+                f"{summary['seconds']} s (peak {summary['peak_memory_mb']:.0f} MB): ok")
+            summaries.append(summary)
+    return summaries

@@ -1,0 +1,50 @@
+"""`bench smoke` (the GPU script's first step) runs every LLM method through the harness in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.backbone import tiny_backbone
+from bench.smoke import SMOKE_REQUESTS, smoke
+
+
+@pytest.fixture
+def tiny_lm(isolated: Path) -> str:
+    """A random tiny Llama whose word tokenizer covers the tiny fixture's CoVE and BIGRec prompts."""
+    from bench.config import load_config
+    from bench.data.prepare import prepare
+    from bench.run import run_paths
+    from methods.bigrec.prompts import build_prompt
+    from methods.cove.prompts import prompt_texts
+
+    paths = run_paths(load_config())
+    dataset, _ = prepare("tiny", paths.data_dir, paths.cache_dir)
+    titles = [dataset.catalogue.title_or(i) for i in range(dataset.num_items)]
+    model, tokenizer = tiny_backbone([*prompt_texts(dataset.catalogue), build_prompt(titles)])
+    folder = isolated / "tiny-lm"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def run_smoke(device: str, tiny_lm: str, isolated: Path) -> None:
+    lines: list[str] = []
+    summaries = smoke(["cove", "bigrec"], device, model=tiny_lm, log=lines.append)
+    assert [s["method"] for s in summaries] == ["cove", "bigrec"]
+    assert all(s["requests"] == SMOKE_REQUESTS and s["device"] == device for s in summaries)
+    assert len(lines) == 2 and all(line.endswith(": ok") for line in lines)
+    assert not list((isolated / "results").rglob("*.json"))  # a check, not a result
+
+
+def test_smoke_builds_trains_and_ranks_each_llm_method(tiny_lm: str, isolated: Path):
+    torch.set_num_threads(1)
+    run_smoke("cpu", tiny_lm, isolated)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; scripts/gpu_run.sh runs "
+                                                          "`bench smoke --device cuda` first on a lent GPU")
+def test_smoke_on_cuda(tiny_lm: str, isolated: Path):
+    run_smoke("cuda", tiny_lm, isolated)
