@@ -10,7 +10,7 @@ import typer
 
 from bench.errors import BenchError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="recbench: LLM-based sequential recommenders on shared Amazon splits, full ranking.")
 data_app = typer.Typer(no_args_is_help=True, help="Prepare, inspect and download datasets.")
 app.add_typer(data_app, name="data")
@@ -61,12 +61,18 @@ def run_command(
     max_train_minutes: Annotated[float | None, typer.Option(help="Stop training after this budget")] = None,
     results_dir: Annotated[Path | None, typer.Option(help="Where records go (default results/)")] = None,
     threads: ThreadsOption = None,
+    dry_run: Annotated[bool, typer.Option(help="Only say whether this exact config is recorded (exit 0) or "
+                                               "not (exit 1); compute nothing")] = False,
 ) -> None:
     """Train (or reuse) one method on one dataset, evaluate by full ranking, record the result."""
     from bench.run import run
 
     outcome = run(method, dataset, overrides=set_ or [], preset=preset, model=model, device=device, seed=seed,
-                  force=force, max_train_minutes=max_train_minutes, results_dir=results_dir, threads=threads)
+                  force=force, max_train_minutes=max_train_minutes, results_dir=results_dir, threads=threads,
+                  dry_run=dry_run)
+    if dry_run:
+        typer.echo(f"{'recorded' if outcome.reused else 'not recorded'}: {outcome.path}")
+        raise typer.Exit(0 if outcome.reused else 1)
     _print_record(outcome)
 
 
@@ -242,25 +248,43 @@ def demo_command(
     typer.echo(written.markdown_text)
 
 
-def main() -> None:
+INTERRUPTED = "interrupted: nothing was recorded for the unfinished run"
+
+
+def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
+    """The class `name` from click and from the copy of click that typer bundles (typer >= 0.25 raises
+    its own copies, which `except click.X` would miss)."""
     import click
 
+    modules: list = [click.exceptions]
     try:
-        app(standalone_mode=False)
+        from typer._click import exceptions as bundled
+
+        modules.append(bundled)
+    except ImportError:  # an older typer that uses click itself
+        pass
+    return tuple(cls for module in modules if (cls := getattr(module, name, None)) is not None)
+
+
+def main() -> None:
+    """Exit codes: 0 done, 1 a check said no (e.g. `run --dry-run`), 2 bad input or usage, 130 Ctrl-C."""
+    try:
+        code = app(standalone_mode=False, prog_name="bench")
     except BenchError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        typer.echo("interrupted: nothing was recorded for the unfinished run", err=True)
+    except (KeyboardInterrupt, *_click_exceptions("Abort")):
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: nothing was recorded for the unfinished run", err=True)
-        sys.exit(130)
-    except click.exceptions.ClickException as error:
-        error.show()
+    except _click_exceptions("ClickException") as error:
+        error.show()  # click's short usage message, no traceback
         sys.exit(error.exit_code)
-    except click.exceptions.Exit as error:
+    except _click_exceptions("Exit") as error:
         sys.exit(error.exit_code)
+    # Without standalone mode typer returns Ctrl-C as 130 and typer.Exit(n) as n instead of raising.
+    if code == 130:
+        typer.echo(INTERRUPTED, err=True)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -88,11 +88,13 @@ def run(
     progress: bool = True,
     log: Any = print,
     threads: int | None = None,
+    dry_run: bool = False,
 ) -> RunOutcome:
     """Train (or reuse) and evaluate one method; write its record atomically.
 
     `threads` sets torch's CPU threads (recorded under `hardware`); it is not part of the config
-    hash because it changes speed, not results.
+    hash because it changes speed, not results. `dry_run` resolves the config and its record path
+    and returns (the record when one exists, else an empty dict) without training anything.
     """
     config = config if config is not None else load_config()
     set_torch_threads(threads)
@@ -117,6 +119,8 @@ def run(
     path = record_path(paths.results_dir, dataset.name, method, hash_)
     if path.exists() and not force:
         return RunOutcome(read_record(path), path, reused=True)
+    if dry_run:  # nothing recorded yet: say where the record would go, compute nothing
+        return RunOutcome({}, path, reused=False)
     work_dir = paths.cache_dir / "work" / dataset.name / f"{method}-{hash_}"
     if force and work_dir.exists():
         # --force means a fresh training: a finished checkpoint here would be resumed with 0 epochs.

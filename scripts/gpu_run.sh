@@ -1,21 +1,92 @@
 #!/usr/bin/env bash
-# One-shot full-data run on the lent GPU machine (no network, 64 MiB per call, 10 min per call).
+# Every GPU record in one resumable sequence, for the lent GPU machine (no network, 64 MiB and 10 min
+# per call, 8 files back per call, 30-45 device-minutes per session).
 #
 #   here:          scripts/gpu_run.sh pack beauty     # GGUF parts, the dataset's files, wheels
 #   device call 1: carry [".cache/gpu_ship/part1"], command: scripts/gpu_ship_gguf.sh stash
 #   device call 2: carry [".cache/gpu_ship/part2"], command: scripts/gpu_ship_gguf.sh stash
-#   device call 3: carry [".cache/gpu_ship/part3", ".cache/gpu_data", ".cache/gpu_wheels"],
-#                  command: scripts/gpu_run.sh run cove beauty      (or: run bigrec beauty)
-#   then here:     copy the record from the call's files into results/runs/<dataset>/ and commit.
+#   device call 3+: carry [".cache/gpu_ship/part3", ".cache/gpu_data", ".cache/gpu_wheels"],
+#                  command: scripts/gpu_run.sh next beauty
+#   then here:     scripts/gpu_run.sh collect DIR   # DIR = the call's files_at; then commit results/
 #
-# `run` installs the carried wheels (gguf for the GGUF loader, faiss-cpu for BIGRec; the machine's
-# image has torch, transformers, peft, accelerate, pandas and typer), joins and verifies the GGUF,
-# and runs `bench run --device cuda --preset gpu` (bf16; the preset's time budget keeps it inside
-# one call; validation on a seeded 1,000 requests) with the record written to $OUT. Extra
-# arguments go to `bench run`.
+# `next` first runs `bench smoke` (once per machine, under a minute: every LLM method builds on the
+# GPU, trains one step and ranks 8 requests), then the first step of SEQUENCE whose record is not in
+# results/ yet, and stops: one long step per 10-minute call. A step whose record is committed is
+# skipped, so a later GPU session continues where this one stopped. Steps:
+#   cove     CoVE on the full data, bf16, `--preset gpu` (its own 6-minute training budget)
+#   bigrec   BIGRec `--preset gpu` (full training set, 4-minute budget, 4,096 seeded test requests)
+#   sasrec   SASRec until RecBole's early stopping (8-minute budget; 3 epochs on the CPU)
+#   gru4rec  GRU4Rec likewise (7 epochs on the CPU)
+#   tiger    TIGER, once methods/ has it
+#   speed    `bench speed` for every recorded method on the same 64 requests, batch 1
+# `run METHOD DATASET [bench run args]` runs one step by hand. BENCH_GPU_DEVICE=cpu rehearses the
+# whole sequence on a CPU (BENCH_GPU_MODEL=PATH swaps in a small local backbone).
 set -euo pipefail
 data=.cache/gpu_data
 wheels=.cache/gpu_wheels
+SEQUENCE="cove bigrec sasrec gru4rec tiger speed"
+device=${BENCH_GPU_DEVICE:-cuda}  # cpu only to rehearse this script without a GPU
+model=${BENCH_GPU_MODEL:-}
+stamp=/tmp/bench-gpu-stamp
+
+setup() {  # device: wheels, GGUF, data, revision; results/ holds the committed records (reused)
+  python=${PYTHON:-python3}
+  if compgen -G "$wheels/*.whl" >/dev/null; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site "$wheels"/*.whl
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  fi
+  if [ -d .cache/gpu_ship ] || [ -d .cache/gpu_gguf ]; then eval "$(scripts/gpu_ship_gguf.sh join)"; fi
+  [ -d "$data/amazon" ] && export BENCH_DATA_DIR=$PWD/$data
+  export PYTHONUNBUFFERED=1
+  [ -f "$data/GIT_REV" ] && export BENCH_GIT_REV="$(cat "$data/GIT_REV") (copy on the GPU machine)"
+  touch "$stamp"
+}
+
+bench() { "$python" -m bench.cli "$@"; }
+
+has_method() { bench list | grep -q "^methods:.*\b$1\b"; }
+
+step() {  # one step of the sequence (or any method) with the GPU settings; records go to results/
+  local name=$1 dataset=$2; shift 2
+  local common=(--dataset "$dataset" --device "$device" --results-dir results)
+  case "$name" in
+    cove|bigrec) bench run --method "$name" "${common[@]}" --preset gpu --set eval.max_valid_users=1000 \
+                   ${model:+--model "$model"} "$@" ;;
+    sasrec|gru4rec) bench run --method "$name" "${common[@]}" --max-train-minutes 8 "$@" ;;
+    tiger) if has_method tiger; then bench run --method tiger "${common[@]}" --preset gpu "$@"
+           else echo "tiger: not in methods/ yet, skipped" >&2; fi ;;
+    speed) local methods=cove,bigrec,sasrec
+           has_method tiger && methods=$methods,tiger
+           bench speed --dataset "$dataset" --device "$device" --methods "$methods" --num-prompts 64 \
+             --repeats 3 --batch-size 1 --results-dir results ${model:+--model "$model"} "$@" ;;
+    *) bench run --method "$name" "${common[@]}" "$@" ;;
+  esac
+}
+
+done_already() {  # is this step's record in results/ (committed, or made earlier on this machine)?
+  local name=$1 dataset=$2
+  case "$name" in
+    speed) [ -f "results/speed/$dataset-${device}.json" ] ;;
+    tiger) step_recorded tiger "$dataset" --preset gpu ;;
+    cove|bigrec) step_recorded "$name" "$dataset" --preset gpu --set eval.max_valid_users=1000 \
+                   ${model:+--model "$model"} ;;
+    *) step_recorded "$name" "$dataset" --max-train-minutes 8 ;;
+  esac
+}
+
+step_recorded() {  # bench run --dry-run: exit 0 when the identical config is already recorded
+  local name=$1 dataset=$2; shift 2
+  bench run --method "$name" --dataset "$dataset" --device "$device" --results-dir results --dry-run "$@" \
+    >/dev/null 2>&1
+}
+
+keep_new() {  # copy what this call recorded into $OUT (two folders down at most: runs/DATASET/x.json)
+  [ -n "${OUT:-}" ] || return 0
+  find results/runs results/speed -name '*.json' -newer "$stamp" 2>/dev/null | while read -r f; do
+    rel=${f#results/}; mkdir -p "$OUT/$(dirname "$rel")"; cp "$f" "$OUT/$rel"; echo "kept $OUT/$rel" >&2
+  done
+}
 
 case "${1:-}" in
   pack)
@@ -37,17 +108,30 @@ case "${1:-}" in
     method=${2:?usage: $0 run METHOD DATASET [bench run args]}
     dataset=${3:?usage: $0 run METHOD DATASET [bench run args]}
     shift 3
-    python=${PYTHON:-python3}
-    if compgen -G "$wheels/*.whl" >/dev/null; then
-      "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "$wheels"/*.whl
-      export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    setup
+    step "$method" "$dataset" "$@"
+    keep_new ;;
+  next)
+    dataset=${2:-beauty}
+    setup
+    if [ ! -f /tmp/bench-smoke-ok ]; then
+      bench smoke --device "$device" ${model:+--model "$model"}
+      touch /tmp/bench-smoke-ok
     fi
-    eval "$(scripts/gpu_ship_gguf.sh join)"
-    export BENCH_DATA_DIR=$PWD/$data PYTHONUNBUFFERED=1
-    [ -f "$data/GIT_REV" ] && export BENCH_GIT_REV="$(cat "$data/GIT_REV") (copy on the GPU machine)"
-    device=${BENCH_GPU_DEVICE:-cuda}  # cpu only to rehearse this script without a GPU
-    "$python" -m bench.cli run --method "$method" --dataset "$dataset" --device "$device" --preset gpu \
-      --set eval.max_valid_users=1000 --results-dir "${OUT:-results}" "$@" ;;
-  *) echo "usage: $0 pack DATASET | run METHOD DATASET [bench run args]" >&2; exit 2 ;;
+    for name in $SEQUENCE; do
+      if [ "$name" = tiger ] && ! has_method tiger; then echo "== tiger: not in methods/ yet, skipped" >&2; continue; fi
+      if done_already "$name" "$dataset"; then echo "== $name: recorded, skipped" >&2; continue; fi
+      echo "== $name on $dataset ($device)" >&2
+      step "$name" "$dataset"
+      keep_new
+      exit 0
+    done
+    echo "== every step of the sequence is recorded for $dataset" >&2 ;;
+  collect)  # here: copy a call's returned records into results/
+    from=${2:?usage: $0 collect FILES_AT}
+    find "$from" -name '*.json' | while read -r f; do
+      rel=${f#"$from"/}; mkdir -p "results/$(dirname "$rel")"; cp "$f" "results/$rel"; echo "results/$rel"
+    done ;;
+  *) echo "usage: $0 pack DATASET | next [DATASET] | run METHOD DATASET [bench run args] | collect DIR" >&2
+     exit 2 ;;
 esac

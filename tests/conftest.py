@@ -29,3 +29,11 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BENCH_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path
+
+
+def tiny_model_threads() -> int:
+    """torch threads for tiny-model tests: 1 by default (a tiny model gains nothing from more, and on a
+    shared 2-core machine spinning threads made them ten times slower); BENCH_TEST_THREADS=2 reruns the
+    learning tests on another floating-point path, as their robustness check."""
+    return int(os.environ.get("BENCH_TEST_THREADS", "1"))
+

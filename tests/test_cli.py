@@ -134,3 +134,56 @@ def test_every_preset_in_bench_toml_parses(method: str):
     for preset in presets:
         settings = parse(build_effective_config(config, method, preset, [], None)[method])
         assert settings is not None
+
+
+@pytest.mark.parametrize("args", [("run", "--method", "pop"), ("run", "--method", "pop", "--dataset", "tiny",
+                                                                "--seed", "abc"),
+                                  ("run", "--method", "pop", "--dataset", "tiny", "--thread", "1"), ("runn",)])
+def test_usage_errors_are_short_and_exit_2(args: tuple[str, ...], isolated: Path):
+    result = bench(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.startswith("Usage: bench")
+    assert len(result.stderr.strip().splitlines()) <= 4
+
+
+def test_help_keeps_square_brackets():
+    assert "[demo]" in bench("--help").stdout
+
+
+def test_dry_run_says_whether_recorded_and_computes_nothing(isolated: Path):
+    missing = bench("run", "--method", "pop", "--dataset", "tiny", "--dry-run")
+    assert missing.returncode == 1 and missing.stdout.startswith("not recorded: ")
+    assert not list((isolated / "results").rglob("*.json"))
+    assert bench("run", "--method", "pop", "--dataset", "tiny").returncode == 0
+    found = bench("run", "--method", "pop", "--dataset", "tiny", "--dry-run")
+    assert found.returncode == 0 and found.stdout.startswith("recorded: ")
+
+
+def test_ctrl_c_exits_130_with_a_message_and_no_record(isolated: Path):
+    """A real SIGINT to the CLI process while a method trains (a fit that waits until interrupted)."""
+    import signal
+    import time
+
+    plugin = isolated / "slowplugin.py"
+    plugin.write_text("import time\nfrom bench.method import Method\n"
+                      "class Slow(Method):\n    name = 'slow'\n"
+                      "    def fit(self, dataset):\n        print('fitting', flush=True)\n        time.sleep(60)\n"
+                      "    def score(self, users, histories):\n        return None\n"
+                      "METHODS = {'slow': 'slowplugin:Slow'}\n")
+    config = isolated / "bench.toml"
+    config.write_text((REPO / "bench.toml").read_text().replace('modules = ["methods"]',
+                                                                'modules = ["methods", "slowplugin"]')
+                      + "\n[slow]\n")
+    env = {**os.environ, "BENCH_CONFIG": str(config), "PYTHONPATH": f"{isolated}{os.pathsep}{REPO}",
+           "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--method", "slow", "--dataset", "tiny"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
+    deadline = time.time() + 60
+    while "fitting" not in process.stdout.readline():
+        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.stderr else ""
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not list((isolated / "results").rglob("*.json"))

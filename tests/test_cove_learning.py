@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_model_threads
 
 from bench.backbone import tiny_backbone
 from bench.data.synthetic import rule_dataset
@@ -26,7 +27,7 @@ CONFIG = {"epochs": 12, "batch_size": 16, "grad_accum": 1, "learning_rate": 3e-3
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(tiny_model_threads())
     yield
     torch.set_num_threads(threads)
 

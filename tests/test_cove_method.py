@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import tiny_model_threads
 
 from bench.backbone import tiny_backbone
 from bench.data.synthetic import rule_dataset
@@ -23,7 +24,7 @@ DATASET = rule_dataset(num_items=20, num_users=40, length=6, seed=1)
 def one_thread():
     """Tiny models run fastest single-threaded (and do not fight other jobs for the cores)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(tiny_model_threads())
     yield
     torch.set_num_threads(threads)
 

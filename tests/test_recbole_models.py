@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_model_threads
 
 from bench.data.synthetic import rule_dataset
 from bench.data.types import Catalogue, Dataset
@@ -27,7 +28,7 @@ CLASSES: dict[str, type[RecBoleMethod]] = {"sasrec": SASRecMethod, "gru4rec": GR
 def one_thread():
     """Tiny models gain nothing from threads, and on a shared 2-core box threads only contend."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(tiny_model_threads())
     yield
     torch.set_num_threads(threads)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_model_threads
 
 from bench.backbone import tiny_backbone
 from bench.smoke import SMOKE_REQUESTS, smoke
@@ -40,7 +41,7 @@ def run_smoke(device: str, tiny_lm: str, isolated: Path) -> None:
 
 
 def test_smoke_builds_trains_and_ranks_each_llm_method(tiny_lm: str, isolated: Path):
-    torch.set_num_threads(1)
+    torch.set_num_threads(tiny_model_threads())
     run_smoke("cpu", tiny_lm, isolated)
 
 
