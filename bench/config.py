@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,12 +63,37 @@ def apply_override(config: dict[str, Any], assignment: str) -> None:
     node = config
     for section in sections:
         if not isinstance(node.get(section), dict):
-            raise BenchError(f"--set {assignment!r}: no section [{'.'.join(sections)}] in bench.toml")
+            run_sections = [name for name in config if isinstance(config[name], dict)]
+            raise BenchError(f"--set {assignment!r}: this run's config has no section [{'.'.join(sections)}] (it "
+                             f"has {', '.join(f'[{n}]' for n in run_sections)}: a method's keys apply to its own "
+                             f"runs only).{did_you_mean(sections[0], run_sections)}")
         node = node[section]
     if leaf not in node:
-        known = ", ".join(sorted(k for k in node if k != "presets")) or "(none)"
-        raise BenchError(f"--set {assignment!r}: unknown key {leaf!r} in [{'.'.join(sections)}]. Known: {known}")
+        keys = sorted(k for k in node if k != "presets")
+        raise BenchError(f"--set {assignment!r}: unknown key {leaf!r} in [{'.'.join(sections)}]."
+                         f"{did_you_mean(leaf, keys)} Known: {', '.join(keys) or '(none)'}")
     node[leaf] = parse_value(value.strip())
+
+
+def check_like_default(source: str, default: Any, value: Any) -> None:
+    """A value must have its default's type (numbers: any non-negative number where the default is a
+    float, a non-negative integer where it is an int; lists stay lists), so `epochs=ten` or `ks=abc`
+    fail in one line before anything runs. String defaults are left to the method's own checks."""
+    if isinstance(default, str) or default is None:
+        return
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool) and value >= 0, "an integer >= 0"
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+        expected = "a number >= 0"
+    elif isinstance(default, list):
+        ok, expected = isinstance(value, list), "a list, e.g. [5, 10, 20]"
+    else:
+        return
+    if not ok:
+        raise BenchError(f"{source}: expected {expected}, got {value!r}")
 
 
 def method_config(
@@ -80,7 +105,8 @@ def method_config(
     if preset:
         if preset not in presets:
             available = ", ".join(sorted(presets)) or "(none)"
-            raise BenchError(f"Unknown preset {preset!r} for {method}. Available: {available}")
+            raise BenchError(f"Unknown preset {preset!r} for {method}.{did_you_mean(preset, presets)} "
+                             f"Available: {available}")
         effective[method].update(copy.deepcopy(presets[preset]))
         effective[method]["preset"] = preset
     for assignment in overrides:

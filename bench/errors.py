@@ -1,5 +1,10 @@
 """User-facing errors: the CLI prints these as one line and exits non-zero."""
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class BenchError(Exception):
     """A problem the user can fix (bad input, missing file, unknown name).
@@ -7,3 +12,9 @@ class BenchError(Exception):
     The message must name the file/field and say what was expected; the CLI shows
     it without a traceback.
     """
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """" Did you mean 'sasrec'?" for a near miss among `choices`, else ""."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""

@@ -41,6 +41,18 @@ class Method(ABC):
         self.config = config
         self.context = context
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any], defaults: dict[str, Any], source: str) -> None:
+        """Refuse a bad section before any data is read (BenchError naming `source` and the key).
+
+        The default checks each value against the type of its bench.toml default; methods with a
+        typed settings class of their own override this."""
+        from bench.config import check_like_default
+
+        for key, value in config.items():
+            if key in defaults and key not in ("presets", "preset"):
+                check_like_default(f"{source} {cls.name}.{key}", defaults[key], value)
+
     @abstractmethod
     def fit(self, dataset: Dataset) -> None:
         """Train on `dataset.split.train` (validation cases may be used for selection)."""

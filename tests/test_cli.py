@@ -32,8 +32,8 @@ def test_list_imports_no_heavy_backend():
 def test_unknown_method_is_one_line_with_choices(isolated: Path):
     result = bench("run", "--method", "coev", "--dataset", "tiny")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: Unknown method 'coev'. Available: bigrec, cove, gru4rec, pop, "
-                                     "sasrec")
+    assert result.stderr.strip() == ("error: Unknown method 'coev'. Did you mean 'cove'? Available: bigrec, cove, "
+                                     "gru4rec, pop, sasrec")
 
 
 def test_missing_data_dir_is_one_line(isolated: Path):
@@ -187,3 +187,33 @@ def test_ctrl_c_exits_130_with_a_message_and_no_record(isolated: Path):
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not list((isolated / "results").rglob("*.json"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--method", "sasrec", "--set", "sasrec.epochs=ten"), "--set/--model: sasrec.epochs: expected an integer >= 0"),
+    (("--method", "sasrec", "--set", "sasrec.learning_rate=abc"), "sasrec.learning_rate: expected a number >= 0"),
+    (("--method", "sasrec", "--set", "sasrec.epochs=-1"), "sasrec.epochs: expected an integer >= 0, got -1"),
+    (("--method", "pop", "--set", "eval.ks=abc"), "eval.ks: expected a list"),
+    (("--method", "pop", "--set", "eval.ks=[0, 10]"), "eval.ks: expected a list of positive integers"),
+    (("--method", "pop", "--set", "eval.max_eval_users=-5"), "eval.max_eval_users: expected an integer >= 0"),
+    (("--method", "pop", "--set", "eval.target=last"), "eval.target: expected one of test, valid"),
+    (("--method", "pop", "--max-train-minutes", "-1"), "--max-train-minutes -1.0: expected a positive number"),
+    (("--method", "pop", "--device", "gpu"), "--device 'gpu': expected cpu, cuda or cuda:N"),
+    (("--method", "pop", "--set", "cove.epochs=1"), "this run's config has no section [cove]"),
+    (("--method", "cove", "--set", "cove.epochs=ten"), "--set/--model: cove.epochs: expected a non-negative integer"),
+    (("--method", "cove", "--set", "cove.epoch=3"), "unknown key 'epoch' in [cove]. Did you mean 'epochs'?"),
+    (("--method", "cove", "--preset", "papr"), "Unknown preset 'papr' for cove. Did you mean 'paper'?"),
+    (("--method", "sasrc",), "Unknown method 'sasrc'. Did you mean 'sasrec'?"),
+])
+def test_bad_values_fail_in_one_line_before_any_work(args: tuple[str, ...], message: str, isolated: Path):
+    dataset = () if "--dataset" in args else ("--dataset", "tiny")
+    result = bench("run", *args, *dataset, env={"BENCH_DATA_DIR": str(isolated / "no-data-needed")})
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line, line
+    assert not (isolated / "cache").exists()  # refused before the dataset was even prepared
+
+
+def test_unknown_dataset_suggests_the_nearest(isolated: Path):
+    result = bench("run", "--method", "pop", "--dataset", "beuty")
+    assert result.returncode == 2 and "Did you mean 'beauty'?" in result.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import REPO_ROOT
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
 
 CARDS_DIR = REPO_ROOT / "datasets"
 PATH_KEYS = ("sequences", "titles", "datamaps", "reviews", "meta", "train", "valid", "test", "item_ids")
@@ -52,7 +52,8 @@ def card_names(cards_dir: Path = CARDS_DIR) -> list[str]:
 def load_card(name: str, data_dir: Path, cards_dir: Path = CARDS_DIR) -> DatasetCard:
     path = cards_dir / f"{name}.toml"
     if not path.exists():
-        raise BenchError(f"Unknown dataset {name!r}. Available: {', '.join(card_names(cards_dir))}")
+        names = card_names(cards_dir)
+        raise BenchError(f"Unknown dataset {name!r}.{did_you_mean(name, names)} Available: {', '.join(names)}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
