@@ -175,13 +175,14 @@ def backbone_random(
 @app.command("leaderboard")
 def leaderboard_command(
     results_dir: Annotated[Path | None, typer.Option(help="Records folder (default results/)")] = None,
+    strict: Annotated[bool, typer.Option(help="Fail on a corrupt record instead of skipping it")] = False,
 ) -> None:
     """Build results/leaderboard.md, .csv, plots/ and README.md from recorded runs and speed records."""
     from bench.leaderboard import write_leaderboard
     from bench.run import run_paths
 
     paths = run_paths(_config(), results_dir)
-    written = write_leaderboard(paths.results_dir)
+    written = write_leaderboard(paths.results_dir, strict=strict)
     typer.echo(written.markdown_text)
     for path in written.paths:
         typer.echo(f"wrote {path}")

@@ -378,11 +378,12 @@ def render_readme(leaderboard_md: str, plots: list[Path], results_dir: Path) -> 
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write_leaderboard(results_dir: Path) -> WrittenLeaderboard:
-    """Write leaderboard.md/.csv, plots/*.png and README.md under results_dir."""
+def write_leaderboard(results_dir: Path, strict: bool = False) -> WrittenLeaderboard:
+    """Write leaderboard.md/.csv, plots/*.png and README.md under results_dir (corrupt records are
+    skipped with a warning, or refused when strict)."""
     from bench.plots import write_plots
 
-    records = iter_records(results_dir)
+    records = iter_records(results_dir, strict=strict)
     tables = leaderboard_rows(records)
     published = load_reference(results_dir / "reference")
     speed = load_speed(results_dir)

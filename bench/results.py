@@ -10,7 +10,9 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -70,11 +72,26 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def iter_records(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+def iter_records(results_dir: Path, strict: bool = False,
+                 warn: Callable[[str], None] | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Every readable record; a corrupt one is skipped with a warning naming it (strict: raised), so one
+    bad file never hides every other result."""
+    from bench.errors import BenchError
+
     runs = results_dir / "runs"
-    if not runs.exists():
-        return []
-    return [(path, read_record(path)) for path in sorted(runs.glob("*/*.json"))]
+    records = []
+    for path in sorted(runs.glob("*/*.json")) if runs.exists() else []:
+        try:
+            records.append((path, read_record(path)))
+        except BenchError as error:
+            if strict:
+                raise
+            (warn or _stderr)(f"warning: skipped {error}; fix or delete that file (--strict makes this an error)")
+    return records
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def package_versions() -> dict[str, str]:

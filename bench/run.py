@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import shutil
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import Any
 from bench.config import config_hash, load_config, method_config, resolve_path
 from bench.data.types import Dataset, EvalCases
 from bench.errors import BenchError
+from bench.locks import work_dir_lock
 from bench.registry import method_registry
 from bench.resources import set_torch_threads
 from bench.results import git_revision, now_iso, package_versions, read_record, record_path, write_record
@@ -139,6 +143,8 @@ def run(
     settings = eval_settings(effective, method)
     paths = run_paths(config, results_dir)
 
+    if not dry_run:
+        check_writable(paths.results_dir / "runs", paths.cache_dir)
     from bench.data.prepare import prepare
 
     dataset, info = prepare(dataset_name, paths.data_dir, paths.cache_dir)
@@ -148,21 +154,65 @@ def run(
     hash_ = config_hash(identity)
     path = record_path(paths.results_dir, dataset.name, method, hash_)
     if path.exists() and not force:
-        return RunOutcome(read_record(path), path, reused=True)
+        try:
+            return RunOutcome(read_record(path), path, reused=True)
+        except BenchError as error:  # unreadable: not a result; keep the bytes aside and run again
+            if not dry_run:
+                aside = path.with_name(path.name + ".corrupt")
+                path.replace(aside)
+                log(f"warning: {error}; moved it to {aside} and running again")
     if dry_run:  # nothing recorded yet: say where the record would go, compute nothing
         return RunOutcome({}, path, reused=False)
     work_dir = paths.cache_dir / "work" / dataset.name / f"{method}-{hash_}"
-    if force and work_dir.exists():
-        # --force means a fresh training: a finished checkpoint here would be resumed with 0 epochs.
-        import shutil
-
-        shutil.rmtree(work_dir)
-    record = train_and_evaluate(registry.load(method), method, dataset, info, effective, settings,
-                                device=device, seed=seed, work_dir=work_dir, budget=budget, progress=progress,
-                                log=log)
+    with work_dir_lock(work_dir):
+        if path.exists() and not force:  # an identical run finished while we waited for data
+            return RunOutcome(read_record(path), path, reused=True)
+        if force and work_dir.exists():
+            # --force means a fresh training: a finished checkpoint here would be resumed with 0 epochs.
+            shutil.rmtree(work_dir)
+        try:
+            record = train_and_evaluate(registry.load(method), method, dataset, info, effective, settings,
+                                        device=device, seed=seed, work_dir=work_dir, budget=budget,
+                                        progress=progress, log=log)
+        except Exception:
+            # A failed run leaves no empty folder behind (an interrupted one keeps its checkpoints).
+            if work_dir.exists() and not any(work_dir.iterdir()):
+                work_dir.rmdir()
+            raise
     record.update(config=effective, config_hash=hash_, seed=seed, device=device, max_train_minutes=budget)
-    write_record(path, record)
-    return RunOutcome(record, path, reused=False)
+    return RunOutcome(record, save_record(path, record, paths.cache_dir, log), reused=False)
+
+
+def check_writable(*folders: Path) -> None:
+    """Fail before any compute when a record or checkpoint could not be written afterwards."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".bench-write-check-"):
+                pass
+        except OSError as error:
+            raise BenchError(f"{folder}: cannot write there ({error.strerror}); choose another --results-dir "
+                             "or BENCH_CACHE_DIR") from None
+
+
+def save_record(path: Path, record: dict[str, Any], cache_dir: Path, log: Any) -> Path:
+    """Write the record; if that fails late (disk full, permissions changed), keep the computed result
+    in the cache folder and say where, rather than losing it in a traceback."""
+    try:
+        write_record(path, record)
+        return path
+    except OSError as error:
+        fallback = cache_dir / "unsaved-records" / path.parent.name / path.name
+        try:
+            write_record(fallback, record)
+        except OSError:
+            import json
+
+            print(json.dumps(record, default=str), file=sys.stderr)
+            raise BenchError(f"{path}: could not write the record ({error.strerror}), nor a copy under "
+                             f"{fallback.parent}; the record was printed to stderr") from None
+        raise BenchError(f"{path}: could not write the record ({error.strerror}); it was kept at {fallback}: "
+                         f"move it to {path.parent}/ when the problem is fixed") from None
 
 
 def train_and_evaluate(

@@ -280,3 +280,15 @@ def test_leaderboard_matches_the_committed_expected_table(tmp_path: Path):
     results = tmp_path / "results"
     golden_records(results)
     assert write_leaderboard(results).markdown_text == EXPECTED.read_text(encoding="utf-8")
+
+
+def test_a_corrupt_record_is_skipped_with_a_warning_unless_strict(tmp_path: Path, capsys: pytest.CaptureFixture):
+    results = tmp_path / "results"
+    make_record(results, "sasrec", metrics(0.03))
+    bad = results / "runs" / "beauty" / "pop-broken.json"
+    bad.write_text("{not json")
+    markdown = write_leaderboard(results).markdown_text
+    assert "| sasrec |" in markdown
+    assert "pop-broken.json" in capsys.readouterr().err
+    with pytest.raises(BenchError, match="pop-broken.json: not valid JSON"):
+        write_leaderboard(results, strict=True)

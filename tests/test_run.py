@@ -161,3 +161,91 @@ def test_selection_never_uses_the_reported_requests(target: str, isolated: Path,
     # leave-one-out: the third-to-last item from the items before it (the training split's last item)
     assert chosen == [(tuple(seq[:-1]), seq[-1]) for seq in split.train if len(seq) >= 2]
     assert "third-to-last" in record["selection"]["requests"] and record["num_valid_requests"] == len(chosen)
+
+
+class WorkDirSpy(Method):
+    """Notes whether its work dir already held a checkpoint when fit() started, then leaves one."""
+
+    name = "workspy"
+
+    def fit(self, dataset):
+        self.n = dataset.num_items
+        marker = Path(self.context.work_dir) / "checkpoint"
+        with open(self.config["out"], "a") as log:
+            log.write("resumed\n" if marker.exists() else "fresh\n")
+        marker.write_text("trained")
+
+    def score(self, users, histories):
+        return np.zeros((len(users), self.n))
+
+
+def spy_config(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    import methods
+    from bench.config import load_config
+
+    monkeypatch.setitem(methods.METHODS, "workspy", "tests.test_run:WorkDirSpy")
+    config = load_config()
+    config["workspy"] = {"out": str(isolated / "fits.log")}
+    return config
+
+
+def test_force_trains_from_scratch(isolated: Path, monkeypatch: pytest.MonkeyPatch):
+    config = spy_config(isolated, monkeypatch)
+    run("workspy", "tiny", config=config, progress=False)
+    assert run("workspy", "tiny", config=config, progress=False).reused
+    run("workspy", "tiny", config=config, progress=False, force=True)
+    assert (isolated / "fits.log").read_text().split() == ["fresh", "fresh"]
+
+
+def test_an_identical_run_in_progress_is_refused(isolated: Path, monkeypatch: pytest.MonkeyPatch):
+    from bench.errors import BenchError
+    from bench.locks import work_dir_lock
+
+    config = spy_config(isolated, monkeypatch)
+    path = run("workspy", "tiny", config=config, dry_run=True).path
+    work_dir = isolated / "cache" / "work" / "tiny" / path.stem
+    with work_dir_lock(work_dir), pytest.raises(BenchError, match="already training"):
+        run("workspy", "tiny", config=config, progress=False)
+    assert not (isolated / "fits.log").exists()
+    run("workspy", "tiny", config=config, progress=False)  # the lock is gone with its holder
+
+
+def test_unwritable_results_dir_fails_before_any_work(isolated: Path, monkeypatch: pytest.MonkeyPatch):
+    from bench.errors import BenchError
+
+    config = spy_config(isolated, monkeypatch)
+    blocker = isolated / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(BenchError, match="cannot write there"):
+        run("workspy", "tiny", config=config, results_dir=blocker / "results", progress=False)
+    assert not (isolated / "fits.log").exists()
+
+
+def test_a_late_write_failure_keeps_the_record_elsewhere(isolated: Path, monkeypatch: pytest.MonkeyPatch):
+    import bench.run
+    from bench.errors import BenchError
+
+    config = spy_config(isolated, monkeypatch)
+    real = bench.run.write_record
+
+    def disk_full(path, record):
+        if "unsaved-records" not in str(path):
+            raise OSError(28, "No space left on device")
+        real(path, record)
+
+    monkeypatch.setattr(bench.run, "write_record", disk_full)
+    with pytest.raises(BenchError, match="it was kept at .*unsaved-records"):
+        run("workspy", "tiny", config=config, progress=False)
+    [kept] = (isolated / "cache" / "unsaved-records").rglob("*.json")
+    assert json.loads(kept.read_text())["method"] == "workspy"
+
+
+def test_a_corrupt_record_is_moved_aside_and_the_run_repeated(isolated: Path, monkeypatch: pytest.MonkeyPatch):
+    config = spy_config(isolated, monkeypatch)
+    path = run("workspy", "tiny", config=config, progress=False).path
+    path.write_text("{half a rec")
+    warnings: list[str] = []
+    outcome = run("workspy", "tiny", config=config, progress=False, log=warnings.append)
+    assert not outcome.reused and json.loads(path.read_text())["method"] == "workspy"
+    assert path.with_name(path.name + ".corrupt").read_text() == "{half a rec"
+    assert any("not valid JSON" in line for line in warnings)

@@ -1,0 +1,38 @@
+"""One run per work dir at a time: two identical `bench run`s would train into one checkpoint folder."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.errors import BenchError
+
+
+@contextmanager
+def work_dir_lock(work_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside `work_dir` (`<work_dir>.lock`); a second holder is refused at once
+    with a message naming the other process, instead of waiting for hours or sharing checkpoints."""
+    lock_path = work_dir.with_name(work_dir.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise BenchError(f"{work_dir}: this exact run is already training (pid {holder}); wait for it to finish, "
+                         "then run again to reuse its record") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
