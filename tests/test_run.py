@@ -249,3 +249,60 @@ def test_a_corrupt_record_is_moved_aside_and_the_run_repeated(isolated: Path, mo
     assert not outcome.reused and json.loads(path.read_text())["method"] == "workspy"
     assert path.with_name(path.name + ".corrupt").read_text() == "{half a rec"
     assert any("not valid JSON" in line for line in warnings)
+
+
+def test_another_model_at_the_same_path_is_a_new_run(isolated: Path):
+    """The config hash covers the backbone's content: replacing the folder never reuses the old record or
+    resumes its checkpoint, whether the new model has the same shape or another."""
+    import shutil
+
+    import torch
+
+    from bench.backbone import tiny_backbone
+
+    folder = isolated / "lm"
+    overrides = ["cove.epochs=1", "cove.max_train_users=8", "cove.use_titles=false", "eval.max_eval_users=4"]
+
+    def save(seed: int, hidden: int) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        model, tokenizer = tiny_backbone(["Here is a list of items ,"], seed=seed, hidden=hidden)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    torch.set_num_threads(1)
+    save(seed=0, hidden=16)
+    first = run("cove", "tiny", overrides=overrides, model=str(folder), progress=False)
+    assert run("cove", "tiny", overrides=overrides, model=str(folder), progress=False).reused
+    save(seed=1, hidden=16)  # same shape, other weights
+    second = run("cove", "tiny", overrides=overrides, model=str(folder), progress=False)
+    save(seed=1, hidden=32)  # another shape: must train afresh, not crash on the old checkpoint
+    third = run("cove", "tiny", overrides=overrides, model=str(folder), progress=False)
+    assert not second.reused and not third.reused
+    assert len({first.path, second.path, third.path}) == 3
+    identities = [o.record["model_identity"] for o in (first, second, third)]
+    assert identities[0] != identities[1] != identities[2]
+    assert third.record["method_info"]["training"]["resumed_after_epoch"] is None
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_line(tmp_path: Path):
+    import torch
+    from safetensors.torch import save_file
+
+    from bench.errors import BenchError
+    from methods.cove.item_layers import ItemHead
+    from methods.cove.trainer import load_checkpoint
+
+    class Tables(torch.nn.Module):
+        def __init__(self, dim: int) -> None:
+            super().__init__()
+            self.item_head = ItemHead(10, dim)
+
+        def trainable_state(self):
+            return {"item_head.weight": self.item_head.weight}
+
+        def load_trainable_state(self, state):
+            self.item_head.weight.data.copy_(state["item_head.weight"])
+
+    save_file({"item_head.weight": torch.zeros(10, 8)}, tmp_path / "last.safetensors")
+    with pytest.raises(BenchError, match="does not fit the model being trained.*--force"):
+        load_checkpoint(Tables(16), tmp_path / "last.safetensors")

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from bench.errors import BenchError
 from methods.bigrec.prompts import IGNORE_INDEX, TrainExample
 
 STATE_FILE = "bigrec_train_state.pt"
@@ -169,7 +170,11 @@ class LoRATrainer:
         if state.get("key") != self.key:
             self.log(f"bigrec: checkpoint in {self.work_dir} is for other data/settings; starting afresh")
             return False
-        load_adapter_state(self.model, state["adapter"])
+        try:
+            load_adapter_state(self.model, state["adapter"])
+        except (ValueError, RuntimeError) as error:
+            raise BenchError(f"{path}: this checkpoint does not fit the model being trained ({str(error)[:200]}); "
+                             f"delete {self.work_dir} or run again with --force") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.micro = int(state["epoch"]), int(state["micro"])

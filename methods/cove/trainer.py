@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from bench.errors import BenchError
 from methods.cove.model import CoVEModel
 
 LAST, BEST, OPTIMIZER, PROGRESS = "cove_last.safetensors", "cove_best.safetensors", "cove_optimizer.pt", \
@@ -100,6 +101,16 @@ def batch_loss(model: CoVEModel, batch: list[Sample], loss: str, pad_id: int, de
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
+def load_checkpoint(model: CoVEModel, path: Path) -> None:
+    """Load trainable tensors; one that does not fit this model (another backbone or catalogue) is a
+    one-line error naming the folder, not a size-mismatch traceback."""
+    try:
+        model.load_trainable_state(load_file(path))
+    except (ValueError, RuntimeError) as error:
+        raise BenchError(f"{path}: this checkpoint does not fit the model being trained ({str(error)[:200]}); "
+                         f"delete {path.parent} or run again with --force") from None
+
+
 class Trainer:
     def __init__(self, model: CoVEModel, samples: list[Sample], settings: TrainSettings, *, work_dir: Path,
                  device: str, pad_id: int, validate: Callable[[], float] | None, log: Callable[[str], None],
@@ -143,7 +154,7 @@ class Trainer:
         if record.get("fingerprint") != self.fingerprint or record.get("settings") != asdict(self.s):
             self.log(f"cove: {self.work_dir} holds a run with another config; starting afresh")
             return False
-        self.model.load_trainable_state(load_file(self.work_dir / LAST))
+        load_checkpoint(self.model, self.work_dir / LAST)
         extra = torch.load(self.work_dir / OPTIMIZER, weights_only=True)  # our own file: tensors and numbers
         self.optimizer.load_state_dict(extra["optimizer"])
         self.scheduler.load_state_dict(extra["scheduler"])
@@ -153,7 +164,7 @@ class Trainer:
 
     def load_best(self) -> None:
         if (self.work_dir / BEST).exists():
-            self.model.load_trainable_state(load_file(self.work_dir / BEST))
+            load_checkpoint(self.model, self.work_dir / BEST)
 
     # -- training -------------------------------------------------------------------------
 
