@@ -16,6 +16,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Prepare, inspect and download
 app.add_typer(data_app, name="data")
 backbone_app = typer.Typer(no_args_is_help=True, help="Make local backbones for `--model PATH`.")
 app.add_typer(backbone_app, name="backbone")
+cache_app = typer.Typer(no_args_is_help=True, help="List or remove training work dirs (checkpoints).")
+app.add_typer(cache_app, name="cache")
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value")]
 ThreadsOption = Annotated[int | None, typer.Option(help="torch CPU threads (recorded; default: torch's choice)")]
@@ -170,6 +172,34 @@ def backbone_random(
     tokenizer_dir = model_dir(tokenizer, run_paths(_config()).cache_dir) if tokenizer == "smollm2" else Path(tokenizer)
     path = save_random_backbone(out, tokenizer_dir, hidden=hidden, layers=layers, seed=seed)
     typer.echo(f"wrote {path} (random weights, hidden {hidden}, {layers} layers, seed {seed}); use --model {path}")
+
+
+@cache_app.command("ls")
+def cache_ls() -> None:
+    """Every run's work dir with its size, and whether its record exists (else it is a resume point)."""
+    from bench.cache import work_dirs
+    from bench.run import run_paths
+
+    paths = run_paths(_config())
+    entries = work_dirs(paths.cache_dir, paths.results_dir)
+    for entry in entries:
+        state = "recorded" if entry.recorded else "unfinished (resumable)"
+        typer.echo(f"{entry.bytes / 2**20:9.1f} MB  {entry.dataset}/{entry.run}  {state}")
+    typer.echo(f"{sum(e.bytes for e in entries) / 2**20:9.1f} MB in {len(entries)} work dirs under "
+               f"{paths.cache_dir / 'work'}")
+
+
+@cache_app.command("clean")
+def cache_clean(
+    all_: Annotated[bool, typer.Option("--all", help="Also remove unfinished runs' resume points")] = False,
+) -> None:
+    """Remove the work dirs of runs whose record exists (records, datasets and backbones stay)."""
+    from bench.cache import clean
+    from bench.run import run_paths
+
+    paths = run_paths(_config())
+    removed = clean(paths.cache_dir, paths.results_dir, include_unfinished=all_)
+    typer.echo(f"removed {len(removed)} work dirs, {sum(e.bytes for e in removed) / 2**20:.1f} MB")
 
 
 @app.command("leaderboard")

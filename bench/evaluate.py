@@ -59,15 +59,13 @@ def evaluate(
     if len(cases) == 0:
         raise ValueError("no evaluation cases: the split has no requests at this position")
     import contextlib
-    import io
 
-    from tqdm.auto import tqdm
+    from bench.progress import progress_bar
 
     fresh_window = reset_peak_memory(device)
     watch = Stopwatch(device)
     ranks: list[np.ndarray] = []
-    bar = tqdm(total=len(cases), desc=desc, unit="req", disable=not progress, leave=False,
-               file=None if progress else io.StringIO())
+    bar = progress_bar(total=len(cases), desc=desc, unit="req", enabled=progress)
     with contextlib.closing(bar):
         for start in range(0, len(cases), batch_size):
             users = cases.users[start:start + batch_size]

@@ -198,7 +198,34 @@ class _NullWriter:
 
 
 class _BudgetReached(Exception):
-    """Raised from the epoch callback once the training-time budget is used up."""
+    """Raised between batches once the training-time budget is used up."""
+
+
+class _BudgetedBatches:
+    """RecBole's training dataloader, checked against the deadline before every batch (so a budget
+    overshoots by one batch, not by a whole epoch plus validation) and shown as a progress bar."""
+
+    def __init__(self, data: Any, deadline: float | None, desc: str) -> None:
+        self._data, self._deadline, self._desc = data, deadline, desc
+        self.epoch = self.batches = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        from bench.progress import progress_bar
+
+        self.epoch += 1
+        with progress_bar(total=len(self._data), desc=f"{self._desc} epoch {self.epoch}", unit="batch") as bar:
+            for batch in self._data:
+                if self._deadline is not None and time.time() >= self._deadline:
+                    raise _BudgetReached
+                yield batch
+                self.batches += 1
+                bar.update(1)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._data, name)
 
 
 def _make_trainer(config: Any, model: Any, checkpoint: Path) -> Any:
@@ -245,6 +272,9 @@ class RecBoleMethod(Method):
             model = get_model(self.model_name)(config, data.train.dataset).to(config["device"])
             trainer = _make_trainer(config, model, checkpoint)
             epochs_run, stopped_by, seconds = self._train(trainer, data.train, data.valid, int(config["epochs"]))
+            partial = not checkpoint.exists()
+            if partial:  # the budget ran out inside the first epoch: keep what it trained, unvalidated
+                trainer._save_checkpoint(epochs_run, verbose=False)
         counts = data.counts
 
         state = torch.load(checkpoint, map_location=config["device"], weights_only=False)  # written above
@@ -258,6 +288,7 @@ class RecBoleMethod(Method):
         self.recbole_ids = torch.from_numpy(self.recbole_id_of).to(config["device"])
         self.num_items = dataset.num_items
         self.facts = {
+            **self.facts,
             "recbole_version": recbole.__version__,
             "model_class": f"recbole.model.sequential_recommender.{self.model_name}",
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -267,7 +298,10 @@ class RecBoleMethod(Method):
             "epochs_run": epochs_run,
             "epochs_max": int(config["epochs"]),
             "stopped_by": stopped_by,
-            "best_epoch": int(state["epoch"]) + 1,
+            "best_epoch": None if partial else int(state["epoch"]) + 1,
+            "checkpoint": ("the partial first epoch (time budget reached before any validation)" if partial
+                           else "the best validated epoch"),
+            "train_batches": self.batches_trained,
             "recbole_best_valid_ndcg@10": round(float(state["best_valid_score"]), 6),
             "recbole_valid_note": "RecBole's own full-ranking NDCG@10 on our validation requests (padding item "
                                   "masked, history items not masked, RecBole's top-k tie handling); "
@@ -280,11 +314,13 @@ class RecBoleMethod(Method):
     def _train(self, trainer: Any, train_data: Any, valid_data: Any, epochs: int) -> tuple[int, str, float]:
         """RecBole's fit loop with a progress line per epoch and an optional time budget.
 
-        The budget is checked after each epoch's validation (RecBole's callback), so the
-        epoch that crosses it still finishes and may still become the best checkpoint.
+        The budget is checked before every batch and after each epoch's validation (RecBole's
+        callback): training stops within one batch of it; the best validated checkpoint is kept.
         """
         started = time.time()
         budget = self.context.max_train_minutes
+        train_data = _BudgetedBatches(train_data, started + budget * 60 if budget else None, self.name)
+        self.batches_trained = 0
         epochs_run = 0
         steps = max(1, len(train_data))
 
@@ -305,7 +341,9 @@ class RecBoleMethod(Method):
             trainer.fit(train_data, valid_data, verbose=False, saved=True, show_progress=False,
                         callback_fn=after_epoch)
         except _BudgetReached:
+            self.batches_trained = train_data.batches
             return epochs_run, "max_train_minutes", time.time() - started
+        self.batches_trained = train_data.batches
         stopped_by = "epochs" if epochs_run >= epochs else "early_stopping"
         return epochs_run, stopped_by, time.time() - started
 

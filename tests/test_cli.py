@@ -217,3 +217,16 @@ def test_bad_values_fail_in_one_line_before_any_work(args: tuple[str, ...], mess
 def test_unknown_dataset_suggests_the_nearest(isolated: Path):
     result = bench("run", "--method", "pop", "--dataset", "beuty")
     assert result.returncode == 2 and "Did you mean 'beauty'?" in result.stderr
+
+
+def test_cache_ls_and_clean_keep_resume_points(isolated: Path):
+    assert bench("run", "--method", "sasrec", "--dataset", "tiny", "--set", "sasrec.epochs=1").returncode == 0
+    unfinished = isolated / "cache" / "work" / "tiny" / "cove-0123456789ab"
+    unfinished.mkdir(parents=True)
+    (unfinished / "cove_last.safetensors").write_bytes(b"x" * 1000)
+    listing = bench("cache", "ls").stdout
+    assert "tiny/cove-0123456789ab  unfinished (resumable)" in listing and "recorded" in listing
+    cleaned = bench("cache", "clean")
+    assert cleaned.returncode == 0 and cleaned.stdout.startswith("removed 1 work dirs")
+    assert unfinished.exists() and list((isolated / "results" / "runs" / "tiny").glob("sasrec-*.json"))
+    assert bench("cache", "clean", "--all").stdout.startswith("removed 1 work dirs") and not unfinished.exists()

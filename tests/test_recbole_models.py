@@ -89,13 +89,18 @@ def test_scores_every_catalogue_item_and_empty_histories(tmp_path: Path) -> None
     assert torch.isfinite(scores).all()
 
 
-def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path: Path) -> None:
+def test_time_budget_stops_between_batches_and_keeps_what_trained(tmp_path: Path) -> None:
+    """Checked before every batch: a budget that is already used up stops inside the first epoch (it
+    once ran a whole epoch and its validation past the budget), and the model still scores."""
     dataset = rule_dataset(num_items=NUM_ITEMS, num_users=50, length=5, rule="next")
-    method = SASRecMethod({"epochs": 50, "max_seq_length": 50, **TINY["sasrec"]},
+    method = SASRecMethod({"epochs": 50, "max_seq_length": 50, "train_batch_size": 16, **TINY["sasrec"]},
                           RunContext(work_dir=tmp_path, max_train_minutes=1e-6, log=lambda message: None))
     method.fit(dataset)
     facts = method.describe()
-    assert facts["stopped_by"] == "max_train_minutes" and facts["epochs_run"] == 1 and facts["best_epoch"] == 1
+    assert facts["stopped_by"] == "max_train_minutes" and facts["epochs_run"] == 0
+    assert facts["best_epoch"] is None and facts["checkpoint"].startswith("the partial first epoch")
+    assert facts["train_batches"] == 0 and facts["epochs_max"] == 50
+    assert torch.isfinite(method.score([0], [[1, 2]])).all()
 
 
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec"])

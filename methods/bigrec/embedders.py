@@ -72,7 +72,8 @@ class BaseLLMEmbedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         import torch
-        from tqdm.auto import tqdm
+
+        from bench.progress import progress_bar
 
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         # An empty generation still needs one token to read a state from.
@@ -88,8 +89,7 @@ class BaseLLMEmbedder:
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         try:
             with torch.no_grad(), self.adapter_off():
-                for rows in tqdm(batches, desc="embed titles", unit="batch", leave=False,
-                                 disable=len(texts) < 1000):
+                for rows in progress_bar(batches, desc="embed titles", unit="batch", enabled=len(texts) >= 1000):
                     chunk = [encoded[i] for i in rows]
                     width = max(len(e) for e in chunk)
                     ids = torch.tensor([[pad_id] * (width - len(e)) + e for e in chunk], device=self.device)

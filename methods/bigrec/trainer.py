@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from bench.errors import BenchError
+from bench.progress import progress_bar
 from methods.bigrec.prompts import IGNORE_INDEX, TrainExample
 
 STATE_FILE = "bigrec_train_state.pt"
@@ -207,15 +208,13 @@ class LoRATrainer:
         budget = self.settings.max_train_minutes
         deadline = started + budget * 60.0 if budget else math.inf
         last_checkpoint = time.perf_counter()
-        from tqdm.auto import tqdm
-
         settings = self.settings
         while not self.done and self.epoch < settings.epochs:
             order = epoch_order(len(self.examples), settings.seed, self.epoch)
             batches = [order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
             self.model.train()
-            bar = tqdm(total=len(batches), initial=self.micro, desc=f"bigrec epoch {self.epoch + 1}/{settings.epochs}",
-                       unit="batch", leave=False, disable=not settings.progress)
+            bar = progress_bar(total=len(batches), initial=self.micro, unit="batch", enabled=settings.progress,
+                               desc=f"bigrec epoch {self.epoch + 1}/{settings.epochs}")
             losses: list[float] = []
             out_of_time = False
             while self.micro < len(batches):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from bench.errors import BenchError
+from bench.progress import progress_bar
 from methods.cove.model import CoVEModel
 
 LAST, BEST, OPTIMIZER, PROGRESS = "cove_last.safetensors", "cove_best.safetensors", "cove_optimizer.pt", \
@@ -169,8 +170,6 @@ class Trainer:
     # -- training -------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
         # A resumed run's earlier epochs were trained by an earlier call: say so in the record.
         resumed_after = self.progress["epochs_done"] if self._resume() else None
         budget = self.s.max_train_minutes * 60 if self.s.max_train_minutes > 0 else None
@@ -181,7 +180,7 @@ class Trainer:
             order = list(range(len(self.samples)))
             random.Random(self.s.seed * 1_000_003 + epoch).shuffle(order)  # same order after a resume
             batches = [order[i:i + self.s.batch_size] for i in range(0, len(order), self.s.batch_size)]
-            bar = tqdm(batches, desc=f"cove epoch {epoch + 1}/{self.s.epochs}", unit="batch", leave=False)
+            bar = progress_bar(batches, desc=f"cove epoch {epoch + 1}/{self.s.epochs}", unit="batch")
             out_of_time = False
             for index, batch in enumerate(bar):
                 loss = batch_loss(self.model, [self.samples[i] for i in batch], self.s.loss, self.pad_id, self.device)
