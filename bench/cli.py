@@ -257,26 +257,45 @@ def smoke_command(
     smoke([m.strip() for m in methods.split(",") if m.strip()], device, model=model, log=typer.echo)
 
 
+DEMO_NOTE = ("LLM rows: 256 users, 1 epoch on a CPU (a few optimizer steps), so near chance by design.\n"
+             "Full-data rows, the compression sweep, speed and published numbers: results/README.md")
+
+
 @app.command("demo")
 def demo_command(
     only: Annotated[str | None, typer.Option(help="Comma-separated subset of the [demo] methods")] = None,
 ) -> None:
     """The main job: run (or reuse) the [demo] runs of bench.toml on real data and print the table."""
-    from bench.leaderboard import write_leaderboard
+    from bench.leaderboard import render_compact, write_leaderboard
     from bench.run import run, run_paths
 
     config = _config()
     demo = config.get("demo", {})
     dataset = demo.get("dataset", "beauty")
     wanted = set(only.split(",")) if only else None
-    for entry in demo.get("runs", []):
-        if wanted is not None and entry["method"] not in wanted:
-            continue
-        typer.echo(f"== {entry['method']} on {dataset}")
-        _print_record(run(entry["method"], dataset, overrides=entry.get("set", []),
-                          max_train_minutes=entry.get("max_train_minutes"), config=config))
+    entries = [e for e in demo.get("runs", []) if wanted is None or e["method"] in wanted]
+
+    def demo_run(entry: dict, dry_run: bool = False):
+        return run(entry["method"], dataset, overrides=entry.get("set", []),
+                   max_train_minutes=entry.get("max_train_minutes"), config=config, dry_run=dry_run)
+
+    recorded = [o.record for o in (demo_run(e, dry_run=True) for e in entries) if o.reused]
+    missing = [e["method"] for e in entries if not demo_run(e, dry_run=True).reused]
+    typer.echo(f"== demo on {dataset}: {len(recorded)} of {len(entries)} runs recorded"
+               + (f"; to run: {', '.join(missing)}" if missing else ""))
+    if recorded:
+        typer.echo("\n".join(render_compact(recorded)))
+    records = []
+    for entry in entries:
+        outcome = demo_run(entry)
+        if not outcome.reused:
+            _print_record(outcome)
+        records.append(outcome.record)
     written = write_leaderboard(run_paths(config).results_dir)
-    typer.echo(written.markdown_text)
+    typer.echo(f"\n== demo on {dataset}: every run recorded")
+    typer.echo("\n".join(render_compact(records)))
+    typer.echo(DEMO_NOTE)
+    typer.echo(f"full tables: {written.paths[0]}")
 
 
 INTERRUPTED = "interrupted: nothing was recorded for the unfinished run"

@@ -118,3 +118,13 @@ def config_hash(payload: dict[str, Any]) -> str:
     """Stable short hash of a JSON-able payload (sorted keys)."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def hashed_config(effective: dict[str, Any], neutral: dict[str, Any]) -> dict[str, Any]:
+    """The effective config without the [hash_neutral] keys that sit at their neutral value."""
+    hashed = copy.deepcopy(effective)
+    for dotted, value in neutral.items():
+        section, _, key = dotted.partition(".")
+        if hashed.get(section, {}).get(key, object()) == value:
+            del hashed[section][key]
+    return hashed

@@ -320,6 +320,22 @@ def decoding_text(entry: Record) -> str:
     return f"{fmt_number(d['tokens'])} (cap {d['cap']})" if d["cap"] is not None else fmt_number(d["tokens"])
 
 
+def render_compact(records: list[Record]) -> list[str]:
+    """A short plain table of some runs (the demo's): one line each, under 100 characters."""
+    lines = [f"{'method':<22} {'data':<28} {'NDCG@10':>8} {'HR@10':>7} {'train s':>9} {'samples/s':>10}"]
+    for record in records:
+        sub = record.get("subsample") or {}
+        data = (f"{sub['eval_requests']:,}/{sub['eval_requests_total']:,} req" if sub.get("eval_requests")
+                else "full")
+        if (sub.get("train") or {}).get("users"):
+            data += f", {sub['train']['users']:,} users"
+        metrics = record["metrics"]
+        lines.append(f"{method_label(record)[:22]:<22} {data[:28]:<28} {metrics.get('ndcg@10', 0):>8.4f} "
+                     f"{metrics.get('hr@10', 0):>7.4f} {fmt_number(record.get('train_seconds')):>9} "
+                     f"{fmt_number(record.get('samples_per_sec')):>10}")
+    return lines
+
+
 def render_markdown(
     tables: dict[str, dict[Group, list[Row]]],
     published: list[Row] | None = None,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import config_hash, load_config, method_config, resolve_path
+from bench.config import config_hash, hashed_config, load_config, method_config, resolve_path
 from bench.data.types import Dataset, EvalCases
 from bench.errors import BenchError
 from bench.locks import work_dir_lock
@@ -150,7 +150,8 @@ def run(
     dataset, info = prepare(dataset_name, paths.data_dir, paths.cache_dir)
     budget = float(max_train_minutes) if max_train_minutes else None
     identity = {"method": method, "dataset": dataset.name, "split_hash": dataset.split.hash,
-                "config": effective, "seed": seed, "device": device, "max_train_minutes": budget}
+                "config": hashed_config(effective, config.get("hash_neutral", {})), "seed": seed,
+                "device": device, "max_train_minutes": budget}
     backbone = backbone_identity(effective[method])
     if backbone is not None:  # the model's content, not only its path
         identity["model_identity"] = backbone

@@ -230,3 +230,45 @@ def test_cache_ls_and_clean_keep_resume_points(isolated: Path):
     assert cleaned.returncode == 0 and cleaned.stdout.startswith("removed 1 work dirs")
     assert unfinished.exists() and list((isolated / "results" / "runs" / "tiny").glob("sasrec-*.json"))
     assert bench("cache", "clean", "--all").stdout.startswith("removed 1 work dirs") and not unfinished.exists()
+
+
+def test_hash_neutral_keys_at_their_neutral_value_keep_the_hash():
+    from bench.config import config_hash, hashed_config, load_config
+
+    config = load_config()
+    effective = method_config(config, "bigrec")
+    neutral = config["hash_neutral"]
+    assert effective["bigrec"]["decode_length"] == neutral["bigrec.decode_length"]
+    without = {**effective, "bigrec": {k: v for k, v in effective["bigrec"].items() if k != "decode_length"}}
+    assert config_hash(hashed_config(effective, neutral)) == config_hash(without)
+    changed = method_config(config, "bigrec", overrides=["bigrec.decode_length=12"])
+    assert config_hash(hashed_config(changed, neutral)) != config_hash(without)
+    assert effective["bigrec"]["decode_length"] == "eos"  # the record keeps the full config
+
+
+def test_make_demo_reuses_every_committed_record(real_data_dir: Path):
+    """A fresh clone's `make demo` must print the table in seconds, never retrain: every [demo] run's
+    config must hash to a committed record (a new key in bench.toml changes the hash unless it is
+    listed in [hash_neutral])."""
+    from bench.config import load_config
+    from bench.run import run
+
+    config = load_config()
+    demo = config["demo"]
+    for entry in demo["runs"]:
+        outcome = run(entry["method"], demo["dataset"], overrides=entry.get("set", []), config=config,
+                      max_train_minutes=entry.get("max_train_minutes"), dry_run=True)
+        assert outcome.reused, f"{entry['method']}: {outcome.path.name} is not committed"
+
+
+def test_demo_prints_its_compact_table_first_and_last(real_data_dir: Path, tmp_path: Path):
+    import shutil
+
+    shutil.copytree(REPO / "results", tmp_path / "results")  # the demo rewrites the tables it reads from
+    result = bench("demo", env={"BENCH_RESULTS_DIR": str(tmp_path / "results")})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("== demo on beauty: 5 of 5 runs recorded")
+    assert all(len(line) <= 100 for line in lines)
+    assert sum(line.startswith("cove[default]") for line in lines) == 2
+    assert "near chance by design" in result.stdout and lines[-1].startswith("full tables:")
