@@ -92,6 +92,9 @@ def check_settings(method_cls: Any, config: dict[str, Any], method: str, preset:
             if key in EVAL_CHOICES and value not in EVAL_CHOICES[key]:
                 raise BenchError(f"{source}: eval.{key}: expected one of {', '.join(EVAL_CHOICES[key])}, "
                                  f"got {value!r}")
+        extras = section["eval"].get("extra_targets", [])
+        if not all(extra in EVAL_CHOICES["target"] for extra in extras):
+            raise BenchError(f"{source}: eval.extra_targets: expected a list of test/valid, got {extras!r}")
         ks = section["eval"].get("ks", [5, 10, 20])
         if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
             raise BenchError(f"{source}: eval.ks: expected a list of positive integers, e.g. [5, 10, 20], "
@@ -188,6 +191,12 @@ def run(
     return RunOutcome(record, save_record(path, record, paths.cache_dir, log), reused=False)
 
 
+def instance_validated(instance: Any) -> bool:
+    """Whether the fitted method ran the harness's validation (its record's training facts say so)."""
+    training = (instance.describe() or {}).get("training") or {}
+    return bool(training.get("epoch_scores") or training.get("valid_history"))
+
+
 def backbone_identity(section: dict[str, Any]) -> dict[str, str] | None:
     """Content fingerprint of the section's `model` (methods without a backbone: None)."""
     if not isinstance(section.get("model"), str):
@@ -282,6 +291,19 @@ def train_and_evaluate(
     result = evaluate(instance, eval_cases, dataset.num_items, ks=ks, batch_size=batch_size,
                       mask_history=bool(settings.get("mask_history", False)), device=device,
                       progress=progress, desc=f"evaluate {target}")
+    by_position = {}
+    for extra in settings.get("extra_targets") or []:
+        if extra == target:
+            continue
+        extra_cases = subsample_cases(dataset.split.cases(extra), max_users)
+        scored = evaluate(instance, extra_cases, dataset.num_items, ks=ks, batch_size=batch_size,
+                          mask_history=bool(settings.get("mask_history", False)), device=device,
+                          progress=progress, desc=f"evaluate {extra}")
+        chose = extra == "valid" and target == "test" and instance_validated(instance)
+        by_position[extra] = {"metrics": scored.metrics, "num_eval_requests": scored.num_cases,
+                              "note": "same trained model; " + (
+                                  f"{len(valid_cases)} of these requests also chose the epoch (optimistic)"
+                                  if chose else "these requests took no part in training or selection")}
     described = instance.describe()
     train_subsample = described.pop("train_subsample", None)
     subsample = None
@@ -297,6 +319,7 @@ def train_and_evaluate(
         "eval_target": target,
         "mask_history": bool(settings.get("mask_history", False)),
         "metrics": result.metrics,
+        "metrics_by_position": by_position or None,
         "num_eval_requests": result.num_cases,
         "num_valid_requests": len(valid_cases),
         "selection": {"requests": selection_text, "num_requests": len(valid_cases)},

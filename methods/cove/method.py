@@ -49,11 +49,13 @@ class CoVESettings:
     max_eval_users: int = 0  # handled by the harness
     eval_batch_size: int = 32
     max_train_minutes: float = 0.0
+    precision: str = "fp32"
+    length_buckets: int = 0
     preset: str | None = None  # set by the harness when --preset is used
 
 
 CHOICES = {"scheduler": ("cosine", "linear", "constant"), "train_samples": ("last", "all_prefixes"),
-           "loss": ("item", "all_tokens")}
+           "loss": ("item", "sequence", "all_tokens"), "precision": ("fp32", "bf16", "auto")}
 
 
 def parse_settings(config: dict[str, Any]) -> CoVESettings:
@@ -121,7 +123,10 @@ def deviations(s: CoVESettings) -> list[str]:
     if s.loss == "item":
         out.append("loss: cross-entropy of the target item token over the N items only (authors: causal-LM loss "
                    "on every token of the text over vocabulary + items)")
-    if s.train_samples != "last":
+    if s.loss == "sequence":
+        out.append("loss: item cross-entropy at every item position of the user's training sequence in one pass "
+                   "(authors: one sample per user, causal-LM loss on every token over vocabulary + items)")
+    if s.train_samples != "last" and s.loss != "sequence":
         out.append("trained on every prefix of each training sequence (authors: one sample per user)")
     if s.max_history:
         out.append(f"history cut to the most recent {s.max_history} items (authors: full history)")
@@ -149,6 +154,28 @@ def setting_name(s: CoVESettings) -> str:
     return name if s.use_titles else f"{name},id-only"
 
 
+def cpu_supports_bf16() -> bool:
+    """bf16 matmuls are fast only with avx512_bf16 or AMX; elsewhere they are emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(wanted: str, device: str, log: Any) -> str:
+    """The precision a run uses: CUDA always bf16 autocast; on the CPU bf16 only where it is native
+    ("auto" picks it there), falling back to fp32 with a one-line notice."""
+    if device.startswith("cuda"):
+        return "bf16"
+    if wanted == "fp32":
+        return "fp32"
+    if cpu_supports_bf16():
+        return "bf16"
+    log(f"cove: precision {wanted!r} asked, but this CPU has no native bf16 (avx512_bf16/amx); using fp32")
+    return "fp32"
+
+
 def choose_users(train: list[list[int]], max_users: int, seed: int) -> list[int]:
     """Users with at least two training items; a seeded random subsample when max_users > 0."""
     eligible = [u for u, seq in enumerate(train) if len(seq) >= 2]
@@ -172,6 +199,8 @@ class CoVEMethod(Method):
         self.settings = parse_settings(config)
         self.model: Any = None
         self.encoder: Any = None
+        self.precision = "fp32"
+        self._scored_tokens = self._padded_tokens = 0
         self._info: dict[str, Any] = {}
 
     # -- setup ----------------------------------------------------------------------------
@@ -198,6 +227,12 @@ class CoVEMethod(Method):
             lm = attach_lora(lm, s.lora_rank, s.lora_alpha, s.lora_dropout, list(s.lora_targets))
         except ValueError as error:
             raise BenchError(f"bench.toml [cove].lora_targets: {error}") from error
+        self.precision = resolve_precision(s.precision, device, self.context.log)
+        if self.precision == "bf16" and not device.startswith("cuda"):
+            # Frozen weights stored in bf16 once: under autocast fp32 weights would be re-cast every call.
+            for param in lm.parameters():
+                if not param.requires_grad:
+                    param.data = param.data.to(torch.bfloat16)
         model = CoVEModel(lm, base_vocab, dataset.num_items, s.compression_ratio, s.num_hashes, s.hash_seed)
         model.causal_lm.config.vocab_size = base_vocab + dataset.num_items  # the extended vocabulary
         model.item_embedding.weight.requires_grad_(not s.freeze_item_embeddings)
@@ -231,7 +266,8 @@ class CoVEMethod(Method):
         samples = []
         for user in users:
             seq = dataset.split.train[user]
-            ends = [len(seq) - 1] if s.train_samples == "last" else range(1, len(seq))
+            # "sequence" loss: one sample per user whose text holds every training item.
+            ends = [len(seq) - 1] if s.train_samples == "last" or s.loss == "sequence" else range(1, len(seq))
             for end in ends:
                 history, target = seq[:end], seq[end]
                 samples.append(Sample(self.encoder.prompt(history), target,
@@ -249,7 +285,8 @@ class CoVEMethod(Method):
         train = TrainSettings(learning_rate=s.learning_rate, weight_decay=s.weight_decay,
                               warmup_ratio=s.warmup_ratio, scheduler=s.scheduler, batch_size=s.batch_size,
                               grad_accum=s.grad_accum, epochs=s.epochs, patience=s.patience, loss=s.loss,
-                              max_train_minutes=min(budgets) if budgets else 0.0, seed=ctx.seed)
+                              max_train_minutes=min(budgets) if budgets else 0.0, seed=ctx.seed,
+                              precision=self.precision, length_buckets=s.length_buckets > 0)
         fingerprint = {"dataset": dataset.name, "split": dataset.split.hash, "num_items": dataset.num_items,
                        "cove": {k: v for k, v in asdict(s).items() if k not in ("max_eval_users", "eval_batch_size")},
                        "examples": len(samples)}
@@ -261,8 +298,14 @@ class CoVEMethod(Method):
                           pad_id=self.tokenizer.pad_token_id, validate=validate, log=ctx.log,
                           fingerprint=fingerprint)
         progress = trainer.train()
+        self._scored_tokens = self._padded_tokens = 0  # describe() reports the evaluation's padding only
         self._info["training"] = {k: progress[k] for k in ("epochs_done", "best_epoch", "best_score", "stopped_by",
                                                            "epoch_scores", "optimizer_steps", "resumed_after_epoch")}
+        padded = progress.get("padded_tokens") or 0
+        self._info["training"].update(
+            padding_fraction=round(1 - progress["real_tokens"] / padded, 4) if padded else None,
+            tokens_per_sec=round(progress["real_tokens"] / progress["train_seconds"], 1)
+            if progress["train_seconds"] else None)
         # Training time over every call that trained this run (the record's train_seconds is this call's).
         self._info["training"]["train_seconds_all_calls"] = round(progress["train_seconds"], 3)
 
@@ -277,14 +320,22 @@ class CoVEMethod(Method):
         if self.model is None:
             raise RuntimeError("CoVE.score called before fit()")
         self.model.eval()
-        device, chunk = self.context.device, self.settings.eval_batch_size
-        out = []
-        with torch.no_grad(), autocast(device):
-            for start in range(0, len(histories), chunk):
-                prompts = [self.encoder.prompt(h) for h in histories[start:start + chunk]]
-                ids, mask = pad_left(prompts, self.tokenizer.pad_token_id, device)
-                out.append(self.model.item_scores(ids, mask).float())
-        return torch.cat(out)
+        device, s = self.context.device, self.settings
+        prompts = [self.encoder.prompt(h) for h in histories]
+        # length_buckets: forward prompts of similar length together (less padding), scores put back
+        # in request order; otherwise in request order, eval_batch_size at a time.
+        chunk = s.length_buckets or s.eval_batch_size
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if s.length_buckets else \
+            list(range(len(prompts)))
+        scores = torch.empty(len(prompts), self.model.num_items)
+        with torch.no_grad(), autocast(device, self.precision):
+            for start in range(0, len(order), chunk):
+                rows = order[start:start + chunk]
+                ids, mask = pad_left([prompts[i] for i in rows], self.tokenizer.pad_token_id, device)
+                scores[rows] = self.model.item_scores(ids, mask).float().cpu()
+                self._scored_tokens += int(mask.sum())
+                self._padded_tokens += mask.numel()
+        return scores
 
     def describe(self) -> dict[str, Any]:
         s = self.settings
@@ -302,6 +353,9 @@ class CoVEMethod(Method):
                      "targets": list(s.lora_targets)},
             "item_embeddings": "frozen" if s.freeze_item_embeddings else "trained",
             "ranking": "one forward pass, last position, item head only (no generation)",
+            "precision": self.precision,
+            "scoring_padding_fraction": (round(1 - self._scored_tokens / self._padded_tokens, 4)
+                                         if self._padded_tokens else None),
             "setting": setting_name(s),
             "deviations": deviations(s),
             **self._info,

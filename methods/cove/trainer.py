@@ -54,6 +54,26 @@ class TrainSettings:
     max_train_minutes: float = 0.0  # 0 = no budget
     max_grad_norm: float = 1.0  # Hugging Face Trainer's default, which the authors' script used
     seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 (CPU autocast; CUDA always runs bf16 autocast)
+    length_buckets: bool = False  # batches of similar length (less padding), order still seeded
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, bucket: bool) -> list[list[int]]:
+    """The batches of one epoch, the same after a resume. Bucketed: the shuffled order is cut into
+    windows of 64 batches, each sorted by length, and the batches are shuffled again, so padding
+    shrinks while every epoch still mixes users."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if not bucket:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    window = batch_size * 64
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
@@ -80,16 +100,36 @@ def pad_left(rows: list[list[int]], pad_id: int, device: str) -> tuple[torch.Ten
     return ids.to(device), mask.to(device)
 
 
-def autocast(device: str) -> Any:
-    """bf16 autocast on CUDA (as the authors trained); plain fp32 on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+def autocast(device: str, precision: str = "fp32") -> Any:
+    """bf16 autocast on CUDA (as the authors trained), and on the CPU when precision is bf16; else fp32.
+    Item logits stay fp32 either way (ItemHead)."""
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def batch_loss(model: CoVEModel, batch: list[Sample], loss: str, pad_id: int, device: str) -> torch.Tensor:
+def sequence_item_loss(model: CoVEModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Item cross-entropy at every item position of a user's sequence in one pass (as SASRec trains):
+    the state before item j's token predicts item j, for every item after the first (which has no
+    history). One forward pass trains as many targets as the sequence has items, not one."""
+    hidden = model.hidden_states(ids, mask)[:, :-1]
+    following = ids[:, 1:]
+    is_item = (following >= model.base_vocab) & (mask[:, 1:] == 1) & (mask[:, :-1] == 1)
+    targets = is_item & (is_item.long().cumsum(-1) > 1)
+    logits = model.item_head(hidden[targets])  # (targets, N), fp32
+    return F.cross_entropy(logits, following[targets] - model.base_vocab)
+
+
+def batch_loss(model: CoVEModel, batch: list[Sample], loss: str, pad_id: int, device: str,
+               precision: str = "fp32") -> torch.Tensor:
     """loss = "item": cross-entropy of the target item at the prompt's last position (items only).
+    loss = "sequence": the item cross-entropy at every item position of the sequence (one pass).
     loss = "all_tokens": causal-LM loss on every token of prompt + target over V + N tokens
     (the authors' labels = the whole text)."""
-    with autocast(device):
+    with autocast(device, precision):
+        if loss == "sequence":
+            ids, mask = pad_left([s.sequence for s in batch], pad_id, device)
+            return sequence_item_loss(model, ids, mask)
         if loss == "item":
             ids, mask = pad_left([s.prompt for s in batch], pad_id, device)
             targets = torch.tensor([s.target for s in batch], device=device)
@@ -129,7 +169,8 @@ class Trainer:
             self.optimizer, lambda step: lr_factor(step, total, warmup, settings.scheduler))
         self.progress: dict[str, Any] = {"epochs_done": 0, "best_epoch": None, "best_score": None,
                                          "bad_epochs": 0, "finished": False, "stopped_by": None,
-                                         "epoch_scores": [], "optimizer_steps": 0, "train_seconds": 0.0}
+                                         "epoch_scores": [], "optimizer_steps": 0, "train_seconds": 0.0,
+                                         "real_tokens": 0, "padded_tokens": 0}
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -159,7 +200,7 @@ class Trainer:
         extra = torch.load(self.work_dir / OPTIMIZER, weights_only=True)  # our own file: tensors and numbers
         self.optimizer.load_state_dict(extra["optimizer"])
         self.scheduler.load_state_dict(extra["scheduler"])
-        self.progress = {k: record[k] for k in self.progress}
+        self.progress = {k: record.get(k, v) for k, v in self.progress.items()}
         self.log(f"cove: resumed after epoch {self.progress['epochs_done']} from {self.work_dir}")
         return True
 
@@ -177,13 +218,16 @@ class Trainer:
         epoch = self.progress["epochs_done"]
         while not self.progress["finished"] and epoch < self.s.epochs:
             self.model.train()
-            order = list(range(len(self.samples)))
-            random.Random(self.s.seed * 1_000_003 + epoch).shuffle(order)  # same order after a resume
-            batches = [order[i:i + self.s.batch_size] for i in range(0, len(order), self.s.batch_size)]
+            batches = epoch_batches([len(s.sequence) for s in self.samples], self.s.batch_size,
+                                    self.s.seed * 1_000_003 + epoch, self.s.length_buckets)
             bar = progress_bar(batches, desc=f"cove epoch {epoch + 1}/{self.s.epochs}", unit="batch")
             out_of_time = False
             for index, batch in enumerate(bar):
-                loss = batch_loss(self.model, [self.samples[i] for i in batch], self.s.loss, self.pad_id, self.device)
+                chosen = [self.samples[i] for i in batch]
+                loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.s.precision)
+                widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in chosen]
+                self.progress["real_tokens"] += sum(widths)
+                self.progress["padded_tokens"] += max(widths) * len(widths)
                 (loss / self.s.grad_accum).backward()
                 if (index + 1) % self.s.grad_accum == 0 or index + 1 == len(batches):
                     torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
