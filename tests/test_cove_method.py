@@ -204,3 +204,66 @@ def test_bench_toml_section_parses_with_the_paper_preset():
     assert default.loss == "item" and default.train_samples == "last"
     assert paper.loss == "all_tokens" and paper.epochs == 14 and len(paper.lora_targets) == 7
     assert paper.batch_size * paper.grad_accum == 32 and paper.lora_dropout == 0.0
+
+
+def test_sequence_loss_is_the_mean_of_the_prefix_item_losses(tiny_lm: str, tmp_path: Path):
+    """One pass over a user's ID-only sequence a, b, c, d scores b, c and d from their prefixes: the
+    loss equals the mean of the one-target item losses of [a]->b, [a, b]->c, [a, b, c]->d."""
+    method = make(tiny_lm, tmp_path, use_titles=False)
+    method._build(DATASET)
+    enc, pad = method.encoder, method.tokenizer.pad_token_id
+    items = [3, 7, 1, 12]
+    whole = Sample(enc.prompt(items[:-1]), items[-1], enc.training_sequence(items[:-1], items[-1]))
+    with torch.no_grad():
+        sequence = batch_loss(method.model, [whole], "sequence", pad, "cpu")
+        prefixes = [batch_loss(method.model, [Sample(enc.prompt(items[:j]), items[j], [])], "item", pad, "cpu")
+                    for j in range(1, len(items))]
+        # A second, shorter user in the same (left-padded) batch leaves the first user's targets alone.
+        short = Sample(enc.prompt([5]), 6, enc.training_sequence([5], 6))
+        both = batch_loss(method.model, [whole, short], "sequence", pad, "cpu")
+        alone = batch_loss(method.model, [short], "sequence", pad, "cpu")
+    assert sequence.item() == pytest.approx(torch.stack(prefixes).mean().item(), rel=1e-4)
+    assert both.item() == pytest.approx((3 * sequence.item() + alone.item()) / 4, rel=1e-4)
+
+
+def test_length_bucketed_scoring_returns_scores_in_request_order(tiny_lm: str, tmp_path: Path):
+    cases = DATASET.split.test
+    histories = [cases.histories[0][:1], cases.histories[1], cases.histories[2][:2], cases.histories[3]]
+    plain = make(tiny_lm, tmp_path / "a", epochs=0)
+    plain.fit(DATASET)
+    bucketed = make(tiny_lm, tmp_path / "b", epochs=0, length_buckets=2)
+    bucketed.fit(DATASET)
+    assert len({len(bucketed.encoder.prompt(h)) for h in histories}) > 1
+    expected = plain.score([0, 1, 2, 3], histories)
+    assert torch.allclose(bucketed.score([0, 1, 2, 3], histories), expected, atol=1e-5)
+    assert bucketed.describe()["scoring_padding_fraction"] < plain.describe()["scoring_padding_fraction"]
+
+
+def test_bf16_precision_keeps_scores_close_and_trainable_parts_fp32(tiny_lm: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch):
+    """bf16 (forced here, emulated where the CPU lacks it) stores the frozen weights in bf16 and runs
+    under autocast; LoRA, item tables and item logits stay fp32, and the ranking barely moves."""
+    import methods.cove.method as cove_method
+
+    monkeypatch.setattr(cove_method, "cpu_supports_bf16", lambda: True)
+    full = make(tiny_lm, tmp_path / "fp32", epochs=0)
+    full.fit(DATASET)
+    half = make(tiny_lm, tmp_path / "bf16", epochs=0, precision="bf16")
+    half.fit(DATASET)
+    assert half.describe()["precision"] == "bf16" and full.describe()["precision"] == "fp32"
+    named = dict(half.model.named_parameters())
+    assert named["item_head.weight"].dtype == named["item_embedding.weight"].dtype == torch.float32
+    assert all(p.dtype == torch.float32 for n, p in named.items() if "lora_" in n)
+    frozen = [p for n, p in named.items() if not p.requires_grad and not n.startswith("item_")]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    a, b = probe_scores(full), probe_scores(half)
+    assert b.dtype == torch.float32
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
+    top = a.topk(5).indices
+    assert (b.gather(1, top).min(1).values > b.median(1).values).all()  # fp32's top 5 stay in bf16's top half
+    monkeypatch.setattr(cove_method, "cpu_supports_bf16", lambda: False)
+    notices: list[str] = []
+    fallback = make(tiny_lm, tmp_path / "auto", epochs=0, precision="auto")
+    fallback.context.log = notices.append
+    fallback.fit(DATASET)
+    assert fallback.describe()["precision"] == "fp32" and "no native bf16" in notices[0]
