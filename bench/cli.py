@@ -276,7 +276,7 @@ def demo_command(
     entries = [e for e in demo.get("runs", []) if wanted is None or e["method"] in wanted]
 
     def demo_run(entry: dict, dry_run: bool = False):
-        return run(entry["method"], dataset, overrides=entry.get("set", []),
+        return run(entry["method"], dataset, overrides=entry.get("set", []), preset=entry.get("preset"),
                    max_train_minutes=entry.get("max_train_minutes"), config=config, dry_run=dry_run)
 
     recorded = [o.record for o in (demo_run(e, dry_run=True) for e in entries) if o.reused]

@@ -41,14 +41,24 @@ class Method(ABC):
         self.config = config
         self.context = context
 
+    # A method with a typed settings parser of its own sets this (staticmethod; raises BenchError).
+    settings_parser: Callable[[dict[str, Any]], Any] | None = None
+
     @classmethod
     def check_config(cls, config: dict[str, Any], defaults: dict[str, Any], source: str) -> None:
         """Refuse a bad section before any data is read (BenchError naming `source` and the key).
 
-        The default checks each value against the type of its bench.toml default; methods with a
-        typed settings class of their own override this."""
+        With a `settings_parser`, that parser decides; otherwise each value is checked against the
+        type of its bench.toml default."""
         from bench.config import check_like_default
+        from bench.errors import BenchError
 
+        if cls.settings_parser is not None:
+            try:
+                cls.settings_parser(config)
+            except BenchError as error:  # the parser's message, named by where the value came from
+                raise BenchError(f"{source} {error}".replace(f"bench.toml [{cls.name}].", f"{cls.name}.")) from None
+            return
         for key, value in config.items():
             if key in defaults and key not in ("presets", "preset"):
                 check_like_default(f"{source} {cls.name}.{key}", defaults[key], value)

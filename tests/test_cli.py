@@ -257,7 +257,7 @@ def test_make_demo_reuses_every_committed_record(real_data_dir: Path):
     demo = config["demo"]
     for entry in demo["runs"]:
         outcome = run(entry["method"], demo["dataset"], overrides=entry.get("set", []), config=config,
-                      max_train_minutes=entry.get("max_train_minutes"), dry_run=True)
+                      preset=entry.get("preset"), max_train_minutes=entry.get("max_train_minutes"), dry_run=True)
         assert outcome.reused, f"{entry['method']}: {outcome.path.name} is not committed"
 
 

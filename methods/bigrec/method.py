@@ -50,12 +50,7 @@ def setting_name(config: dict[str, Any]) -> str:
 class BIGRecMethod(Method):
     name = "bigrec"
 
-    @classmethod
-    def check_config(cls, config: dict[str, Any], defaults: dict[str, Any], source: str) -> None:
-        try:
-            parse_settings(config)
-        except BenchError as error:  # same message, named by where the value came from
-            raise BenchError(f"{source} {error}".replace("bench.toml [bigrec].", "bigrec.")) from None
+    settings_parser = staticmethod(parse_settings)
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         super().__init__(config, context)

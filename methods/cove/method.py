@@ -187,12 +187,7 @@ def choose_users(train: list[list[int]], max_users: int, seed: int) -> list[int]
 class CoVEMethod(Method):
     name = "cove"
 
-    @classmethod
-    def check_config(cls, config: dict[str, Any], defaults: dict[str, Any], source: str) -> None:
-        try:
-            parse_settings(config)
-        except BenchError as error:  # same message, named by where the value came from
-            raise BenchError(f"{source} {error}".replace("bench.toml [cove].", "cove.")) from None
+    settings_parser = staticmethod(parse_settings)
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         super().__init__(config, context)

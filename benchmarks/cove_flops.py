@@ -1,0 +1,93 @@
+"""CoVE inference against this machine's limit: model FLOPs per token, achieved tokens/s, and the
+fraction of the measured matmul peak, in fp32 and in bf16 (where the CPU has native bf16).
+
+Not a test: prints figures. The peak is a large matmul of the backbone's own shape; the achieved
+rate is the real CoVE scoring path (CoVEModel.item_scores: decoder forward over left-padded ID-only
+prompts, then the item head at the last position), untrained weights (speed does not depend on them).
+
+    .venv/bin/python benchmarks/cove_flops.py --threads 2 --batch-size 32 --tokens 56
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from bench.backbone import load_backbone
+from bench.config import load_config, resolve_path
+from methods.cove.method import cpu_supports_bf16
+from methods.cove.model import CoVEModel, attach_lora
+
+
+def matmul_peak(dim: int, hidden: int, dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """GFLOP/s of a (2048 x dim) @ (dim x hidden) matmul, the backbone's MLP shape, best of a few runs."""
+    a, b = torch.randn(2048, dim, dtype=dtype), torch.randn(dim, hidden, dtype=dtype)
+    a @ b  # warm-up
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = max(best, 5 * 2 * 2048 * dim * hidden / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def flops_per_token(model: CoVEModel, context: int) -> float:
+    """2 x the decoder's matmul weights, plus attention scores and values (2 x 2 x layers x context x d).
+    Embedding lookups cost no FLOPs; the item head runs at one position per request (counted apart)."""
+    config = model.causal_lm.config
+    decoder = model.causal_lm.get_decoder()
+    weights = sum(p.numel() for n, p in decoder.named_parameters() if p.dim() == 2 and "embed" not in n)
+    return 2 * weights + 4 * config.num_hidden_layers * context * config.hidden_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=56, help="prompt length (Beauty ID-only: ~39 + 2 per item)")
+    parser.add_argument("--items", type=int, default=12101)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cache = resolve_path(load_config(), "cache_dir", "BENCH_CACHE_DIR", ".cache")
+    lm, _ = load_backbone("smollm2", "cpu", cache)
+    lm = attach_lora(lm, 8, 16.0, 0.0, ["q_proj", "v_proj"])
+    vocab = lm.get_input_embeddings().weight.shape[0]
+    model = CoVEModel(lm, vocab, args.items).eval()
+    config = model.causal_lm.config
+    per_token = flops_per_token(model, args.tokens)
+    head = 2 * config.hidden_size * args.items  # one item-head row product per item, last position only
+    print(f"SmolLM2-135M decoder: {per_token / 1e6:.0f} MFLOP/token at context {args.tokens}; item head "
+          f"{head / 1e6:.0f} MFLOP/request; {args.threads} threads, batch {args.batch_size} x {args.tokens} tokens")
+    precisions = ["fp32"] + (["bf16"] if cpu_supports_bf16() else [])
+    if len(precisions) == 1:
+        print("no native bf16 on this CPU (avx512_bf16/amx): fp32 only")
+    ids = torch.randint(0, vocab, (args.batch_size, args.tokens))
+    ids[:, -1] = vocab + 5  # an item token, as in a real prompt
+    mask = torch.ones_like(ids)
+    for precision in precisions:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        if precision == "bf16":
+            for param in model.causal_lm.parameters():
+                if not param.requires_grad:
+                    param.data = param.data.to(torch.bfloat16)
+        peak = matmul_peak(config.hidden_size, config.intermediate_size, dtype)
+        times = []
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            model.item_scores(ids, mask)  # warm-up
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                model.item_scores(ids, mask)
+                times.append(time.perf_counter() - start)
+        seconds = sorted(times)[len(times) // 2]
+        tokens_per_sec = args.batch_size * args.tokens / seconds
+        achieved = (args.batch_size * args.tokens * per_token + args.batch_size * head) / seconds / 1e9
+        print(f"{precision}: matmul peak {peak:.0f} GFLOP/s; CoVE scoring {tokens_per_sec:,.0f} tokens/s = "
+              f"{args.batch_size / seconds:.1f} requests/s = {achieved:.0f} GFLOP/s, {achieved / peak:.0%} of peak")
+
+
+if __name__ == "__main__":
+    main()
