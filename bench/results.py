@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import REPO_ROOT
+from bench.errors import BenchError
 
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = (
@@ -60,8 +61,6 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
 
 
 def read_record(path: Path) -> dict[str, Any]:
-    from bench.errors import BenchError
-
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -76,8 +75,6 @@ def iter_records(results_dir: Path, strict: bool = False,
                  warn: Callable[[str], None] | None = None) -> list[tuple[Path, dict[str, Any]]]:
     """Every readable record; a corrupt one is skipped with a warning naming it (strict: raised), so one
     bad file never hides every other result."""
-    from bench.errors import BenchError
-
     runs = results_dir / "runs"
     records = []
     for path in sorted(runs.glob("*/*.json")) if runs.exists() else []:
@@ -123,3 +120,33 @@ def git_revision() -> str:
 
 def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def check_writable(*folders: Path) -> None:
+    """Fail before any compute when a record or checkpoint could not be written afterwards."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".bench-write-check-"):
+                pass
+        except OSError as error:
+            raise BenchError(f"{folder}: cannot write there ({error.strerror}); choose another --results-dir "
+                             "or BENCH_CACHE_DIR") from None
+
+
+def save_record(path: Path, record: dict[str, Any], cache_dir: Path, log: Any) -> Path:
+    """Write the record; if that fails late (disk full, permissions changed), keep the computed result
+    in the cache folder and say where, rather than losing it in a traceback."""
+    try:
+        write_record(path, record)
+        return path
+    except OSError as error:
+        fallback = cache_dir / "unsaved-records" / path.parent.name / path.name
+        try:
+            write_record(fallback, record)
+        except OSError:
+            print(json.dumps(record, default=str), file=sys.stderr)
+            raise BenchError(f"{path}: could not write the record ({error.strerror}), nor a copy under "
+                             f"{fallback.parent}; the record was printed to stderr") from None
+        raise BenchError(f"{path}: could not write the record ({error.strerror}); it was kept at {fallback}: "
+                         f"move it to {path.parent}/ when the problem is fixed") from None

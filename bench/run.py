@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,16 @@ from bench.errors import BenchError
 from bench.locks import work_dir_lock
 from bench.registry import method_registry
 from bench.resources import set_torch_threads
-from bench.results import git_revision, now_iso, package_versions, read_record, record_path, write_record
+from bench.results import (
+    check_writable,
+    git_revision,
+    now_iso,
+    package_versions,
+    read_record,
+    record_path,
+    save_record,
+)
+from bench.validate import check_settings
 
 # Evaluation subsamples use a fixed seed, so every method is scored on the same users.
 EVAL_SUBSAMPLE_SEED = 0
@@ -67,38 +74,6 @@ def build_effective_config(
             raise BenchError(f"--model: method {method!r} has no backbone model to set")
         overrides.append(f"{method}.model={model!r}" if not model.startswith(("'", '"')) else f"{method}.model={model}")
     return method_config(config, method, preset, overrides)
-
-
-EVAL_CHOICES = {"target": ("test", "valid")}
-
-
-def check_settings(method_cls: Any, config: dict[str, Any], method: str, preset: str | None,
-                   effective: dict[str, Any], device: str, max_train_minutes: float | None) -> None:
-    """Every key of the run checked before any data is read; the message names where the bad value came
-    from (bench.toml or its preset first, then --set/--model on top)."""
-    from bench.config import check_like_default
-
-    if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise BenchError(f"--device {device!r}: expected cpu, cuda or cuda:N")
-    if max_train_minutes is not None and not max_train_minutes > 0:
-        raise BenchError(f"--max-train-minutes {max_train_minutes}: expected a positive number of minutes")
-    base = method_config(config, method, preset)
-    where = f"bench.toml [{method}]" + (f" with preset {preset!r}" if preset else "")
-    defaults = {key: value for key, value in config.get(method, {}).items() if key != "presets"}
-    for source, section in ((where, base), ("--set/--model", effective)):
-        method_cls.check_config(section[method], defaults, f"{source}:")
-        for key, value in section["eval"].items():
-            check_like_default(f"{source}: eval.{key}", config.get("eval", {}).get(key), value)
-            if key in EVAL_CHOICES and value not in EVAL_CHOICES[key]:
-                raise BenchError(f"{source}: eval.{key}: expected one of {', '.join(EVAL_CHOICES[key])}, "
-                                 f"got {value!r}")
-        extras = section["eval"].get("extra_targets", [])
-        if not all(extra in EVAL_CHOICES["target"] for extra in extras):
-            raise BenchError(f"{source}: eval.extra_targets: expected a list of test/valid, got {extras!r}")
-        ks = section["eval"].get("ks", [5, 10, 20])
-        if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
-            raise BenchError(f"{source}: eval.ks: expected a list of positive integers, e.g. [5, 10, 20], "
-                             f"got {ks!r}")
 
 
 @dataclass
@@ -191,12 +166,6 @@ def run(
     return RunOutcome(record, save_record(path, record, paths.cache_dir, log), reused=False)
 
 
-def instance_validated(instance: Any) -> bool:
-    """Whether the fitted method ran the harness's validation (its record's training facts say so)."""
-    training = (instance.describe() or {}).get("training") or {}
-    return bool(training.get("epoch_scores") or training.get("valid_history"))
-
-
 def backbone_identity(section: dict[str, Any]) -> dict[str, str] | None:
     """Content fingerprint of the section's `model` (methods without a backbone: None)."""
     if not isinstance(section.get("model"), str):
@@ -204,38 +173,6 @@ def backbone_identity(section: dict[str, Any]) -> dict[str, str] | None:
     from bench.backbone import model_identity
 
     return model_identity(section["model"])
-
-
-def check_writable(*folders: Path) -> None:
-    """Fail before any compute when a record or checkpoint could not be written afterwards."""
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".bench-write-check-"):
-                pass
-        except OSError as error:
-            raise BenchError(f"{folder}: cannot write there ({error.strerror}); choose another --results-dir "
-                             "or BENCH_CACHE_DIR") from None
-
-
-def save_record(path: Path, record: dict[str, Any], cache_dir: Path, log: Any) -> Path:
-    """Write the record; if that fails late (disk full, permissions changed), keep the computed result
-    in the cache folder and say where, rather than losing it in a traceback."""
-    try:
-        write_record(path, record)
-        return path
-    except OSError as error:
-        fallback = cache_dir / "unsaved-records" / path.parent.name / path.name
-        try:
-            write_record(fallback, record)
-        except OSError:
-            import json
-
-            print(json.dumps(record, default=str), file=sys.stderr)
-            raise BenchError(f"{path}: could not write the record ({error.strerror}), nor a copy under "
-                             f"{fallback.parent}; the record was printed to stderr") from None
-        raise BenchError(f"{path}: could not write the record ({error.strerror}); it was kept at {fallback}: "
-                         f"move it to {path.parent}/ when the problem is fixed") from None
 
 
 def train_and_evaluate(
@@ -269,7 +206,10 @@ def train_and_evaluate(
     eval_cases = subsample_cases(dataset.split.cases(target), max_users)
     batch_size = int(effective[method].get("eval_batch_size", settings.get("batch_size", 256)))
 
+    validations = []
+
     def validate(model: Any) -> float:
+        validations.append(1)
         result = evaluate(model, valid_cases, dataset.num_items, ks=(10,), batch_size=batch_size,
                           mask_history=bool(settings.get("mask_history", False)), device=device,
                           progress=progress, desc="validate")
@@ -299,7 +239,7 @@ def train_and_evaluate(
         scored = evaluate(instance, extra_cases, dataset.num_items, ks=ks, batch_size=batch_size,
                           mask_history=bool(settings.get("mask_history", False)), device=device,
                           progress=progress, desc=f"evaluate {extra}")
-        chose = extra == "valid" and target == "test" and instance_validated(instance)
+        chose = extra == "valid" and target == "test" and bool(validations)
         by_position[extra] = {"metrics": scored.metrics, "num_eval_requests": scored.num_cases,
                               "note": "same trained model; " + (
                                   f"{len(valid_cases)} of these requests also chose the epoch (optimistic)"

@@ -222,18 +222,18 @@ def test_unwritable_results_dir_fails_before_any_work(isolated: Path, monkeypatc
 
 
 def test_a_late_write_failure_keeps_the_record_elsewhere(isolated: Path, monkeypatch: pytest.MonkeyPatch):
-    import bench.run
+    import bench.results
     from bench.errors import BenchError
 
     config = spy_config(isolated, monkeypatch)
-    real = bench.run.write_record
+    real = bench.results.write_record
 
     def disk_full(path, record):
         if "unsaved-records" not in str(path):
             raise OSError(28, "No space left on device")
         real(path, record)
 
-    monkeypatch.setattr(bench.run, "write_record", disk_full)
+    monkeypatch.setattr(bench.results, "write_record", disk_full)
     with pytest.raises(BenchError, match="it was kept at .*unsaved-records"):
         run("workspy", "tiny", config=config, progress=False)
     [kept] = (isolated / "cache" / "unsaved-records").rglob("*.json")
