@@ -270,7 +270,8 @@ def test_demo_prints_its_compact_table_first_and_last(real_data_dir: Path, tmp_p
     result = bench("demo", env={"BENCH_RESULTS_DIR": str(tmp_path / "results")})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("== demo on beauty: 5 of 5 runs recorded")
+    assert lines[0].startswith("== demo on beauty: 6 of 6 runs recorded")
     assert all(len(line) <= 100 for line in lines)
     assert sum(line.startswith("cove[default]") for line in lines) == 2
+    assert sum(line.startswith("cove[cpu,id-only]") for line in lines) == 2
     assert "near chance by design" in result.stdout and lines[-1].startswith("full tables:")
