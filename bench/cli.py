@@ -257,8 +257,8 @@ def smoke_command(
     smoke([m.strip() for m in methods.split(",") if m.strip()], device, model=model, log=typer.echo)
 
 
-DEMO_NOTE = ("cove[default] and bigrec[default]: 256 users, 1 epoch (a few optimizer steps), near chance by\n"
-             "design; cove[cpu,id-only] is the full-data CPU run. All tables and published numbers: results/README.md")
+DEMO_NOTE = ("cove[default], bigrec[default]: 256 users, 1 epoch (a few optimizer steps): near chance by design.\n"
+             "cove[cpu,id-only] is the full-data CPU run. Every table and published numbers: results/README.md")
 
 
 @app.command("demo")
