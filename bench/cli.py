@@ -257,8 +257,8 @@ def smoke_command(
     smoke([m.strip() for m in methods.split(",") if m.strip()], device, model=model, log=typer.echo)
 
 
-DEMO_NOTE = ("cove[default], bigrec[default]: 256 users, 1 epoch (a few optimizer steps): near chance by design.\n"
-             "cove[cpu,id-only] is the full-data CPU run. Every table and published numbers: results/README.md")
+DEMO_NOTE = ("Rows on 256 users (1 epoch, a few optimizer steps) are near chance by design; the full-data\n"
+             "CPU CoVE row is cove[cpu,id-only]. Every table and the published numbers: results/README.md")
 
 
 @app.command("demo")
