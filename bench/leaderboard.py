@@ -316,7 +316,7 @@ def decoding_text(entry: Record) -> str:
     if d["tokens"] is None:
         return "–"
     if d["fixed"]:
-        return f"{fmt_number(d['tokens'])} (fixed: {d['fixed']})"
+        return f"{fmt_number(d['tokens'])} (fixed length)"
     return f"{fmt_number(d['tokens'])} (cap {d['cap']})" if d["cap"] is not None else fmt_number(d["tokens"])
 
 

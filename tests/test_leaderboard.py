@@ -292,3 +292,16 @@ def test_a_corrupt_record_is_skipped_with_a_warning_unless_strict(tmp_path: Path
     assert "pop-broken.json" in capsys.readouterr().err
     with pytest.raises(BenchError, match="pop-broken.json: not valid JSON"):
         write_leaderboard(results, strict=True)
+
+
+def test_fixed_length_decoding_keeps_the_ratio_bold(tmp_path: Path):
+    results = tmp_path / "results"
+    speed_record(results)
+    speed = json.loads((results / "speed" / "beauty-cpu.json").read_text())
+    speed["methods"]["bigrec"]["generated_tokens_per_sample"] = 25.0
+    speed["methods"]["bigrec"]["method_info"] = {"max_new_tokens": 64, "generated_at_cap_fraction": 0.0,
+                                                 "decode_length_fixed": "25 tokens (mean_title)"}
+    (results / "speed" / "beauty-cpu.json").write_text(json.dumps(speed, sort_keys=True))
+    readme = build(results)["README.md"].decode()
+    assert "| bigrec | 0.5 | 0.4–0.6 | 950 | – | 25 (fixed length) |" in readme
+    assert "CoVE / BIGRec samples/s: **80.0×**" in readme
