@@ -120,7 +120,7 @@ def record_row(path: Path, record: Record) -> Row:
         "ratio": compression_ratio(record),
         **{metric: record["metrics"].get(metric) for metric in METRIC_COLUMNS},
         "position": record.get("eval_target", "test"),
-        "data": _train_scope(record),
+        "data": _train_scope(record) + ("; " + record["position_note"] if record.get("position_note") else ""),
         "training": _training(record),
         "seed": record.get("seed"),
         "train_s": record.get("train_seconds"),
@@ -143,13 +143,29 @@ def check_split_hashes(records: list[tuple[Path, Record]]) -> None:
                              "move the stale ones out of results/runs")
 
 
+def other_positions(record: Record) -> list[Record]:
+    """The same trained model scored at other positions (eval.extra_targets) as records of their own,
+    so each lands in the table of its position; the data column says it is the same model."""
+    views = []
+    for target, scored in sorted((record.get("metrics_by_position") or {}).items()):
+        sub = record.get("subsample")
+        total = (sub or {}).get("eval_requests_total") if scored["num_eval_requests"] != record["num_eval_requests"] \
+            else None
+        views.append({**record, "eval_target": target, "metrics": scored["metrics"],
+                      "num_eval_requests": scored["num_eval_requests"],
+                      "subsample": None if total is None else {**sub, "eval_requests": scored["num_eval_requests"]},
+                      "position_note": scored.get("note")})
+    return views
+
+
 def leaderboard_rows(records: list[tuple[Path, Record]]) -> dict[str, dict[Group, list[Row]]]:
     """dataset -> comparable group -> rows, best NDCG@10 first; refuses mixed split hashes."""
     check_split_hashes(records)
     tables: dict[str, dict[Group, list[Row]]] = {}
     for path, record in records:
         groups = tables.setdefault(record["dataset"], {})
-        groups.setdefault(record_group(record), []).append(record_row(path, record))
+        for view in [record, *other_positions(record)]:
+            groups.setdefault(record_group(view), []).append(record_row(path, view))
     ordered: dict[str, dict[Group, list[Row]]] = {}
     for dataset in sorted(tables):
         groups = tables[dataset]

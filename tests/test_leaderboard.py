@@ -305,3 +305,18 @@ def test_fixed_length_decoding_keeps_the_ratio_bold(tmp_path: Path):
     readme = build(results)["README.md"].decode()
     assert "| bigrec | 0.5 | 0.4–0.6 | 950 | – | 25 (fixed length) |" in readme
     assert "CoVE / BIGRec samples/s: **80.0×**" in readme
+
+
+def test_other_positions_of_one_model_land_in_their_own_tables(tmp_path: Path):
+    results = tmp_path / "results"
+    path = make_record(results, "cove", metrics(0.03), ratio=1)
+    record = json.loads(path.read_text())
+    record["metrics_by_position"] = {"valid": {"metrics": metrics(0.05), "num_eval_requests": 100,
+                                               "note": "same trained model; 20 of these requests also chose the epoch"}}
+    write_record(path, record)
+    make_record(results, "pop", metrics(0.01), target="valid")
+    markdown = write_leaderboard(results).markdown_text
+    valid = section(markdown, "### beauty · second-to-last item (valid) · all 100 requests")
+    row = row_of(valid, "cove")
+    assert row[4] == "**0.1000**" and row[9] == "valid" and "20 of these requests also chose the epoch" in row[10]
+    assert row_of(section(markdown, "### beauty · last item (test) · all 100 requests"), "cove")[4] == "0.0600"
