@@ -128,3 +128,9 @@ def hashed_config(effective: dict[str, Any], neutral: dict[str, Any]) -> dict[st
         if hashed.get(section, {}).get(key, object()) == value:
             del hashed[section][key]
     return hashed
+
+
+def overrides_where_present(method: str, section: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    """`--set` strings for the keys of `values` that the method's section has (others are skipped): how
+    `bench speed` and `bench smoke` shorten any method's run without knowing its keys."""
+    return [f"{method}.{key}={json.dumps(value)}" for key, value in values.items() if key in section]

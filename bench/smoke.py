@@ -9,7 +9,6 @@ and 8 scored requests. Records go to a temporary folder: a smoke run is a check,
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -28,8 +27,10 @@ SMOKE_SETTINGS: dict[str, Any] = {"epochs": 1, "max_train_users": 8, "batch_size
 
 
 def smoke_overrides(method: str, section: dict[str, Any]) -> list[str]:
-    own = [f"{method}.{key}={json.dumps(value)}" for key, value in SMOKE_SETTINGS.items() if key in section]
-    return [*own, f"eval.max_eval_users={SMOKE_REQUESTS}", f"eval.max_valid_users={SMOKE_REQUESTS}"]
+    from bench.config import overrides_where_present
+
+    return [*overrides_where_present(method, section, SMOKE_SETTINGS),
+            f"eval.max_eval_users={SMOKE_REQUESTS}", f"eval.max_valid_users={SMOKE_REQUESTS}"]
 
 
 def smoke(methods: list[str], device: str, model: str | None = None, config: dict[str, Any] | None = None,

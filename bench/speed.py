@@ -68,7 +68,9 @@ def route_overrides(overrides: list[str], methods: list[str]) -> dict[str, list[
 
 
 def quick_fit_overrides(method: str, section: dict[str, Any]) -> list[str]:
-    return [f"{method}.{key}={json.dumps(value)}" for key, value in QUICK_FIT.items() if key in section]
+    from bench.config import overrides_where_present
+
+    return overrides_where_present(method, section, QUICK_FIT)
 
 
 def quick_fit_dataset(dataset: Any, users: int, seed: int) -> Any:
