@@ -177,7 +177,10 @@ def test_ctrl_c_exits_130_with_a_message_and_no_record(isolated: Path):
     env = {**os.environ, "BENCH_CONFIG": str(config), "PYTHONPATH": f"{isolated}{os.pathsep}{REPO}",
            "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--method", "slow", "--dataset", "tiny"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               # a runner started in the background (nohup, &) ignores SIGINT, and children
+                               # inherit that: give the CLI the default a user's terminal gives it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stdout is not None
     deadline = time.time() + 60
     while "fitting" not in process.stdout.readline():
