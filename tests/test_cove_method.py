@@ -184,6 +184,12 @@ def test_describe_records_subsample_and_table_sizes(tiny_lm: str, tmp_path: Path
     assert info["item_table_rows"] == 5 and info["item_table_bytes"] == 2 * 5 * 64 * 4
 
 
+def test_describe_names_the_sequence_loss(tiny_lm: str, tmp_path: Path):
+    info = make(tiny_lm, tmp_path, loss="sequence").describe()
+    assert info["train_mode"] == "one sequence per user"
+    assert info["loss"] == "item token at every item position"
+
+
 def test_settings_refuse_bad_values():
     with pytest.raises(BenchError, match=r"\[cove\].loss"):
         parse_settings({"loss": "everything"})

@@ -338,8 +338,9 @@ class CoVEMethod(Method):
             "backbone_spec": s.model,
             "compression_ratio": s.compression_ratio,
             "num_hashes": s.num_hashes if s.compression_ratio > 1 else None,
-            "train_mode": "one sample per user" if s.train_samples == "last" else "all prefixes",
-            "loss": "item token only" if s.loss == "item" else "all tokens",
+            "train_mode": ("one sequence per user" if s.loss == "sequence" else
+                           "one sample per user" if s.train_samples == "last" else "all prefixes"),
+            "loss": LOSS_DESCRIPTIONS[s.loss],
             "history_truncation": f"most recent {s.max_history} items" if s.max_history else "none",
             "prompt_token_cap": f"{s.max_prompt_tokens} (oldest items dropped)",
             "title_truncation": (f"first {s.max_title_words} words" if s.max_title_words else "none")
@@ -356,6 +357,10 @@ class CoVEMethod(Method):
             **self._info,
         }
         return info
+
+
+LOSS_DESCRIPTIONS = {"item": "item token only", "sequence": "item token at every item position",
+                     "all_tokens": "all tokens"}
 
 
 def _jsonable(value: Any) -> Any:
