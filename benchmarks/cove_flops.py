@@ -17,7 +17,7 @@ import torch
 
 from bench.backbone import load_backbone
 from bench.config import load_config, resolve_path
-from methods.cove.method import cpu_supports_bf16
+from bench.precision import cpu_supports_bf16
 from methods.cove.model import CoVEModel, attach_lora
 
 

@@ -77,6 +77,46 @@ def test_tiny_llama_learns_next_title_only_when_learnable(rule: str, tiny_backbo
     assert info["num_beams"] == 2 and info["gamma"] == 0.0 and info["distance"] == "l2"
 
 
+def test_bf16_ranks_like_fp32_with_the_same_adapter(tiny_backbone: None, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    """precision=bf16 (forced; emulated where the CPU lacks it): frozen weights in bf16, LoRA fp32,
+    and the adapter trained in fp32 grounds to the same items; a bf16 epoch trains like an fp32 one."""
+    import bench.precision
+    from methods.bigrec.trainer import adapter_state, load_adapter_state
+
+    monkeypatch.setattr(bench.precision, "cpu_supports_bf16", lambda: True)
+    dataset = rule_dataset(num_items=10, num_users=200, length=6, rule="next", seed=0)
+    full = make(TINY, tmp_path / "fp32")
+    full.fit(dataset)
+    half = make({**TINY, "epochs": 0, "precision": "bf16"}, tmp_path / "bf16")
+    half.fit(dataset)
+    load_adapter_state(half.model, adapter_state(full.model))
+    named = dict(half.model.named_parameters())
+    assert all(p.dtype == torch.float32 for n, p in named.items() if "lora_" in n)
+    assert all(p.dtype == torch.bfloat16 for p in named.values() if not p.requires_grad)
+    assert half.describe()["precision"] == "bf16" and full.describe()["precision"] == "fp32"
+    assert half.embedder.id != full.embedder.id  # bf16 title vectors are cached apart from fp32 ones
+    requests = dataset.split.test
+    a, b = full.score(requests.users, requests.histories), half.score(requests.users, requests.histories)
+    assert b.dtype == np.float32
+    assert (a.argmax(1) == b.argmax(1)).mean() > 0.9
+    fp32_hr1 = evaluate(full, requests, dataset.num_items, ks=(1,), progress=False).metrics["hr@1"]
+    bf16_hr1 = evaluate(half, requests, dataset.num_items, ks=(1,), progress=False).metrics["hr@1"]
+    assert abs(fp32_hr1 - bf16_hr1) <= 0.1
+    one = {**TINY, "epochs": 1}
+    fp32_epoch, bf16_epoch = make(one, tmp_path / "e32"), make({**one, "precision": "bf16"}, tmp_path / "e16")
+    fp32_epoch.fit(dataset)
+    bf16_epoch.fit(dataset)
+    assert bf16_epoch.report.optimizer_steps == fp32_epoch.report.optimizer_steps > 0
+    assert bf16_epoch.report.loss_history[0] == pytest.approx(fp32_epoch.report.loss_history[0], rel=0.05)
+    monkeypatch.setattr(bench.precision, "cpu_supports_bf16", lambda: False)
+    notices: list[str] = []
+    fallback = make({**TINY, "epochs": 0, "precision": "auto"}, tmp_path / "auto")
+    fallback.context.log = notices.append
+    fallback.fit(dataset)
+    assert fallback.describe()["precision"] == "fp32" and any("no native bf16" in n for n in notices)
+
+
 def test_budget_stop_then_resume_matches_uninterrupted_run(tiny_backbone: None, tmp_path: Path):
     dataset = rule_dataset(num_items=10, num_users=24, length=5, rule="next", seed=1)
     config = {**TINY, "epochs": 2, "batch_size": 8, "grad_accum": 2}

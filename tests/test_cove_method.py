@@ -249,9 +249,9 @@ def test_bf16_precision_keeps_scores_close_and_trainable_parts_fp32(tiny_lm: str
                                                                     monkeypatch: pytest.MonkeyPatch):
     """bf16 (forced here, emulated where the CPU lacks it) stores the frozen weights in bf16 and runs
     under autocast; LoRA, item tables and item logits stay fp32, and the ranking barely moves."""
-    import methods.cove.method as cove_method
+    import bench.precision
 
-    monkeypatch.setattr(cove_method, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(bench.precision, "cpu_supports_bf16", lambda: True)
     full = make(tiny_lm, tmp_path / "fp32", epochs=0)
     full.fit(DATASET)
     half = make(tiny_lm, tmp_path / "bf16", epochs=0, precision="bf16")
@@ -267,7 +267,7 @@ def test_bf16_precision_keeps_scores_close_and_trainable_parts_fp32(tiny_lm: str
     assert (a - b).abs().max() < 0.05 * a.abs().max()
     top = a.topk(5).indices
     assert (b.gather(1, top).min(1).values > b.median(1).values).all()  # fp32's top 5 stay in bf16's top half
-    monkeypatch.setattr(cove_method, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(bench.precision, "cpu_supports_bf16", lambda: False)
     notices: list[str] = []
     fallback = make(tiny_lm, tmp_path / "auto", epochs=0, precision="auto")
     fallback.context.log = notices.append

@@ -21,6 +21,7 @@ def generate(
     max_new_tokens: int = 64,
     exact_new_tokens: int | None = None,
     device: str = "cpu",
+    precision: str = "fp32",
 ) -> Generation:
     """Left-padded batch, deterministic beam search (no sampling), stop at EOS.
 
@@ -31,12 +32,14 @@ def generate(
     """
     import torch
 
+    from bench.precision import autocast
+
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
     width = max(len(e) for e in encoded)
     ids = torch.tensor([[pad_id] * (width - len(e)) + e for e in encoded], device=device)
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, precision):
         output = model.generate(
             input_ids=ids,
             attention_mask=mask,

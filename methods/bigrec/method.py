@@ -61,6 +61,7 @@ class BIGRecMethod(Method):
         self._generated_samples = 0
         self._generated_at_cap = 0
         self.exact_new_tokens: int | None = None
+        self.precision = "fp32"  # resolved when the backbone loads
         self._info: dict[str, Any] = {}
 
     # -- setup ----------------------------------------------------------------------------
@@ -69,6 +70,7 @@ class BIGRecMethod(Method):
         from peft import LoraConfig, get_peft_model
 
         from bench.backbone import backbone_name, load_backbone
+        from bench.precision import resolve_precision, store_frozen_in_bf16
         from methods.bigrec.embedders import BaseLLMEmbedder, MiniLMEmbedder, weights_fingerprint
         from methods.bigrec.grounding import ItemIndex
         from methods.bigrec.title_cache import default_cache_root, title_embeddings
@@ -88,6 +90,10 @@ class BIGRecMethod(Method):
             self.model = get_peft_model(base, lora)
         except ValueError as error:
             raise BenchError(f"bench.toml [bigrec].lora_targets: {error}") from error
+        self.precision = resolve_precision(s.precision, device, self.context.log, "bigrec")
+        if self.precision == "bf16" and not device.startswith("cuda"):
+            store_frozen_in_bf16(self.model)
+            dtype = torch.bfloat16  # the title embeddings come from the bf16 weights (their cache key says so)
         self.model.eval()
         self.tokenizer = tokenizer
         self.trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -133,7 +139,7 @@ class BIGRecMethod(Method):
         settings = TrainSettings(learning_rate=s.learning_rate, batch_size=s.batch_size, grad_accum=s.grad_accum,
                                  epochs=s.epochs, patience=s.patience, warmup_steps=s.warmup_steps,
                                  max_train_minutes=min(budgets) if budgets else None, seed=ctx.seed,
-                                 device=ctx.device, autocast_bf16=ctx.device.startswith("cuda"))
+                                 device=ctx.device, precision=self.precision)
         validate = self._validate_fn(dataset)
         trainer = LoRATrainer(self.model, self.tokenizer.pad_token_id, examples, settings, ctx.work_dir,
                               key_extra={"settings": s.as_dict(), "dataset": dataset.name,
@@ -206,7 +212,8 @@ class BIGRecMethod(Method):
         if missing:
             out = generate(self.model, self.tokenizer, [self._prompt(list(k)) for k in missing],
                            num_beams=self.settings.num_beams, max_new_tokens=self.settings.max_new_tokens,
-                           exact_new_tokens=self.exact_new_tokens, device=self.context.device)
+                           exact_new_tokens=self.exact_new_tokens, device=self.context.device,
+                           precision=self.precision)
             self._generated_tokens += sum(out.tokens)
             self._generated_samples += len(out.tokens)
             self._generated_at_cap += sum(count >= self.settings.max_new_tokens for count in out.tokens)
@@ -248,6 +255,7 @@ class BIGRecMethod(Method):
                                           if self._generated_samples else None),
             "decode_length_fixed": (f"{self.exact_new_tokens} tokens ({s.decode_length}; speed measurement, "
                                     "not the published decoding)" if self.exact_new_tokens else None),
+            "precision": self.precision,
             "setting": setting_name(self.config),
             "max_history": s.max_history,
             "max_title_words": s.max_title_words,

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.errors import BenchError
+from bench.precision import PRECISIONS
 
 SECTION = "bench.toml [bigrec]"
 
@@ -39,13 +40,16 @@ class BIGRecSettings:
     # "eos": stop at EOS or max_new_tokens (the method as published). For speed measurements only:
     # "mean_title" = exactly the catalogue's mean response length in tokens, or a fixed count.
     decode_length: str | int = "eos"
+    # "fp32"; "bf16" (CPU: frozen weights stored in bf16, autocast; LoRA fp32) or "auto" (bf16 where
+    # the CPU runs it natively). CUDA always runs bf16, as the authors did.
+    precision: str = "fp32"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 CHOICES = {"embedder": ("base_llm", "minilm"), "loss": ("response", "all_tokens"),
-           "train_samples": ("last", "all_prefixes"), "side_score": ("popularity",)}
+           "train_samples": ("last", "all_prefixes"), "side_score": ("popularity",), "precision": PRECISIONS}
 POSITIVE = ("num_beams", "max_new_tokens", "lora_rank", "batch_size", "grad_accum", "eval_batch_size")
 NON_NEGATIVE = ("max_history", "max_title_words", "epochs", "patience", "warmup_steps", "max_train_users",
                 "max_eval_users", "lora_alpha", "lora_dropout", "learning_rate", "max_train_minutes")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from bench.errors import BenchError
+from bench.precision import autocast
 from bench.progress import progress_bar
 from methods.bigrec.prompts import IGNORE_INDEX, TrainExample
 
@@ -41,7 +42,7 @@ class TrainSettings:
     max_train_minutes: float | None = None
     seed: int = 0
     device: str = "cpu"
-    autocast_bf16: bool = False
+    precision: str = "fp32"  # fp32 | bf16 (CPU autocast); CUDA always runs bf16 autocast
     progress: bool = True
 
 
@@ -197,7 +198,7 @@ class LoRATrainer:
     # -- loop --------------------------------------------------------------------------------
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         batch = {k: v.to(self.settings.device) for k, v in batch.items()}
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.settings.autocast_bf16):
+        with autocast(self.settings.device, self.settings.precision):
             return self.model(**batch).loss
 
     def train(self) -> TrainReport:

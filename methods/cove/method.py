@@ -16,6 +16,7 @@ from typing import Any
 from bench.data.types import Dataset
 from bench.errors import BenchError
 from bench.method import Method, RunContext
+from bench.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class CoVESettings:
 
 
 CHOICES = {"scheduler": ("cosine", "linear", "constant"), "train_samples": ("last", "all_prefixes"),
-           "loss": ("item", "sequence", "all_tokens"), "precision": ("fp32", "bf16", "auto")}
+           "loss": ("item", "sequence", "all_tokens"), "precision": PRECISIONS}
 
 
 def parse_settings(config: dict[str, Any]) -> CoVESettings:
@@ -154,28 +155,6 @@ def setting_name(s: CoVESettings) -> str:
     return name if s.use_titles else f"{name},id-only"
 
 
-def cpu_supports_bf16() -> bool:
-    """bf16 matmuls are fast only with avx512_bf16 or AMX; elsewhere they are emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(wanted: str, device: str, log: Any) -> str:
-    """The precision a run uses: CUDA always bf16 autocast; on the CPU bf16 only where it is native
-    ("auto" picks it there), falling back to fp32 with a one-line notice."""
-    if device.startswith("cuda"):
-        return "bf16"
-    if wanted == "fp32":
-        return "fp32"
-    if cpu_supports_bf16():
-        return "bf16"
-    log(f"cove: precision {wanted!r} asked, but this CPU has no native bf16 (avx512_bf16/amx); using fp32")
-    return "fp32"
-
-
 def choose_users(train: list[list[int]], max_users: int, seed: int) -> list[int]:
     """Users with at least two training items; a seeded random subsample when max_users > 0."""
     eligible = [u for u, seq in enumerate(train) if len(seq) >= 2]
@@ -209,6 +188,7 @@ class CoVEMethod(Method):
         import torch
 
         from bench.backbone import backbone_name, load_backbone
+        from bench.precision import resolve_precision, store_frozen_in_bf16
         from methods.cove.item_layers import item_table_bytes
         from methods.cove.model import CoVEModel, attach_lora
         from methods.cove.prompts import PromptEncoder, PromptSettings, add_item_tokens
@@ -222,12 +202,9 @@ class CoVEMethod(Method):
             lm = attach_lora(lm, s.lora_rank, s.lora_alpha, s.lora_dropout, list(s.lora_targets))
         except ValueError as error:
             raise BenchError(f"bench.toml [cove].lora_targets: {error}") from error
-        self.precision = resolve_precision(s.precision, device, self.context.log)
+        self.precision = resolve_precision(s.precision, device, self.context.log, "cove")
         if self.precision == "bf16" and not device.startswith("cuda"):
-            # Frozen weights stored in bf16 once: under autocast fp32 weights would be re-cast every call.
-            for param in lm.parameters():
-                if not param.requires_grad:
-                    param.data = param.data.to(torch.bfloat16)
+            store_frozen_in_bf16(lm)
         model = CoVEModel(lm, base_vocab, dataset.num_items, s.compression_ratio, s.num_hashes, s.hash_seed)
         model.causal_lm.config.vocab_size = base_vocab + dataset.num_items  # the extended vocabulary
         model.item_embedding.weight.requires_grad_(not s.freeze_item_embeddings)
@@ -310,7 +287,8 @@ class CoVEMethod(Method):
         """(B, N) item logits from one forward pass per chunk; no generation, no base-vocab logits."""
         import torch
 
-        from methods.cove.trainer import autocast, pad_left
+        from bench.precision import autocast
+        from methods.cove.trainer import pad_left
 
         if self.model is None:
             raise RuntimeError("CoVE.score called before fit()")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from bench.errors import BenchError
+from bench.precision import autocast
 from bench.progress import progress_bar
 from methods.cove.model import CoVEModel
 
@@ -98,14 +99,6 @@ def pad_left(rows: list[list[int]], pad_id: int, device: str) -> tuple[torch.Ten
             ids[row, width - len(tokens):] = torch.tensor(tokens)
             mask[row, width - len(tokens):] = 1
     return ids.to(device), mask.to(device)
-
-
-def autocast(device: str, precision: str = "fp32") -> Any:
-    """bf16 autocast on CUDA (as the authors trained), and on the CPU when precision is bf16; else fp32.
-    Item logits stay fp32 either way (ItemHead)."""
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def sequence_item_loss(model: CoVEModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,55 @@
+"""Numeric precision of LLM methods: bf16 where the hardware runs it natively, fp32 otherwise.
+
+Shared by every method that runs a backbone (CoVE, BIGRec), so "auto" means the same thing for all
+of them and a record's `precision` is comparable across methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def cpu_supports_bf16() -> bool:
+    """bf16 matmuls are fast only with avx512_bf16 or AMX; elsewhere they are emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(wanted: str, device: str, log: Callable[[str], Any], method: str) -> str:
+    """The precision a run uses: CUDA always bf16 autocast; on the CPU bf16 only where it is native
+    ("auto" picks it there), falling back to fp32 with a one-line notice."""
+    if device.startswith("cuda"):
+        return "bf16"
+    if wanted == "fp32":
+        return "fp32"
+    if cpu_supports_bf16():
+        return "bf16"
+    log(f"{method}: precision {wanted!r} asked, but this CPU has no native bf16 (avx512_bf16/amx); using fp32")
+    return "fp32"
+
+
+def autocast(device: str, precision: str = "fp32") -> Any:
+    """bf16 autocast on CUDA (as the authors trained), and on the CPU when precision is bf16; else fp32."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def store_frozen_in_bf16(model: Any) -> int:
+    """Frozen weights cast to bf16 once (under CPU autocast fp32 weights would be re-cast on every
+    call); trainable weights (LoRA, item tables) stay fp32 for the optimizer. Returns how many."""
+    import torch
+
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for param in frozen:
+        param.data = param.data.to(torch.bfloat16)
+    return len(frozen)
