@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from bench.batching import epoch_batches
 from bench.errors import BenchError
 from bench.precision import autocast
 from bench.progress import progress_bar
@@ -57,24 +57,6 @@ class TrainSettings:
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 (CPU autocast; CUDA always runs bf16 autocast)
     length_buckets: bool = False  # batches of similar length (less padding), order still seeded
-
-
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, bucket: bool) -> list[list[int]]:
-    """The batches of one epoch, the same after a resume. Bucketed: the shuffled order is cut into
-    windows of 64 batches, each sorted by length, and the batches are shuffled again, so padding
-    shrinks while every epoch still mixes users."""
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    if not bucket:
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    window = batch_size * 64
-    batches = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:

@@ -1,0 +1,73 @@
+"""The [sasrec_native] section of bench.toml, checked before any data is read."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from bench.errors import BenchError
+
+SECTION = "bench.toml [sasrec_native]"
+CHOICES = {"loss": ("ce", "bce")}
+POSITIVE = ("max_seq_length", "hidden_size", "inner_size", "n_layers", "n_heads", "batch_size", "eval_batch_size")
+
+
+@dataclass(frozen=True)
+class NativeSASRecSettings:
+    epochs: int = 200
+    patience: int = 10           # epochs without a better validation NDCG@10 before stopping; 0 = never
+    learning_rate: float = 0.001
+    weight_decay: float = 0.0
+    batch_size: int = 128        # users (whole sequences) per step
+    eval_batch_size: int = 256
+    max_seq_length: int = 50
+    hidden_size: int = 64
+    inner_size: int = 256
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.5
+    loss: str = "ce"             # "ce" (softmax over all items) or "bce" (the paper's one negative per position)
+    length_buckets: bool = True  # batches of users with similar sequence lengths
+    max_train_minutes: float = 0.0
+    preset: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_settings(section: dict[str, Any]) -> NativeSASRecSettings:
+    """Defaults < the section's values; a wrong key, type or choice is one BenchError naming it."""
+    known = {f.name: f for f in fields(NativeSASRecSettings)}
+    values: dict[str, Any] = {}
+    defaults = NativeSASRecSettings()
+    for key, value in section.items():
+        if key == "presets":
+            continue
+        if key not in known:
+            raise BenchError(f"{SECTION}.{key}: unknown key. Known: {', '.join(sorted(known))}")
+        default = getattr(defaults, key)
+        if key == "preset":
+            values[key] = value
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+            value = float(value) if ok else value
+        else:
+            ok = value in CHOICES.get(key, (value,))
+        if not ok or (key in POSITIVE and value < 1):
+            expected = (f"one of {', '.join(CHOICES[key])}" if key in CHOICES else
+                        "true or false" if isinstance(default, bool) else
+                        "a number >= 1" if key in POSITIVE else f"a {type(default).__name__} >= 0")
+            raise BenchError(f"{SECTION}.{key}: expected {expected}, got {value!r}")
+        values[key] = value
+    settings = NativeSASRecSettings(**values)
+    if settings.hidden_size % settings.n_heads:
+        raise BenchError(f"{SECTION}.n_heads: hidden_size {settings.hidden_size} must be divisible by "
+                         f"n_heads {settings.n_heads}")
+    if not 0 <= settings.dropout < 1:
+        raise BenchError(f"{SECTION}.dropout: expected a number in [0, 1), got {settings.dropout!r}")
+    return settings
