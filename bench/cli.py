@@ -21,6 +21,8 @@ app.add_typer(cache_app, name="cache")
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value")]
 ThreadsOption = Annotated[int | None, typer.Option(help="torch CPU threads (recorded; default: torch's choice)")]
+ParallelOption = Annotated[bool, typer.Option(help="Train beside other runs instead of waiting for them "
+                                                   "(recorded as exclusive: false; timings then share cores)")]
 
 
 def _config():
@@ -65,13 +67,14 @@ def run_command(
     threads: ThreadsOption = None,
     dry_run: Annotated[bool, typer.Option(help="Only say whether this exact config is recorded (exit 0) or "
                                                "not (exit 1); compute nothing")] = False,
+    parallel: ParallelOption = False,
 ) -> None:
     """Train (or reuse) one method on one dataset, evaluate by full ranking, record the result."""
     from bench.run import run
 
     outcome = run(method, dataset, overrides=set_ or [], preset=preset, model=model, device=device, seed=seed,
                   force=force, max_train_minutes=max_train_minutes, results_dir=results_dir, threads=threads,
-                  dry_run=dry_run)
+                  dry_run=dry_run, parallel=parallel)
     if dry_run:
         typer.echo(f"{'recorded' if outcome.reused else 'not recorded'}: {outcome.path}")
         raise typer.Exit(0 if outcome.reused else 1)

@@ -101,8 +101,10 @@ def _training(record: Record) -> str:
         return "–"
     text = f"{ran}/{most} epochs" if most is not None else f"{ran} epochs"
     text = f"{text}, stopped by {stopped}" if stopped else text
-    resumed = nested.get("resumed_after_epoch")
-    return f"{text} (resumed after epoch {resumed}; train s counts this call only)" if resumed is not None else text
+    resumed = nested.get("resumed_after_epoch", info.get("resumed_after_epoch"))
+    if resumed is not None:
+        text = f"{text} (resumed after epoch {resumed}; train s counts this call only)"
+    return f"{text}; shared the machine with other runs (--parallel)" if record.get("exclusive") is False else text
 
 
 def method_label(record: Record) -> str:

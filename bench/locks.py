@@ -1,10 +1,11 @@
-"""One run per work dir at a time: two identical `bench run`s would train into one checkpoint folder."""
+"""Run exclusion: one run per work dir (two identical `bench run`s would train into one checkpoint
+folder), and one training per machine unless asked (two would share the cores and spoil both timings)."""
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,3 +37,30 @@ def work_dir_lock(work_dir: Path) -> Iterator[None]:
         lock_path.unlink(missing_ok=True)
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+@contextmanager
+def training_slot(cache_dir: Path, label: str, log: Callable[[str], None]) -> Iterator[None]:
+    """One training at a time per cache folder (i.e. per machine in normal use): a second `bench run`
+    waits for the first, so two trainings never share the cores and neither record's time is spoiled.
+    The holder writes its pid and label into the lock file so the waiter can say whom it waits for."""
+    lock_path = cache_dir / "training.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another run"
+            log(f"waiting for {holder} to finish (one training at a time; --parallel runs beside it)")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}: {label}")
+            handle.flush()
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)

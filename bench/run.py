@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import time
@@ -12,7 +13,7 @@ from typing import Any
 from bench.config import config_hash, hashed_config, load_config, method_config, resolve_path
 from bench.data.types import Dataset, EvalCases
 from bench.errors import BenchError
-from bench.locks import work_dir_lock
+from bench.locks import training_slot, work_dir_lock
 from bench.registry import method_registry
 from bench.resources import set_torch_threads
 from bench.results import (
@@ -100,12 +101,15 @@ def run(
     log: Any = print,
     threads: int | None = None,
     dry_run: bool = False,
+    parallel: bool = False,
 ) -> RunOutcome:
     """Train (or reuse) and evaluate one method; write its record atomically.
 
     `threads` sets torch's CPU threads (recorded under `hardware`); it is not part of the config
     hash because it changes speed, not results. `dry_run` resolves the config and its record path
     and returns (the record when one exists, else an empty dict) without training anything.
+    A run waits for any other training under the same cache folder to finish, unless `parallel`
+    (recorded as `exclusive: false`).
     """
     config = config if config is not None else load_config()
     set_torch_threads(threads)
@@ -152,17 +156,20 @@ def run(
         if force and work_dir.exists():
             # --force means a fresh training: a finished checkpoint here would be resumed with 0 epochs.
             shutil.rmtree(work_dir)
+        slot = (contextlib.nullcontext() if parallel else
+                 training_slot(paths.cache_dir, f"bench run --method {method} --dataset {dataset.name}", log))
         try:
-            record = train_and_evaluate(registry.load(method), method, dataset, info, effective, settings,
-                                        device=device, seed=seed, work_dir=work_dir, budget=budget,
-                                        progress=progress, log=log)
+            with slot:
+                record = train_and_evaluate(registry.load(method), method, dataset, info, effective, settings,
+                                            device=device, seed=seed, work_dir=work_dir, budget=budget,
+                                            progress=progress, log=log)
         except Exception:
             # A failed run leaves no empty folder behind (an interrupted one keeps its checkpoints).
             if work_dir.exists() and not any(work_dir.iterdir()):
                 work_dir.rmdir()
             raise
     record.update(config=effective, config_hash=hash_, seed=seed, device=device, max_train_minutes=budget,
-                  model_identity=backbone)
+                  model_identity=backbone, exclusive=not parallel)
     return RunOutcome(record, save_record(path, record, paths.cache_dir, log), reused=False)
 
 

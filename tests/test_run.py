@@ -306,3 +306,35 @@ def test_a_checkpoint_that_does_not_fit_is_one_line(tmp_path: Path):
     save_file({"item_head.weight": torch.zeros(10, 8)}, tmp_path / "last.safetensors")
     with pytest.raises(BenchError, match="does not fit the model being trained.*--force"):
         load_checkpoint(Tables(16), tmp_path / "last.safetensors")
+
+
+def test_a_second_training_waits_for_the_first(isolated: Path, monkeypatch: pytest.MonkeyPatch):
+    """One training per cache folder: a run started while another holds the slot waits (and says for
+    whom), then records; --parallel (parallel=True) runs at once and is recorded as not exclusive."""
+    import fcntl
+    import threading
+
+    config = spy_config(isolated, monkeypatch)
+    lock_path = isolated / "cache" / "training.lock"
+    lock_path.parent.mkdir(parents=True)
+    holder = open(lock_path, "a+")
+    holder.write("pid 1: bench run --method cove --dataset beauty")
+    holder.flush()
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    messages: list[str] = []
+    outcome: list = []
+    waiter = threading.Thread(target=lambda: outcome.append(run("workspy", "tiny", config=config, progress=False,
+                                                                log=messages.append)))
+    waiter.start()
+    waiter.join(timeout=3)
+    assert waiter.is_alive() and not (isolated / "fits.log").exists()
+    assert any("waiting for pid 1: bench run --method cove" in m for m in messages)
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    holder.close()
+    waiter.join(timeout=60)
+    assert outcome and outcome[0].record["exclusive"] is True
+    config["workspy"]["other"] = 1  # another config: a new run
+    with open(lock_path, "a+") as again:
+        fcntl.flock(again, fcntl.LOCK_EX)  # held again: a parallel run does not wait for it
+        beside = run("workspy", "tiny", config=config, progress=False, parallel=True)
+    assert beside.record["exclusive"] is False
