@@ -242,6 +242,38 @@ def _make_trainer(config: Any, model: Any, checkpoint: Path) -> Any:
     return trainer
 
 
+# --- resuming across sessions ---------------------------------------------------------------
+
+LAST_EPOCH = "last_epoch.pth"
+
+
+def _save_last_epoch(trainer: Any, epoch: int, path: Path) -> None:
+    """RecBole's own checkpoint format (model, optimizer, epoch, early-stopping counters) after every
+    epoch, written atomically; RecBole itself only keeps the best epoch, which cannot resume."""
+    tmp = path.with_name(path.name + ".tmp")
+    trainer._save_checkpoint(epoch, verbose=False, saved_model_file=str(tmp))
+    os.replace(tmp, path)
+
+
+def _resume(trainer: Any, path: Path, best: Path) -> int | None:
+    """Continue after the last finished epoch of an interrupted run in this work dir (None: fresh).
+    RecBole's `resume_checkpoint` cannot load under torch >= 2.6 (weights-only default), so this does
+    what it does with our own file. The data order of later epochs differs from an uninterrupted run."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location=trainer.device, weights_only=False)  # written by us above
+    trainer.model.load_state_dict(state["state_dict"])
+    trainer.model.load_other_parameter(state.get("other_parameter"))
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.start_epoch = int(state["epoch"]) + 1
+    trainer.cur_step = state["cur_step"]
+    trainer.best_valid_score = state["best_valid_score"]
+    if not best.exists():  # the best epoch's file is RecBole's; without it the best is unknown
+        raise BenchError(f"{path.parent}: an interrupted run left {path.name} but not {best.name}; "
+                         "delete the folder or run again with --force")
+    return trainer.start_epoch
+
+
 # --- the plugins -------------------------------------------------------------------------
 
 
@@ -271,7 +303,11 @@ class RecBoleMethod(Method):
             init_seed(config["seed"], config["reproducibility"])
             model = get_model(self.model_name)(config, data.train.dataset).to(config["device"])
             trainer = _make_trainer(config, model, checkpoint)
-            epochs_run, stopped_by, seconds = self._train(trainer, data.train, data.valid, int(config["epochs"]))
+            resumed_after = _resume(trainer, root / LAST_EPOCH, checkpoint)
+            if resumed_after is not None:
+                self.context.log(f"{self.name}: resumed after epoch {resumed_after} from {root}")
+            epochs_run, stopped_by, seconds = self._train(trainer, data.train, data.valid, int(config["epochs"]),
+                                                          root / LAST_EPOCH)
             partial = not checkpoint.exists()
             if partial:  # the budget ran out inside the first epoch: keep what it trained, unvalidated
                 trainer._save_checkpoint(epochs_run, verbose=False)
@@ -308,11 +344,14 @@ class RecBoleMethod(Method):
                                   "used for early stopping and the checkpoint choice only",
             "valid_empty_history_dropped_for_recbole": counts["valid_empty_history_dropped"],
             "train_loop_seconds": round(seconds, 1),
+            "resumed_after_epoch": resumed_after,
             "max_train_minutes": self.context.max_train_minutes,
         }
 
-    def _train(self, trainer: Any, train_data: Any, valid_data: Any, epochs: int) -> tuple[int, str, float]:
-        """RecBole's fit loop with a progress line per epoch and an optional time budget.
+    def _train(self, trainer: Any, train_data: Any, valid_data: Any, epochs: int,
+               last_epoch: Path) -> tuple[int, str, float]:
+        """RecBole's fit loop with a progress line per epoch, a resumable state after every epoch
+        (`last_epoch`) and an optional time budget.
 
         The budget is checked before every batch and after each epoch's validation (RecBole's
         callback): training stops within one batch of it; the best validated checkpoint is kept.
@@ -321,12 +360,13 @@ class RecBoleMethod(Method):
         budget = self.context.max_train_minutes
         train_data = _BudgetedBatches(train_data, started + budget * 60 if budget else None, self.name)
         self.batches_trained = 0
-        epochs_run = 0
+        epochs_run = trainer.start_epoch
         steps = max(1, len(train_data))
 
         def after_epoch(epoch: int, valid_score: float) -> None:
             nonlocal epochs_run
             epochs_run = epoch + 1
+            _save_last_epoch(trainer, epoch, last_epoch)
             best_epoch = epoch - trainer.cur_step * trainer.eval_step + 1
             elapsed = time.time() - started
             self.context.log(

@@ -115,3 +115,28 @@ def test_runs_end_to_end_through_the_harness(name: str, isolated: Path) -> None:
     info = record["method_info"]
     assert info["recbole_version"] == "1.2.1" and info["epochs_run"] == 2 and 1 <= info["best_epoch"] <= 2
     assert record["config"][name]["hidden_size"] == 16
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_training_resumes_after_its_last_epoch(tmp_path: Path) -> None:
+    """Killed during epoch 3 (after epoch 2's state was saved), the next fit starts at epoch 3."""
+    dataset = rule_dataset(num_items=NUM_ITEMS, num_users=60, length=6, rule="next")
+    config = {"epochs": 4, "stopping_step": 10, "learning_rate": 0.01, "train_batch_size": 64,
+              "eval_batch_size": 256, "max_seq_length": 50, "loss_type": "CE", **TINY["sasrec"]}
+
+    def interrupt_at_epoch_2(message: str) -> None:
+        if "epoch 2/4" in message:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        SASRecMethod(config, RunContext(work_dir=tmp_path, seed=0, log=interrupt_at_epoch_2)).fit(dataset)
+    logs: list[str] = []
+    method = SASRecMethod(config, RunContext(work_dir=tmp_path, seed=0, log=logs.append))
+    method.fit(dataset)
+    facts = method.describe()
+    assert facts["resumed_after_epoch"] == 2 and facts["epochs_run"] == 4 and facts["stopped_by"] == "epochs"
+    assert [m.split(":")[0] for m in logs if "/4:" in m] == ["sasrec epoch 3/4", "sasrec epoch 4/4"]
+    assert facts["train_batches"] == 2 * -(-facts["train_pairs"] // 64)  # this call trained epochs 3 and 4 only
