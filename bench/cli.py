@@ -264,6 +264,39 @@ DEMO_NOTE = ("Rows on 256 users (1 epoch, a few optimizer steps) are near chance
              "CPU CoVE row is cove[cpu,id-only]. Every table and the published numbers: results/README.md")
 
 
+BASELINES = ("pop", "sasrec_native", "gru4rec", "sasrec")
+
+
+@app.command("baselines")
+def baselines_command(
+    dataset: Annotated[str, typer.Option(help="Dataset card name (see `bench list`)")],
+    only: Annotated[str | None, typer.Option(help=f"Comma-separated subset of {', '.join(BASELINES)}")] = None,
+    threads: ThreadsOption = None,
+    seed: int = 0,
+    max_train_minutes: Annotated[float | None, typer.Option(help="Budget per method (default: none, i.e. "
+                                                                 "train to early stopping)")] = None,
+) -> None:
+    """The ID baselines to compare a new method against, trained one after another to early stopping
+    (cheapest first; recorded runs are reused, interrupted RecBole and native SASRec runs resume)."""
+    from bench.leaderboard import render_compact, write_leaderboard
+    from bench.run import run, run_paths
+
+    names = [n.strip() for n in only.split(",")] if only else list(BASELINES)
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise BenchError(f"--only {unknown[0]!r}: expected some of {', '.join(BASELINES)}")
+    config = _config()
+    records = []
+    for name in names:
+        typer.echo(f"== {name} on {dataset}")
+        outcome = run(name, dataset, config=config, threads=threads, seed=seed, max_train_minutes=max_train_minutes)
+        _print_record(outcome)
+        records.append(outcome.record)
+    written = write_leaderboard(run_paths(config).results_dir)
+    typer.echo("\n".join(render_compact(records)))
+    typer.echo(f"full tables: {written.paths[0]}")
+
+
 @app.command("demo")
 def demo_command(
     only: Annotated[str | None, typer.Option(help="Comma-separated subset of the [demo] methods")] = None,

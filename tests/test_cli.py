@@ -33,7 +33,7 @@ def test_unknown_method_is_one_line_with_choices(isolated: Path):
     result = bench("run", "--method", "coev", "--dataset", "tiny")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: Unknown method 'coev'. Did you mean 'cove'? Available: bigrec, cove, "
-                                     "gru4rec, pop, sasrec")
+                                     "gru4rec, pop, sasrec, sasrec_native")
 
 
 def test_missing_data_dir_is_one_line(isolated: Path):
@@ -278,3 +278,16 @@ def test_demo_prints_its_compact_table_first_and_last(real_data_dir: Path, tmp_p
     rows = [line.split()[0] for line in lines if line.strip()]
     assert rows.count("cove[default]") == 2 and rows.count("cove[cpu,id-only]") == 2  # first and last
     assert "near chance by design" in result.stdout and lines[-1].startswith("full tables:")
+
+
+def test_baselines_train_one_after_another_and_refuse_unknown_names(isolated: Path):
+    result = bench("baselines", "--dataset", "tiny", "--only", "pop,sasrec_native", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    records = {p.name.split("-")[0]: json.loads(p.read_text())
+               for p in (isolated / "results" / "runs" / "tiny").glob("*.json")}
+    assert set(records) == {"pop", "sasrec_native"}
+    native = records["sasrec_native"]["method_info"]
+    assert native["stopped_by"] in ("early_stopping", "epochs") and native["epochs_run"] >= 1
+    assert records["sasrec_native"]["exclusive"] is True and records["sasrec_native"]["hardware"]["torch_threads"] == 1
+    bad = bench("baselines", "--dataset", "tiny", "--only", "bert4rec")
+    assert bad.returncode == 2 and "expected some of pop, sasrec_native, gru4rec, sasrec" in bad.stderr
