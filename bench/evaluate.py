@@ -21,6 +21,7 @@ class EvalResult:
     samples_per_sec: float
     peak_memory_mb: float
     peak_memory_kind: str
+    ranks: np.ndarray | None = None  # 0-based target rank per request, in request order
 
 
 def _as_numpy(scores: Any) -> np.ndarray:
@@ -91,4 +92,5 @@ def evaluate(
         samples_per_sec=len(cases) / watch.seconds if watch.seconds > 0 else float("inf"),
         peak_memory_mb=peak,
         peak_memory_kind=kind,
+        ranks=all_ranks,
     )

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.config import config_hash, hashed_config, load_config, method_config, resolve_path
 from bench.data.types import Dataset, EvalCases
 from bench.errors import BenchError
 from bench.locks import training_slot, work_dir_lock
 from bench.registry import method_registry
+from bench.request_ranks import save_ranks
 from bench.resources import set_torch_threads
 from bench.results import (
     check_writable,
@@ -46,12 +49,21 @@ def run_paths(config: dict[str, Any], results_dir: Path | None = None) -> RunPat
     )
 
 
+PER_REQUEST_KEY = "_per_request_ranks"
+
+
+def subsample_indices(count: int, max_users: int) -> list[int]:
+    """Indices of a seeded subsample of `count` requests (all when max_users is 0 or covers everything)."""
+    if max_users <= 0 or max_users >= count:
+        return list(range(count))
+    return sorted(random.Random(EVAL_SUBSAMPLE_SEED).sample(range(count), max_users))
+
+
 def subsample_cases(cases: EvalCases, max_users: int) -> EvalCases:
     """A seeded subsample of requests (all when max_users is 0 or covers everything)."""
     if max_users <= 0 or max_users >= len(cases):
         return cases
-    positions = sorted(random.Random(EVAL_SUBSAMPLE_SEED).sample(range(len(cases)), max_users))
-    return cases.subset(positions)
+    return cases.subset(subsample_indices(len(cases), max_users))
 
 
 def eval_settings(effective: dict[str, Any], method: str) -> dict[str, Any]:
@@ -170,6 +182,12 @@ def run(
             raise
     record.update(config=effective, config_hash=hash_, seed=seed, device=device, max_train_minutes=budget,
                   model_identity=backbone, exclusive=not parallel)
+    per_request = record.pop(PER_REQUEST_KEY)
+    try:
+        record["ranks"] = save_ranks(path, per_request)
+    except OSError as error:  # the metrics still count; only the per-request file is lost
+        log(f"warning: per-request ranks not written beside {path} ({error.strerror})")
+        record["ranks"] = None
     return RunOutcome(record, save_record(path, record, paths.cache_dir, log), reused=False)
 
 
@@ -210,6 +228,7 @@ def train_and_evaluate(
     fit_split, selection_text = selection_split(dataset.split, target)
     fit_dataset = replace(dataset, split=fit_split)
     valid_cases = subsample_cases(fit_split.valid, int(settings.get("max_valid_users") or 0) or max_users)
+    eval_indices = subsample_indices(len(dataset.split.cases(target)), max_users)
     eval_cases = subsample_cases(dataset.split.cases(target), max_users)
     batch_size = int(effective[method].get("eval_batch_size", settings.get("batch_size", 256)))
 
@@ -239,6 +258,7 @@ def train_and_evaluate(
                       mask_history=bool(settings.get("mask_history", False)), device=device,
                       progress=progress, desc=f"evaluate {target}")
     by_position = {}
+    per_request = {target: (np.asarray(eval_indices), result.ranks)}
     for extra in settings.get("extra_targets") or []:
         if extra == target:
             continue
@@ -246,6 +266,7 @@ def train_and_evaluate(
         scored = evaluate(instance, extra_cases, dataset.num_items, ks=ks, batch_size=batch_size,
                           mask_history=bool(settings.get("mask_history", False)), device=device,
                           progress=progress, desc=f"evaluate {extra}")
+        per_request[extra] = (np.asarray(subsample_indices(len(dataset.split.cases(extra)), max_users)), scored.ranks)
         chose = extra == "valid" and target == "test" and bool(validations)
         by_position[extra] = {"metrics": scored.metrics, "num_eval_requests": scored.num_cases,
                               "note": "same trained model; " + (
@@ -285,4 +306,5 @@ def train_and_evaluate(
         "versions": package_versions(),
         "git_rev": revision,
         "created": now_iso(),
+        PER_REQUEST_KEY: per_request,  # written beside the record by run(), never into it
     }

@@ -338,3 +338,23 @@ def test_a_second_training_waits_for_the_first(isolated: Path, monkeypatch: pyte
         fcntl.flock(again, fcntl.LOCK_EX)  # held again: a parallel run does not wait for it
         beside = run("workspy", "tiny", config=config, progress=False, parallel=True)
     assert beside.record["exclusive"] is False
+
+
+def test_per_request_ranks_reproduce_the_recorded_metrics(isolated: Path):
+    from bench.errors import BenchError
+    from bench.metrics import metrics_from_ranks
+    from bench.request_ranks import load_ranks
+
+    outcome = run("pop", "tiny", overrides=['eval.extra_targets=["valid"]', "eval.max_eval_users=30"],
+                  progress=False)
+    record = outcome.record
+    assert record["ranks"]["positions"] == {"test": 30, "valid": 30}
+    stored = load_ranks(outcome.path, record)
+    indices, ranks = stored["test"]
+    assert metrics_from_ranks(ranks, (5, 10, 20)) == record["metrics"]
+    assert metrics_from_ranks(stored["valid"][1], (5, 10, 20)) == record["metrics_by_position"]["valid"]["metrics"]
+    assert len(set(indices.tolist())) == 30 and indices.max() < record["subsample"]["eval_requests_total"]
+    ranks_file = outcome.path.with_name(record["ranks"]["file"])
+    ranks_file.write_bytes(ranks_file.read_bytes() + b"x")
+    with pytest.raises(BenchError, match="sha256 differs"):
+        load_ranks(outcome.path, record)

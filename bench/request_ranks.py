@@ -1,0 +1,62 @@
+"""Per-request outcomes beside each record: the target's rank for every evaluated request.
+
+Aggregates hide whether two methods differ beyond noise; ranks per request make confidence intervals
+and paired tests possible without re-running anything. Stored as `<record>.ranks.npz` (int32 ranks
+and the request indices they belong to, one pair per scored position; ~45 KB compressed for 22k
+requests), written atomically before the record, which names the file and its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import BenchError
+
+
+def ranks_path(record_path: Path) -> Path:
+    return record_path.with_name(record_path.stem + ".ranks.npz")
+
+
+def save_ranks(record_path: Path, by_position: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Write {position: (request indices, 0-based target ranks)}; return the record's `ranks` entry."""
+    path = ranks_path(record_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for position, (indices, ranks) in by_position.items():
+        if len(indices) != len(ranks):
+            raise ValueError(f"{position}: {len(indices)} request indices for {len(ranks)} ranks")
+        arrays[f"{position}_index"] = np.asarray(indices, dtype=np.int32)
+        arrays[f"{position}_rank"] = np.asarray(ranks, dtype=np.int32)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "positions": {position: len(ranks) for position, (_, ranks) in by_position.items()}}
+
+
+def load_ranks(record_path: Path, record: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The record's per-request ranks, or None when it has none; a file that does not match the hash
+    the record names is an error (the ranks would not be this run's)."""
+    entry = record.get("ranks")
+    if not entry:
+        return None
+    path = record_path.with_name(entry["file"])
+    if not path.exists():
+        raise BenchError(f"{record_path}: names per-request ranks in {path.name}, which is missing")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+        raise BenchError(f"{path}: sha256 differs from the one in {record_path.name}; not this run's ranks")
+    with np.load(path) as data:
+        return {position: (data[f"{position}_index"].astype(np.int64), data[f"{position}_rank"].astype(np.int64))
+                for position in entry["positions"]}
