@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from bench.data.synthetic import synthetic_titles
+from bench.text_embeddings import cache_file, title_embeddings
 from methods.bigrec.adjust import GAMMA_GRID, adjusted_distance, minmax_rows, popularity
 from methods.bigrec.grounding import ItemIndex, numpy_distances
 from methods.bigrec.prompts import IGNORE_INDEX, build_prompt, build_response, encode_example, shorten_title, unquote
 from methods.bigrec.samples import choose_users, training_samples
-from methods.bigrec.title_cache import cache_file, title_embeddings
 
 
 class CountingEmbedder:
@@ -96,7 +96,7 @@ def test_grounding_scores_every_item_and_puts_exact_title_first():
 
 
 def test_minilm_grounding_ranks_exact_title_first():
-    from methods.bigrec.embedders import MiniLMEmbedder
+    from bench.text_embeddings import MiniLMEmbedder
 
     titles = ["Maybelline Great Lash Mascara", "Neutrogena Hydro Boost Gel Cream", "OPI Nail Lacquer Red",
               "Revlon One-Step Hair Dryer", "CeraVe Foaming Facial Cleanser"]

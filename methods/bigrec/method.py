@@ -71,9 +71,9 @@ class BIGRecMethod(Method):
 
         from bench.backbone import backbone_name, load_backbone
         from bench.precision import resolve_precision, store_frozen_in_bf16
-        from methods.bigrec.embedders import BaseLLMEmbedder, MiniLMEmbedder, weights_fingerprint
+        from bench.text_embeddings import MiniLMEmbedder, default_cache_root, title_embeddings
+        from methods.bigrec.embedders import BaseLLMEmbedder, weights_fingerprint
         from methods.bigrec.grounding import ItemIndex
-        from methods.bigrec.title_cache import default_cache_root, title_embeddings
 
         s, device = self.settings, self.context.device
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

