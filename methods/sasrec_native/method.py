@@ -55,7 +55,7 @@ class NativeSASRecMethod(Method):
         self.model = SASRec(config).to(self.context.device)
 
     def fit(self, dataset: Dataset) -> None:
-        from methods.sasrec_native.trainer import SASRecTrainer, training_windows
+        from methods.sasrec_native.trainer import train_sasrec, training_windows
 
         self._build(dataset.num_items)
         s, ctx = self.settings, self.context
@@ -65,10 +65,9 @@ class NativeSASRecMethod(Method):
         fingerprint = {"settings": {k: v for k, v in s.as_dict().items() if k != "max_train_minutes"},
                        "dataset": dataset.name, "split": dataset.split.hash, "items": dataset.num_items,
                        "seed": ctx.seed}
-        trainer = SASRecTrainer(self.model, windows, s, seed=ctx.seed, work_dir=ctx.work_dir, device=ctx.device,
-                                validate=validate, log=ctx.log, budget_minutes=min(budgets) if budgets else None,
-                                fingerprint=fingerprint)
-        self.report = trainer.train()
+        self.report = train_sasrec(self.model, windows, s, seed=ctx.seed, work_dir=ctx.work_dir, device=ctx.device,
+                                   validate=validate, log=ctx.log, budget_minutes=min(budgets) if budgets else None,
+                                   fingerprint=fingerprint)
         self.train_sequences = len(windows)
 
     @torch.no_grad()
@@ -105,7 +104,7 @@ class NativeSASRecMethod(Method):
             "seconds_per_epoch": round(loop_seconds / epochs, 2) if epochs else None,
             "validate_seconds": round(r.get("validate_seconds") or 0.0, 1),
             "padding_fraction": (round(1 - r["real_positions"] / r["padded_positions"], 4)
-                                 if r.get("padded_positions") else None),
+                                 if r.get("padded_positions") else None),  # this call's batches
             "resumed_after_epoch": r.get("resumed_after_epoch"),
             "setting": s.preset,
             "deviations": deviations(s),

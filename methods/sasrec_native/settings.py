@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.errors import BenchError
+from bench.settings import parse_section
 
 SECTION = "bench.toml [sasrec_native]"
 CHOICES = {"loss": ("ce", "bce")}
@@ -37,34 +38,7 @@ class NativeSASRecSettings:
 
 def parse_settings(section: dict[str, Any]) -> NativeSASRecSettings:
     """Defaults < the section's values; a wrong key, type or choice is one BenchError naming it."""
-    known = {f.name: f for f in fields(NativeSASRecSettings)}
-    values: dict[str, Any] = {}
-    defaults = NativeSASRecSettings()
-    for key, value in section.items():
-        if key == "presets":
-            continue
-        if key not in known:
-            raise BenchError(f"{SECTION}.{key}: unknown key. Known: {', '.join(sorted(known))}")
-        default = getattr(defaults, key)
-        if key == "preset":
-            values[key] = value
-            continue
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        elif isinstance(default, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-            value = float(value) if ok else value
-        else:
-            ok = value in CHOICES.get(key, (value,))
-        if not ok or (key in POSITIVE and value < 1):
-            expected = (f"one of {', '.join(CHOICES[key])}" if key in CHOICES else
-                        "true or false" if isinstance(default, bool) else
-                        "a number >= 1" if key in POSITIVE else f"a {type(default).__name__} >= 0")
-            raise BenchError(f"{SECTION}.{key}: expected {expected}, got {value!r}")
-        values[key] = value
-    settings = NativeSASRecSettings(**values)
+    settings = parse_section(NativeSASRecSettings, section, "sasrec_native", choices=CHOICES, positive=POSITIVE)
     if settings.hidden_size % settings.n_heads:
         raise BenchError(f"{SECTION}.n_heads: hidden_size {settings.hidden_size} must be divisible by "
                          f"n_heads {settings.n_heads}")

@@ -1,0 +1,161 @@
+"""The epoch loop every small from-scratch model shares: seeded batches per epoch, validation with
+early stopping on the harness's NDCG@10, a time budget, and a checkpoint after every epoch so an
+interrupted run resumes where it stopped (the same epochs, batches and dropout as without the stop).
+
+A method supplies the model, its optimizer, the batches of an epoch and one training step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import BenchError
+from bench.progress import progress_bar
+
+LAST, BEST, PROGRESS = "last.pt", "best.pt", "progress.json"
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    name: str                      # the method's name, for log lines and progress bars
+    epochs: int
+    patience: int                  # epochs without a better validation score before stopping; 0 = never
+    seed: int = 0
+    budget_minutes: float | None = None
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class EpochTrainer:
+    """`step(batch) -> (loss, examples)` trains on one batch; `epoch_batches(epoch)` lists an epoch's
+    batches (seeded by epoch, so a resumed run sees the same ones)."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, settings: LoopSettings, *,
+                 work_dir: Path, device: str, validate: Callable[[], float] | None, log: Callable[[str], None],
+                 fingerprint: dict[str, Any], scheduler: Any = None) -> None:
+        self.model, self.optimizer, self.scheduler, self.s = model, optimizer, scheduler, settings
+        self.work_dir, self.device, self.validate, self.log = Path(work_dir), device, validate, log
+        self.fingerprint = fingerprint
+        self.progress: dict[str, Any] = {"epochs_done": 0, "best_epoch": None, "best_score": None, "bad_epochs": 0,
+                                         "finished": False, "stopped_by": None, "epoch_scores": [],
+                                         "epoch_losses": [], "optimizer_steps": 0, "train_seconds": 0.0,
+                                         "validate_seconds": 0.0, "resumed_after_epoch": None}
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def _save(self, best: bool) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_save(self._state(), self.work_dir / LAST)
+        if best:
+            _atomic_save(self.model.state_dict(), self.work_dir / BEST)
+        tmp = self.work_dir / (PROGRESS + ".tmp")
+        tmp.write_text(json.dumps({**self.progress, "fingerprint": self.fingerprint}, indent=1))
+        os.replace(tmp, self.work_dir / PROGRESS)  # written last: it only names epochs already saved
+
+    def _resume(self) -> None:
+        path = self.work_dir / PROGRESS
+        if not path.exists():
+            return
+        record = json.loads(path.read_text())
+        if record.get("fingerprint") != self.fingerprint:
+            self.log(f"{self.s.name}: {self.work_dir} holds a run with another config; starting afresh")
+            return
+        try:
+            state = torch.load(self.work_dir / LAST, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+        except (OSError, RuntimeError, KeyError) as error:
+            raise BenchError(f"{self.work_dir / LAST}: cannot resume from it ({str(error)[:160]}); delete "
+                             f"{self.work_dir} or run again with --force") from None
+        self.progress = {k: record.get(k, v) for k, v in self.progress.items()}
+        self.progress["resumed_after_epoch"] = self.progress["epochs_done"]
+        self.log(f"{self.s.name}: resumed after epoch {self.progress['epochs_done']} from {self.work_dir}")
+
+    def load_best(self) -> None:
+        if (self.work_dir / BEST).exists():
+            self.model.load_state_dict(torch.load(self.work_dir / BEST, map_location=self.device, weights_only=True))
+
+    # -- training -------------------------------------------------------------------------
+
+    def train(self, epoch_batches: Callable[[int], list[Any]],
+              step: Callable[[Any], tuple[torch.Tensor, int]]) -> dict[str, Any]:
+        self._resume()
+        s, p = self.s, self.progress
+        started = time.perf_counter() - p["train_seconds"]
+        deadline = started + s.budget_minutes * 60 if s.budget_minutes else None
+        while not p["finished"] and p["epochs_done"] < s.epochs:
+            epoch = p["epochs_done"]
+            torch.manual_seed(s.seed * 1_000_003 + epoch)  # dropout repeats after a resume
+            self.model.train()
+            total, examples, out_of_time = 0.0, 0, False
+            bar = progress_bar(epoch_batches(epoch), desc=f"{s.name} epoch {epoch + 1}/{s.epochs}", unit="batch")
+            for batch in bar:
+                loss, count = step(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                p["optimizer_steps"] += 1
+                total, examples = total + float(loss.detach()) * count, examples + count
+                if deadline is not None and time.perf_counter() > deadline:
+                    out_of_time = True
+                    break
+            bar.close()
+            p["epochs_done"] = epoch + 1
+            p["epoch_losses"].append(round(total / max(1, examples), 5))
+            improved = self._after_epoch(epoch + 1, partial=out_of_time)
+            p["train_seconds"] = time.perf_counter() - started  # validation included (also in validate_seconds)
+            if out_of_time:
+                p.update(finished=True, stopped_by="max_train_minutes")
+            elif s.patience > 0 and p["bad_epochs"] >= s.patience:
+                p.update(finished=True, stopped_by="early_stopping")
+            elif p["epochs_done"] >= s.epochs:
+                p.update(finished=True, stopped_by="epochs")
+            self._save(best=improved)
+        if self.validate is not None:
+            self.load_best()
+        self.model.eval()
+        return dict(p)
+
+    def _after_epoch(self, epoch: int, partial: bool) -> bool:
+        """Validate (when the harness lent a validator); True when this epoch is the best so far."""
+        p = self.progress
+        if self.validate is None:
+            p["best_epoch"] = epoch
+            return True
+        clock = time.perf_counter()
+        self.model.eval()
+        with torch.no_grad():
+            score = float(self.validate())
+        p["validate_seconds"] += time.perf_counter() - clock
+        p["epoch_scores"].append(round(score, 6))
+        note = " (partial epoch: time budget)" if partial else ""
+        head = f"{self.s.name}: epoch {epoch} loss {p['epoch_losses'][-1]:.4f}, validation NDCG@10 {score:.4f}"
+        if p["best_score"] is None or score > p["best_score"]:
+            p.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+            self.log(f"{head} (best){note}")
+            return True
+        p["bad_epochs"] += 1
+        self.log(f"{head} (best {p['best_score']:.4f} at epoch {p['best_epoch']}){note}")
+        return False
