@@ -7,4 +7,5 @@ METHODS: dict[str, str] = {
     "sasrec_native": "methods.sasrec_native.method:NativeSASRecMethod",
     "cove": "methods.cove.method:CoVEMethod",
     "bigrec": "methods.bigrec.method:BIGRecMethod",
+    "tiger": "methods.tiger.method:TigerMethod",
 }

