@@ -57,30 +57,35 @@ class TigerMethod(Method):
     # -- semantic IDs ---------------------------------------------------------------------
 
     def _semantic_ids(self, dataset: Dataset) -> np.ndarray:
-        from bench.text_embeddings import MiniLMEmbedder, default_cache_root, title_embeddings
-        from methods.tiger.rqvae import train_rqvae
-        from methods.tiger.semantic_ids import cache_key, id_statistics, load_or_build, with_collision_digit
+        from bench.text_embeddings import MiniLMEmbedder, default_cache_root
+        from methods.tiger.semantic_ids import cache_key, load_or_build
 
         s, root = self.settings, default_cache_root()
         texts = [dataset.catalogue.title_or(i) for i in range(dataset.num_items)]
-        embedder = MiniLMEmbedder(device=self.context.device)
-        vectors, _ = title_embeddings(embedder, texts, root, folder="tiger/text_embeddings")
         rq = {"hidden": s.hidden_widths, "latent_dim": s.latent_dim, "levels": s.levels,
               "codebook_size": s.codebook_size, "beta": s.beta, "epochs": s.rqvae_epochs, "lr": s.rqvae_lr,
               "batch_size": s.rqvae_batch_size, "seed": self.context.seed}
-        path = root / "tiger" / "semantic_ids" / f"{cache_key(embedder.id, texts, rq)}.npy"
-
-        def build() -> tuple[np.ndarray, dict[str, Any]]:
-            self.context.log(f"tiger: training the RQ-VAE on {len(texts)} item embeddings ({s.rqvae_epochs} epochs)")
-            model, losses = train_rqvae(torch.from_numpy(vectors), s.hidden_widths, s.latent_dim, s.levels,
-                                        s.codebook_size, s.beta, s.rqvae_epochs, s.rqvae_lr, s.rqvae_batch_size,
-                                        self.context.seed)
-            ids = with_collision_digit(model.codes(torch.from_numpy(vectors)).numpy())
-            return ids, {**id_statistics(ids, s.codebook_size), **{k: round(v, 6) for k, v in losses.items()}}
-
-        ids, facts, reused = load_or_build(path, build)
-        self.id_facts = {**facts, "encoder": embedder.id, "cache": "reused" if reused else "built", "file": path.name}
+        # Keyed without loading the encoder: cached IDs (e.g. carried to a GPU machine) need no encoder.
+        path = root / "tiger" / "semantic_ids" / f"{cache_key(MiniLMEmbedder.id, texts, rq)}.npy"
+        ids, facts, reused = load_or_build(path, lambda: self._build_ids(texts, root))
+        self.id_facts = {**facts, "encoder": MiniLMEmbedder.id, "cache": "reused" if reused else "built",
+                         "file": path.name}
         return ids
+
+    def _build_ids(self, texts: list[str], root: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        from bench.text_embeddings import MiniLMEmbedder, title_embeddings
+        from methods.tiger.rqvae import train_rqvae
+        from methods.tiger.semantic_ids import id_statistics, with_collision_digit
+
+        s = self.settings
+        vectors, _ = title_embeddings(MiniLMEmbedder(device=self.context.device), texts, root,
+                                      folder="tiger/text_embeddings")
+        self.context.log(f"tiger: training the RQ-VAE on {len(texts)} item embeddings ({s.rqvae_epochs} epochs)")
+        model, losses = train_rqvae(torch.from_numpy(vectors), s.hidden_widths, s.latent_dim, s.levels,
+                                    s.codebook_size, s.beta, s.rqvae_epochs, s.rqvae_lr, s.rqvae_batch_size,
+                                    self.context.seed)
+        ids = with_collision_digit(model.codes(torch.from_numpy(vectors)).numpy())
+        return ids, {**id_statistics(ids, s.codebook_size), **{k: round(v, 6) for k, v in losses.items()}}
 
     # -- training -------------------------------------------------------------------------
 
