@@ -306,6 +306,11 @@ def render_speed(speed: list[Record]) -> list[str]:
                           "moves with the cap)."]
         elif ratio is not None:
             lines += ["", f"CoVE / BIGRec samples/s: **{ratio:.1f}×** (medians)."]
+        over_tiger = record.get("ratio_cove_over_tiger")
+        if over_tiger is not None:
+            # TIGER's decoding length is its ID length on every beam: fixed by design, never by a cap.
+            lines += ["", f"CoVE / TIGER samples/s: **{over_tiger:.1f}×** (medians; TIGER "
+                      f"decodes {decoding_text(record['methods']['tiger'])} ID tokens per beam)."]
         lines.append("")
     return lines
 

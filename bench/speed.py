@@ -235,9 +235,11 @@ def measure_speed(
                 registry.load(method), effective[method][method], fit_dataset, cases, device=device, seed=seed,
                 repeats=repeats, batch_size=batch_size, work_dir=Path(work), log=log)
     backbones = sorted({str(entry["backbone"]) for entry in measured.values() if entry["backbone"]})
-    ratio = None
-    if "cove" in measured and "bigrec" in measured:
-        ratio = measured["cove"]["samples_per_sec"]["median"] / measured["bigrec"]["samples_per_sec"]["median"]
+    def ratio_over(other: str) -> float | None:
+        if "cove" not in measured or other not in measured:
+            return None
+        return measured["cove"]["samples_per_sec"]["median"] / measured[other]["samples_per_sec"]["median"]
+
     if quick_fit:
         fitted = "; ".join(f"{m}: {', '.join(q) or 'its own settings'}" for m, q in applied_quick.items())
         weights = ("Weights are NOT trained: speed depends on architecture and decoding, so each method was fitted "
@@ -263,7 +265,8 @@ def measure_speed(
         "weights": weights,
         "methods": measured,
         "measured_in_order": methods,
-        "ratio_cove_over_bigrec": ratio,
+        "ratio_cove_over_bigrec": ratio_over("bigrec"),
+        "ratio_cove_over_tiger": ratio_over("tiger"),
         "config": {"methods": effective, "quick_fit": quick_fit, "quick_fit_overrides": applied_quick,
                    "quick_fit_users": QUICK_FIT_USERS if quick_fit else None,
                    "overrides": list(overrides), "model": model, "seed": seed, "threads": threads},

@@ -17,7 +17,7 @@
 #   bigrec   BIGRec `--preset gpu` (full training set, 4-minute budget, 4,096 seeded test requests)
 #   sasrec   SASRec until RecBole's early stopping (8-minute budget; 3 epochs on the CPU)
 #   gru4rec  GRU4Rec likewise (7 epochs on the CPU)
-#   tiger    TIGER, once methods/ has it
+#   tiger    TIGER `--preset gpu` (the paper's T5, 6-minute budget; semantic IDs built by `pack`)
 #   speed    `bench speed` for every recorded method on the same 64 requests, batch 1
 # `run METHOD DATASET [bench run args]` runs one step by hand. BENCH_GPU_DEVICE=cpu rehearses the
 # whole sequence on a CPU (BENCH_GPU_MODEL=PATH swaps in a small local backbone).
@@ -37,6 +37,9 @@ setup() {  # device: wheels, GGUF, data, revision; results/ holds the committed 
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   fi
   if [ -d .cache/gpu_ship ] || [ -d .cache/gpu_gguf ]; then eval "$(scripts/gpu_ship_gguf.sh join)"; fi
+  if [ -d "$data/tiger_ids" ]; then  # TIGER's semantic IDs, built by `pack` (no room for the text encoder)
+    mkdir -p .cache/tiger/semantic_ids && cp "$data"/tiger_ids/* .cache/tiger/semantic_ids/
+  fi
   [ -d "$data/amazon" ] && export BENCH_DATA_DIR=$PWD/$data
   export PYTHONUNBUFFERED=1
   [ -f "$data/GIT_REV" ] && export BENCH_GIT_REV="$(cat "$data/GIT_REV") (copy on the GPU machine)"
@@ -81,11 +84,12 @@ step_recorded() {  # bench run --dry-run: exit 0 when the identical config is al
     >/dev/null 2>&1
 }
 
-keep_new() {  # copy what this call recorded into $OUT (two folders down at most: runs/DATASET/x.json)
+keep_new() {  # copy what this call recorded into $OUT (runs/DATASET/x.json and its x.ranks.npz)
   [ -n "${OUT:-}" ] || return 0
-  find results/runs results/speed -name '*.json' -newer "$stamp" 2>/dev/null | while read -r f; do
-    rel=${f#results/}; mkdir -p "$OUT/$(dirname "$rel")"; cp "$f" "$OUT/$rel"; echo "kept $OUT/$rel" >&2
-  done
+  find results/runs results/speed \( -name '*.json' -o -name '*.npz' \) -newer "$stamp" 2>/dev/null |
+    while read -r f; do
+      rel=${f#results/}; mkdir -p "$OUT/$(dirname "$rel")"; cp "$f" "$OUT/$rel"; echo "kept $OUT/$rel" >&2
+    done
 }
 
 case "${1:-}" in
@@ -98,6 +102,9 @@ case "${1:-}" in
     # The device gets a copy of the tree without .git: the record's git_rev comes from here.
     echo "$(git rev-parse HEAD)$(git status --porcelain --untracked-files=no | grep -q . && echo +dirty)" \
       >"$data/GIT_REV"
+    ids=$(.venv/bin/python -c "from methods.tiger.method import prepare_semantic_ids as p; print(p('$dataset'))" \
+      | tail -1)
+    mkdir -p "$data/tiger_ids" && cp "$ids" "${ids%.npy}.json" "$data/tiger_ids/"
     rm -rf "$wheels" && mkdir -p "$wheels"
     .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
@@ -129,7 +136,7 @@ case "${1:-}" in
     echo "== every step of the sequence is recorded for $dataset" >&2 ;;
   collect)  # here: copy a call's returned records into results/
     from=${2:?usage: $0 collect FILES_AT}
-    find "$from" -name '*.json' | while read -r f; do
+    find "$from" \( -name '*.json' -o -name '*.npz' \) | while read -r f; do
       rel=${f#"$from"/}; mkdir -p "results/$(dirname "$rel")"; cp "$f" "results/$rel"; echo "results/$rel"
     done ;;
   *) echo "usage: $0 pack DATASET | next [DATASET] | run METHOD DATASET [bench run args] | collect DIR" >&2

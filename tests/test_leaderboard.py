@@ -320,3 +320,22 @@ def test_other_positions_of_one_model_land_in_their_own_tables(tmp_path: Path):
     row = row_of(valid, "cove")
     assert row[4] == "**0.1000**" and row[9] == "valid" and "20 of these requests also chose the epoch" in row[10]
     assert row_of(section(markdown, "### beauty · last item (test) · all 100 requests"), "cove")[4] == "0.0600"
+
+
+def test_speed_table_states_cove_over_tiger_with_its_fixed_decoding(tmp_path: Path):
+    from bench.leaderboard import render_speed
+
+    record = {
+        "dataset": "beauty", "device": "cpu", "hardware": {"name": "test cpu"}, "num_prompts": 8, "repeats": 3,
+        "batch_size": 1, "weights": "quick fit", "measured_in_order": ["cove", "tiger"],
+        "methods": {
+            "cove": {"samples_per_sec": {"median": 40.0, "min": 35.0, "max": 41.0}},
+            "tiger": {"samples_per_sec": {"median": 10.0, "min": 9.0, "max": 11.0}, "generated_tokens_per_sample": 4,
+                      "method_info": {"decode_length_fixed": "4 ID tokens on each of 20 beams"}},
+        },
+        "ratio_cove_over_bigrec": None, "ratio_cove_over_tiger": 4.0,
+    }
+    text = "\n".join(render_speed([record]))
+    assert "CoVE / TIGER samples/s: **4.0×** (medians; TIGER decodes 4 (fixed length) ID tokens per beam)." in text
+    assert "CoVE / BIGRec" not in text
+    assert "| tiger | 10 | 9–11 |" in text

@@ -63,6 +63,24 @@ class RQVAE(nn.Module):
             book.data[:centres.shape[0]] = centres
             residual = residual - book[torch.cdist(residual, book).argmin(1)]
 
+    @torch.no_grad()
+    def restart_unused_codes(self, x: torch.Tensor, generator: torch.Generator | None = None) -> int:
+        """Codes no item chose are moved onto random items' residuals at their level (as cornac's TIGER
+        does every epoch): without it the encoder gathers the catalogue onto a few codes and most IDs
+        collide. Returns how many codes were restarted."""
+        residual, restarted = self.encoder(x), 0
+        for book in self.codebooks:
+            index = torch.cdist(residual, book).argmin(1)
+            unused = torch.bincount(index, minlength=book.shape[0]) == 0
+            count = int(unused.sum())
+            if count:
+                picks = torch.randint(0, residual.shape[0], (count,), generator=generator)
+                book.data[unused] = residual[picks]
+                restarted += count
+                index = torch.cdist(residual, book).argmin(1)
+            residual = residual - book[index]
+        return restarted
+
     def quantise(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(codes (B, levels), quantised latent (B, d), the codebook + commitment loss)."""
         residual, quantised, codes = latent, torch.zeros_like(latent), []
@@ -107,6 +125,7 @@ def train_rqvae(vectors: torch.Tensor, hidden: list[int], latent_dim: int, level
     model.init_codebooks(vectors, generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     total = reconstruction = 0.0
+    restarted = 0
     for _ in range(epochs):
         order = torch.randperm(vectors.shape[0], generator=generator)
         total = reconstruction = 0.0
@@ -118,7 +137,9 @@ def train_rqvae(vectors: torch.Tensor, hidden: list[int], latent_dim: int, level
             optimizer.step()
             total += float(loss.detach()) * len(batch)
             reconstruction += float(recon.detach()) * len(batch)
+        restarted = model.restart_unused_codes(vectors, generator)
     model.eval()
     model.input_mean.copy_(mean)
     model.input_std.copy_(std)
-    return model, {"loss": total / len(vectors), "reconstruction_sse": reconstruction / len(vectors)}
+    return model, {"loss": total / len(vectors), "reconstruction_sse": reconstruction / len(vectors),
+                   "codes_restarted_last_epoch": float(restarted)}
