@@ -11,12 +11,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.errors import BenchError
+from bench.metrics import per_request_metrics
+from bench.request_ranks import load_ranks
 from bench.results import atomic_write_text, iter_records
+from bench.significance import ALPHA, bootstrap_ci, holm, paired_p_values
 
 METRIC_COLUMNS = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20")
 METRIC_TITLES = {"ndcg@5": "NDCG@5", "ndcg@10": "NDCG@10", "ndcg@20": "NDCG@20",
@@ -25,7 +32,11 @@ POSITION_TEXT = {"test": "last item (test)", "valid": "second-to-last item (vali
 SPLIT_POSITION_TEXT = {"test": "test split (global time)", "valid": "validation split (global time)"}
 REFERENCE_COLUMNS = ("dataset", "method", "compression_ratio", "eval_target", "source")
 PROTOCOL_LINE = ("Full ranking over every item; one relevant item per request; ties count against the "
-                 "target. Bold = best in its table (only rows scored on the same requests share a table).")
+                 "target. Bold = best in its table (only rows scored on the same requests share a table), and "
+                 "every row whose paired difference from the best is not significant (paired t-test on "
+                 "per-request values, Holm-corrected within the table, α = 0.05). ± = half-width of the 95 % "
+                 "bootstrap interval over requests (1,000 seeded resamples). Both need the run's per-request "
+                 "ranks; rows without them show the point estimate only.")
 
 Record = dict[str, Any]
 Row = dict[str, Any]
@@ -115,8 +126,17 @@ def method_label(record: Record) -> str:
     return f"{record['method']}[{setting}]" if setting else record["method"]
 
 
-def record_row(path: Path, record: Record) -> Row:
+def record_row(path: Path, record: Record, ranks: dict[str, Any] | None = None) -> Row:
+    """One table row; `ranks` (bench.request_ranks.load_ranks) adds the per-request values of the row's
+    position, which confidence intervals and paired tests need (private keys, never written out)."""
+    scored = (ranks or {}).get(record.get("eval_target", "test"))
+    values = None
+    if scored is not None:
+        per_request = per_request_metrics(scored[1], (5, 10, 20))
+        values = np.stack([per_request[m] for m in METRIC_COLUMNS], axis=1)
     return {
+        "_requests": None if scored is None else scored[0],
+        "_values": values,
         "method": method_label(record),
         "backbone": (record.get("method_info") or {}).get("backbone"),
         "ratio": compression_ratio(record),
@@ -166,8 +186,13 @@ def leaderboard_rows(records: list[tuple[Path, Record]]) -> dict[str, dict[Group
     tables: dict[str, dict[Group, list[Row]]] = {}
     for path, record in records:
         groups = tables.setdefault(record["dataset"], {})
+        try:
+            ranks = load_ranks(path, record)
+        except BenchError as error:  # the point estimates still stand; only the intervals are lost
+            print(f"warning: {error}; no intervals for that row", file=sys.stderr)
+            ranks = None
         for view in [record, *other_positions(record)]:
-            groups.setdefault(record_group(view), []).append(record_row(path, view))
+            groups.setdefault(record_group(view), []).append(record_row(path, view, ranks))
     ordered: dict[str, dict[Group, list[Row]]] = {}
     for dataset in sorted(tables):
         groups = tables[dataset]
@@ -175,7 +200,29 @@ def leaderboard_rows(records: list[tuple[Path, Record]]) -> dict[str, dict[Group
         for group in sorted(groups, key=Group.sort_key):
             ordered[dataset][group] = sorted(
                 groups[group], key=lambda row: (-(row["ndcg@10"] or 0.0), row["method"], row["record"]))
+            annotate_significance(ordered[dataset][group])
     return ordered
+
+
+def annotate_significance(rows: list[Row]) -> None:
+    """Each row with per-request values gets `ci` {metric: (low, high)}; where the table's best row has
+    them too and the same requests, every other such row gets `p_vs_best` {metric: Holm-adjusted p}."""
+    with_values = [row for row in rows if row["_values"] is not None]
+    for row in with_values:
+        low, high = bootstrap_ci(row["_values"])
+        row["ci"] = {m: (float(low[j]), float(high[j])) for j, m in enumerate(METRIC_COLUMNS)}
+    for j, metric in enumerate(METRIC_COLUMNS):
+        present = [row for row in rows if row[metric] is not None]
+        if len(present) < 2:
+            continue
+        best = max(present, key=lambda row: row[metric])
+        if best["_values"] is None:
+            continue
+        others = [row for row in with_values if row is not best and len(row["_requests"]) == len(best["_requests"])
+                  and np.array_equal(row["_requests"], best["_requests"])]
+        adjusted = holm([float(paired_p_values(row["_values"][:, j], best["_values"][:, j])[0]) for row in others])
+        for row, p in zip(others, adjusted):
+            row.setdefault("p_vs_best", {})[metric] = p
 
 
 def load_reference(reference_dir: Path) -> list[Row]:
@@ -246,9 +293,14 @@ def render_group(rows: list[Row]) -> list[str]:
         cells = [row["method"], row["backbone"] or "–", "–" if row["ratio"] is None else str(row["ratio"])]
         for metric in metrics:
             text = fmt_metric(row[metric])
+            interval = (row.get("ci") or {}).get(metric)
+            if interval is not None:
+                text += f" ±{(interval[1] - interval[0]) / 2:.4f}"
             # Zero is nobody's win: a column where the best is 0 has no bold.
             is_best = row[metric] is not None and row[metric] == best.get(metric) and row[metric] > 0
-            cells.append(f"**{text}**" if is_best else text)
+            p = (row.get("p_vs_best") or {}).get(metric)
+            tied = bool(best) and p is not None and not math.isnan(p) and p >= ALPHA and best.get(metric, 0) > 0
+            cells.append(f"**{text}**" if is_best or tied else text)
         cells += [row["position"], row["data"], row["training"], str(row["seed"]), fmt_number(row["train_s"]),
                   fmt_number(row["samples_per_sec"]), str(row["device"]), row["date"]]
         lines.append(cells)
@@ -390,15 +442,23 @@ def render_markdown(
 
 def render_csv(tables: dict[str, dict[Group, list[Row]]]) -> str:
     buffer = io.StringIO()
+    intervals = [f"{m}_{part}" for m in METRIC_COLUMNS for part in ("ci_low", "ci_high", "p_vs_best")]
     columns = ["dataset", "method", "backbone", "ratio", *METRIC_COLUMNS, "position", "mask_history",
-               "eval_requests", "data", "training", "seed", "train_s", "samples_per_sec", "device", "date", "record"]
+               "eval_requests", "data", "training", "seed", "train_s", "samples_per_sec", "device", "date", "record",
+               *intervals]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for dataset, groups in tables.items():
         for group, rows in groups.items():
             for row in rows:
+                extra: dict[str, Any] = {}
+                for metric, (low, high) in (row.get("ci") or {}).items():
+                    extra[f"{metric}_ci_low"], extra[f"{metric}_ci_high"] = round(low, 6), round(high, 6)
+                for metric, p in (row.get("p_vs_best") or {}).items():
+                    extra[f"{metric}_p_vs_best"] = None if math.isnan(p) else round(p, 6)
+                plain = {key: value for key, value in row.items() if key in columns}
                 writer.writerow({"dataset": dataset, "mask_history": group.mask_history,
-                                 "eval_requests": group.requests, **row})
+                                 "eval_requests": group.requests, **plain, **extra})
     return buffer.getvalue()
 
 

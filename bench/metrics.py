@@ -30,22 +30,28 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return (at_least - 1).astype(np.int64)
 
 
+def per_request_metrics(ranks: np.ndarray, ks: tuple[int, ...] | list[int] = DEFAULT_KS) -> dict[str, np.ndarray]:
+    """Each request's HR@K (rank < K) and NDCG@K (1/log2(rank+2) if rank < K else 0): the values whose
+    means are the reported metrics, and what confidence intervals and paired tests resample."""
+    ranks = np.asarray(ranks, dtype=np.int64)
+    gains = 1.0 / np.log2(ranks.astype(np.float64) + 2.0)
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"ndcg@{k}"] = np.where(hit, gains, 0.0)
+        out[f"hr@{k}"] = hit.astype(np.float64)
+    return out
+
+
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] | list[int] = DEFAULT_KS) -> dict[str, float]:
     """HR@K = mean(rank < K); NDCG@K = mean(1/log2(rank+2) if rank < K else 0).
 
     With a single relevant item the ideal DCG is 1, so NDCG needs no normaliser.
     K larger than the catalogue is allowed: every rank is then inside the cut-off.
     """
-    ranks = np.asarray(ranks, dtype=np.int64)
-    if ranks.size == 0:
+    if np.asarray(ranks).size == 0:
         raise ValueError("no ranks to average: the evaluation set is empty")
-    gains = 1.0 / np.log2(ranks.astype(np.float64) + 2.0)
-    out: dict[str, float] = {}
-    for k in ks:
-        hit = ranks < k
-        out[f"ndcg@{k}"] = float(np.where(hit, gains, 0.0).mean())
-        out[f"hr@{k}"] = float(hit.mean())
-    return out
+    return {name: float(values.mean()) for name, values in per_request_metrics(ranks, ks).items()}
 
 
 def ndcg_single(rank: int, k: int) -> float:

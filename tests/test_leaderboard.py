@@ -339,3 +339,47 @@ def test_speed_table_states_cove_over_tiger_with_its_fixed_decoding(tmp_path: Pa
     assert "CoVE / TIGER samples/s: **4.0×** (medians; TIGER decodes 4 (fixed length) ID tokens per beam)." in text
     assert "CoVE / BIGRec" not in text
     assert "| tiger | 10 | 9–11 |" in text
+
+
+def test_intervals_and_paired_tests_mark_what_differs_from_the_best(tmp_path: Path):
+    """Three methods on the same 2,000 requests: `noisy` equals the best up to noise (bold too), `worse`
+    loses 3 points of HR@10 (not bold); every row with ranks shows ±, a row without ranks does not."""
+    import numpy as np
+
+    from bench.metrics import metrics_from_ranks
+    from bench.request_ranks import save_ranks
+
+    results = tmp_path / "results"
+    rng = np.random.default_rng(0)
+    requests = np.arange(2000)
+    best = np.where(rng.random(2000) < 0.10, rng.integers(0, 10, 2000), rng.integers(10, 5000, 2000))
+    noisy = best.copy()  # 20 hits become misses and 20 misses become hits: the same method up to noise
+    noisy[rng.choice(np.flatnonzero(best < 10), 20, replace=False)] = 50
+    noisy[rng.choice(np.flatnonzero(best >= 10), 20, replace=False)] = 3
+    worse = best.copy()
+    worse[np.flatnonzero(best < 10)[:60]] = 100  # 60 hits lost
+    for name, ranks in (("best", best), ("noisy", noisy), ("worse", worse)):
+        path = make_record(results, name, metrics_from_ranks(ranks), requests=100, name=name)
+        record = json.loads(path.read_text())
+        record["num_eval_requests"] = 2000
+        record["ranks"] = save_ranks(path, {"test": (requests, ranks)})
+        write_record(path, record)
+    plain = make_record(results, "plain", metrics_from_ranks(worse), name="plain")
+    record = json.loads(plain.read_text())
+    record["num_eval_requests"] = 2000
+    write_record(plain, record)
+    written = write_leaderboard(results)
+    table = section(written.markdown_text, "### beauty · last item (test) · all 2,000 requests")
+    header = [cell.strip() for cell in table.strip().splitlines()[0].strip("|").split("|")]
+    hr10 = header.index("HR@10")
+    cells = {name: row_of(table, name)[hr10] for name in ("best", "noisy", "worse", "plain")}
+    assert cells["best"].startswith("**") and "±" in cells["best"]
+    assert cells["noisy"].startswith("**") and "±" in cells["noisy"]
+    assert not cells["worse"].startswith("**") and "±" in cells["worse"]
+    assert "±" not in cells["plain"] and not cells["plain"].startswith("**")
+    csv_text = (results / "leaderboard.csv").read_text()
+    head = csv_text.splitlines()[0].split(",")
+    worse_line = next(line for line in csv_text.splitlines() if ",worse," in line).split(",")
+    assert float(worse_line[head.index("hr@10_p_vs_best")]) < 0.05
+    low, high = float(worse_line[head.index("hr@10_ci_low")]), float(worse_line[head.index("hr@10_ci_high")])
+    assert low < float(worse_line[head.index("hr@10")]) < high
