@@ -221,6 +221,28 @@ def leaderboard_command(
         typer.echo(f"wrote {path}")
 
 
+@app.command("compare")
+def compare_command(
+    a: Annotated[str, typer.Argument(help="A record file, or a method label with --dataset (e.g. sasrec_native)")],
+    b: Annotated[str, typer.Argument(help="The other run, the same way")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset whose records the labels name")] = None,
+    position: Annotated[str | None, typer.Option(help="test or valid (default: A's reported position)")] = None,
+    results_dir: Annotated[Path | None, typer.Option(help="Records folder (default results/)")] = None,
+) -> None:
+    """Paired comparison of two runs on the same requests: differences, their CIs and p-values, and how
+    many requests each wins."""
+    from bench.compare import compare, render, resolve_record
+    from bench.leaderboard import method_label
+    from bench.run import run_paths
+
+    paths = run_paths(_config(), results_dir)
+    first = resolve_record(a, paths.results_dir, dataset)
+    second = resolve_record(b, paths.results_dir, dataset)
+    result = compare(first, second, position)
+    typer.echo("\n".join(render(f"{method_label(first[1])} ({first[0].name})",
+                                f"{method_label(second[1])} ({second[0].name})", result)))
+
+
 @app.command("speed")
 def speed_command(
     dataset: Annotated[str, typer.Option(help="Dataset card name")] = "beauty",

@@ -291,3 +291,19 @@ def test_baselines_train_one_after_another_and_refuse_unknown_names(isolated: Pa
     assert records["sasrec_native"]["exclusive"] is True and records["sasrec_native"]["hardware"]["torch_threads"] == 1
     bad = bench("baselines", "--dataset", "tiny", "--only", "bert4rec")
     assert bad.returncode == 2 and "expected some of pop, sasrec_native, gru4rec, sasrec" in bad.stderr
+
+
+def test_compare_two_runs_request_by_request(isolated: Path):
+    for method in ("pop", "sasrec_native"):
+        done = bench("run", "--method", method, "--dataset", "tiny", "--threads", "1",
+                     *(["--set", "sasrec_native.epochs=3"] if method == "sasrec_native" else []))
+        assert done.returncode == 0, done.stderr
+    result = bench("compare", "sasrec_native", "pop", "--dataset", "tiny")
+    assert result.returncode == 0, result.stderr
+    assert "A = sasrec_native" in result.stdout and "paired request by request" in result.stdout
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith(("ndcg@", "hr@"))}
+    assert set(lines) == {"ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20"}
+    a, b, diff = (float(x) for x in lines["hr@10"][1:4])
+    assert abs((a - b) - diff) < 1e-4
+    ambiguous = bench("compare", "cove", "pop", "--dataset", "tiny")
+    assert ambiguous.returncode == 2 and "expected exactly one record" in ambiguous.stderr
