@@ -61,6 +61,8 @@ def run_command(
     model: Annotated[str | None, typer.Option(help="Backbone: 'smollm2' (embedded) or a local HF model dir")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     seed: int = 0,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, one recorded run each (e.g. 0,1,2); "
+                                                   "the leaderboard shows their mean and sd")] = None,
     force: Annotated[bool, typer.Option(help="Re-run even if an identical record exists")] = False,
     max_train_minutes: Annotated[float | None, typer.Option(help="Stop training after this budget")] = None,
     results_dir: Annotated[Path | None, typer.Option(help="Where records go (default results/)")] = None,
@@ -72,13 +74,26 @@ def run_command(
     """Train (or reuse) one method on one dataset, evaluate by full ranking, record the result."""
     from bench.run import run
 
-    outcome = run(method, dataset, overrides=set_ or [], preset=preset, model=model, device=device, seed=seed,
-                  force=force, max_train_minutes=max_train_minutes, results_dir=results_dir, threads=threads,
-                  dry_run=dry_run, parallel=parallel)
+    chosen = [seed]
+    if seeds is not None:
+        try:
+            chosen = [int(part) for part in seeds.split(",") if part.strip()]
+        except ValueError:
+            raise BenchError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+        if not chosen or seed != 0:
+            raise BenchError("--seeds: give a non-empty list, and not together with --seed")
+    recorded = True
+    for each in chosen:
+        outcome = run(method, dataset, overrides=set_ or [], preset=preset, model=model, device=device, seed=each,
+                      force=force, max_train_minutes=max_train_minutes, results_dir=results_dir, threads=threads,
+                      dry_run=dry_run, parallel=parallel)
+        if dry_run:
+            typer.echo(f"{'recorded' if outcome.reused else 'not recorded'}: {outcome.path}")
+            recorded = recorded and outcome.reused
+        else:
+            _print_record(outcome)
     if dry_run:
-        typer.echo(f"{'recorded' if outcome.reused else 'not recorded'}: {outcome.path}")
-        raise typer.Exit(0 if outcome.reused else 1)
-    _print_record(outcome)
+        raise typer.Exit(0 if recorded else 1)
 
 
 @app.command("sweep")

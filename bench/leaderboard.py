@@ -36,7 +36,8 @@ PROTOCOL_LINE = ("Full ranking over every item; one relevant item per request; t
                  "every row whose paired difference from the best is not significant (paired t-test on "
                  "per-request values, Holm-corrected within the table, α = 0.05). ± = half-width of the 95 % "
                  "bootstrap interval over requests (1,000 seeded resamples). Both need the run's per-request "
-                 "ranks; rows without them show the point estimate only.")
+                 "ranks; rows without them show the point estimate only. Runs that differ only by seed share "
+                 "one row: the mean over seeds, `sd` its standard deviation, the seed column says how many.")
 
 Record = dict[str, Any]
 Row = dict[str, Any]
@@ -134,9 +135,12 @@ def record_row(path: Path, record: Record, ranks: dict[str, Any] | None = None) 
     if scored is not None:
         per_request = per_request_metrics(scored[1], (5, 10, 20))
         values = np.stack([per_request[m] for m in METRIC_COLUMNS], axis=1)
+    same_but_seed = json.dumps([record["method"], record.get("config"), record.get("max_train_minutes"),
+                                record.get("device"), record.get("model_identity")], sort_keys=True, default=str)
     return {
         "_requests": None if scored is None else scored[0],
         "_values": values,
+        "_same_but_seed": same_but_seed,
         "method": method_label(record),
         "backbone": (record.get("method_info") or {}).get("backbone"),
         "ratio": compression_ratio(record),
@@ -199,9 +203,37 @@ def leaderboard_rows(records: list[tuple[Path, Record]]) -> dict[str, dict[Group
         ordered[dataset] = {}
         for group in sorted(groups, key=Group.sort_key):
             ordered[dataset][group] = sorted(
-                groups[group], key=lambda row: (-(row["ndcg@10"] or 0.0), row["method"], row["record"]))
+                aggregate_seeds(groups[group]), key=lambda row: (-(row["ndcg@10"] or 0.0), row["method"],
+                                                                 row["record"]))
             annotate_significance(ordered[dataset][group])
     return ordered
+
+
+def aggregate_seeds(rows: list[Row]) -> list[Row]:
+    """Runs that differ only by seed become one row: metrics averaged, `seed_sd` the standard deviation
+    over seeds, the seed column naming how many seeds stand behind it (no per-request test for it)."""
+    by_config: dict[str, list[Row]] = {}
+    for row in rows:
+        by_config.setdefault(row["_same_but_seed"], []).append(row)
+    out = []
+    for runs in by_config.values():
+        if len(runs) == 1 or len({row["seed"] for row in runs}) < len(runs):
+            out.extend(runs)
+            continue
+        runs = sorted(runs, key=lambda row: row["seed"])
+        merged = {**runs[0], "_requests": None, "_values": None,
+                  "seed": f"{len(runs)} seeds ({', '.join(str(row['seed']) for row in runs)})",
+                  "record": "; ".join(row["record"] for row in runs), "seed_sd": {}}
+        for metric in METRIC_COLUMNS:
+            values = [row[metric] for row in runs if row[metric] is not None]
+            if len(values) == len(runs):
+                merged[metric] = float(np.mean(values))
+                merged["seed_sd"][metric] = float(np.std(values, ddof=1))
+        for key in ("train_s", "samples_per_sec"):
+            numbers = [row[key] for row in runs if row[key] is not None]
+            merged[key] = float(np.mean(numbers)) if numbers else None
+        out.append(merged)
+    return out
 
 
 def annotate_significance(rows: list[Row]) -> None:
@@ -296,6 +328,9 @@ def render_group(rows: list[Row]) -> list[str]:
             interval = (row.get("ci") or {}).get(metric)
             if interval is not None:
                 text += f" ±{(interval[1] - interval[0]) / 2:.4f}"
+            spread = (row.get("seed_sd") or {}).get(metric)
+            if spread is not None:
+                text += f" sd {spread:.4f}"
             # Zero is nobody's win: a column where the best is 0 has no bold.
             is_best = row[metric] is not None and row[metric] == best.get(metric) and row[metric] > 0
             p = (row.get("p_vs_best") or {}).get(metric)
@@ -442,7 +477,7 @@ def render_markdown(
 
 def render_csv(tables: dict[str, dict[Group, list[Row]]]) -> str:
     buffer = io.StringIO()
-    intervals = [f"{m}_{part}" for m in METRIC_COLUMNS for part in ("ci_low", "ci_high", "p_vs_best")]
+    intervals = [f"{m}_{part}" for m in METRIC_COLUMNS for part in ("ci_low", "ci_high", "p_vs_best", "seed_sd")]
     columns = ["dataset", "method", "backbone", "ratio", *METRIC_COLUMNS, "position", "mask_history",
                "eval_requests", "data", "training", "seed", "train_s", "samples_per_sec", "device", "date", "record",
                *intervals]
@@ -454,6 +489,8 @@ def render_csv(tables: dict[str, dict[Group, list[Row]]]) -> str:
                 extra: dict[str, Any] = {}
                 for metric, (low, high) in (row.get("ci") or {}).items():
                     extra[f"{metric}_ci_low"], extra[f"{metric}_ci_high"] = round(low, 6), round(high, 6)
+                for metric, spread in (row.get("seed_sd") or {}).items():
+                    extra[f"{metric}_seed_sd"] = round(spread, 6)
                 for metric, p in (row.get("p_vs_best") or {}).items():
                     extra[f"{metric}_p_vs_best"] = None if math.isnan(p) else round(p, 6)
                 plain = {key: value for key, value in row.items() if key in columns}

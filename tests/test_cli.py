@@ -307,3 +307,18 @@ def test_compare_two_runs_request_by_request(isolated: Path):
     assert abs((a - b) - diff) < 1e-4
     ambiguous = bench("compare", "cove", "pop", "--dataset", "tiny")
     assert ambiguous.returncode == 2 and "expected exactly one record" in ambiguous.stderr
+
+
+def test_seeds_record_one_run_each_and_share_a_leaderboard_row(isolated: Path):
+    result = bench("run", "--method", "sasrec_native", "--dataset", "tiny", "--seeds", "0,1", "--threads", "1",
+                   "--set", "sasrec_native.epochs=2")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(p.read_text()) for p in (isolated / "results" / "runs" / "tiny").glob("*.json")]
+    assert sorted(r["seed"] for r in records) == [0, 1]
+    board = bench("leaderboard")
+    assert board.returncode == 0, board.stderr
+    rows = [line for line in board.stdout.splitlines() if line.startswith("| sasrec_native |")]
+    assert len(rows) == 1 and "2 seeds (0, 1)" in rows[0] and " sd " in rows[0]
+    mean = sum(r["metrics"]["ndcg@10"] for r in records) / 2
+    assert f"{mean:.4f}" in rows[0]
+    assert bench("run", "--method", "pop", "--dataset", "tiny", "--seeds", "x").returncode == 2
