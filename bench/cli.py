@@ -258,6 +258,24 @@ def compare_command(
                                 f"{method_label(second[1])} ({second[0].name})", result)))
 
 
+@app.command("rescore")
+def rescore_command(
+    records: Annotated[list[Path], typer.Argument(help="Record files made before per-request ranks were stored")],
+    threads: ThreadsOption = None,
+) -> None:
+    """Attach per-request ranks to older records by scoring their own trained weights again; attached only
+    when they reproduce every recorded metric exactly."""
+    from bench.rescore import rescore
+    from bench.resources import set_torch_threads
+    from bench.results import read_record
+
+    set_torch_threads(threads)
+    config = _config()
+    for path in records:
+        record = rescore(path, read_record(path), config, log=typer.echo)
+        typer.echo(f"{path}: per-request ranks in {record['ranks']['file']} ({record['ranks']['positions']})")
+
+
 @app.command("speed")
 def speed_command(
     dataset: Annotated[str, typer.Option(help="Dataset card name")] = "beauty",

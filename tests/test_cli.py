@@ -322,3 +322,26 @@ def test_seeds_record_one_run_each_and_share_a_leaderboard_row(isolated: Path):
     mean = sum(r["metrics"]["ndcg@10"] for r in records) / 2
     assert f"{mean:.4f}" in rows[0]
     assert bench("run", "--method", "pop", "--dataset", "tiny", "--seeds", "x").returncode == 2
+
+
+def test_rescore_attaches_ranks_only_when_they_reproduce_the_record(isolated: Path):
+    done = bench("run", "--method", "sasrec_native", "--dataset", "tiny", "--threads", "1",
+                 "--set", "sasrec_native.epochs=2", "--set", 'eval.extra_targets=["valid"]')
+    assert done.returncode == 0, done.stderr
+    path = next((isolated / "results" / "runs" / "tiny").glob("*.json"))
+    record = json.loads(path.read_text())
+    ranks_file = path.with_name(record.pop("ranks")["file"])
+    ranks_file.unlink()
+    path.write_text(json.dumps(record))  # as a record made before ranks were stored
+    result = bench("rescore", str(path), "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    again = json.loads(path.read_text())
+    assert again["ranks"]["positions"] == {"test": 40, "valid": 40} and ranks_file.exists()
+    assert again["ranks_added"]["by"] == "bench rescore" and again["metrics"] == record["metrics"]
+    # Weights that are not the recorded run's: refused, record untouched.
+    tampered = {**record, "metrics": {**record["metrics"], "ndcg@10": record["metrics"]["ndcg@10"] + 0.01}}
+    path.write_text(json.dumps(tampered))
+    ranks_file.unlink()
+    refused = bench("rescore", str(path), "--threads", "1")
+    assert refused.returncode == 2 and "not the recorded weights" in refused.stderr
+    assert "ranks" not in json.loads(path.read_text())

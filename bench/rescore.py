@@ -1,0 +1,58 @@
+"""`bench rescore`: give a record made before per-request ranks were stored its ranks, honestly.
+
+The run's own trained weights are reloaded from its work dir (a finished training resumes with nothing
+left to do), every recorded position is scored again, and the ranks are attached only if they
+reproduce the recorded metrics exactly; otherwise nothing is changed and the mismatch is reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+TOLERANCE = 1e-9
+
+
+def rescore(path: Path, record: dict[str, Any], config: dict[str, Any], log: Any = print) -> dict[str, Any]:
+    """Returns the updated record (also written); raises BenchError when it cannot be done honestly."""
+    from bench.data.prepare import prepare
+    from bench.locks import work_dir_lock
+    from bench.registry import method_registry
+    from bench.request_ranks import save_ranks
+    from bench.results import git_revision, now_iso, write_record
+    from bench.run import PER_REQUEST_KEY, eval_settings, run_paths, train_and_evaluate
+
+    if record.get("ranks"):
+        return record
+    method, paths = record["method"], run_paths(config)
+    work_dir = paths.cache_dir / "work" / record["dataset"] / f"{method}-{record['config_hash']}"
+    if not work_dir.exists():
+        raise BenchError(f"{path.name}: its trained weights ({work_dir}) are gone; only a new run "
+                         "(bench run --force) can give it per-request ranks")
+    dataset, info = prepare(record["dataset"], paths.data_dir, paths.cache_dir)
+    if dataset.split.hash != record["split_hash"]:
+        raise BenchError(f"{path.name}: the dataset's split changed since the run; not rescorable")
+    effective = record["config"]
+    registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
+    with work_dir_lock(work_dir):
+        again = train_and_evaluate(registry.load(method), method, dataset, info, effective,
+                                   eval_settings(effective, method), device=record.get("device", "cpu"),
+                                   seed=record.get("seed", 0), work_dir=work_dir,
+                                   budget=record.get("max_train_minutes"), progress=True, log=log)
+    recorded = {record.get("eval_target", "test"): record["metrics"],
+                **{p: v["metrics"] for p, v in (record.get("metrics_by_position") or {}).items()}}
+    found = {again.get("eval_target", "test"): again["metrics"],
+             **{p: v["metrics"] for p, v in (again.get("metrics_by_position") or {}).items()}}
+    for position, metrics in recorded.items():
+        for name, value in metrics.items():
+            if abs(found.get(position, {}).get(name, float("nan")) - value) > TOLERANCE:
+                raise BenchError(f"{path.name}: scored again, {position} {name} = "
+                                 f"{found.get(position, {}).get(name)} but the record says {value}: these are not "
+                                 "the recorded weights; record left unchanged")
+    record = {**record, "ranks": save_ranks(path, again[PER_REQUEST_KEY]),
+              "ranks_added": {"by": "bench rescore", "date": now_iso(), "git_rev": git_revision(),
+                              "check": "every recorded metric reproduced exactly from the re-scored ranks"}}
+    write_record(path, record)
+    return record
