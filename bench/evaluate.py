@@ -40,6 +40,51 @@ def mask_history_items(scores: np.ndarray, histories: list[list[int]], targets: 
     return scores
 
 
+# Methods that can score a slice of the catalogue (`encode` + `score_items`) are ranked in item chunks
+# above this many items, so memory is O(batch x chunk) instead of O(batch x N).
+STREAM_ABOVE_ITEMS = 262_144
+ITEM_CHUNK = 65_536
+
+
+def streams(method: Method, num_items: int, item_chunk: int | None) -> bool:
+    supported = callable(getattr(method, "encode", None)) and callable(getattr(method, "score_items", None))
+    return supported and (item_chunk is not None or num_items > STREAM_ABOVE_ITEMS)
+
+
+def streamed_ranks(method: Any, users: list[int], histories: list[list[int]], targets: list[int], num_items: int,
+                   chunk: int, mask_history: bool) -> np.ndarray:
+    """Exact target ranks without a batch x N matrix: the catalogue is scored chunk by chunk twice (the
+    targets' scores first, then how many items score at least as high: ties count against the target)."""
+    encoded = method.encode(users, histories)
+    targets_np = np.asarray(targets, dtype=np.int64)
+    seen = [np.asarray([i for i in h if i != t], dtype=np.int64) for h, t in zip(histories, targets)] \
+        if mask_history else None
+
+    def chunk_scores(start: int, end: int) -> np.ndarray:
+        scores = _as_numpy(method.score_items(encoded, start, end))
+        if scores.shape != (len(targets), end - start):
+            raise ValueError(f"method {method.name!r} returned scores of shape {scores.shape} for items "
+                             f"{start}..{end - 1}, expected ({len(targets)}, {end - start})")
+        if np.isnan(scores).any():
+            raise ValueError("scores contain NaN; a method must score every item")
+        if seen is not None:
+            for row, items in enumerate(seen):
+                inside = items[(items >= start) & (items < end)]
+                scores[row, inside - start] = -np.inf
+        return scores
+
+    target_scores = np.empty(len(targets), dtype=np.float64)
+    for start in range(0, num_items, chunk):
+        end = min(start + chunk, num_items)
+        rows = np.flatnonzero((targets_np >= start) & (targets_np < end))
+        if len(rows):
+            target_scores[rows] = chunk_scores(start, end)[rows, targets_np[rows] - start]
+    at_least = np.zeros(len(targets), dtype=np.int64)
+    for start in range(0, num_items, chunk):
+        at_least += (chunk_scores(start, min(start + chunk, num_items)) >= target_scores[:, None]).sum(axis=1)
+    return at_least - 1
+
+
 def evaluate(
     method: Method,
     cases: EvalCases,
@@ -51,11 +96,14 @@ def evaluate(
     device: str = "cpu",
     progress: bool = True,
     desc: str = "evaluate",
+    item_chunk: int | None = None,
 ) -> EvalResult:
     """Score every item for every case, rank, and average the metrics.
 
     Timing covers scoring and ranking only (model loading and training are outside),
-    synchronised with the device so GPU figures are honest.
+    synchronised with the device so GPU figures are honest. A method with `encode`/`score_items` is
+    ranked in item chunks (`item_chunk`, or automatically above STREAM_ABOVE_ITEMS items): the same
+    ranks, bounded memory.
     """
     if len(cases) == 0:
         raise ValueError("no evaluation cases: the split has no requests at this position")
@@ -72,6 +120,12 @@ def evaluate(
             users = cases.users[start:start + batch_size]
             histories = cases.histories[start:start + batch_size]
             targets = cases.targets[start:start + batch_size]
+            if streams(method, num_items, item_chunk):
+                with watch.running():
+                    ranks.append(streamed_ranks(method, users, histories, targets, num_items,
+                                                item_chunk or ITEM_CHUNK, mask_history))
+                bar.update(len(targets))
+                continue
             with watch.running():
                 scores = _as_numpy(method.score(users, histories))
             if scores.shape != (len(targets), num_items):

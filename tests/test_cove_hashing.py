@@ -103,3 +103,22 @@ def test_gradients_flow_into_hashed_rows():
     head(torch.randn(4, 8)).sum().backward()
     used = torch.unique(head.codes)
     assert head.weight.grad[used].abs().sum(-1).gt(0).all()
+
+
+@pytest.mark.parametrize("ratio", [1, 4])
+def test_item_head_in_chunks_equals_the_item_matrix_formula(ratio: int, monkeypatch: pytest.MonkeyPatch):
+    """The hashed head never builds the N x d item matrix (it gathers k columns of h @ W.T per item
+    chunk), yet gives h . v(i) for every item; any slice of the catalogue gives the same columns."""
+    import methods.cove.item_layers as layers
+
+    monkeypatch.setattr(layers, "ITEM_CHUNK", 7)  # many chunks, a ragged last one
+    torch.manual_seed(0)
+    head = layers.ItemHead(50, 16, ratio=ratio, num_hashes=3)
+    hidden = torch.randn(4, 16)
+    reference = hidden @ head.vectors(torch.arange(50)).T
+    assert torch.allclose(head(hidden), reference, atol=1e-5)
+    assert torch.allclose(head.logits(hidden, 10, 33), reference[:, 10:33], atol=1e-5)
+    assert head.codes.dtype == torch.int32
+    loss = head(hidden).logsumexp(-1).sum()
+    loss.backward()  # trainable through the gather
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_model_threads
@@ -273,3 +274,19 @@ def test_bf16_precision_keeps_scores_close_and_trainable_parts_fp32(tiny_lm: str
     fallback.context.log = notices.append
     fallback.fit(DATASET)
     assert fallback.describe()["precision"] == "fp32" and "no native bf16" in notices[0]
+
+
+@pytest.mark.parametrize("ratio", [1, 4])
+def test_streamed_ranking_in_item_chunks_gives_the_same_ranks(tiny_lm: str, tmp_path: Path, ratio: int):
+    """bench.evaluate ranks a method with encode/score_items a slice of the catalogue at a time (for
+    catalogues of millions): exactly the ranks of the full score matrix, masked history included."""
+    from bench.evaluate import evaluate
+
+    method = make(tiny_lm, tmp_path, epochs=1, compression_ratio=ratio)
+    method.fit(DATASET)
+    cases = DATASET.split.test
+    for mask in (False, True):
+        whole = evaluate(method, cases, DATASET.num_items, ks=(1, 5, 10), mask_history=mask, progress=False)
+        streamed = evaluate(method, cases, DATASET.num_items, ks=(1, 5, 10), mask_history=mask, progress=False,
+                            item_chunk=3)
+        assert np.array_equal(whole.ranks, streamed.ranks) and whole.metrics == streamed.metrics

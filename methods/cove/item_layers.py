@@ -29,7 +29,9 @@ class ItemTable(nn.Module):
             codes = UniversalHashes.draw(num_hashes, num_buckets(num_items, ratio), seed)(items)
         # Built where the backbone lives: a table left on the CPU beside a CUDA backbone fails on
         # the first mixed-device op (the hash codes are computed on the CPU, then moved once).
-        self.register_buffer("codes", codes.to(device))
+        # int32: 4 bytes per item and hash (int64 was 610 MB at 10M items x 4 hashes, more than a ratio-16
+        # table of d = 128).
+        self.register_buffer("codes", codes.to(device=device, dtype=torch.int32))
         self.weight = nn.Parameter(torch.empty(num_buckets(num_items, ratio), dim, device=device))
         nn.init.xavier_uniform_(self.weight)
 
@@ -63,19 +65,33 @@ class ItemEmbedding(ItemTable):
         return self.vectors(items)
 
 
-class ItemHead(ItemTable):
-    """Output head over items: logit(h, i) = (1/k) Σ_j h · W[h_j(i)] = h · v(i), for all N items.
+ITEM_CHUNK = 65536  # items gathered at a time by the hashed head: bounds its memory to B x chunk x k
 
-    The mean of k dot products equals the dot product with the mean row, so the head
-    builds the N x d item matrix once per call and never touches the base vocabulary.
+
+class ItemHead(ItemTable):
+    """Output head over items: logit(h, i) = (1/k) Σ_j h · W[h_j(i)] = h · v(i).
+
+    Hashed: one `h @ W.T` over the |S| shared rows, then each item's k columns gathered and averaged,
+    item chunk by item chunk, so no N x d item matrix is ever built (at 10M items and d = 576 it
+    would be 23 GB whatever the ratio). Ratio 1: a plain matmul with the item rows.
     Logits are always fp32, also under bf16 autocast: ranks count ties against the target, and
     bf16's 8-bit mantissa makes many of N logits equal (a biased comparison with fp32 scorers).
     """
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        all_items = torch.arange(self.num_items, device=self.codes.device)
+        return self.logits(hidden, 0, self.num_items)
+
+    def logits(self, hidden: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """(..., end - start) fp32 logits of items start..end-1: a slice of the catalogue, for callers
+        that stream the catalogue in chunks (bench.evaluate)."""
         with torch.autocast(device_type=autocast_device_type(hidden), enabled=False):
-            return hidden.float() @ self.vectors(all_items).float().T
+            h = hidden.float()
+            if self.ratio == 1:
+                return h @ self.weight[start:end].float().T
+            projected = h @ self.weight.float().T  # (..., |S|)
+            parts = [projected[..., self.codes[first:min(first + ITEM_CHUNK, end)].long()].mean(-1)
+                     for first in range(start, end, ITEM_CHUNK)]
+            return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
 
 def autocast_device_type(tensor: torch.Tensor) -> str:

@@ -285,6 +285,11 @@ class CoVEMethod(Method):
 
     def score(self, users: list[int], histories: list[list[int]]) -> Any:
         """(B, N) item logits from one forward pass per chunk; no generation, no base-vocab logits."""
+        return self.score_items(self.encode(users, histories), 0, self.model.num_items)
+
+    def encode(self, users: list[int], histories: list[list[int]]) -> Any:
+        """The last-position hidden state of each request's prompt (B, d): all the item head needs, so a
+        huge catalogue can be scored a slice at a time (bench.evaluate streams it)."""
         import torch
 
         from bench.precision import autocast
@@ -295,20 +300,27 @@ class CoVEMethod(Method):
         self.model.eval()
         device, s = self.context.device, self.settings
         prompts = [self.encoder.prompt(h) for h in histories]
-        # length_buckets: forward prompts of similar length together (less padding), scores put back
+        # length_buckets: forward prompts of similar length together (less padding), states put back
         # in request order; otherwise in request order, eval_batch_size at a time.
         chunk = s.length_buckets or s.eval_batch_size
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if s.length_buckets else \
             list(range(len(prompts)))
-        scores = torch.empty(len(prompts), self.model.num_items)
+        hidden = torch.empty(len(prompts), self.model.item_head.dim, device=device)
         with torch.no_grad(), autocast(device, self.precision):
             for start in range(0, len(order), chunk):
                 rows = order[start:start + chunk]
                 ids, mask = pad_left([prompts[i] for i in rows], self.tokenizer.pad_token_id, device)
-                scores[rows] = self.model.item_scores(ids, mask).float().cpu()
+                hidden[rows] = self.model.hidden_states(ids, mask)[:, -1].float()
                 self._scored_tokens += int(mask.sum())
                 self._padded_tokens += mask.numel()
-        return scores
+        return hidden
+
+    def score_items(self, hidden: Any, start: int, end: int) -> Any:
+        """fp32 logits of items start..end-1 for encoded requests, on the CPU."""
+        import torch
+
+        with torch.no_grad():
+            return self.model.item_head.logits(hidden, start, end).cpu()
 
     def describe(self) -> dict[str, Any]:
         s = self.settings

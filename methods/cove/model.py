@@ -79,7 +79,7 @@ class CoVEModel(nn.Module):
         with torch.no_grad():
             for name, tensor in own.items():
                 if name.endswith("codes"):
-                    if not torch.equal(tensor, state[name].to(tensor.device)):
+                    if not torch.equal(tensor.long(), state[name].to(tensor.device).long()):
                         raise ValueError(f"checkpoint hash codes differ from this config's ({name})")
                 else:
                     tensor.copy_(state[name].to(tensor.device, tensor.dtype))
