@@ -226,15 +226,21 @@ def measure_speed(
     hardware = hardware_info(device)
     measured: dict[str, Any] = {}
     fit_dataset = quick_fit_dataset(dataset, QUICK_FIT_USERS, seed) if quick_fit else dataset
-    for method in methods:
-        log(f"== speed: {method} on {dataset.name} ({len(cases)} requests x {repeats}, batch {batch_size}, {device})")
-        # A fresh work dir: a checkpoint left by an earlier speed run must not be resumed.
-        (paths.cache_dir / "work").mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=paths.cache_dir / "work", prefix=f"speed-{method}-") as work:
-            measured[method] = measure_method(
-                registry.load(method), effective[method][method], fit_dataset, cases, device=device, seed=seed,
-                repeats=repeats, batch_size=batch_size, work_dir=Path(work), log=log)
+    from bench.locks import training_slot
+
+    # Timings need the cores to themselves: wait for any training under this cache folder.
+    with training_slot(paths.cache_dir, f"bench speed --dataset {dataset.name}", log):
+        for method in methods:
+            log(f"== speed: {method} on {dataset.name} ({len(cases)} requests x {repeats}, batch {batch_size}, "
+                f"{device})")
+            # A fresh work dir: a checkpoint left by an earlier speed run must not be resumed.
+            (paths.cache_dir / "work").mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=paths.cache_dir / "work", prefix=f"speed-{method}-") as work:
+                measured[method] = measure_method(
+                    registry.load(method), effective[method][method], fit_dataset, cases, device=device, seed=seed,
+                    repeats=repeats, batch_size=batch_size, work_dir=Path(work), log=log)
     backbones = sorted({str(entry["backbone"]) for entry in measured.values() if entry["backbone"]})
+
     def ratio_over(other: str) -> float | None:
         if "cove" not in measured or other not in measured:
             return None
