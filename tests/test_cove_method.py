@@ -290,3 +290,19 @@ def test_streamed_ranking_in_item_chunks_gives_the_same_ranks(tiny_lm: str, tmp_
         streamed = evaluate(method, cases, DATASET.num_items, ks=(1, 5, 10), mask_history=mask, progress=False,
                             item_chunk=3)
         assert np.array_equal(whole.ranks, streamed.ranks) and whole.metrics == streamed.metrics
+
+
+def test_huge_catalogues_skip_tokenizer_entries_but_keep_the_same_prompts(tiny_lm: str, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    import methods.cove.prompts as prompts
+
+    small = make(tiny_lm, tmp_path / "a", epochs=0)
+    small.fit(DATASET)
+    monkeypatch.setattr(prompts, "TOKENIZER_ITEM_LIMIT", 5)  # this catalogue (20 items) counts as huge
+    huge = make(tiny_lm, tmp_path / "b", epochs=0)
+    huge.fit(DATASET)
+    assert small.describe()["item_tokens_in_tokenizer"] and not huge.describe()["item_tokens_in_tokenizer"]
+    assert len(huge.tokenizer) < len(small.tokenizer)
+    history = DATASET.split.test.histories[0]
+    assert huge.encoder.prompt(history) == small.encoder.prompt(history)
+    assert torch.equal(probe_scores(huge), probe_scores(small))

@@ -191,12 +191,13 @@ class CoVEMethod(Method):
         from bench.precision import resolve_precision, store_frozen_in_bf16
         from methods.cove.item_layers import item_table_bytes
         from methods.cove.model import CoVEModel, attach_lora
-        from methods.cove.prompts import PromptEncoder, PromptSettings, add_item_tokens
+        from methods.cove.prompts import TOKENIZER_ITEM_LIMIT, PromptEncoder, PromptSettings, add_item_tokens
 
         s, device = self.settings, self.context.device
         lm, tokenizer = load_backbone(s.model, device, self._cache_dir())
         backbone_params = sum(p.numel() for p in lm.parameters())
         base_vocab = add_item_tokens(tokenizer, dataset.num_items, lm.get_input_embeddings().weight.shape[0])
+        self._info["item_tokens_in_tokenizer"] = dataset.num_items <= TOKENIZER_ITEM_LIMIT
         torch.manual_seed(self.context.seed)  # LoRA and item-table initialisation repeat for a seed
         try:
             lm = attach_lora(lm, s.lora_rank, s.lora_alpha, s.lora_dropout, list(s.lora_targets))
