@@ -72,6 +72,7 @@ def run_command(
     parallel: ParallelOption = False,
 ) -> None:
     """Train (or reuse) one method on one dataset, evaluate by full ranking, record the result."""
+    from bench.distributed import is_main
     from bench.run import run
 
     chosen = [seed]
@@ -90,7 +91,7 @@ def run_command(
         if dry_run:
             typer.echo(f"{'recorded' if outcome.reused else 'not recorded'}: {outcome.path}")
             recorded = recorded and outcome.reused
-        else:
+        elif is_main():  # under torchrun, rank 0 speaks for all
             _print_record(outcome)
     if dry_run:
         raise typer.Exit(0 if recorded else 1)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from bench.distributed import barrier, is_main, sum_gradients, sum_over_ranks, world
 from bench.errors import BenchError
 from bench.progress import progress_bar
 
@@ -39,8 +40,8 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 class EpochTrainer:
-    """`step(batch) -> (loss, examples)` trains on one batch; `epoch_batches(epoch)` lists an epoch's
-    batches (seeded by epoch, so a resumed run sees the same ones)."""
+    """`step(batch) -> (loss, examples)` trains on one batch, `loss` being a mean over those examples;
+    `epoch_batches(epoch)` lists an epoch's batches (seeded by epoch, so a resumed run sees the same)."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, settings: LoopSettings, *,
                  work_dir: Path, device: str, validate: Callable[[], float] | None, log: Callable[[str], None],
@@ -62,6 +63,9 @@ class EpochTrainer:
         return state
 
     def _save(self, best: bool) -> None:
+        if not is_main():  # every rank holds the same weights; rank 0 writes them
+            barrier()
+            return
         self.work_dir.mkdir(parents=True, exist_ok=True)
         _atomic_save(self._state(), self.work_dir / LAST)
         if best:
@@ -69,6 +73,7 @@ class EpochTrainer:
         tmp = self.work_dir / (PROGRESS + ".tmp")
         tmp.write_text(json.dumps({**self.progress, "fingerprint": self.fingerprint}, indent=1))
         os.replace(tmp, self.work_dir / PROGRESS)  # written last: it only names epochs already saved
+        barrier()
 
     def _resume(self) -> None:
         path = self.work_dir / PROGRESS
@@ -99,20 +104,36 @@ class EpochTrainer:
 
     def train(self, epoch_batches: Callable[[int], list[Any]],
               step: Callable[[Any], tuple[torch.Tensor, int]]) -> dict[str, Any]:
+        """Under torchrun each global batch is split into one contiguous slice per rank; each rank's loss
+        is weighted by its share of the batch's examples and the gradients are summed across ranks,
+        so a step is the global batch's mean gradient whatever the number of ranks."""
         self._resume()
         s, p = self.s, self.progress
+        rank, ranks = world()
+        trainable = [param for param in self.model.parameters() if param.requires_grad]
         started = time.perf_counter() - p["train_seconds"]
         deadline = started + s.budget_minutes * 60 if s.budget_minutes else None
         while not p["finished"] and p["epochs_done"] < s.epochs:
             epoch = p["epochs_done"]
-            torch.manual_seed(s.seed * 1_000_003 + epoch)  # dropout repeats after a resume
+            torch.manual_seed(s.seed * 1_000_003 + epoch + 7919 * rank)  # dropout repeats after a resume
             self.model.train()
             total, examples, out_of_time = 0.0, 0, False
-            bar = progress_bar(epoch_batches(epoch), desc=f"{s.name} epoch {epoch + 1}/{s.epochs}", unit="batch")
+            bar = progress_bar(epoch_batches(epoch), desc=f"{s.name} epoch {epoch + 1}/{s.epochs}", unit="batch",
+                               enabled=is_main())
             for batch in bar:
-                loss, count = step(batch)
+                mine = batch if ranks == 1 else list(batch)[len(batch) * rank // ranks:len(batch) * (rank + 1) // ranks]
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss, count = step(mine) if mine else (torch.zeros(()), 0)  # an empty slice adds nothing
+                if ranks > 1:  # weight = this rank's share of the global batch's examples
+                    everyone = sum_over_ranks(count)
+                    if count:
+                        (loss * (count * ranks / everyone)).backward()
+                else:
+                    loss.backward()
+                if ranks > 1:
+                    sum_gradients(trainable)
+                    for param in trainable:
+                        param.grad /= ranks
                 self.optimizer.step()
                 if self.scheduler is not None:
                     self.scheduler.step()

@@ -109,11 +109,16 @@ def evaluate(
         raise ValueError("no evaluation cases: the split has no requests at this position")
     import contextlib
 
+    from bench.distributed import block, gather, world
     from bench.progress import progress_bar
 
+    everything = cases
+    if world()[1] > 1:  # under torchrun: this rank's block of requests; gathered back in order below
+        first, last = block(len(cases))
+        cases = cases.subset(list(range(first, last)))
     fresh_window = reset_peak_memory(device)
     watch = Stopwatch(device)
-    ranks: list[np.ndarray] = []
+    ranks: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
     bar = progress_bar(total=len(cases), desc=desc, unit="req", enabled=progress)
     with contextlib.closing(bar):
         for start in range(0, len(cases), batch_size):
@@ -137,14 +142,17 @@ def evaluate(
                 scores = mask_history_items(scores, histories, targets)
             ranks.append(target_ranks(scores, np.asarray(targets)))
             bar.update(len(targets))
-    all_ranks = np.concatenate(ranks)
     peak, kind = peak_memory_mb(device, since_reset=fresh_window)
+    # Every rank's block, in rank (= request) order; the slowest rank sets the global rate.
+    blocks = gather((np.concatenate(ranks), watch.seconds, peak))
+    all_ranks = np.concatenate([b[0] for b in blocks])
+    seconds = max(b[1] for b in blocks)
     return EvalResult(
         metrics=metrics_from_ranks(all_ranks, ks),
-        num_cases=len(cases),
-        seconds=watch.seconds,
-        samples_per_sec=len(cases) / watch.seconds if watch.seconds > 0 else float("inf"),
-        peak_memory_mb=peak,
+        num_cases=len(everything),
+        seconds=seconds,
+        samples_per_sec=len(everything) / seconds if seconds > 0 else float("inf"),
+        peak_memory_mb=max(b[2] for b in blocks),
         peak_memory_kind=kind,
         ranks=all_ranks,
     )

@@ -36,6 +36,9 @@ class Method(ABC):
     """Base class for plugins. Subclasses set `name` and implement fit/score."""
 
     name: str = "method"
+    # True when fit() and score() are correct under torchrun with several ranks (each rank trains on its
+    # slice of every batch with summed gradients, or there is nothing to train); others refuse a launch.
+    data_parallel: bool = False
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         self.config = config

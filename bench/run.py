@@ -123,10 +123,16 @@ def run(
     A run waits for any other training under the same cache folder to finish, unless `parallel`
     (recorded as `exclusive: false`).
     """
+    from bench.distributed import barrier, init, is_main, local_device, world
+
     config = config if config is not None else load_config()
     set_torch_threads(threads)
     registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
     registry.target(method)  # unknown names fail before any data is read
+    world_size = world()[1]
+    if world_size > 1 and not getattr(registry.load(method), "data_parallel", False):
+        raise BenchError(f"{method}: no data-parallel training here; run it as one process (without torchrun). "
+                         "Data-parallel methods: the ones whose class sets data_parallel = True")
     if device.startswith("cuda"):
         import torch
 
@@ -146,6 +152,8 @@ def run(
     identity = {"method": method, "dataset": dataset.name, "split_hash": dataset.split.hash,
                 "config": hashed_config(effective, config.get("hash_neutral", {})), "seed": seed,
                 "device": device, "max_train_minutes": budget}
+    if world_size > 1:  # data-parallel training is another computation (batch split, reduction order)
+        identity["world_size"] = world_size
     backbone = backbone_identity(effective[method])
     if backbone is not None:  # the model's content, not only its path
         identity["model_identity"] = backbone
@@ -162,19 +170,22 @@ def run(
     if dry_run:  # nothing recorded yet: say where the record would go, compute nothing
         return RunOutcome({}, path, reused=False)
     work_dir = paths.cache_dir / "work" / dataset.name / f"{method}-{hash_}"
-    with work_dir_lock(work_dir):
+    backend = init(device)
+    main = is_main()  # under torchrun only rank 0 locks, clears and writes; every rank trains and scores
+    with work_dir_lock(work_dir) if main else contextlib.nullcontext():
         if path.exists() and not force:  # an identical run finished while we waited for data
             return RunOutcome(read_record(path), path, reused=True)
-        if force and work_dir.exists():
+        if force and work_dir.exists() and main:
             # --force means a fresh training: a finished checkpoint here would be resumed with 0 epochs.
             shutil.rmtree(work_dir)
-        slot = (contextlib.nullcontext() if parallel else
+        barrier()
+        slot = (contextlib.nullcontext() if parallel or not main else
                  training_slot(paths.cache_dir, f"bench run --method {method} --dataset {dataset.name}", log))
         try:
             with slot:
                 record = train_and_evaluate(registry.load(method), method, dataset, info, effective, settings,
-                                            device=device, seed=seed, work_dir=work_dir, budget=budget,
-                                            progress=progress, log=log)
+                                            device=local_device(device), seed=seed, work_dir=work_dir,
+                                            budget=budget, progress=progress and main, log=log if main else _quiet)
         except Exception:
             # A failed run leaves no empty folder behind (an interrupted one keeps its checkpoints).
             if work_dir.exists() and not any(work_dir.iterdir()):
@@ -182,13 +193,26 @@ def run(
             raise
     record.update(config=effective, config_hash=hash_, seed=seed, device=device, max_train_minutes=budget,
                   model_identity=backbone, exclusive=not parallel)
+    if world_size > 1:
+        from bench.distributed import gather
+        from bench.resources import hardware_info
+
+        record["distributed"] = {"world_size": world_size, "backend": backend,
+                                 "launcher": "torchrun/accelerate (RANK, WORLD_SIZE from the environment)",
+                                 "hardware_per_rank": gather(hardware_info(local_device(device)))}
     per_request = record.pop(PER_REQUEST_KEY)
+    if not main:  # the same record exists on every rank; rank 0 writes it
+        return RunOutcome(record, path, reused=False)
     try:
         record["ranks"] = save_ranks(path, per_request)
     except OSError as error:  # the metrics still count; only the per-request file is lost
         log(f"warning: per-request ranks not written beside {path} ({error.strerror})")
         record["ranks"] = None
     return RunOutcome(record, save_record(path, record, paths.cache_dir, log), reused=False)
+
+
+def _quiet(message: str) -> None:
+    """Log lines of ranks other than 0 (they would repeat rank 0's)."""
 
 
 def backbone_identity(section: dict[str, Any]) -> dict[str, str] | None:

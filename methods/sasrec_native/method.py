@@ -37,6 +37,7 @@ def deviations(s: NativeSASRecSettings) -> list[str]:
 
 class NativeSASRecMethod(Method):
     name = "sasrec_native"
+    data_parallel = True  # the shared epoch loop splits batches over ranks
     settings_parser = staticmethod(parse_settings)
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:

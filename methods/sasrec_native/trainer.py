@@ -64,6 +64,8 @@ def train_sasrec(model: SASRec, windows: list[tuple[list[int], list[int]]], s: N
                      if s.loss == "bce" else None)
         counts["real_positions"] += int((inputs != PAD).sum())
         counts["padded_positions"] += inputs.numel()
-        return all_position_loss(model, inputs, targets, s.loss, negatives), len(batch)
+        # The loss is a mean over target positions, so positions are the examples it averages (what the
+        # shared loop weights by when a batch is split over ranks).
+        return all_position_loss(model, inputs, targets, s.loss, negatives), int((targets != PAD).sum())
 
     return {**loop.train(batches, step), **counts}

@@ -46,6 +46,7 @@ def deviations(s: TigerSettings, title_kind: str) -> list[str]:
 
 class TigerMethod(Method):
     name = "tiger"
+    data_parallel = True  # the shared epoch loop splits batches over ranks
     settings_parser = staticmethod(parse_settings)
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:

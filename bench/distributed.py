@@ -1,0 +1,100 @@
+"""Runs launched by torchrun / `accelerate launch` (PyTorch's own launchers; we add none of our own).
+
+Every rank evaluates a disjoint block of the requests (no padding duplicates, unlike a
+DistributedSampler), the blocks' ranks are gathered in request order, and every rank computes the
+same metrics, so a score never depends on how many processes produced it. Only rank 0 writes
+checkpoints and records. Single-process runs never touch torch.distributed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment; (0, 1) when not launched by one."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def local_device(device: str) -> str:
+    """cuda -> this rank's GPU (LOCAL_RANK); cpu stays cpu."""
+    if device.startswith("cuda") and world()[1] > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+def init(device: str) -> str | None:
+    """Join the process group when launched with several ranks; returns the backend (None: one process)."""
+    if world()[1] == 1:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            import torch
+
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return dist.get_backend()
+
+
+def block(count: int) -> tuple[int, int]:
+    """This rank's contiguous block of `count` items (sizes differ by at most one; none repeated)."""
+    rank, size = world()
+    bounds = np.linspace(0, count, size + 1).round().astype(int)
+    return int(bounds[rank]), int(bounds[rank + 1])
+
+
+def gather(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order (one process: [value])."""
+    if world()[1] == 1:
+        return [value]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world()[1]
+    dist.all_gather_object(out, value)
+    return out
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def sum_gradients(parameters: list[Any]) -> None:
+    """Every rank's gradients summed into each rank's (one all-reduce over a flat buffer)."""
+    if world()[1] == 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for param, grad in zip(parameters, grads):
+        size = grad.numel()
+        param.grad = flat[offset:offset + size].view_as(grad).clone()
+        offset += size
+
+
+def sum_over_ranks(value: float) -> float:
+    """The sum of `value` over ranks (one process: `value`)."""
+    if world()[1] == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([float(value)], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor.item())
