@@ -88,6 +88,14 @@ def release_freed_memory() -> None:
     """Collect garbage and hand freed heap back to the OS (glibc malloc_trim), so resident memory
     measured next belongs to live objects, not to what an earlier method or fit() left behind."""
     gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """Hand freed heap back to the OS (glibc malloc_trim; a no-op elsewhere). Batches of varying shape
+    fragment glibc's heap: CoVE with titles on the CPU grew from 11 to 18 GB resident in 16 minutes
+    of training, and one malloc_trim brought it back to 2.4 GB. Loops over such batches call this
+    every few dozen batches."""
     try:
         import ctypes
 

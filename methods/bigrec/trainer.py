@@ -23,6 +23,7 @@ import torch
 from bench.errors import BenchError
 from bench.precision import autocast
 from bench.progress import progress_bar
+from bench.resources import trim_heap
 from methods.bigrec.prompts import IGNORE_INDEX, TrainExample
 
 STATE_FILE = "bigrec_train_state.pt"
@@ -231,6 +232,8 @@ class LoRATrainer:
                 self.micro += len(window)
                 self.report.optimizer_steps += 1
                 bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+                if self.report.optimizer_steps % 25 == 0 and settings.device == "cpu":
+                    trim_heap()  # prompts of varying length fragment the heap (bench.resources.trim_heap)
                 now = time.perf_counter()
                 if now >= deadline:
                     out_of_time = True

@@ -294,6 +294,7 @@ class CoVEMethod(Method):
         import torch
 
         from bench.precision import autocast
+        from bench.resources import trim_heap
         from methods.cove.trainer import pad_left
 
         if self.model is None:
@@ -314,6 +315,8 @@ class CoVEMethod(Method):
                 hidden[rows] = self.model.hidden_states(ids, mask)[:, -1].float()
                 self._scored_tokens += int(mask.sum())
                 self._padded_tokens += mask.numel()
+                if (start // chunk) % 25 == 24 and device == "cpu":
+                    trim_heap()  # prompts of varying length fragment the heap (bench.resources.trim_heap)
         return hidden
 
     def score_items(self, hidden: Any, start: int, end: int) -> Any:

@@ -26,6 +26,7 @@ from bench.batching import epoch_batches
 from bench.errors import BenchError
 from bench.precision import autocast
 from bench.progress import progress_bar
+from bench.resources import trim_heap
 from methods.cove.model import CoVEModel
 
 LAST, BEST, OPTIMIZER, PROGRESS = "cove_last.safetensors", "cove_best.safetensors", "cove_optimizer.pt", \
@@ -57,6 +58,9 @@ class TrainSettings:
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 (CPU autocast; CUDA always runs bf16 autocast)
     length_buckets: bool = False  # batches of similar length (less padding), order still seeded
+
+
+TRIM_EVERY = 25  # batches between heap trims on the CPU (bench.resources.trim_heap)
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
@@ -215,6 +219,8 @@ class Trainer:
                         out_of_time = True
                         break
                 bar.set_postfix(loss=f"{loss.item():.4f}")
+                if index % TRIM_EVERY == TRIM_EVERY - 1 and self.device == "cpu":
+                    trim_heap()
             bar.close()
             self.optimizer.zero_grad(set_to_none=True)
             epoch += 1
