@@ -27,15 +27,15 @@ def rescore(path: Path, record: dict[str, Any], config: dict[str, Any], log: Any
     if record.get("ranks"):
         return record
     method, paths = record["method"], run_paths(config)
+    registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
     work_dir = paths.cache_dir / "work" / record["dataset"] / f"{method}-{record['config_hash']}"
-    if not work_dir.exists():
+    if not work_dir.exists() and not getattr(registry.load(method), "refits_exactly", False):
         raise BenchError(f"{path.name}: its trained weights ({work_dir}) are gone; only a new run "
                          "(bench run --force) can give it per-request ranks")
     dataset, info = prepare(record["dataset"], paths.data_dir, paths.cache_dir)
     if dataset.split.hash != record["split_hash"]:
         raise BenchError(f"{path.name}: the dataset's split changed since the run; not rescorable")
     effective = record["config"]
-    registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
     with work_dir_lock(work_dir):
         again = train_and_evaluate(registry.load(method), method, dataset, info, effective,
                                    eval_settings(effective, method), device=record.get("device", "cpu"),

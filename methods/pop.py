@@ -13,6 +13,7 @@ from bench.method import Method
 class PopularityMethod(Method):
     name = "pop"
     data_parallel = True  # nothing to train; scoring is sharded by the evaluator
+    refits_exactly = True  # counting is deterministic: `bench rescore` needs no saved weights
 
     def fit(self, dataset: Dataset) -> None:
         counts = Counter(item for seq in dataset.split.train for item in seq)
