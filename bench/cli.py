@@ -70,6 +70,8 @@ def run_command(
     dry_run: Annotated[bool, typer.Option(help="Only say whether this exact config is recorded (exit 0) or "
                                                "not (exit 1); compute nothing")] = False,
     parallel: ParallelOption = False,
+    allow_count_mismatch: Annotated[bool, typer.Option(help="Run although the data's counts differ from the "
+                                                             "card's expected counts (recorded)")] = False,
 ) -> None:
     """Train (or reuse) one method on one dataset, evaluate by full ranking, record the result."""
     from bench.distributed import is_main
@@ -87,7 +89,7 @@ def run_command(
     for each in chosen:
         outcome = run(method, dataset, overrides=set_ or [], preset=preset, model=model, device=device, seed=each,
                       force=force, max_train_minutes=max_train_minutes, results_dir=results_dir, threads=threads,
-                      dry_run=dry_run, parallel=parallel)
+                      dry_run=dry_run, parallel=parallel, allow_count_mismatch=allow_count_mismatch)
         if dry_run:
             typer.echo(f"{'recorded' if outcome.reused else 'not recorded'}: {outcome.path}")
             recorded = recorded and outcome.reused
@@ -139,6 +141,26 @@ def _prepare(name: str, force: bool = False):
     return prepare(name, paths.data_dir, paths.cache_dir, force=force)
 
 
+@data_app.command("init")
+def data_init(
+    name: str,
+    format_: Annotated[str, typer.Option("--format", help="lcrec_json, recbole_atomic or interactions_csv")],
+    inter: Annotated[Path, typer.Option(help="Interactions file (.inter.json, .inter, .csv/.parquet)")],
+    items: Annotated[Path | None, typer.Option(help="Optional item text file (.item.json, .item, .csv)")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for <name>.toml (put it on BENCH_DATASETS_DIR)")] = Path("."),
+    drop_short_users: Annotated[bool, typer.Option(help="Drop users with too few items (counted) instead "
+                                                        "of refusing the data")] = False,
+) -> None:
+    """Write a dataset card for your own files, with the counts it measured."""
+    from bench.data.prepare import write_card
+
+    card, counts = write_card(name, format_, inter, items, out, drop_short_users=drop_short_users)
+    typer.echo(f"wrote {card}: {counts['users']:,} users, {counts['items']:,} items, {counts['interactions']:,} "
+               f"interactions" + (f", {counts['short_users_dropped']} short users dropped"
+                                  if counts["short_users_dropped"] else ""))
+    typer.echo(f"run: bench run --method pop --dataset {card}")
+
+
 @data_app.command("prepare")
 def data_prepare(name: str, force: Annotated[bool, typer.Option(help="Rebuild the cache")] = False) -> None:
     """Read a dataset's sources, split it and cache the prepared form."""
@@ -151,6 +173,7 @@ def data_prepare(name: str, force: Annotated[bool, typer.Option(help="Rebuild th
 def data_info(name: str) -> None:
     """Counts, average length, title coverage and split of a dataset; checks the card's expected counts."""
     from bench.data.cards import load_card
+    from bench.data.prepare import count_mismatches
     from bench.run import run_paths
 
     _, info = _prepare(name)
@@ -158,11 +181,10 @@ def data_info(name: str) -> None:
                 "max_length", "title_kind", "items_with_title", "title_coverage_items",
                 "title_coverage_interactions", "split", "split_hash", "valid_requests", "test_requests"):
         typer.echo(f"{key:28s} {info.get(key)}")
-    expected = load_card(name, run_paths(_config()).data_dir).expected
-    mismatches = {k: (v, info.get(k)) for k, v in expected.items() if info.get(k) != v}
+    mismatches = count_mismatches(name, info, run_paths(_config()).data_dir)
     if mismatches:
         raise BenchError(f"{name}: counts differ from the dataset card (expected, got): {mismatches}")
-    if expected:
+    if load_card(name, run_paths(_config()).data_dir).expected:
         typer.echo("counts match the dataset card")
 
 

@@ -114,6 +114,7 @@ def run(
     threads: int | None = None,
     dry_run: bool = False,
     parallel: bool = False,
+    allow_count_mismatch: bool = False,
 ) -> RunOutcome:
     """Train (or reuse) and evaluate one method; write its record atomically.
 
@@ -145,9 +146,14 @@ def run(
 
     if not dry_run:
         check_writable(paths.results_dir / "runs", paths.cache_dir)
-    from bench.data.prepare import prepare
+    from bench.data.prepare import card_facts, count_mismatches, prepare
 
     dataset, info = prepare(dataset_name, paths.data_dir, paths.cache_dir)
+    mismatches = count_mismatches(dataset_name, info, paths.data_dir)
+    if mismatches and not allow_count_mismatch:
+        raise BenchError(f"dataset {dataset_name}: counts differ from its card (expected, got): {mismatches}; "
+                         "fix the card or the data, or pass --allow-count-mismatch (recorded)")
+    card = {**card_facts(dataset_name, paths.data_dir), "count_mismatches": mismatches or None}
     budget = float(max_train_minutes) if max_train_minutes else None
     identity = {"method": method, "dataset": dataset.name, "split_hash": dataset.split.hash,
                 "config": hashed_config(effective, config.get("hash_neutral", {})), "seed": seed,
@@ -192,7 +198,9 @@ def run(
                 work_dir.rmdir()
             raise
     record.update(config=effective, config_hash=hash_, seed=seed, device=device, max_train_minutes=budget,
-                  model_identity=backbone, exclusive=not parallel)
+                  model_identity=backbone, exclusive=not parallel, dataset_card=card)
+    if not card["tracked_by_git"]:
+        record["git_rev"] = f"{record['git_rev']}+untracked-card"
     if world_size > 1:
         from bench.distributed import gather
         from bench.resources import hardware_info
@@ -326,7 +334,7 @@ def train_and_evaluate(
         "subsample": subsample,
         "method_info": described,
         "dataset_info": {key: info.get(key) for key in ("users", "items", "interactions", "title_kind",
-                                                        "source_format", "content_hash")},
+                                                        "source_format", "content_hash", "short_users_dropped")},
         "versions": package_versions(),
         "git_rev": revision,
         "created": now_iso(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,12 +12,17 @@ from bench.config import REPO_ROOT
 from bench.errors import BenchError, did_you_mean
 
 CARDS_DIR = REPO_ROOT / "datasets"
-PATH_KEYS = ("sequences", "titles", "datamaps", "reviews", "meta", "train", "valid", "test", "item_ids")
+PATH_KEYS = ("sequences", "titles", "datamaps", "reviews", "meta", "train", "valid", "test", "item_ids", "inter",
+             "items")
 REQUIRED_BY_FORMAT = {
     "asin_sequences": ("sequences", "titles"),
     "p5": ("sequences", "datamaps", "titles"),
     "amazon_raw": ("reviews", "meta"),
     "presplit_sequences": ("train", "valid", "test", "item_ids", "titles"),
+    # The formats researchers bring (bench/data/user_formats.py); `items` is optional for each.
+    "lcrec_json": ("inter",),
+    "recbole_atomic": ("inter",),
+    "interactions_csv": ("inter",),
 }
 
 
@@ -27,7 +33,7 @@ class Source:
     options: dict[str, Any]
 
     def available(self) -> bool:
-        return all(path.exists() for path in self.paths.values())
+        return all(path.exists() for key, path in self.paths.items() if key != "items")
 
     def missing(self) -> list[Path]:
         return [path for path in self.paths.values() if not path.exists()]
@@ -43,17 +49,38 @@ class DatasetCard:
     expected: dict[str, int] = field(default_factory=dict)
     download: dict[str, str] = field(default_factory=dict)
     card_path: Path = CARDS_DIR
+    drop_short_users: bool = False
+
+
+def search_path(cards_dir: Path = CARDS_DIR) -> list[Path]:
+    """Folders searched for `<name>.toml`: BENCH_DATASETS_DIR (os.pathsep-separated) first, then ours."""
+    extra = [Path(p) for p in os.environ.get("BENCH_DATASETS_DIR", "").split(os.pathsep) if p]
+    return [*extra, cards_dir]
 
 
 def card_names(cards_dir: Path = CARDS_DIR) -> list[str]:
-    return sorted(path.stem for path in cards_dir.glob("*.toml"))
+    return sorted({path.stem for folder in search_path(cards_dir) for path in folder.glob("*.toml")})
+
+
+def find_card(name: str, cards_dir: Path = CARDS_DIR) -> Path:
+    """A card by name on the search path, or a card file given by path (`--dataset my/card.toml`)."""
+    if name.endswith(".toml"):
+        path = Path(name)
+        if not path.exists():
+            raise BenchError(f"dataset card {name} does not exist")
+        return path.resolve()
+    for folder in search_path(cards_dir):
+        if (folder / f"{name}.toml").exists():
+            return folder / f"{name}.toml"
+    names = card_names(cards_dir)
+    raise BenchError(f"Unknown dataset {name!r}.{did_you_mean(name, names)} Available: {', '.join(names)} "
+                     "(or give a card file: --dataset path/to/card.toml; more folders: BENCH_DATASETS_DIR)")
 
 
 def load_card(name: str, data_dir: Path, cards_dir: Path = CARDS_DIR) -> DatasetCard:
-    path = cards_dir / f"{name}.toml"
-    if not path.exists():
-        names = card_names(cards_dir)
-        raise BenchError(f"Unknown dataset {name!r}.{did_you_mean(name, names)} Available: {', '.join(names)}")
+    path = find_card(name, cards_dir)
+    # Our cards read from the data dir; a card of one's own reads relative to its own folder.
+    own_data = path.parent != cards_dir.resolve() and path.parent != cards_dir
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
@@ -74,8 +101,9 @@ def load_card(name: str, data_dir: Path, cards_dir: Path = CARDS_DIR) -> Dataset
         paths = {}
         for key in PATH_KEYS:
             if key in entry:
-                # Fixtures live in the repo; everything else is read from the data dir.
-                base = cards_dir if entry[key].startswith("fixtures/") else data_dir
+                # Fixtures live in the repo; everything else is read from the data dir (a card of one's
+                # own: from its folder; absolute paths as given).
+                base = path.parent if own_data else cards_dir if entry[key].startswith("fixtures/") else data_dir
                 paths[key] = base / entry[key]
         options = {key: value for key, value in entry.items() if key not in PATH_KEYS}
         sources.append(Source(fmt, paths, options))
@@ -88,6 +116,7 @@ def load_card(name: str, data_dir: Path, cards_dir: Path = CARDS_DIR) -> Dataset
         expected=dict(raw.get("expected", {})),
         download=dict(raw.get("download", {})),
         card_path=path,
+        drop_short_users=bool(raw.get("drop_short_users", False)),
     )
 
 

@@ -23,14 +23,20 @@ from bench.data.readers import (
 )
 from bench.data.split import GLOBAL_TIME, global_time, leave_one_out
 from bench.data.types import Catalogue, Dataset
+from bench.data.user_formats import read_interactions_csv, read_lcrec_json, read_recbole_atomic
 from bench.errors import BenchError
 
 # Bump when a reader's output changes, so old caches are not reused.
 PREPARE_VERSION = "1"
+USER_FORMATS = {"lcrec_json": read_lcrec_json, "recbole_atomic": read_recbole_atomic,
+                "interactions_csv": read_interactions_csv}
 
 
 def _read_source(source: Source) -> RawData:
     paths = source.paths
+    if source.format in USER_FORMATS:
+        items = paths.get("items")
+        return USER_FORMATS[source.format](paths["inter"], items if items is not None and items.exists() else None)
     if source.format == "amazon_raw":
         return read_amazon_raw(paths["reviews"], paths["meta"], core=int(source.options.get("core", 5)))
     if source.options.get("titles_format") == "asin_text_lines":
@@ -47,11 +53,46 @@ def _read_source(source: Source) -> RawData:
     raise BenchError(f"unsupported source format {source.format!r}")
 
 
+MIN_ITEMS = {"leave_one_out": 3}  # train >= 1, valid, test
+
+
+def check_lengths(raw: RawData, card: DatasetCard, source: Source) -> int:
+    """Every user has the protocol's minimum number of items, or the card drops short users
+    (`drop_short_users = true`, counted); otherwise one error naming where the first short user was read."""
+    need = MIN_ITEMS.get(card.split)
+    if need is None or raw.parts is not None:
+        return 0
+    short = [u for u, seq in enumerate(raw.sequences) if len(seq) < need]
+    if not short:
+        return 0
+    if not (source.options.get("drop_short_users") or card.drop_short_users):
+        user = short[0]
+        where = raw.origins[user] if raw.origins else f"user index {user}"
+        name = f"user {raw.user_ids[user]}" if raw.user_ids else f"user index {user}"
+        raise BenchError(f"{where}: {name} has {len(raw.sequences[user])} item(s); {card.split} needs at least "
+                         f"{need} ({len(short)} such users). Filter them, or set drop_short_users = true in "
+                         f"{card.card_path.name} to drop and count them")
+    keep = [u for u, seq in enumerate(raw.sequences) if len(seq) >= need]
+    used = sorted({item for u in keep for item in raw.sequences[u]})
+    new_index = {old: new for new, old in enumerate(used)}
+    raw.sequences = [[new_index[i] for i in raw.sequences[u]] for u in keep]
+    raw.asins, raw.titles = [raw.asins[i] for i in used], [raw.titles[i] for i in used]
+    if raw.user_ids:
+        raw.user_ids = [raw.user_ids[u] for u in keep]
+    if raw.origins:
+        raw.origins = [raw.origins[u] for u in keep]
+    if raw.item_text:
+        raw.item_text = [raw.item_text[i] for i in used]
+    return len(short)
+
+
 def source_hash(card: DatasetCard, source: Source) -> str:
     """Hash of the card, the reader version and every source file's bytes."""
     digest = hashlib.sha256(PREPARE_VERSION.encode())
     digest.update(card.card_path.read_bytes())
     for key in sorted(source.paths):
+        if not source.paths[key].exists():  # an optional file (e.g. items) left out
+            continue
         digest.update(key.encode())
         with open(source.paths[key], "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -105,9 +146,10 @@ def prepare(name: str, data_dir: Path, cache_dir: Path, *, force: bool = False) 
         info = json.loads((folder / "info.json").read_text())
     else:
         raw = _read_source(source)
+        dropped = check_lengths(raw, card, source)  # before anything is written
         info = {"dataset": card.name, "source_format": source.format,
                 "origin": source.options.get("origin", ""), "content_hash": key,
-                "files": {k: str(p) for k, p in source.paths.items()}}
+                "files": {k: str(p) for k, p in source.paths.items()}, "short_users_dropped": dropped}
         _write_cache(folder, raw, info)
     if card.split == GLOBAL_TIME:
         if raw.parts is None:
@@ -119,6 +161,26 @@ def prepare(name: str, data_dir: Path, cache_dir: Path, *, force: bool = False) 
     dataset = Dataset(card.name, Catalogue(raw.asins, raw.titles), split, title_kind)
     info = {**info, **statistics(dataset, raw), "cache": str(folder)}
     return dataset, info
+
+
+def count_mismatches(name: str, info: dict[str, Any], data_dir: Path) -> dict[str, tuple[Any, Any]]:
+    """The card's `expected` counts that the prepared data does not have: {key: (expected, got)}."""
+    expected = load_card(name, data_dir).expected
+    return {key: (value, info.get(key)) for key, value in expected.items() if info.get(key) != value}
+
+
+def card_facts(name: str, data_dir: Path) -> dict[str, Any]:
+    """Which card a run read and whether git tracks it (an untracked card is not in the revision)."""
+    import subprocess
+
+    path = load_card(name, data_dir).card_path
+    try:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
+                                 capture_output=True).returncode == 0
+    except OSError:
+        tracked = False
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+            "tracked_by_git": tracked}
 
 
 def statistics(dataset: Dataset, raw: RawData) -> dict[str, Any]:
@@ -169,3 +231,39 @@ def download(name: str, data_dir: Path, timeout: float = 30.0) -> list[Path]:
         os.replace(tmp, target)
         written.append(target)
     return written
+
+
+def write_card(name: str, fmt: str, inter: Path, items: Path | None, out_dir: Path,
+               split: str = "leave_one_out", drop_short_users: bool = False) -> tuple[Path, dict[str, int]]:
+    """`bench data init`: read the files once, measure the counts, and write `<out_dir>/<name>.toml` with
+    paths relative to it, so nobody writes a card's TOML from scratch. Returns (card, counts)."""
+    if fmt not in USER_FORMATS:
+        raise BenchError(f"--format {fmt!r}: expected one of {', '.join(USER_FORMATS)}")
+    for path in (inter, items):
+        if path is not None and not path.exists():
+            raise BenchError(f"{path} does not exist")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    card_path = out_dir / f"{name}.toml"
+    if card_path.exists():
+        raise BenchError(f"{card_path} exists; remove it first or choose another name")
+    raw = USER_FORMATS[fmt](inter, items)
+
+    def relative(path: Path) -> str:
+        return os.path.relpath(path.resolve(), out_dir.resolve())
+
+    lines = [f"# Written by `bench data init` from {inter.name}; counts measured then.", f'name = "{name}"',
+             f'description = "{name}: {fmt} files"', f'split = "{split}"', 'title_kind = "title"',
+             f"drop_short_users = {'true' if drop_short_users else 'false'}", "", "[[sources]]", f'format = "{fmt}"',
+             f'inter = "{relative(inter)}"'] + ([f'items = "{relative(items)}"'] if items is not None else [])
+    card_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        card = load_card(str(card_path), out_dir)
+        dropped = check_lengths(raw, card, card.sources[0])
+    except BenchError:
+        card_path.unlink()
+        raise
+    counts = {"users": len(raw.sequences), "items": len(raw.asins),
+              "interactions": sum(len(seq) for seq in raw.sequences)}
+    lines += ["", "[expected]", *(f"{key} = {value}" for key, value in counts.items())]
+    card_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return card_path, {**counts, "short_users_dropped": dropped}

@@ -28,6 +28,11 @@ class RawData:
     sequences: list[list[int]] = field(default_factory=list)
     # Only for pre-split data: per-user train/valid/test parts.
     parts: tuple[list[list[int]], list[list[int]], list[list[int]]] | None = None
+    # Where known: each user's own id and where it was read ("file:line"), for errors about one user.
+    user_ids: list[str] | None = None
+    origins: list[str] | None = None
+    # Where known: item text beyond the title (description, brand, categories), per item.
+    item_text: list[dict[str, Any]] | None = None
 
 
 def _open_text(path: Path) -> Iterator[tuple[int, str]]:
@@ -101,6 +106,7 @@ def read_asin_sequences(path: Path, titles: dict[str, str | None]) -> RawData:
     """`reviewerID ASIN ASIN ...` per line, chronological (GRAM/IDGenRec format)."""
     user_asins: list[list[str]] = []
     seen_users: set[str] = set()
+    users, origins = [], []
     for number, line in _open_text(path):
         fields = line.split()
         if not fields:
@@ -111,9 +117,13 @@ def read_asin_sequences(path: Path, titles: dict[str, str | None]) -> RawData:
             raise BenchError(f"{path}:{number}: user {fields[0]} appears twice")
         seen_users.add(fields[0])
         user_asins.append(fields[1:])
+        users.append(fields[0])
+        origins.append(f"{path.name}:{number}")
     if not user_asins:
         raise BenchError(f"{path}: no sequences found")
-    return _index_by_first_appearance(user_asins, titles, path)
+    raw = _index_by_first_appearance(user_asins, titles, path)
+    raw.user_ids, raw.origins = users, origins
+    return raw
 
 
 def read_int_sequences(path: Path) -> dict[int, list[int]]:
