@@ -180,3 +180,23 @@ class EpochTrainer:
         p["bad_epochs"] += 1
         self.log(f"{head} (best {p['best_score']:.4f} at epoch {p['best_epoch']}){note}")
         return False
+
+
+def training_facts(progress: dict[str, Any], epochs_max: int, patience: int) -> dict[str, Any]:
+    """What a record says about a run of this loop: epochs run of the maximum, why it stopped, the
+    validation and loss curves, and seconds per epoch without validation."""
+    epochs = progress.get("epochs_done") or 0
+    loop_seconds = (progress.get("train_seconds") or 0.0) - (progress.get("validate_seconds") or 0.0)
+    return {
+        "epochs_run": epochs,
+        "epochs_max": epochs_max,
+        "best_epoch": progress.get("best_epoch"),
+        "stopped_by": progress.get("stopped_by"),
+        "patience": patience,
+        "epoch_scores": progress.get("epoch_scores"),
+        "epoch_losses": progress.get("epoch_losses"),
+        "optimizer_steps": progress.get("optimizer_steps"),
+        "seconds_per_epoch": round(loop_seconds / epochs, 2) if epochs else None,
+        "validate_seconds": round(progress.get("validate_seconds") or 0.0, 1),
+        "resumed_after_epoch": progress.get("resumed_after_epoch"),
+    }

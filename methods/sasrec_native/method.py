@@ -84,9 +84,9 @@ class NativeSASRecMethod(Method):
         return self.model.item_logits(self.model.last_states(items, lengths)).float()
 
     def describe(self) -> dict[str, Any]:
+        from bench.epoch_trainer import training_facts
+
         s, r = self.settings, self.report
-        epochs = r.get("epochs_done") or 0
-        loop_seconds = (r.get("train_seconds") or 0.0) - (r.get("validate_seconds") or 0.0)
         return {
             "formulation": FORMULATION,
             "loss": "CE over all items (full softmax)" if s.loss == "ce" else "BCE, one sampled negative per position",
@@ -94,19 +94,9 @@ class NativeSASRecMethod(Method):
             "max_seq_length": s.max_seq_length,
             "train_sequences": getattr(self, "train_sequences", None),
             "length_buckets": s.length_buckets,
-            "epochs_run": epochs,
-            "epochs_max": s.epochs,
-            "best_epoch": r.get("best_epoch"),
-            "stopped_by": r.get("stopped_by"),
-            "patience": s.patience,
-            "epoch_scores": r.get("epoch_scores"),
-            "epoch_losses": r.get("epoch_losses"),
-            "optimizer_steps": r.get("optimizer_steps"),
-            "seconds_per_epoch": round(loop_seconds / epochs, 2) if epochs else None,
-            "validate_seconds": round(r.get("validate_seconds") or 0.0, 1),
+            **training_facts(r, s.epochs, s.patience),
             "padding_fraction": (round(1 - r["real_positions"] / r["padded_positions"], 4)
                                  if r.get("padded_positions") else None),  # this call's batches
-            "resumed_after_epoch": r.get("resumed_after_epoch"),
             "setting": s.preset,
             "deviations": deviations(s),
         }

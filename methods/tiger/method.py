@@ -176,8 +176,9 @@ class TigerMethod(Method):
         return scores
 
     def describe(self) -> dict[str, Any]:
+        from bench.epoch_trainer import training_facts
+
         s, r = self.settings, self.report
-        epochs = r.get("epochs_done") or 0
         return {
             "semantic_ids": self.id_facts,
             "id_length": getattr(getattr(self, "trie", None), "depth", None),
@@ -191,18 +192,7 @@ class TigerMethod(Method):
             "generated_tokens_per_sample": getattr(getattr(self, "trie", None), "depth", None),
             "decode_length_fixed": (f"{self.trie.depth} ID tokens on each of {self.beams} beams"
                                     if self.model is not None else None),
-            "epochs_run": epochs,
-            "epochs_max": s.epochs,
-            "best_epoch": r.get("best_epoch"),
-            "stopped_by": r.get("stopped_by"),
-            "patience": s.patience,
-            "epoch_scores": r.get("epoch_scores"),
-            "epoch_losses": r.get("epoch_losses"),
-            "optimizer_steps": r.get("optimizer_steps"),
-            "seconds_per_epoch": (round(((r.get("train_seconds") or 0) - (r.get("validate_seconds") or 0)) / epochs, 2)
-                                  if epochs else None),
-            "validate_seconds": round(r.get("validate_seconds") or 0.0, 1),
-            "resumed_after_epoch": r.get("resumed_after_epoch"),
+            **training_facts(r, s.epochs, s.patience),
             "setting": s.preset,
             "deviations": deviations(s, getattr(self, "title_kind", "title")),
         }
