@@ -98,3 +98,9 @@ def sum_over_ranks(value: float) -> float:
     tensor = torch.tensor([float(value)], dtype=torch.float64)
     dist.all_reduce(tensor)
     return float(tensor.item())
+
+
+def past_deadline_everywhere(past: bool) -> bool:
+    """A time budget's verdict all ranks share (clocks differ: one rank stopping alone would leave the
+    others waiting in the next gradient sum forever)."""
+    return past if world()[1] == 1 else sum_over_ranks(1.0 if past else 0.0) > 0

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bench.distributed import barrier, is_main, sum_gradients, sum_over_ranks, world
+from bench.distributed import barrier, is_main, past_deadline_everywhere, sum_gradients, sum_over_ranks, world
 from bench.errors import BenchError
 from bench.progress import progress_bar
 
@@ -139,7 +139,7 @@ class EpochTrainer:
                     self.scheduler.step()
                 p["optimizer_steps"] += 1
                 total, examples = total + float(loss.detach()) * count, examples + count
-                if deadline is not None and time.perf_counter() > deadline:
+                if deadline is not None and past_deadline_everywhere(time.perf_counter() > deadline):
                     out_of_time = True
                     break
             bar.close()

@@ -75,3 +75,41 @@ def test_pop_scores_the_same_on_two_ranks_and_recbole_refuses(isolated: Path):
     # Each rank exits 2 with the one-line error (torchrun then reports the failed children itself).
     assert refused.returncode != 0 and "error: gru4rec: no data-parallel training here" in refused.stderr
     assert "exitcode  : 2" in refused.stderr or "exit code 2" in refused.stderr.lower()
+
+
+def test_cove_trains_data_parallel_like_one_process(isolated: Path, tmp_path: Path):
+    """CoVE on a tiny random Llama: 2 ranks (each half of every batch, summed gradients) end with the
+    adapter and item tables of one process, and their record re-scores exactly in one process."""
+    from safetensors.torch import load_file
+
+    from bench.backbone import tiny_backbone
+    from bench.data.prepare import prepare
+    from methods.cove.prompts import prompt_texts
+
+    dataset, _ = prepare("tiny", REPO / "datasets", isolated / "cache")
+    model, tokenizer = tiny_backbone(prompt_texts(dataset.catalogue))
+    folder = tmp_path / "tiny-lm"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    args = ["run", "--method", "cove", "--dataset", "tiny", "--model", str(folder), "--set", "cove.epochs=2",
+            "--set", "cove.batch_size=8", "--set", "cove.grad_accum=2", "--set", "cove.learning_rate=0.003",
+            "--set", "cove.use_titles=false", "--set", "cove.loss=sequence"]
+    two = launch(2, *args)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = launch(1, *args)
+    assert one.returncode == 0, one.stderr[-3000:]
+    by_world = {r.get("distributed", {}).get("world_size", 1): name for name, r in records(isolated).items()}
+    trained = {w: records(isolated)[n]["method_info"]["training"] for w, n in by_world.items()}
+    # Each rank trained about half of every batch; together exactly the one process's tokens.
+    assert trained[2]["tokens_trained"] == trained[1]["tokens_trained"]
+    assert 0.3 < trained[2]["tokens_trained_by_this_rank"] / trained[1]["tokens_trained"] < 0.7
+    work = isolated / "cache" / "work" / "tiny"
+    states = {w: load_file(work / Path(n).stem / "cove_best.safetensors") for w, n in by_world.items()}
+    for key, tensor in states[1].items():
+        if not key.endswith("codes"):
+            assert torch.allclose(tensor.float(), states[2][key].float(), atol=2e-3), key
+    path = isolated / "results" / "runs" / "tiny" / by_world[2]
+    stored = json.loads(path.read_text())
+    path.with_name(stored.pop("ranks")["file"]).unlink()
+    path.write_text(json.dumps(stored))
+    assert launch(1, "rescore", str(path)).returncode == 0

@@ -165,6 +165,7 @@ def choose_users(train: list[list[int]], max_users: int, seed: int) -> list[int]
 
 class CoVEMethod(Method):
     name = "cove"
+    data_parallel = True  # its trainer splits every batch over torchrun's ranks and sums gradients
 
     settings_parser = staticmethod(parse_settings)
 
@@ -274,11 +275,14 @@ class CoVEMethod(Method):
         self._scored_tokens = self._padded_tokens = 0  # describe() reports the evaluation's padding only
         self._info["training"] = {k: progress[k] for k in ("epochs_done", "best_epoch", "best_score", "stopped_by",
                                                            "epoch_scores", "optimizer_steps", "resumed_after_epoch")}
+        from bench.distributed import sum_over_ranks
+
         padded = progress.get("padded_tokens") or 0
+        everyone = sum_over_ranks(progress["real_tokens"])  # under torchrun each rank trained its slices
         self._info["training"].update(
             padding_fraction=round(1 - progress["real_tokens"] / padded, 4) if padded else None,
-            tokens_per_sec=round(progress["real_tokens"] / progress["train_seconds"], 1)
-            if progress["train_seconds"] else None)
+            tokens_per_sec=round(everyone / progress["train_seconds"], 1) if progress["train_seconds"] else None,
+            tokens_trained=int(everyone), tokens_trained_by_this_rank=int(progress["real_tokens"]))
         # Training time over every call that trained this run (the record's train_seconds is this call's).
         self._info["training"]["train_seconds_all_calls"] = round(progress["train_seconds"], 3)
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from bench.batching import epoch_batches
+from bench.distributed import barrier, is_main, past_deadline_everywhere, sum_gradients, sum_over_ranks, world
 from bench.errors import BenchError
 from bench.precision import autocast
 from bench.progress import progress_bar
@@ -85,6 +86,16 @@ def pad_left(rows: list[list[int]], pad_id: int, device: str) -> tuple[torch.Ten
             ids[row, width - len(tokens):] = torch.tensor(tokens)
             mask[row, width - len(tokens):] = 1
     return ids.to(device), mask.to(device)
+
+
+def loss_terms(batch: list[Sample], loss: str, base_vocab: int) -> int:
+    """How many terms a batch's loss averages (what ranks weight their share by): samples for "item",
+    item positions after each sequence's first for "sequence", predicted tokens for "all_tokens"."""
+    if loss == "item":
+        return len(batch)
+    if loss == "sequence":
+        return sum(max(0, sum(t >= base_vocab for t in s.sequence) - 1) for s in batch)
+    return sum(len(s.sequence) - 1 for s in batch)
 
 
 def sequence_item_loss(model: CoVEModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -154,6 +165,9 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------
 
     def _save(self, best: bool) -> None:
+        if not is_main():  # under torchrun every rank holds the same weights; rank 0 writes them
+            barrier()
+            return
         self.work_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.trainable_state().items()}
         save_file(state, self.work_dir / LAST)
@@ -165,6 +179,7 @@ class Trainer:
         tmp = self.work_dir / (PROGRESS + ".tmp")
         tmp.write_text(json.dumps(record, indent=1))
         tmp.replace(self.work_dir / PROGRESS)  # progress last: it only ever names files already written
+        barrier()
 
     def _resume(self) -> bool:
         """Load the last completed epoch if this work_dir holds a run with the same fingerprint."""
@@ -195,27 +210,43 @@ class Trainer:
         budget = self.s.max_train_minutes * 60 if self.s.max_train_minutes > 0 else None
         started = time.perf_counter() - self.progress["train_seconds"]
         epoch = self.progress["epochs_done"]
+        rank, ranks = world()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
         while not self.progress["finished"] and epoch < self.s.epochs:
             self.model.train()
             batches = epoch_batches([len(s.sequence) for s in self.samples], self.s.batch_size,
                                     self.s.seed * 1_000_003 + epoch, self.s.length_buckets)
-            bar = progress_bar(batches, desc=f"cove epoch {epoch + 1}/{self.s.epochs}", unit="batch")
+            bar = progress_bar(batches, desc=f"cove epoch {epoch + 1}/{self.s.epochs}", unit="batch",
+                               enabled=is_main())
             out_of_time = False
             for index, batch in enumerate(bar):
-                chosen = [self.samples[i] for i in batch]
-                loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.s.precision)
-                widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in chosen]
-                self.progress["real_tokens"] += sum(widths)
-                self.progress["padded_tokens"] += max(widths) * len(widths)
-                (loss / self.s.grad_accum).backward()
+                mine = batch if ranks == 1 else batch[len(batch) * rank // ranks:len(batch) * (rank + 1) // ranks]
+                chosen = [self.samples[i] for i in mine]
+                if chosen:
+                    loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.s.precision)
+                    widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in chosen]
+                    self.progress["real_tokens"] += sum(widths)
+                    self.progress["padded_tokens"] += max(widths) * len(widths)
+                else:  # more ranks than samples in this batch: nothing to add
+                    loss = torch.zeros(())
+                if ranks > 1:  # weight = this rank's share of the global batch's loss terms
+                    terms = loss_terms(chosen, self.s.loss, self.model.base_vocab)
+                    everyone = sum_over_ranks(terms)
+                    if chosen and everyone:
+                        (loss * (terms * ranks / everyone) / self.s.grad_accum).backward()
+                else:
+                    (loss / self.s.grad_accum).backward()
                 if (index + 1) % self.s.grad_accum == 0 or index + 1 == len(batches):
-                    torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                                   self.s.max_grad_norm)
+                    if ranks > 1:
+                        sum_gradients(trainable)
+                        for param in trainable:
+                            param.grad /= ranks
+                    torch.nn.utils.clip_grad_norm_(trainable, self.s.max_grad_norm)
                     self.optimizer.step()
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     self.progress["optimizer_steps"] += 1
-                    if budget is not None and time.perf_counter() - started > budget:
+                    if budget is not None and past_deadline_everywhere(time.perf_counter() - started > budget):
                         out_of_time = True
                         break
                 bar.set_postfix(loss=f"{loss.item():.4f}")
