@@ -63,23 +63,42 @@ def test_rqvae_codes_separate_distinct_points():
     assert losses["reconstruction_sse"] < points.var().item()
 
 
-def test_constrained_beam_search_returns_only_catalogue_items():
-    rng = np.random.default_rng(0)
-    ids = with_collision_digit(rng.integers(0, 4, size=(30, 2)))
+@pytest.mark.parametrize("seed", range(5))
+def test_constrained_beam_search_returns_only_catalogue_items(seed: int):
+    """Property test over random catalogues and random (untrained) T5s: every beam is a valid, distinct
+    catalogue ID, including beams wider than some prefixes' fan-out."""
+    from transformers import LogitsProcessorList
+
+    rng = np.random.default_rng(seed)
+    ids = with_collision_digit(rng.integers(0, 4, size=(int(rng.integers(12, 40)), 2)))
     layout = TokenLayout((4, 4, int(ids[:, -1].max()) + 1), user_buckets=0)
     tokens = layout.item_tokens(ids)
     trie = IDTrie(ids, layout)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build_t5(layout, 32, 1, 2, 16, 64, 0.0).eval()
-    from transformers import LogitsProcessorList
-
-    inputs = torch.tensor([layout.encoder_input(0, [1, 2, 3], tokens, 3)])
-    out = model.generate(input_ids=inputs, num_beams=10, num_return_sequences=10, max_new_tokens=3,
+    beams = min(10, len(ids))
+    histories = [rng.integers(0, len(ids), size=3).tolist() for _ in range(4)]
+    inputs = torch.tensor([layout.encoder_input(0, h, tokens, 3) for h in histories])
+    out = model.generate(input_ids=inputs, num_beams=beams, num_return_sequences=beams, max_new_tokens=3,
                          logits_processor=LogitsProcessorList([CatalogueConstraint(trie)]), do_sample=False,
                          return_dict_in_generate=True, output_scores=True)
-    items = trie.items(out.sequences[:, 1:4])
-    assert (items >= 0).all() and len(set(items.tolist())) == 10
-    assert all(tuple(tokens[i]) == tuple(row) for i, row in zip(items.tolist(), out.sequences[:, 1:4].tolist()))
+    items = trie.items(out.sequences[:, 1:4]).view(len(histories), beams)
+    assert (items >= 0).all()
+    assert all(len(set(row)) == beams for row in items.tolist())
+    assert all(tuple(tokens[i]) == tuple(row)
+               for i, row in zip(items.reshape(-1).tolist(), out.sequences[:, 1:4].tolist()))
+    assert torch.isfinite(out.sequences_scores).all()
+
+
+def test_rqvae_training_reduces_reconstruction_and_repeats_under_a_seed():
+    torch.manual_seed(0)
+    centres = torch.randn(20, 24) * 2
+    points = centres.repeat(10, 1) + 0.1 * torch.randn(200, 24)  # 20 clusters: compressible into codes
+    _, untrained = train_rqvae(points, [32], 8, 2, 16, 0.25, epochs=1, lr=0.003, batch_size=64, seed=3)
+    first, trained = train_rqvae(points, [32], 8, 2, 16, 0.25, epochs=60, lr=0.003, batch_size=64, seed=3)
+    second, _ = train_rqvae(points, [32], 8, 2, 16, 0.25, epochs=60, lr=0.003, batch_size=64, seed=3)
+    assert trained["reconstruction_sse"] < 0.7 * untrained["reconstruction_sse"]
+    assert torch.equal(first.codes(points), second.codes(points))
 
 
 @pytest.mark.parametrize("rule", ["next", "random"])
