@@ -47,8 +47,10 @@ class SpeedOutcome:
     path: Path
 
 
-def speed_path(results_dir: Path, dataset: str, device: str) -> Path:
-    return results_dir / "speed" / f"{dataset}-{device.split(':')[0]}.json"
+def speed_path(results_dir: Path, dataset: str, device: str, batch_size: int = 1) -> Path:
+    """One speed record per dataset, device kind and batch size (batch 1 keeps the plain name)."""
+    suffix = "" if batch_size == 1 else f"-b{batch_size}"
+    return results_dir / "speed" / f"{dataset}-{device.split(':')[0]}{suffix}.json"
 
 
 def route_overrides(overrides: list[str], methods: list[str]) -> dict[str, list[str]]:
@@ -281,6 +283,6 @@ def measure_speed(
         "git_rev": git_revision(),
         "created": now_iso(),
     }
-    path = speed_path(paths.results_dir, dataset.name, device)
+    path = speed_path(paths.results_dir, dataset.name, device, batch_size)
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return SpeedOutcome(record, path)
