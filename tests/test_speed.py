@@ -69,7 +69,8 @@ def test_same_requests_warmup_excluded_and_record(fakes: dict[str, Any], isolate
     outcome = measure_speed("tiny", ["cove", "bigrec"], num_prompts=5, repeats=3, batch_size=2, config=fakes,
                             log=lambda _: None)
     record = outcome.record
-    assert outcome.path == speed_path(isolated / "results", "tiny", "cpu")
+    assert outcome.path == speed_path(isolated / "results", "tiny", "cpu", 2)
+    assert outcome.path == isolated / "results" / "speed" / "tiny-cpu-b2.json"  # batch 1 keeps tiny-cpu.json
     assert json.loads(outcome.path.read_text()) == json.loads(json.dumps(record, default=str))
     assert not list(outcome.path.parent.glob("*.tmp"))
     assert not list((isolated / "cache" / "work").glob("speed-*"))  # fits ran in temporary work dirs
