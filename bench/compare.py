@@ -14,7 +14,7 @@ import numpy as np
 from bench.errors import BenchError
 from bench.metrics import per_request_metrics
 from bench.request_ranks import load_ranks
-from bench.results import iter_records
+from bench.results import iter_records, read_record
 from bench.significance import bootstrap_ci, paired_p_values
 
 METRICS = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20")
@@ -24,10 +24,7 @@ def resolve_record(spec: str, results_dir: Path, dataset: str | None) -> tuple[P
     """A record file, or a method label (`sasrec`, `cove[cpu,id-only]`) among one dataset's records."""
     path = Path(spec)
     if path.suffix == ".json" and path.exists():
-        records = [(p, r) for p, r in iter_records(path.parent.parent) if p.resolve() == path.resolve()]
-        if records:
-            return records[0]
-        raise BenchError(f"{spec}: not a readable run record")
+        return path, read_record(path)
     if dataset is None:
         raise BenchError(f"{spec!r} is not a record file; name the dataset too (--dataset) to find it by method")
     from bench.leaderboard import method_label

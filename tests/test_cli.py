@@ -305,6 +305,9 @@ def test_compare_two_runs_request_by_request(isolated: Path):
     assert set(lines) == {"ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20"}
     a, b, diff = (float(x) for x in lines["hr@10"][1:4])
     assert abs((a - b) - diff) < 1e-4
+    files = sorted((isolated / "results" / "runs" / "tiny").glob("*.json"))
+    by_file = bench("compare", str(files[0]), str(files[1]))
+    assert by_file.returncode == 0, by_file.stderr
     ambiguous = bench("compare", "cove", "pop", "--dataset", "tiny")
     assert ambiguous.returncode == 2 and "expected exactly one record" in ambiguous.stderr
 
