@@ -174,12 +174,11 @@ def other_positions(record: Record) -> list[Record]:
     so each lands in the table of its position; the data column says it is the same model."""
     views = []
     for target, scored in sorted((record.get("metrics_by_position") or {}).items()):
+        # A subsampled run scored the same seeded subsample at every position: keep saying so.
         sub = record.get("subsample")
-        total = (sub or {}).get("eval_requests_total") if scored["num_eval_requests"] != record["num_eval_requests"] \
-            else None
         views.append({**record, "eval_target": target, "metrics": scored["metrics"],
                       "num_eval_requests": scored["num_eval_requests"],
-                      "subsample": None if total is None else {**sub, "eval_requests": scored["num_eval_requests"]},
+                      "subsample": None if sub is None else {**sub, "eval_requests": scored["num_eval_requests"]},
                       "position_note": scored.get("note")})
     return views
 

@@ -383,3 +383,13 @@ def test_intervals_and_paired_tests_mark_what_differs_from_the_best(tmp_path: Pa
     assert float(worse_line[head.index("hr@10_p_vs_best")]) < 0.05
     low, high = float(worse_line[head.index("hr@10_ci_low")]), float(worse_line[head.index("hr@10_ci_high")])
     assert low < float(worse_line[head.index("hr@10")]) < high
+
+
+def test_a_subsampled_runs_other_position_stays_marked_as_a_subsample(tmp_path: Path):
+    results = tmp_path / "results"
+    path = make_record(results, "cove", metrics(0.01), requests=10, name="sub")
+    record = json.loads(path.read_text())
+    record["metrics_by_position"] = {"valid": {"metrics": metrics(0.02), "num_eval_requests": 10, "note": "same"}}
+    write_record(path, record)
+    markdown = write_leaderboard(results).markdown_text
+    assert "### beauty · second-to-last item (valid) · seeded subsample of 10 of 100 requests" in markdown
