@@ -395,8 +395,12 @@ def render_speed(speed: list[Record]) -> list[str]:
         over_tiger = record.get("ratio_cove_over_tiger")
         if over_tiger is not None:
             # TIGER's decoding length is its ID length on every beam: fixed by design, never by a cap.
-            lines += ["", f"CoVE / TIGER samples/s: **{over_tiger:.1f}×** (medians; TIGER "
-                      f"decodes {decoding_text(record['methods']['tiger'])} ID tokens per beam)."]
+            params = {m: (record["methods"][m].get("method_info") or {}).get(key) for m, key in
+                      (("cove", "backbone_params"), ("tiger", "parameters"))}
+            sizes = (f"; parameters: CoVE {params['cove']:,}, TIGER {params['tiger']:,}"
+                     if all(params.values()) else "")
+            lines += ["", f"CoVE / TIGER samples/s: **{over_tiger:.2g}×** (medians; TIGER "
+                      f"decodes {decoding_text(record['methods']['tiger'])} ID tokens per beam{sizes})."]
         lines.append("")
     return lines
 

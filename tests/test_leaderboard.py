@@ -336,7 +336,7 @@ def test_speed_table_states_cove_over_tiger_with_its_fixed_decoding(tmp_path: Pa
         "ratio_cove_over_bigrec": None, "ratio_cove_over_tiger": 4.0,
     }
     text = "\n".join(render_speed([record]))
-    assert "CoVE / TIGER samples/s: **4.0×** (medians; TIGER decodes 4 (fixed length) ID tokens per beam)." in text
+    assert "CoVE / TIGER samples/s: **4×** (medians; TIGER decodes 4 (fixed length) ID tokens per beam)." in text
     assert "CoVE / BIGRec" not in text
     assert "| tiger | 10 | 9–11 |" in text
 
