@@ -12,12 +12,11 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
+from bench.metrics import METRIC_NAMES as METRICS
 from bench.metrics import per_request_metrics
 from bench.request_ranks import load_ranks
 from bench.results import iter_records, read_record
 from bench.significance import bootstrap_ci, paired_p_values
-
-METRICS = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20")
 
 
 def resolve_record(spec: str, results_dir: Path, dataset: str | None) -> tuple[Path, dict[str, Any]]:

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
-from bench.metrics import per_request_metrics
+from bench.metrics import METRIC_NAMES, per_request_metrics
 from bench.request_ranks import load_ranks
 from bench.results import atomic_write_text, iter_records
 from bench.significance import ALPHA, bootstrap_ci, holm, paired_p_values
 
-METRIC_COLUMNS = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20")
+METRIC_COLUMNS = METRIC_NAMES
 METRIC_TITLES = {"ndcg@5": "NDCG@5", "ndcg@10": "NDCG@10", "ndcg@20": "NDCG@20",
                  "hr@5": "HR@5", "hr@10": "HR@10", "hr@20": "HR@20"}
 POSITION_TEXT = {"test": "last item (test)", "valid": "second-to-last item (valid)"}

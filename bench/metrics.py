@@ -12,6 +12,8 @@ import math
 import numpy as np
 
 DEFAULT_KS = (5, 10, 20)
+# Every reported metric, in table order (leaderboard columns, comparisons).
+METRIC_NAMES = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20")
 
 
 def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:

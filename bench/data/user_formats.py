@@ -60,6 +60,12 @@ def read_lcrec_json(inter_path: Path, item_path: Path | None) -> RawData:
     return _raw(user_items, text)
 
 
+def _in_time_order(events: dict[str, list[tuple[float, int, str]]], path: Path) -> list[tuple[str, list[str], str]]:
+    """{user: [(timestamp, line, item)]} -> (user, items by time (file order on ties), "file:first line")."""
+    return [(user, [item for *_, item in sorted(rows)], f"{path.name}:{min(line for _, line, _ in rows)}")
+            for user, rows in events.items()]
+
+
 def _typed_header(path: Path, header: list[str], wanted: dict[str, str]) -> dict[str, int]:
     """RecBole's `name:type` header -> {our field: column}; a missing field names the file and header."""
     names = [column.split(":", 1)[0] for column in header]
@@ -75,7 +81,6 @@ def _typed_header(path: Path, header: list[str], wanted: dict[str, str]) -> dict
 def read_recbole_atomic(inter_path: Path, item_path: Path | None) -> RawData:
     """Interactions sorted by timestamp per user (stable for equal times, file order kept)."""
     by_user: dict[str, list[tuple[float, int, str]]] = {}
-    first_line: dict[str, int] = {}
     with open(inter_path, encoding="utf-8") as handle:
         rows = csv.reader(handle, delimiter="\t")
         header = next(rows, None) or []
@@ -92,7 +97,6 @@ def read_recbole_atomic(inter_path: Path, item_path: Path | None) -> RawData:
                 raise BenchError(f"{inter_path}:{number}: expected user, item and a numeric timestamp, got "
                                  f"{row}") from None
             by_user.setdefault(user, []).append((stamp, number, item))
-            first_line.setdefault(user, number)
     text: dict[str, dict[str, Any]] = {}
     if item_path is not None and item_path.exists():
         with open(item_path, encoding="utf-8") as handle:
@@ -105,9 +109,7 @@ def read_recbole_atomic(inter_path: Path, item_path: Path | None) -> RawData:
                     text[row[key]] = {name: value for name, value in zip(names, row) if name != "item_id"}
                     if "title" not in text[row[key]] and "movie_title" in text[row[key]]:
                         text[row[key]]["title"] = text[row[key]]["movie_title"]
-    user_items = [(user, [item for *_, item in sorted(events)], f"{inter_path.name}:{first_line[user]}")
-                  for user, events in by_user.items()]
-    return _raw(user_items, text)
+    return _raw(_in_time_order(by_user, inter_path), text)
 
 
 def _table(path: Path) -> list[dict[str, str]]:
@@ -124,20 +126,16 @@ def read_interactions_csv(inter_path: Path, item_path: Path | None) -> RawData:
     if rows and not {"user", "item"} <= set(rows[0]):
         raise BenchError(f"{inter_path}:1: expected columns user,item[,timestamp], got {sorted(rows[0])}")
     by_user: dict[str, list[tuple[float, int, str]]] = {}
-    first_line: dict[str, int] = {}
     for number, row in enumerate(rows, start=2):
         try:
             stamp = float(row["timestamp"]) if row.get("timestamp") not in (None, "") else float(number)
         except ValueError:
             raise BenchError(f"{inter_path}:{number}: timestamp {row['timestamp']!r} is not a number") from None
         by_user.setdefault(row["user"], []).append((stamp, number, row["item"]))
-        first_line.setdefault(row["user"], number)
     text = {}
     if item_path is not None:
         for row in _table(item_path):
             if "item" not in row:
                 raise BenchError(f"{item_path}:1: expected columns item,title[,...], got {sorted(row)}")
             text[row["item"]] = row
-    user_items = [(user, [item for *_, item in sorted(events)], f"{inter_path.name}:{first_line[user]}")
-                  for user, events in by_user.items()]
-    return _raw(user_items, text)
+    return _raw(_in_time_order(by_user, inter_path), text)

@@ -55,7 +55,6 @@ class TigerMethod(Method):
         self.model: Any = None
         self.report: dict[str, Any] = {}
         self.id_facts: dict[str, Any] = {}
-        self._generated_steps = 0
 
     # -- semantic IDs ---------------------------------------------------------------------
 
@@ -172,7 +171,6 @@ class TigerMethod(Method):
         rows = torch.arange(len(users))[:, None].expand_as(items)
         valid = items >= 0
         scores[rows[valid], items[valid].cpu()] = beam_scores[valid].cpu()
-        self._generated_steps += self.trie.depth * len(users)
         return scores
 
     def describe(self) -> dict[str, Any]:
