@@ -310,6 +310,11 @@ def speed_command(
     set_: SetOption = None,
     model: Annotated[str | None, typer.Option(help="Backbone for methods that have one")] = None,
     full_fit: Annotated[bool, typer.Option(help="Fit with full settings instead of the quick fit")] = False,
+    trained: Annotated[bool, typer.Option(
+        help="Reuse each method's recorded trained weights (its best recorded run whose work dir is still here); "
+             "methods without one get the quick fit")] = False,
+    records: Annotated[str | None, typer.Option(
+        help="Comma-separated run records whose trained weights to reuse (one per method; wins over --trained)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (1 is stable on a shared, busy CPU)")] = None,
     seed: int = 0,
     results_dir: Annotated[Path | None, typer.Option(help="Where results/speed/ goes (default results/)")] = None,
@@ -320,8 +325,9 @@ def speed_command(
 
     outcome = measure_speed(dataset, [m.strip() for m in methods.split(",") if m.strip()], device=device,
                             num_prompts=num_prompts, repeats=repeats, batch_size=batch_size, overrides=set_ or [],
-                            model=model, quick_fit=not full_fit, threads=threads, seed=seed, results_dir=results_dir,
-                            log=typer.echo)
+                            model=model, quick_fit=not full_fit, trained=trained,
+                            records=[Path(r.strip()) for r in (records or "").split(",") if r.strip()],
+                            threads=threads, seed=seed, results_dir=results_dir, log=typer.echo)
     typer.echo("\n".join(render_speed([outcome.record])))
     typer.echo(f"wrote {outcome.path}")
 

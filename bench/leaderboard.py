@@ -356,6 +356,15 @@ def speed_order(record: Record) -> list[str]:
     return order + sorted(m for m in record["methods"] if m not in order)
 
 
+def weights_text(entry: Record, record: Record) -> str:
+    """Which weights a speed entry was timed with: trained (a recorded run's), quick-fit or full-fit.
+    Records made before entries said so had one kind for every method (their config says which)."""
+    kind = (entry.get("weights") or {}).get("kind")
+    if kind is None and "config" in record:
+        kind = "quick_fit" if record["config"].get("quick_fit") else "full_fit"
+    return (kind or "–").replace("_", "-")
+
+
 def render_speed(speed: list[Record]) -> list[str]:
     lines = ["## Inference speed", "",
              "Measured by `bench speed`: all methods in one process, on the same seeded requests and "
@@ -367,7 +376,7 @@ def render_speed(speed: list[Record]) -> list[str]:
                   f"{record.get('batch_size')}, {record.get('hardware', {}).get('torch_threads', '?')} torch "
                   f"thread(s), backbone {record.get('backbone') or '–'}; "
                   f"{record.get('weights', '')}", ""]
-        header = ["method", "samples/s (median)", "min–max", "peak memory MB", "process before load MB",
+        header = ["method", "weights", "samples/s (median)", "min–max", "peak memory MB", "process before load MB",
                   "generated tokens/sample (cap)", "machine load (1 min)"]
         rows = []
         capped = []
@@ -377,7 +386,9 @@ def render_speed(speed: list[Record]) -> list[str]:
             load = entry.get("load_average_1min") or {}
             if length_set_by_cap(entry):
                 capped.append(name)
-            rows.append([name, fmt_number(speed_["median"]),
+            recorded = (entry.get("weights") or {}).get("record")
+            weights = weights_text(entry, record) + (f" ({Path(recorded).stem})" if recorded else "")
+            rows.append([name, weights, fmt_number(speed_["median"]),
                          f"{fmt_number(speed_['min'])}–{fmt_number(speed_['max'])}",
                          fmt_number(entry.get("peak_memory_mb")), fmt_number(entry.get("process_baseline_mb")),
                          decoding_text(entry),

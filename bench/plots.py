@@ -148,7 +148,7 @@ def plot_compression(sweep: Sweep, path: Path) -> Path:
 def plot_speed(record: dict[str, Any], path: Path) -> Path:
     """Log-scale bars of samples/sec per method, whiskers from min to max over repetitions."""
     plt = _pyplot()
-    from bench.leaderboard import speed_order
+    from bench.leaderboard import speed_order, weights_text
 
     names = speed_order(record)
     medians = [record["methods"][n]["samples_per_sec"]["median"] for n in names]
@@ -167,8 +167,8 @@ def plot_speed(record: dict[str, Any], path: Path) -> Path:
     threads = record.get("hardware", {}).get("torch_threads")
     title = f"{record['dataset']} · {record['device']} ({hardware}) · batch {record.get('batch_size')}"
     title += f" · {threads} thread(s)" if threads else ""
-    if (record.get("config") or {}).get("quick_fit"):
-        title += " · quick-fit weights (not trained)"
+    kinds = {weights_text(record["methods"][n], record) for n in names}
+    title += " · " + " / ".join(sorted(kinds)) + " weights"
     if record.get("ratio_cove_over_bigrec") is not None:
         title += f"\nCoVE / BIGRec = {record['ratio_cove_over_bigrec']:.1f}× (medians; whiskers: min–max)"
     axis.set_title(title, fontsize=8)
@@ -184,7 +184,9 @@ def write_plots(records: list[tuple[Path, dict[str, Any]]], speed: list[dict[str
     """Draw every plot that has data; remove PNGs left from data that is gone (the folder is generated)."""
     written = [plot_compression(s, plots_dir / f"compression-{s.dataset}-{s.group.slug()}-{s.setting}.png")
                for s in compression_sweeps(records)]
-    written += [plot_speed(record, plots_dir / f"speed-{record['dataset']}-{record['device']}.png")
+    from bench.speed import record_speed_name
+
+    written += [plot_speed(record, plots_dir / f"speed-{record_speed_name(record)}.png")
                 for record in speed if record.get("methods")]
     if plots_dir.exists():
         for stale in sorted(set(plots_dir.glob("*.png")) - set(written)):

@@ -4,11 +4,13 @@ Why a separate command: a run record's samples/sec comes from whatever machine a
 happened to meet. A speed comparison is only fair when every method answers the same seeded
 requests on the same hardware, back to back, with warm-up excluded and several repetitions.
 
-Speed is a property of the architecture and the decoding, not of how well the weights were
-trained, so by default each method is fitted quickly: on the training sequences of a few seeded
-users (the others left empty, which the Split contract allows) with one epoch where its section
-has `epochs`. The catalogue, hence every model's size and the full ranking, is unchanged. The
-record says exactly what was fitted. Timing is the shared evaluator's (bench.evaluate,
+Speed is mostly a property of the architecture and the decoding, so by default each method is fitted
+quickly: on the training sequences of a few seeded users (the others left empty, which the Split
+contract allows) with one epoch where its section has `epochs`. The catalogue, hence every model's
+size and the full ranking, is unchanged. A generative method's decoding length does follow its
+weights, so `--trained` / `--records` reuse the trained weights of recorded runs instead: the run's
+work dir is copied (the recorded state is never touched) and fit() resumes a finished training,
+which only loads. Each method's entry says which weights it had. Timing is the shared evaluator's (bench.evaluate,
 which uses bench.resources.Stopwatch): scoring only, device-synchronised.
 """
 
@@ -41,16 +43,85 @@ VALIDATION_REQUESTS = 8
 SPEED_SCHEMA = 1
 
 
+@dataclass(frozen=True)
+class RecordedWeights:
+    """A recorded run whose trained weights a speed measurement reuses."""
+
+    path: Path
+    record: dict[str, Any]
+    work_dir: Path | None  # None: the method refits exactly from the data (nothing was saved)
+
+    def describe(self) -> dict[str, Any]:
+        metrics = self.record.get("metrics") or {}
+        return {"kind": "trained", "record": f"runs/{self.record['dataset']}/{self.path.name}",
+                "config_hash": self.record["config_hash"], "train_seconds": self.record.get("train_seconds"),
+                "subsample": self.record.get("subsample"), "eval_target": self.record.get("eval_target"),
+                "ndcg@10": metrics.get("ndcg@10")}
+
+
 @dataclass
 class SpeedOutcome:
     record: dict[str, Any]
     path: Path
 
 
-def speed_path(results_dir: Path, dataset: str, device: str, batch_size: int = 1) -> Path:
-    """One speed record per dataset, device kind and batch size (batch 1 keeps the plain name)."""
-    suffix = "" if batch_size == 1 else f"-b{batch_size}"
-    return results_dir / "speed" / f"{dataset}-{device.split(':')[0]}{suffix}.json"
+def speed_name(dataset: str, device: str, batch_size: int = 1, trained: bool = False) -> str:
+    """One speed record per dataset, device kind, batch size and kind of weights (batch 1 and quick-fit
+    weights keep the plain name); the plot takes the same name."""
+    suffix = ("" if batch_size == 1 else f"-b{batch_size}") + ("-trained" if trained else "")
+    return f"{dataset}-{device.split(':')[0]}{suffix}"
+
+
+def record_speed_name(record: dict[str, Any]) -> str:
+    trained = any((entry.get("weights") or {}).get("kind") == "trained" for entry in record["methods"].values())
+    return speed_name(record["dataset"], record["device"], int(record.get("batch_size") or 1), trained)
+
+
+def speed_path(results_dir: Path, dataset: str, device: str, batch_size: int = 1, trained: bool = False) -> Path:
+    return results_dir / "speed" / f"{speed_name(dataset, device, batch_size, trained)}.json"
+
+
+def recorded_weights(path: Path, method: str, dataset: Any, cache_dir: Path, registry: Any) -> RecordedWeights:
+    """Check that `path` is a finished run of `method` on this very split whose weights are still here."""
+    from bench.results import read_record
+
+    if not path.is_file():
+        raise BenchError(f"--records {path}: no such record file")
+    record = read_record(path)
+    if record["method"] != method:
+        raise BenchError(f"--records {path}: a {record['method']} run, but it was given for {method}")
+    if record["dataset"] != dataset.name or record.get("split_hash") != dataset.split.hash:
+        raise BenchError(f"--records {path}: recorded on {record['dataset']} (split {record.get('split_hash')}), "
+                         f"not on this {dataset.name} split ({dataset.split.hash})")
+    work_dir = cache_dir / "work" / record["dataset"] / f"{method}-{record['config_hash']}"
+    if work_dir.is_dir():
+        return RecordedWeights(path, record, work_dir)
+    if getattr(registry.load(method), "refits_exactly", False):
+        return RecordedWeights(path, record, None)
+    raise BenchError(f"--records {path}: its trained weights ({work_dir}) are gone from this machine")
+
+
+def find_trained_records(results_dir: Path, dataset: Any, methods: list[str], cache_dir: Path,
+                         registry: Any) -> dict[str, RecordedWeights]:
+    """For each method, the recorded run on this split with the best recorded NDCG@10 whose weights are
+    still here (ties: the newest); methods without one are left out (they get the quick fit)."""
+    from bench.results import iter_records
+
+    found: dict[str, RecordedWeights] = {}
+    for path, record in iter_records(results_dir):
+        method = record.get("method")
+        if method not in methods or record.get("dataset") != dataset.name:
+            continue
+        try:
+            candidate = recorded_weights(path, method, dataset, cache_dir, registry)
+        except BenchError:
+            continue
+        key = ((record.get("metrics") or {}).get("ndcg@10") or 0.0, record.get("created") or "")
+        best = found.get(method)
+        if best is None or key > ((best.record.get("metrics") or {}).get("ndcg@10") or 0.0,
+                                  best.record.get("created") or ""):
+            found[method] = candidate
+    return found
 
 
 def route_overrides(overrides: list[str], methods: list[str]) -> dict[str, list[str]]:
@@ -108,8 +179,13 @@ def measure_method(
     batch_size: int,
     work_dir: Path,
     log: Any,
+    recorded: RecordedWeights | None = None,
+    weights: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fit, warm up on one batch (not timed), then time `repeats` full passes over `cases`."""
+    """Fit (or, with `recorded`, load a recorded run's weights from a copy of its work dir), warm up on
+    one batch (not timed), then time `repeats` full passes over `cases`."""
+    import shutil
+
     from bench.evaluate import evaluate
     from bench.method import RunContext, seed_everything
     from bench.resources import Stopwatch
@@ -121,12 +197,16 @@ def measure_method(
         return evaluate(model, valid, dataset.num_items, ks=(10,), batch_size=batch_size, device=device,
                         progress=False).metrics["ndcg@10"]
 
+    if recorded is not None and recorded.work_dir is not None:
+        shutil.copytree(recorded.work_dir, work_dir, dirs_exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     release_freed_memory()
     baseline = cpu_peak_mb() if reset_cpu_peak() else None
+    seed = int(recorded.record.get("seed", seed)) if recorded else seed  # a resumed run keeps its own seed
     seed_everything(seed)
-    instance = method_cls(section, RunContext(device=device, seed=seed, work_dir=work_dir, validate=validate,
-                                              log=log))
+    budget = recorded.record.get("max_train_minutes") if recorded else None
+    instance = method_cls(section, RunContext(device=device, seed=seed, work_dir=work_dir, max_train_minutes=budget,
+                                              validate=validate, log=log))
     fit_watch = Stopwatch(device)
     with fit_watch.running():
         instance.fit(dataset)
@@ -150,7 +230,9 @@ def measure_method(
         "peak_memory_kind": kind,
         # Resident memory before the method was built: data, libraries, the harness itself.
         "process_baseline_mb": None if baseline is None else round(baseline, 1),
+        # With recorded weights fit() only loads them: this is the loading time.
         "fit_seconds": round(fit_watch.seconds, 3),
+        "weights": weights or (recorded.describe() if recorded else {"kind": "quick_fit"}),
         # A shared machine's other work slows every method; the 1-minute load shows how busy it was.
         "load_average_1min": {"before": load_before, "after": load_after},
         "backbone": described.get("backbone"),
@@ -180,17 +262,23 @@ def measure_speed(
     overrides: list[str] | tuple[str, ...] = (),
     model: str | None = None,
     quick_fit: bool = True,
+    trained: bool = False,
+    records: list[Path] | tuple[Path, ...] = (),
     threads: int | None = None,
     seed: int = 0,
     results_dir: Path | None = None,
     config: dict[str, Any] | None = None,
     log: Any = print,
 ) -> SpeedOutcome:
-    """Measure every method on the same seeded requests in this process; record atomically."""
+    """Measure every method on the same seeded requests in this process; record atomically.
+
+    `records` (and, for the methods they leave out, `trained`: the best recorded run still on this machine)
+    give methods their trained weights; the others get the quick fit (or the full fit).
+    """
     from bench.config import load_config
     from bench.data.prepare import prepare
     from bench.registry import method_registry
-    from bench.results import atomic_write_text, git_revision, now_iso, package_versions
+    from bench.results import atomic_write_text, git_revision, now_iso, package_versions, read_record
     from bench.run import build_effective_config, eval_settings, run_paths, subsample_cases
 
     if not methods:
@@ -209,6 +297,20 @@ def measure_speed(
         if not torch.cuda.is_available():
             raise BenchError("--device cuda: no CUDA device is available on this machine")
     routed = route_overrides(list(overrides), methods)
+    named: dict[str, Path] = {}
+    for path in records:
+        if not path.is_file():
+            raise BenchError(f"--records {path}: no such record file")
+        method = read_record(path)["method"]
+        if method not in methods:
+            raise BenchError(f"--records {path}: a run of {method}, which is not among --methods ({', '.join(methods)})")
+        if method in named:
+            raise BenchError(f"--records: two records for {method} ({named[method].name}, {path.name})")
+        named[method] = path
+    for method in named:
+        if any(not a.startswith("eval.") for a in routed[method]):
+            raise BenchError(f"--set {routed[method][0]}: {method} uses recorded weights, whose settings are the "
+                             "record's; a changed setting would not be those weights")
     effective: dict[str, dict[str, Any]] = {}
     applied_quick: dict[str, list[str]] = {}
     for method in methods:
@@ -224,6 +326,15 @@ def measure_speed(
     set_torch_threads(threads)
     paths = run_paths(config, results_dir)
     dataset, info = prepare(dataset_name, paths.data_dir, paths.cache_dir)
+    reused = {m: recorded_weights(p, m, dataset, paths.cache_dir, registry) for m, p in named.items()}
+    if trained:
+        found = find_trained_records(paths.results_dir, dataset, [m for m in methods if m not in reused],
+                                     paths.cache_dir, registry)
+        reused.update(found)
+    for method, weights in reused.items():
+        effective[method] = weights.record["config"]
+        applied_quick[method] = []
+        log(f"{method}: trained weights of {weights.describe()['record']}")
     cases = subsample_cases(dataset.split.cases(target), num_prompts)
     hardware = hardware_info(device)
     measured: dict[str, Any] = {}
@@ -239,8 +350,10 @@ def measure_speed(
             (paths.cache_dir / "work").mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=paths.cache_dir / "work", prefix=f"speed-{method}-") as work:
                 measured[method] = measure_method(
-                    registry.load(method), effective[method][method], fit_dataset, cases, device=device, seed=seed,
-                    repeats=repeats, batch_size=batch_size, work_dir=Path(work), log=log)
+                    registry.load(method), effective[method][method],
+                    dataset if method in reused or not quick_fit else fit_dataset, cases, device=device, seed=seed,
+                    repeats=repeats, batch_size=batch_size, work_dir=Path(work), log=log,
+                    recorded=reused.get(method), weights=None if method in reused or quick_fit else {"kind": "full_fit"})
     backbones = sorted({str(entry["backbone"]) for entry in measured.values() if entry["backbone"]})
 
     def ratio_over(other: str) -> float | None:
@@ -248,14 +361,21 @@ def measure_speed(
             return None
         return measured["cove"]["samples_per_sec"]["median"] / measured[other]["samples_per_sec"]["median"]
 
-    if quick_fit:
-        fitted = "; ".join(f"{m}: {', '.join(q) or 'its own settings'}" for m, q in applied_quick.items())
-        weights = ("Weights are NOT trained: speed depends on architecture and decoding, so each method was fitted "
-                   f"on the training sequences of {QUICK_FIT_USERS} seeded users only ({fitted}). A generative "
-                   "method's decoding length depends on its weights, so it is fixed to the catalogue's mean "
-                   "title length (decode_length = mean_title); see generated_tokens_per_sample.")
-    else:
-        weights = "Each method was fitted with its full bench.toml settings before timing."
+    quick = [m for m in methods if m not in reused and quick_fit]
+    weights = ""
+    if reused:
+        weights = ("Trained weights of recorded runs (loaded from a copy of each run's work dir) for "
+                   + ", ".join(f"{m} ({reused[m].describe()['record']})" for m in methods if m in reused) + ". ")
+    if quick:
+        fitted = "; ".join(f"{m}: {', '.join(applied_quick[m]) or 'its own settings'}" for m in quick)
+        weights += (f"{'Weights' if not reused else 'The other methods’ weights'} are NOT trained: speed depends on "
+                    f"architecture and decoding, so {', '.join(quick)} {'was' if len(quick) == 1 else 'were'} "
+                    f"fitted on the training sequences of {QUICK_FIT_USERS} seeded users only ({fitted}). A "
+                    "generative method's decoding length depends on its weights, so it is fixed to the catalogue's "
+                    "mean title length (decode_length = mean_title); see generated_tokens_per_sample.")
+    elif not quick_fit and len(reused) < len(methods):
+        weights += "Each other method was fitted with its full bench.toml settings before timing."
+    weights = weights.strip()
     record = {
         "schema": SPEED_SCHEMA,
         "dataset": dataset.name,
@@ -275,14 +395,15 @@ def measure_speed(
         "measured_in_order": methods,
         "ratio_cove_over_bigrec": ratio_over("bigrec"),
         "ratio_cove_over_tiger": ratio_over("tiger"),
-        "config": {"methods": effective, "quick_fit": quick_fit, "quick_fit_overrides": applied_quick,
-                   "quick_fit_users": QUICK_FIT_USERS if quick_fit else None,
+        "config": {"methods": effective, "quick_fit": bool(quick), "quick_fit_overrides": applied_quick,
+                   "quick_fit_users": QUICK_FIT_USERS if quick else None,
+                   "records": {m: w.describe()["record"] for m, w in reused.items()},
                    "overrides": list(overrides), "model": model, "seed": seed, "threads": threads},
         "dataset_info": {key: info.get(key) for key in ("users", "items", "interactions", "content_hash")},
         "versions": package_versions(),
         "git_rev": git_revision(),
         "created": now_iso(),
     }
-    path = speed_path(paths.results_dir, dataset.name, device, batch_size)
+    path = speed_path(paths.results_dir, dataset.name, device, batch_size, trained=bool(reused))
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return SpeedOutcome(record, path)

@@ -18,7 +18,9 @@
 #   sasrec   SASRec until RecBole's early stopping (8-minute budget; 3 epochs on the CPU)
 #   gru4rec  GRU4Rec likewise (7 epochs on the CPU)
 #   tiger    TIGER `--preset gpu` (the paper's T5, 6-minute budget; semantic IDs built by `pack`)
-#   speed    `bench speed` for every recorded method on the same 64 requests, batch 1
+#   speed    `bench speed --trained` for every recorded method on the same 64 requests, batch 1 then 32
+#            (trained weights of the runs still on this machine; a method whose work dir is gone gets
+#            the quick fit, and the record says so per method)
 # `run METHOD DATASET [bench run args]` runs one step by hand. BENCH_GPU_DEVICE=cpu rehearses the
 # whole sequence on a CPU (BENCH_GPU_MODEL=PATH swaps in a small local backbone).
 set -euo pipefail
@@ -61,8 +63,10 @@ step() {  # one step of the sequence (or any method) with the GPU settings; reco
            else echo "tiger: not in methods/ yet, skipped" >&2; fi ;;
     speed) local methods=cove,bigrec,sasrec
            has_method tiger && methods=$methods,tiger
-           bench speed --dataset "$dataset" --device "$device" --methods "$methods" --num-prompts 64 \
-             --repeats 3 --batch-size 1 --results-dir results ${model:+--model "$model"} "$@" ;;
+           for batch in 1 32; do
+             bench speed --dataset "$dataset" --device "$device" --methods "$methods" --num-prompts 64 \
+               --repeats 3 --batch-size "$batch" --trained --results-dir results ${model:+--model "$model"} "$@"
+           done ;;
     *) bench run --method "$name" "${common[@]}" "$@" ;;
   esac
 }
@@ -70,7 +74,7 @@ step() {  # one step of the sequence (or any method) with the GPU settings; reco
 done_already() {  # is this step's record in results/ (committed, or made earlier on this machine)?
   local name=$1 dataset=$2
   case "$name" in
-    speed) [ -f "results/speed/$dataset-${device}.json" ] ;;
+    speed) compgen -G "results/speed/$dataset-${device}-b32*.json" >/dev/null ;;
     tiger) step_recorded tiger "$dataset" --preset gpu ;;
     cove|bigrec) step_recorded "$name" "$dataset" --preset gpu --set eval.max_valid_users=1000 \
                    ${model:+--model "$model"} ;;

@@ -46,7 +46,7 @@ def make_record(results: Path, method: str, values: dict[str, float], *, dataset
 def speed_record(results: Path) -> None:
     record = {
         "dataset": "beauty", "device": "cpu", "hardware": {"name": "test cpu"}, "backbone": "SmolLM2-135M",
-        "num_prompts": 8, "repeats": 3, "batch_size": 1, "weights": "quick fit",
+        "num_prompts": 8, "repeats": 3, "batch_size": 1, "weights": "quick fit", "config": {"quick_fit": True},
         "methods": {
             "cove": {"samples_per_sec": {"median": 40.0, "min": 35.0, "max": 41.0}, "peak_memory_mb": 900.0},
             "bigrec": {"samples_per_sec": {"median": 0.5, "min": 0.4, "max": 0.6}, "peak_memory_mb": 950.0,
@@ -206,8 +206,8 @@ def test_rebuild_gives_identical_files_and_plots_open(tmp_path: Path):
             assert image.format == "PNG" and image.size[0] > 300
     readme = first["README.md"].decode()
     assert f"![{Path(compression).stem}]({compression})" in readme
-    assert "CoVE / BIGRec samples/s: **80.0×**" in readme and "| bigrec | 0.5 | 0.4–0.6 | 950 | – | 64 |" in readme
-    assert readme.index("| cove | 40") < readme.index("| bigrec | 0.5")  # order of measurement
+    assert "CoVE / BIGRec samples/s: **80.0×**" in readme and "| bigrec | quick-fit | 0.5 | 0.4–0.6 | 950 | – | 64 |" in readme
+    assert readme.index("| cove | quick-fit | 40") < readme.index("| bigrec | quick-fit | 0.5")  # order of measurement
 
 
 def test_committed_records_rebuild_identically(tmp_path: Path):
@@ -303,7 +303,7 @@ def test_fixed_length_decoding_keeps_the_ratio_bold(tmp_path: Path):
                                                  "decode_length_fixed": "25 tokens (mean_title)"}
     (results / "speed" / "beauty-cpu.json").write_text(json.dumps(speed, sort_keys=True))
     readme = build(results)["README.md"].decode()
-    assert "| bigrec | 0.5 | 0.4–0.6 | 950 | – | 25 (fixed length) |" in readme
+    assert "| bigrec | quick-fit | 0.5 | 0.4–0.6 | 950 | – | 25 (fixed length) |" in readme
     assert "CoVE / BIGRec samples/s: **80.0×**" in readme
 
 
@@ -338,7 +338,7 @@ def test_speed_table_states_cove_over_tiger_with_its_fixed_decoding(tmp_path: Pa
     text = "\n".join(render_speed([record]))
     assert "CoVE / TIGER samples/s: **4×** (medians; TIGER decodes 4 (fixed length) ID tokens per beam)." in text
     assert "CoVE / BIGRec" not in text
-    assert "| tiger | 10 | 9–11 |" in text
+    assert "| tiger | – | 10 | 9–11 |" in text
 
 
 def test_intervals_and_paired_tests_mark_what_differs_from_the_best(tmp_path: Path):

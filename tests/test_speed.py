@@ -140,3 +140,68 @@ def test_cli_prints_table_and_writes_record(fakes: dict[str, Any], isolated: Pat
     assert "| cove |" in result.output and "CoVE / BIGRec samples/s" in result.output
     record = json.loads((isolated / "results" / "speed" / "tiny-cpu.json").read_text())
     assert record["hardware"]["torch_threads"] == 1 and record["config"]["threads"] == 1
+
+
+class FakeTrainable(FakeCoVE):
+    """Trains once (a counter) and saves its 'weights' to the work dir; a finished work dir only loads."""
+
+    name = "sasrec_native"
+    TRAININGS: list[int] = []
+
+    def fit(self, dataset):
+        super().fit(dataset)
+        saved = self.context.work_dir / "weights.json"
+        if saved.exists():
+            self.weight = json.loads(saved.read_text())["weight"]
+        else:
+            seen().FakeTrainable.TRAININGS.append(1)
+            self.weight = sum(len(seq) for seq in dataset.split.train)  # depends on every training sequence
+            saved.write_text(json.dumps({"weight": self.weight}))
+
+    def describe(self):
+        return {"weight": self.weight}
+
+
+def test_trained_weights_are_loaded_from_a_copy_never_retrained(fakes: dict[str, Any], isolated: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    import methods
+    from bench.run import run
+
+    fakes["sasrec_native"] = {"epochs": 5}
+    monkeypatch.setitem(methods.METHODS, "sasrec_native", "tests.test_speed:FakeTrainable")
+    trainings = seen().FakeTrainable.TRAININGS
+    trainings.clear()
+    recorded = run("sasrec_native", "tiny", config=fakes, progress=False, log=lambda _: None)
+    assert len(trainings) == 1
+    work = isolated / "cache" / "work" / "tiny" / f"sasrec_native-{recorded.record['config_hash']}"
+    before = (work / "weights.json").read_bytes()
+
+    outcome = measure_speed("tiny", ["sasrec_native", "cove"], num_prompts=3, repeats=1, config=fakes, trained=True,
+                            log=lambda _: None)
+    entry = outcome.record["methods"]["sasrec_native"]
+    assert len(trainings) == 1, "a speed run must load the recorded weights, not train"
+    assert entry["weights"]["kind"] == "trained" and entry["weights"]["record"] == f"runs/tiny/{recorded.path.name}"
+    assert entry["method_info"]["weight"] == json.loads(before)["weight"]  # the full-data weights, not a quick fit
+    assert outcome.record["methods"]["cove"]["weights"] == {"kind": "quick_fit"}
+    assert outcome.path.name == "tiny-cpu-trained.json"  # the quick-fit record beside it keeps its name
+    assert "sasrec_native (runs/tiny/" in outcome.record["weights"] and "NOT trained" in outcome.record["weights"]
+    assert (work / "weights.json").read_bytes() == before and not list(work.parent.glob("speed-*"))
+
+    # Its twin: without --trained the same method is quick-fitted (trains again, on a few users' sequences).
+    plain = measure_speed("tiny", ["sasrec_native"], num_prompts=3, repeats=1, config=fakes, log=lambda _: None)
+    assert len(trainings) == 2 and plain.record["methods"]["sasrec_native"]["weights"] == {"kind": "quick_fit"}
+    assert plain.record["methods"]["sasrec_native"]["method_info"]["weight"] < json.loads(before)["weight"]
+
+    # Explicit records are checked before anything is timed.
+    with pytest.raises(BenchError, match="not among --methods"):
+        measure_speed("tiny", ["cove"], records=[recorded.path], config=fakes, log=lambda _: None)
+    with pytest.raises(BenchError, match="whose settings are the record's"):
+        measure_speed("tiny", ["sasrec_native"], records=[recorded.path], overrides=["sasrec_native.epochs=1"],
+                      config=fakes, log=lambda _: None)
+    with pytest.raises(BenchError, match="no such record file"):
+        measure_speed("tiny", ["sasrec_native"], records=[isolated / "missing.json"], config=fakes, log=lambda _: None)
+    import shutil
+
+    shutil.rmtree(work)
+    with pytest.raises(BenchError, match="trained weights .* are gone"):
+        measure_speed("tiny", ["sasrec_native"], records=[recorded.path], config=fakes, log=lambda _: None)
