@@ -15,6 +15,7 @@ The same files serve leave-one-out and global-time splits. RecBole's ids differ 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -30,6 +31,7 @@ import torch
 
 from bench.data.types import Dataset, EvalCases, Split
 from bench.errors import BenchError
+from bench.results import atomic_write_text
 from bench.method import Method, RunContext
 from methods import recbole_compat
 
@@ -245,6 +247,9 @@ def _make_trainer(config: Any, model: Any, checkpoint: Path) -> Any:
 # --- resuming across sessions ---------------------------------------------------------------
 
 LAST_EPOCH = "last_epoch.pth"
+# Written when a training ends (early stopping, epochs or budget): a later fit() in this work dir (a resumed
+# `bench run`, `bench rescore`, `bench speed --trained`) loads the best checkpoint and trains nothing more.
+FINISHED = "finished.json"
 
 
 def _save_last_epoch(trainer: Any, epoch: int, path: Path) -> None:
@@ -272,6 +277,16 @@ def _resume(trainer: Any, path: Path, best: Path) -> int | None:
         raise BenchError(f"{path.parent}: an interrupted run left {path.name} but not {best.name}; "
                          "delete the folder or run again with --force")
     return trainer.start_epoch
+
+
+def _finished(path: Path, best: Path) -> dict[str, Any] | None:
+    """What a finished training in this work dir recorded (None: not finished, so train or resume)."""
+    if not path.exists():
+        return None
+    if not best.exists():
+        raise BenchError(f"{path.parent}: {path.name} says training finished but {best.name} is missing; "
+                         "delete the folder or run again with --force")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 # --- the plugins -------------------------------------------------------------------------
@@ -303,14 +318,23 @@ class RecBoleMethod(Method):
             init_seed(config["seed"], config["reproducibility"])
             model = get_model(self.model_name)(config, data.train.dataset).to(config["device"])
             trainer = _make_trainer(config, model, checkpoint)
-            resumed_after = _resume(trainer, root / LAST_EPOCH, checkpoint)
-            if resumed_after is not None:
-                self.context.log(f"{self.name}: resumed after epoch {resumed_after} from {root}")
-            epochs_run, stopped_by, seconds = self._train(trainer, data.train, data.valid, int(config["epochs"]),
-                                                          root / LAST_EPOCH)
-            partial = not checkpoint.exists()
-            if partial:  # the budget ran out inside the first epoch: keep what it trained, unvalidated
-                trainer._save_checkpoint(epochs_run, verbose=False)
+            finished = _finished(root / FINISHED, checkpoint)
+            if finished is not None:
+                self.context.log(f"{self.name}: training in {root} had finished ({finished['stopped_by']}); "
+                                 "loading its best checkpoint")
+                resumed_after, epochs_run, stopped_by = None, finished["epochs_run"], finished["stopped_by"]
+                seconds, self.batches_trained, partial = finished["seconds"], 0, finished["partial"]
+            else:
+                resumed_after = _resume(trainer, root / LAST_EPOCH, checkpoint)
+                if resumed_after is not None:
+                    self.context.log(f"{self.name}: resumed after epoch {resumed_after} from {root}")
+                epochs_run, stopped_by, seconds = self._train(trainer, data.train, data.valid,
+                                                              int(config["epochs"]), root / LAST_EPOCH)
+                partial = not checkpoint.exists()
+                if partial:  # the budget ran out inside the first epoch: keep what it trained, unvalidated
+                    trainer._save_checkpoint(epochs_run, verbose=False)
+                atomic_write_text(root / FINISHED, json.dumps({"epochs_run": epochs_run, "stopped_by": stopped_by,
+                                                               "seconds": seconds, "partial": partial}))
         counts = data.counts
 
         state = torch.load(checkpoint, map_location=config["device"], weights_only=False)  # written above
@@ -345,6 +369,7 @@ class RecBoleMethod(Method):
             "valid_empty_history_dropped_for_recbole": counts["valid_empty_history_dropped"],
             "train_loop_seconds": round(seconds, 1),
             "resumed_after_epoch": resumed_after,
+            "loaded_finished_training": finished is not None,
             "max_train_minutes": self.context.max_train_minutes,
         }
 

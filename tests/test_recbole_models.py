@@ -140,3 +140,26 @@ def test_an_interrupted_training_resumes_after_its_last_epoch(tmp_path: Path) ->
     assert facts["resumed_after_epoch"] == 2 and facts["epochs_run"] == 4 and facts["stopped_by"] == "epochs"
     assert [m.split(":")[0] for m in logs if "/4:" in m] == ["sasrec epoch 3/4", "sasrec epoch 4/4"]
     assert facts["train_batches"] == 2 * -(-facts["train_pairs"] // 64)  # this call trained epochs 3 and 4 only
+
+
+def test_a_finished_training_is_loaded_not_continued(tmp_path: Path) -> None:
+    """After early stopping, a second fit in the same work dir (rescore, speed --trained) trains nothing
+    and scores exactly as the first; its twin without the marker trains again (the check can fail)."""
+    dataset = rule_dataset(num_items=NUM_ITEMS, num_users=200, length=6, rule="random")
+    first = fitted("sasrec", dataset, tmp_path, epochs=30, stopping_step=1)
+    assert first.describe()["stopped_by"] == "early_stopping"
+    users, histories = [0, 1], [[1, 2, 3], [4]]
+    expected = first.score(users, histories)
+
+    def again() -> RecBoleMethod:
+        return fitted("sasrec", dataset, tmp_path, epochs=30, stopping_step=1)
+
+    loaded = again()
+    facts = loaded.describe()
+    assert facts["loaded_finished_training"] and facts["train_batches"] == 0
+    assert facts["epochs_run"] == first.describe()["epochs_run"] and facts["stopped_by"] == "early_stopping"
+    assert torch.equal(loaded.score(users, histories), expected)
+
+    (tmp_path / "recbole" / "finished.json").unlink()
+    twin = again()  # without the marker RecBole resumes and trains at least one more epoch
+    assert not twin.describe()["loaded_finished_training"] and twin.describe()["train_batches"] > 0
