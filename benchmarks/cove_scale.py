@@ -1,8 +1,13 @@
 """CoVE at catalogue scale: item-table bytes, a training step and full-catalogue scoring for synthetic
 catalogues of 100k to 10M items, per compression ratio, within this machine's memory.
 
-Not a test: prints figures and writes results/scale/<name>.json plus a plot. Each (items, ratio) point
-runs in its own process, so its peak RSS is its own. Interaction sequences are random (cost does not
+Not a test: prints figures and writes results/scale/<name>.json plus a plot (rewritten atomically after
+every point, so an interrupted sweep keeps what it measured). Each (items, ratio) point runs in its own
+process, so its peak RSS is its own, under an address-space limit (--memory-gb, default 20 of this
+machine's 24): a point that does not fit fails with an allocation error and is recorded as such, instead
+of waking the kernel's OOM killer beside other work. Scoring runs before the training step, so the
+scoring peak is measured apart from the training step's. The training step is CoVE's sequence loss, an
+exact item softmax whose log-sum-exp is chunked past 65,536 items (ItemHead.cross_entropy). Interaction sequences are random (cost does not
 depend on them); item tokens are mapped to ids arithmetically (base vocabulary + item), since adding
 10M tokens through a tokenizer alone takes minutes and gigabytes. Scoring is the harness's streamed
 ranking (bench.evaluate.streamed_ranks): the hashed head gathers per item chunk, never N x d.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -56,6 +62,7 @@ class Scorer:
 def one_point(items: int, ratio: int, model_spec: str, batch: int, requests: int, history: int) -> dict:
     from bench.backbone import load_backbone, tiny_llama
     from methods.cove.item_layers import item_table_bytes
+    from methods.cove.method import item_softmax_form
     from methods.cove.model import CoVEModel, attach_lora
     from methods.cove.trainer import sequence_item_loss
 
@@ -68,15 +75,6 @@ def one_point(items: int, ratio: int, model_spec: str, batch: int, requests: int
     build_s = time.perf_counter() - built
     loaded = rss_mb()
     generator = torch.Generator().manual_seed(0)
-    sequences = torch.randint(0, items, (batch, history + 1), generator=generator).tolist()
-    ids = torch.tensor([[BASE_VOCAB + i for i in seq] for seq in sequences])
-    model.train()
-    started = time.perf_counter()
-    loss = sequence_item_loss(model, ids, torch.ones_like(ids))
-    loss.backward()
-    step_s = time.perf_counter() - started
-    trained = rss_mb()
-    model.zero_grad(set_to_none=True)
     model.eval()
     scorer = Scorer(model, history)
     histories = torch.randint(0, items, (requests, history), generator=generator).tolist()
@@ -86,14 +84,24 @@ def one_point(items: int, ratio: int, model_spec: str, batch: int, requests: int
         streamed_ranks(scorer, list(range(first, first + batch)), histories[first:first + batch],
                        targets[first:first + batch], items, ITEM_CHUNK, mask_history=False)
     score_s = time.perf_counter() - started
+    scored = rss_mb()  # ru_maxrss: the peak so far, i.e. of building and scoring
+    sequences = torch.randint(0, items, (batch, history + 1), generator=generator).tolist()
+    ids = torch.tensor([[BASE_VOCAB + i for i in seq] for seq in sequences])
+    model.train()
+    started = time.perf_counter()
+    loss = sequence_item_loss(model, ids, torch.ones_like(ids))
+    loss.backward()
+    step_s = time.perf_counter() - started
+    trained = rss_mb()
     codes = model.item_head.codes
     return {"items": items, "ratio": ratio, "model": model_spec,
             "item_table_bytes": item_table_bytes(model.item_embedding, model.item_head),
             "hash_code_bytes": 2 * codes.numel() * codes.element_size(), "build_seconds": round(build_s, 2),
             "train_step_seconds": round(step_s, 3), "train_batch": batch, "history_items": history,
+            "train_loss": f"sequence item CE, {item_softmax_form(items, 'sequence')}",
             "scoring_samples_per_sec": round(requests / score_s, 2), "scored_requests": requests,
             "rss_mb": {"before_model": round(baseline), "model_built": round(loaded),
-                       "after_train_step": round(trained), "peak": round(rss_mb())},
+                       "scoring_peak": round(scored), "peak": round(trained)},
             "torch_threads": torch.get_num_threads()}
 
 
@@ -106,15 +114,20 @@ def plot(points: list[dict], path: Path) -> None:
     figure, (memory, speed) = plt.subplots(1, 2, figsize=(10, 4))
     for ratio in sorted({p["ratio"] for p in points}):
         line = sorted((p for p in points if p["ratio"] == ratio), key=lambda p: p["items"])
-        memory.plot([p["items"] for p in line], [p["rss_mb"]["peak"] / 1024 for p in line], marker="o",
-                    label=f"ratio {ratio}")
+        drawn = memory.plot([p["items"] for p in line], [p["rss_mb"]["peak"] / 1024 for p in line], marker="o",
+                            label=f"ratio {ratio}: training step")
+        memory.plot([p["items"] for p in line], [p["rss_mb"].get("scoring_peak", 0) / 1024 for p in line],
+                    marker="x", linestyle="--", color=drawn[0].get_color(), label=f"ratio {ratio}: scoring")
         speed.plot([p["items"] for p in line], [p["scoring_samples_per_sec"] for p in line], marker="o",
                    label=f"ratio {ratio}")
     for axis, label in ((memory, "peak RSS (GB)"), (speed, "scoring requests/s (all items ranked)")):
+        axis.set_title(f"CoVE, {points[0]['model'] if points else ''} backbone; missing points ran out of memory",
+                       fontsize=8)
         axis.set_xscale("log")
         axis.set_xlabel("catalogue items")
         axis.set_ylabel(label)
-        axis.legend()
+        if points:
+            axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
@@ -130,6 +143,7 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default=None, help="results/scale/<name>.json (default: the model)")
+    parser.add_argument("--memory-gb", type=float, default=20.0, help="address-space limit of each point's process")
     parser.add_argument("--point", nargs=2, type=int, help=argparse.SUPPRESS)  # child process: items ratio
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -138,26 +152,64 @@ def main() -> None:
         return
     if args.quick:
         args.model, args.items = "tiny", [100_000, 1_000_000]
-    points = []
+    out = Path("results/scale") / f"{args.name or Path(args.model).name}.json"
+    settings = {"model": args.model, "batch": args.batch, "requests": args.requests, "history": args.history,
+                "threads": args.threads, "memory_limit_gb": args.memory_gb}
+    points = earlier_points(out, settings)
     for items in args.items:
         for ratio in args.ratios:
-            child = subprocess.run([sys.executable, __file__, "--point", str(items), str(ratio), "--model", args.model,
-                                    "--batch", str(args.batch), "--requests", str(args.requests), "--history",
-                                    str(args.history), "--threads", str(args.threads)],
-                                   capture_output=True, text=True)
-            if child.returncode != 0:
-                print(f"{items:>10,} items, ratio {ratio:>2}: failed ({child.stderr.strip().splitlines()[-1:]})")
-                continue
-            point = json.loads(child.stdout.strip().splitlines()[-1])
+            if any(p["items"] == items and p["ratio"] == ratio for p in points):
+                continue  # measured by an interrupted earlier sweep with the same settings
+            point = run_point(items, ratio, args)
             points.append(point)
-            print(f"{items:>10,} items, ratio {ratio:>2}: tables {point['item_table_bytes'] / 2**20:8.1f} MiB, "
-                  f"train step {point['train_step_seconds']:6.2f} s, scoring {point['scoring_samples_per_sec']:7.1f} "
-                  f"req/s, peak RSS {point['rss_mb']['peak'] / 1024:5.2f} GB", flush=True)
-    out = Path("results/scale") / f"{args.name or Path(args.model).name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"points": points, "command": sys.argv, "machine": _machine()}, indent=1) + "\n")
-    plot(points, out.with_suffix(".png"))
+            if "failed" in point:
+                print(f"{items:>10,} items, ratio {ratio:>2}: failed ({point['failed']})", flush=True)
+            else:
+                print(f"{items:>10,} items, ratio {ratio:>2}: tables {point['item_table_bytes'] / 2**20:8.1f} MiB, "
+                      f"train step {point['train_step_seconds']:6.2f} s, scoring {point['scoring_samples_per_sec']:7.1f} "
+                      f"req/s, scoring peak RSS {point['rss_mb']['scoring_peak'] / 1024:5.2f} GB, "
+                      f"training step peak {point['rss_mb']['peak'] / 1024:5.2f} GB", flush=True)
+            write(out, points, settings)
+    write(out, points, settings)
+    plot([p for p in points if "failed" not in p], out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def run_point(items: int, ratio: int, args: argparse.Namespace) -> dict:
+    """One point in a child process under an address-space limit; a failure is a recorded outcome."""
+    limit = int(args.memory_gb * 2**30)
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    child = subprocess.run([sys.executable, __file__, "--point", str(items), str(ratio), "--model", args.model,
+                            "--batch", str(args.batch), "--requests", str(args.requests), "--history",
+                            str(args.history), "--threads", str(args.threads)],
+                           capture_output=True, text=True, preexec_fn=cap_memory,
+                           env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    if child.returncode == 0:
+        return json.loads(child.stdout.strip().splitlines()[-1])
+    lines = child.stderr.strip().splitlines()
+    reason = lines[-1] if lines else f"exit status {child.returncode}"
+    if "alloc" in reason.lower() or "memory" in reason.lower() or child.returncode == -9:
+        reason = f"out of memory under the {args.memory_gb:g} GB limit: {reason[:200]}"
+    return {"items": items, "ratio": ratio, "model": args.model, "failed": reason}
+
+
+def earlier_points(out: Path, settings: dict) -> list[dict]:
+    if not out.exists():
+        return []
+    earlier = json.loads(out.read_text())
+    return earlier["points"] if earlier.get("settings") == settings else []
+
+
+def write(out: Path, points: list[dict], settings: dict) -> None:
+    from bench.results import atomic_write_text, git_revision
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps({"points": sorted(points, key=lambda p: (p["items"], p["ratio"])),
+                                       "settings": settings, "command": sys.argv, "git_rev": git_revision(),
+                                       "machine": _machine()}, indent=1) + "\n")
 
 
 def _machine() -> dict:

@@ -122,3 +122,29 @@ def test_item_head_in_chunks_equals_the_item_matrix_formula(ratio: int, monkeypa
     loss = head(hidden).logsumexp(-1).sum()
     loss.backward()  # trainable through the gather
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("ratio", [1, 4])
+@pytest.mark.parametrize("chunk", [7, 16, 49])
+def test_chunked_cross_entropy_equals_the_full_one_with_its_gradients(ratio: int, chunk: int):
+    """Past `chunk` items the loss is a log-sum-exp over item chunks recomputed in backward: the same
+    value and the same gradients (states and item rows) as F.cross_entropy over all N logits."""
+    import torch.nn.functional as F
+
+    from methods.cove.item_layers import ItemHead
+
+    torch.manual_seed(0)
+    head = ItemHead(50, 16, ratio=ratio, num_hashes=3)
+    hidden = torch.randn(6, 16, requires_grad=True)
+    targets = torch.tensor([0, 7, 13, 49, 21, 7])
+    full = F.cross_entropy(hidden @ head.vectors(torch.arange(50)).T, targets)
+    full_grads = torch.autograd.grad(full, (hidden, head.weight))
+    chunked = head.cross_entropy(hidden, targets, chunk=chunk)
+    chunked_grads = torch.autograd.grad(chunked, (hidden, head.weight))
+    assert torch.allclose(chunked, full, atol=1e-5)
+    for mine, reference in zip(chunked_grads, full_grads):
+        assert torch.allclose(mine, reference, atol=1e-6)
+    # The check can fail: a chunked loss that dropped the last, ragged chunk would differ.
+    partial = torch.stack([head.logits(hidden, s, min(s + chunk, 49)).logsumexp(-1) for s in range(0, 49, chunk)])
+    wrong = (partial.logsumexp(0) - (hidden * head.vectors(targets)).sum(-1)).mean()
+    assert not torch.allclose(wrong, full, atol=1e-5)

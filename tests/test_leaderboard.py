@@ -393,3 +393,24 @@ def test_a_subsampled_runs_other_position_stays_marked_as_a_subsample(tmp_path: 
     write_record(path, record)
     markdown = write_leaderboard(results).markdown_text
     assert "### beauty · second-to-last item (valid) · seeded subsample of 10 of 100 requests" in markdown
+
+
+def test_readme_shows_the_scale_sweep_with_its_out_of_memory_points(tmp_path: Path):
+    from bench.leaderboard import write_leaderboard
+
+    results = tmp_path / "results"
+    (results / "scale").mkdir(parents=True)
+    point = {"items": 1_000_000, "ratio": 16, "model": "smollm2", "item_table_bytes": 2 * 62500 * 576 * 4,
+             "scoring_samples_per_sec": 12.5, "train_step_seconds": 3.25,
+             "rss_mb": {"scoring_peak": 2048, "peak": 4096}}
+    failed = {"items": 10_000_000, "ratio": 1, "model": "smollm2", "failed": "out of memory under the 20 GB limit: x"}
+    (results / "scale" / "smollm2.json").write_text(json.dumps(
+        {"points": [point, failed], "settings": {"model": "smollm2", "batch": 32, "requests": 64, "threads": 1,
+                                                 "memory_limit_gb": 20.0}, "machine": {"name": "test cpu"}}))
+    (results / "scale" / "smollm2.png").write_bytes(b"png")
+    write_leaderboard(results)
+    readme = (results / "README.md").read_text()
+    assert "## Catalogue scale" in readme and "### smollm2: backbone smollm2, batch 32" in readme
+    assert "| 1,000,000 | 16 | 274.7 | 12.5 | 2.00 | 3.25 | 4.00 |" in readme
+    assert "| 10,000,000 | 1 | – | – | – | – | out of memory |" in readme
+    assert "![scale-smollm2](scale/smollm2.png)" in readme

@@ -93,6 +93,38 @@ class ItemHead(ItemTable):
                      for first in range(start, end, ITEM_CHUNK)]
             return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
+    def cross_entropy(self, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = ITEM_CHUNK) -> torch.Tensor:
+        """Mean item cross-entropy of (T, d) states against (T,) target items, exact at any catalogue size.
+
+        Up to `chunk` items it is F.cross_entropy over the full logits. Beyond, a (T, N) logit matrix
+        would not fit (640 targets x 10M items x 4 B = 26 GB), so the log-sum-exp is taken item chunk by
+        item chunk and each chunk's logits are recomputed in the backward pass (activation
+        checkpointing) instead of stored: peak memory O(T x chunk), the same loss and gradients. This is
+        the idea of Cut Cross-Entropy (Wijmans et al. 2024, "Cut Your Losses in Large-Vocabulary Language
+        Models") in plain PyTorch, without its fused kernel; nothing is sampled.
+        """
+        from torch.utils.checkpoint import checkpoint
+
+        if self.num_items <= chunk:
+            return F.cross_entropy(self.logits(hidden, 0, self.num_items), targets)
+        with torch.autocast(device_type=autocast_device_type(hidden), enabled=False):
+            h = hidden.float()
+            # Hashed: the |S|-wide projection once; each chunk gathers its items' k columns from it.
+            source = h if self.ratio == 1 else h @ self.weight.float().T
+
+            def chunk_lse(source: torch.Tensor, start: int, end: int) -> torch.Tensor:
+                if self.ratio == 1:
+                    logits = source @ self.weight[start:end].float().T
+                else:
+                    logits = source[..., self.codes[start:end].long()].mean(-1)
+                return logits.logsumexp(-1)
+
+            parts = [checkpoint(chunk_lse, source, first, min(first + chunk, self.num_items), use_reentrant=False)
+                     for first in range(0, self.num_items, chunk)]
+            lse = torch.stack(parts, dim=-1).logsumexp(-1)
+            target_logits = (h * self.vectors(targets).float()).sum(-1)
+            return (lse - target_logits).mean()
+
 
 def autocast_device_type(tensor: torch.Tensor) -> str:
     """The autocast context that could be active for this tensor (meta tensors: the CPU's)."""

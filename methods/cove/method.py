@@ -19,6 +19,16 @@ from bench.method import Method, RunContext
 from bench.precision import PRECISIONS
 
 
+def item_softmax_form(num_items: int, loss: str) -> str:
+    """How the item cross-entropy was computed (exact either way; only memory differs)."""
+    from methods.cove.item_layers import ITEM_CHUNK
+
+    if loss == "all_tokens" or num_items <= ITEM_CHUNK:
+        return "full softmax over all items"
+    return (f"full softmax over all items, log-sum-exp in chunks of {ITEM_CHUNK} items recomputed in backward "
+            "(exact; cf. Cut Cross-Entropy, Wijmans et al. 2024)")
+
+
 @dataclass(frozen=True)
 class CoVESettings:
     """The [cove] section of bench.toml (every key listed there; see its comments)."""
@@ -339,6 +349,8 @@ class CoVEMethod(Method):
             "train_mode": ("one sequence per user" if s.loss == "sequence" else
                            "one sample per user" if s.train_samples == "last" else "all prefixes"),
             "loss": LOSS_DESCRIPTIONS[s.loss],
+            "item_softmax": item_softmax_form(self.model.item_head.num_items if self.model is not None else 0,
+                                              s.loss),
             "history_truncation": f"most recent {s.max_history} items" if s.max_history else "none",
             "prompt_token_cap": f"{s.max_prompt_tokens} (oldest items dropped)",
             "title_truncation": (f"first {s.max_title_words} words" if s.max_title_words else "none")

@@ -106,8 +106,8 @@ def sequence_item_loss(model: CoVEModel, ids: torch.Tensor, mask: torch.Tensor) 
     following = ids[:, 1:]
     is_item = (following >= model.base_vocab) & (mask[:, 1:] == 1) & (mask[:, :-1] == 1)
     targets = is_item & (is_item.long().cumsum(-1) > 1)
-    logits = model.item_head(hidden[targets])  # (targets, N), fp32
-    return F.cross_entropy(logits, following[targets] - model.base_vocab)
+    # Exact CE; beyond ITEM_CHUNK items without a (targets, N) logit matrix (ItemHead.cross_entropy).
+    return model.item_head.cross_entropy(hidden[targets], following[targets] - model.base_vocab)
 
 
 def batch_loss(model: CoVEModel, batch: list[Sample], loss: str, pad_id: int, device: str,
@@ -123,7 +123,7 @@ def batch_loss(model: CoVEModel, batch: list[Sample], loss: str, pad_id: int, de
         if loss == "item":
             ids, mask = pad_left([s.prompt for s in batch], pad_id, device)
             targets = torch.tensor([s.target for s in batch], device=device)
-            return F.cross_entropy(model.item_scores(ids, mask).float(), targets)
+            return model.item_head.cross_entropy(model.hidden_states(ids, mask)[:, -1], targets)
         ids, mask = pad_left([s.sequence for s in batch], pad_id, device)
         logits = model.token_logits(model.hidden_states(ids, mask)[:, :-1]).float()
         # Position t predicts token t + 1 only when both are real: with left padding the first real
