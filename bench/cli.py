@@ -144,17 +144,21 @@ def _prepare(name: str, force: bool = False):
 @data_app.command("init")
 def data_init(
     name: str,
-    format_: Annotated[str, typer.Option("--format", help="lcrec_json, recbole_atomic or interactions_csv")],
-    inter: Annotated[Path, typer.Option(help="Interactions file (.inter.json, .inter, .csv/.parquet)")],
-    items: Annotated[Path | None, typer.Option(help="Optional item text file (.item.json, .item, .csv)")] = None,
+    format_: Annotated[str, typer.Option("--format", help="lcrec_json, recbole_atomic, interactions_csv or "
+                                                          "amazon2023")],
+    inter: Annotated[Path, typer.Option(help="Interactions file (.inter.json, .inter, .csv/.parquet; amazon2023: "
+                                             "<Category>.jsonl[.gz])")],
+    items: Annotated[Path | None, typer.Option(help="Optional item text file (.item.json, .item, .csv; "
+                                                    "amazon2023: meta_<Category>.jsonl[.gz])")] = None,
     out: Annotated[Path, typer.Option(help="Folder for <name>.toml (put it on BENCH_DATASETS_DIR)")] = Path("."),
     drop_short_users: Annotated[bool, typer.Option(help="Drop users with too few items (counted) instead "
                                                         "of refusing the data")] = False,
+    core: Annotated[int | None, typer.Option(help="amazon2023: k-core filter (default 5; 0 = none)")] = None,
 ) -> None:
     """Write a dataset card for your own files, with the counts it measured."""
     from bench.data.prepare import write_card
 
-    card, counts = write_card(name, format_, inter, items, out, drop_short_users=drop_short_users)
+    card, counts = write_card(name, format_, inter, items, out, drop_short_users=drop_short_users, core=core)
     typer.echo(f"wrote {card}: {counts['users']:,} users, {counts['items']:,} items, {counts['interactions']:,} "
                f"interactions" + (f", {counts['short_users_dropped']} short users dropped"
                                   if counts["short_users_dropped"] else ""))
@@ -314,7 +318,8 @@ def speed_command(
         help="Reuse each method's recorded trained weights (its best recorded run whose work dir is still here); "
              "methods without one get the quick fit")] = False,
     records: Annotated[str | None, typer.Option(
-        help="Comma-separated run records whose trained weights to reuse (one per method; wins over --trained)")] = None,
+        help="Comma-separated run records whose trained weights to reuse (one per method; wins over "
+             "--trained)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (1 is stable on a shared, busy CPU)")] = None,
     seed: int = 0,
     results_dir: Annotated[Path | None, typer.Option(help="Where results/speed/ goes (default results/)")] = None,

@@ -303,7 +303,8 @@ def measure_speed(
             raise BenchError(f"--records {path}: no such record file")
         method = read_record(path)["method"]
         if method not in methods:
-            raise BenchError(f"--records {path}: a run of {method}, which is not among --methods ({', '.join(methods)})")
+            raise BenchError(f"--records {path}: a run of {method}, which is not among --methods "
+                             f"({', '.join(methods)})")
         if method in named:
             raise BenchError(f"--records: two records for {method} ({named[method].name}, {path.name})")
         named[method] = path
@@ -351,9 +352,10 @@ def measure_speed(
             with tempfile.TemporaryDirectory(dir=paths.cache_dir / "work", prefix=f"speed-{method}-") as work:
                 measured[method] = measure_method(
                     registry.load(method), effective[method][method],
-                    dataset if method in reused or not quick_fit else fit_dataset, cases, device=device, seed=seed,
-                    repeats=repeats, batch_size=batch_size, work_dir=Path(work), log=log,
-                    recorded=reused.get(method), weights=None if method in reused or quick_fit else {"kind": "full_fit"})
+                    dataset if method in reused or not quick_fit else fit_dataset, cases, device=device,
+                    seed=seed, repeats=repeats, batch_size=batch_size, work_dir=Path(work), log=log,
+                    recorded=reused.get(method),
+                    weights=None if method in reused or quick_fit else {"kind": "full_fit"})
     backbones = sorted({str(entry["backbone"]) for entry in measured.values() if entry["backbone"]})
 
     def ratio_over(other: str) -> float | None:

@@ -7,9 +7,10 @@ process, so its peak RSS is its own, under an address-space limit (--memory-gb, 
 machine's 24): a point that does not fit fails with an allocation error and is recorded as such, instead
 of waking the kernel's OOM killer beside other work. Scoring runs before the training step, so the
 scoring peak is measured apart from the training step's. The training step is CoVE's sequence loss, an
-exact item softmax whose log-sum-exp is chunked past 65,536 items (ItemHead.cross_entropy). Interaction sequences are random (cost does not
-depend on them); item tokens are mapped to ids arithmetically (base vocabulary + item), since adding
-10M tokens through a tokenizer alone takes minutes and gigabytes. Scoring is the harness's streamed
+exact item softmax whose log-sum-exp is chunked past 65,536 items (ItemHead.cross_entropy).
+Interaction sequences are random (cost does not depend on them); item tokens are mapped to ids
+arithmetically (base vocabulary + item), since adding 10M tokens through a tokenizer alone takes minutes
+and gigabytes. Scoring is the harness's streamed
 ranking (bench.evaluate.streamed_ranks): the hashed head gathers per item chunk, never N x d.
 
     .venv/bin/python benchmarks/cove_scale.py --quick                       # tiny random backbone
@@ -165,9 +166,11 @@ def main() -> None:
             if "failed" in point:
                 print(f"{items:>10,} items, ratio {ratio:>2}: failed ({point['failed']})", flush=True)
             else:
-                print(f"{items:>10,} items, ratio {ratio:>2}: tables {point['item_table_bytes'] / 2**20:8.1f} MiB, "
-                      f"train step {point['train_step_seconds']:6.2f} s, scoring {point['scoring_samples_per_sec']:7.1f} "
-                      f"req/s, scoring peak RSS {point['rss_mb']['scoring_peak'] / 1024:5.2f} GB, "
+                print(f"{items:>10,} items, ratio {ratio:>2}: "
+                      f"tables {point['item_table_bytes'] / 2**20:8.1f} MiB, "
+                      f"train step {point['train_step_seconds']:6.2f} s, "
+                      f"scoring {point['scoring_samples_per_sec']:7.1f} req/s, "
+                      f"scoring peak RSS {point['rss_mb']['scoring_peak'] / 1024:5.2f} GB, "
                       f"training step peak {point['rss_mb']['peak'] / 1024:5.2f} GB", flush=True)
             write(out, points, settings)
     write(out, points, settings)

@@ -31,8 +31,8 @@ import torch
 
 from bench.data.types import Dataset, EvalCases, Split
 from bench.errors import BenchError
-from bench.results import atomic_write_text
 from bench.method import Method, RunContext
+from bench.results import atomic_write_text
 from methods import recbole_compat
 
 DATASET_NAME = "bench"

@@ -148,3 +148,28 @@ def test_unused_code_restarts_keep_ids_spread_out(restart: bool, monkeypatch: py
         assert stats["codebook_use"][0] >= 0.9 and stats["collision_rate"] < 0.65
     else:
         assert stats["codebook_use"][0] < 0.75 and stats["collision_rate"] > 0.75
+
+
+def test_text_fields_choose_what_the_semantic_id_encoder_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Default: the title alone (the same text, hence the same cached IDs, as before the option existed);
+    with text_fields the card's item text is added; a bad list is refused by name."""
+    import dataclasses
+
+    import methods.tiger.semantic_ids as semantic_ids
+
+    base = rule_dataset(num_items=4, num_users=10, length=4, rule="next", seed=0)
+    text = [{"brand": f"B{i}", "categories": ["Beauty", "Skin"]} if i % 2 == 0 else {} for i in range(4)]
+    dataset = dataclasses.replace(base, catalogue=dataclasses.replace(base.catalogue, text=text))
+    seen: list[list[str]] = []
+    monkeypatch.setattr(semantic_ids, "cache_key", lambda encoder, texts, rq: seen.append(texts) or "key")
+    monkeypatch.setattr(semantic_ids, "load_or_build", lambda path, build: (np.zeros((4, 3), int), {}, True))
+    make(tmp_path)._semantic_ids(dataset)
+    assert seen[-1] == [dataset.catalogue.title_or(i) for i in range(4)]
+    method = make(tmp_path, text_fields=["title", "brand", "categories"])
+    method._semantic_ids(dataset)
+    assert seen[-1][0] == f"{dataset.catalogue.title_or(0)}; brand: B0; categories: Beauty > Skin"
+    assert seen[-1][1] == dataset.catalogue.title_or(1)
+    assert method.id_facts["text_field_coverage"] == {"title": 1.0, "brand": 0.5, "categories": 0.5}
+    assert "item text: title, brand, categories" in " ".join(method.describe()["deviations"])
+    with pytest.raises(BenchError, match=r"\[tiger\]\.text_fields"):
+        parse_settings({"text_fields": "brand"})

@@ -80,3 +80,69 @@ def test_csv_with_a_short_user_is_refused_by_line_and_user_unless_dropped(isolat
     record = json.loads(next((isolated / "results" / "runs" / "x").glob("*.json")).read_text())
     assert record["dataset_card"]["count_mismatches"] == {"users": [11, 10]}
     assert record["dataset_info"]["short_users_dropped"] == 1 and record["dataset_info"]["users"] == 10
+
+
+def write_amazon2023(folder: Path, sequences: list[list[str]], titles: dict[str, str | None]) -> tuple[Path, Path]:
+    """The tiny fixture as Amazon Reviews 2023 files: one review per line (written newest first, so the
+    reader must sort by timestamp), a repeated review of a pair, meta with store/categories/description."""
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    reviews = []
+    for user, items in enumerate(sequences):
+        for position, item in reversed(list(enumerate(items))):
+            reviews.append({"user_id": f"U{user}", "parent_asin": item, "asin": f"{item}-variant",
+                            "timestamp": 1_600_000_000_000 + 1000 * position, "rating": 5.0, "text": "ok"})
+        reviews.append({**reviews[-1], "timestamp": 1_700_000_000_000})  # the same pair again, later: ignored
+    inter = folder / "Tiny.jsonl.gz"
+    with gzip.open(inter, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(json.dumps(r) for r in reviews) + "\n")
+    meta = folder / "meta_Tiny.jsonl"
+    meta.write_text("\n".join(json.dumps({"parent_asin": item, "title": title, "store": "Acme",
+                                          "categories": ["Beauty", "Skin"], "description": ["Soft.", "Gentle."]})
+                              for item, title in titles.items()) + "\n")
+    return inter, meta
+
+
+def test_amazon2023_gives_the_asin_sequence_fixture_split_and_keeps_item_text(isolated: Path, tmp_path: Path):
+    from bench.data.prepare import prepare
+
+    fixture = REPO / "datasets" / "fixtures" / "tiny"
+    lines = [line.split() for line in (fixture / "user_sequence.txt").read_text().splitlines() if line.strip()]
+    titles = json.loads((fixture / "asin2title.json").read_text())
+    inter, meta = write_amazon2023(tmp_path / "raw", [line[1:] for line in lines], titles)
+    made = bench("data", "init", "mine", "--format", "amazon2023", "--inter", str(inter), "--items", str(meta),
+                 "--out", str(tmp_path / "cards"), "--core", "0")
+    assert made.returncode == 0, made.stderr
+    card = (tmp_path / "cards" / "mine.toml").read_text()
+    assert "core = 0" in card and 'text_fields = ["brand", "categories", "description"]' in card
+    ours, _ = prepare(str(tmp_path / "cards" / "mine.toml"), tmp_path, isolated / "cache")
+    reference, _ = prepare("tiny", tmp_path, isolated / "cache")
+    assert ours.split.hash == reference.split.hash and ours.catalogue.asins == reference.catalogue.asins
+    assert ours.catalogue.titles == reference.catalogue.titles
+    asin = next(asin for asin, title in titles.items() if title)
+    item = ours.catalogue.asins.index(asin)
+    assert ours.catalogue.describe(item, ("title", "brand", "categories", "description")) == (
+        f"{ours.catalogue.titles[item]}; brand: Acme; categories: Beauty > Skin; description: Soft. Gentle.")
+    again, _ = prepare(str(tmp_path / "cards" / "mine.toml"), tmp_path, isolated / "cache")  # from the cache
+    assert again.catalogue.text == ours.catalogue.text and reference.catalogue.text is None
+
+
+def test_amazon2023_k_core_and_bad_lines(tmp_path: Path):
+    import pytest
+
+    from bench.data.amazon2023 import read_amazon2023
+    from bench.errors import BenchError
+
+    # u0..u4 review items a..e (5 each); u5 reviews only "a" and "z": 2-core drops "z", then u5 (1 item).
+    rows = [{"user_id": f"u{u}", "parent_asin": item, "timestamp": k} for u in range(5)
+            for k, item in enumerate("abcde")] + [{"user_id": "u5", "parent_asin": "a", "timestamp": 1},
+                                                  {"user_id": "u5", "parent_asin": "z", "timestamp": 2}]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    kept = read_amazon2023(path, None, core=2)
+    assert kept.user_ids == [f"u{u}" for u in range(5)] and sorted(kept.asins) == list("abcde")
+    assert len(read_amazon2023(path, None, core=0).user_ids) == 6
+    path.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"user_id": "u9", "timestamp": 3}) + "\n")
+    with pytest.raises(BenchError, match=r"r.jsonl:2: expected fields user_id, parent_asin"):
+        read_amazon2023(path, None)

@@ -23,6 +23,7 @@ REQUIRED_BY_FORMAT = {
     "lcrec_json": ("inter",),
     "recbole_atomic": ("inter",),
     "interactions_csv": ("inter",),
+    "amazon2023": ("inter",),  # inter = <Category>.jsonl(.gz) reviews, items = meta_<Category>.jsonl(.gz)
 }
 
 
@@ -50,6 +51,8 @@ class DatasetCard:
     download: dict[str, str] = field(default_factory=dict)
     card_path: Path = CARDS_DIR
     drop_short_users: bool = False
+    # Item text fields beyond the title that methods may read (None: whatever the reader kept).
+    text_fields: tuple[str, ...] | None = None
 
 
 def search_path(cards_dir: Path = CARDS_DIR) -> list[Path]:
@@ -117,7 +120,17 @@ def load_card(name: str, data_dir: Path, cards_dir: Path = CARDS_DIR) -> Dataset
         download=dict(raw.get("download", {})),
         card_path=path,
         drop_short_users=bool(raw.get("drop_short_users", False)),
+        text_fields=_text_fields(path, raw),
     )
+
+
+def _text_fields(path: Path, raw: dict[str, Any]) -> tuple[str, ...] | None:
+    fields = raw.get("text_fields")
+    if fields is None:
+        return None
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise BenchError(f"{path}: text_fields must be a list of field names, e.g. [\"brand\", \"categories\"]")
+    return tuple(fields)
 
 
 def pick_source(card: DatasetCard, data_dir: Path) -> Source:

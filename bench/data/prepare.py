@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.data.amazon2023 import read_amazon2023
 from bench.data.cards import DatasetCard, Source, load_card, pick_source
 from bench.data.readers import (
     RawData,
@@ -26,19 +27,23 @@ from bench.data.types import Catalogue, Dataset
 from bench.data.user_formats import read_interactions_csv, read_lcrec_json, read_recbole_atomic
 from bench.errors import BenchError
 
-# Bump when a reader's output changes, so old caches are not reused.
-PREPARE_VERSION = "1"
+# Bump when a reader's output changes, so old caches are not reused (2: item text beyond titles cached).
+PREPARE_VERSION = "2"
 USER_FORMATS = {"lcrec_json": read_lcrec_json, "recbole_atomic": read_recbole_atomic,
-                "interactions_csv": read_interactions_csv}
+                "interactions_csv": read_interactions_csv, "amazon2023": read_amazon2023}
+DEFAULT_CORE = 5  # amazon_raw and amazon2023: the k-core filter the Amazon benchmarks use
 
 
 def _read_source(source: Source) -> RawData:
     paths = source.paths
     if source.format in USER_FORMATS:
         items = paths.get("items")
-        return USER_FORMATS[source.format](paths["inter"], items if items is not None and items.exists() else None)
+        items = items if items is not None and items.exists() else None
+        if source.format == "amazon2023":
+            return read_amazon2023(paths["inter"], items, core=int(source.options.get("core", DEFAULT_CORE)))
+        return USER_FORMATS[source.format](paths["inter"], items)
     if source.format == "amazon_raw":
-        return read_amazon_raw(paths["reviews"], paths["meta"], core=int(source.options.get("core", 5)))
+        return read_amazon_raw(paths["reviews"], paths["meta"], core=int(source.options.get("core", DEFAULT_CORE)))
     if source.options.get("titles_format") == "asin_text_lines":
         titles = read_text_lines_map(paths["titles"])
     else:
@@ -106,8 +111,10 @@ def _write_cache(folder: Path, raw: RawData, info: dict[str, Any]) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        pd.DataFrame({"item": range(len(raw.asins)), "asin": raw.asins, "title": raw.titles}).to_parquet(
-            tmp / "items.parquet", index=False)
+        items: dict[str, Any] = {"item": range(len(raw.asins)), "asin": raw.asins, "title": raw.titles}
+        if raw.item_text is not None:  # JSON per item: fields differ between items and formats
+            items["text"] = [json.dumps(text, sort_keys=True) for text in raw.item_text]
+        pd.DataFrame(items).to_parquet(tmp / "items.parquet", index=False)
         columns: dict[str, Any] = {"user": range(len(raw.sequences)), "sequence": raw.sequences}
         if raw.parts is not None:
             columns.update(train=raw.parts[0], valid=raw.parts[1], test=raw.parts[2])
@@ -132,7 +139,8 @@ def _read_cache(folder: Path) -> RawData:
         return [[int(x) for x in row] for row in seqs[column].tolist()]
 
     parts = (as_lists("train"), as_lists("valid"), as_lists("test")) if "train" in seqs else None
-    return RawData(items["asin"].tolist(), titles, as_lists("sequence"), parts)
+    text = [json.loads(t) for t in items["text"].tolist()] if "text" in items else None
+    return RawData(items["asin"].tolist(), titles, as_lists("sequence"), parts, item_text=text)
 
 
 def prepare(name: str, data_dir: Path, cache_dir: Path, *, force: bool = False) -> tuple[Dataset, dict[str, Any]]:
@@ -158,9 +166,19 @@ def prepare(name: str, data_dir: Path, cache_dir: Path, *, force: bool = False) 
     else:
         split = leave_one_out(raw.sequences)
     title_kind = source.options.get("title_kind", card.title_kind)
-    dataset = Dataset(card.name, Catalogue(raw.asins, raw.titles), split, title_kind)
+    dataset = Dataset(card.name, Catalogue(raw.asins, raw.titles, item_text(raw, card)), split, title_kind)
     info = {**info, **statistics(dataset, raw), "cache": str(folder)}
     return dataset, info
+
+
+def item_text(raw: RawData, card: DatasetCard) -> list[dict[str, Any]] | None:
+    """The item text methods may read: the fields the card's `text_fields` lists (all the reader kept
+    when it lists none)."""
+    if raw.item_text is None:
+        return None
+    if card.text_fields is None:
+        return raw.item_text
+    return [{key: text[key] for key in card.text_fields if key in text} for text in raw.item_text]
 
 
 def count_mismatches(name: str, info: dict[str, Any], data_dir: Path) -> dict[str, tuple[Any, Any]]:
@@ -199,11 +217,20 @@ def statistics(dataset: Dataset, raw: RawData) -> dict[str, Any]:
         "items_with_title": sum(titled),
         "title_coverage_items": round(sum(titled) / max(len(titled), 1), 4),
         "title_coverage_interactions": round(titled_interactions / max(interactions, 1), 4),
+        # Share of items with each text field beyond the title (none: the source has titles only).
+        "item_text_coverage": text_coverage(dataset.catalogue.text),
         "split": dataset.split.protocol,
         "split_hash": dataset.split.hash,
         "valid_requests": len(dataset.split.valid),
         "test_requests": len(dataset.split.test),
     }
+
+
+def text_coverage(text: list[dict[str, Any]] | None) -> dict[str, float]:
+    if not text:
+        return {}
+    fields = sorted({key for item in text for key in item})
+    return {key: round(sum(1 for item in text if item.get(key)) / len(text), 4) for key in fields}
 
 
 def download(name: str, data_dir: Path, timeout: float = 30.0) -> list[Path]:
@@ -234,7 +261,8 @@ def download(name: str, data_dir: Path, timeout: float = 30.0) -> list[Path]:
 
 
 def write_card(name: str, fmt: str, inter: Path, items: Path | None, out_dir: Path,
-               split: str = "leave_one_out", drop_short_users: bool = False) -> tuple[Path, dict[str, int]]:
+               split: str = "leave_one_out", drop_short_users: bool = False,
+               core: int | None = None) -> tuple[Path, dict[str, int]]:
     """`bench data init`: read the files once, measure the counts, and write `<out_dir>/<name>.toml` with
     paths relative to it, so nobody writes a card's TOML from scratch. Returns (card, counts)."""
     if fmt not in USER_FORMATS:
@@ -243,10 +271,14 @@ def write_card(name: str, fmt: str, inter: Path, items: Path | None, out_dir: Pa
         if path is not None and not path.exists():
             raise BenchError(f"{path} does not exist")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if core is not None and (fmt != "amazon2023" or core < 0):
+        raise BenchError(f"--core {core}: only for --format amazon2023, and at least 0 (0 = no k-core filter)")
     card_path = out_dir / f"{name}.toml"
     if card_path.exists():
         raise BenchError(f"{card_path} exists; remove it first or choose another name")
-    raw = USER_FORMATS[fmt](inter, items)
+    options = {"core": DEFAULT_CORE if core is None else core} if fmt == "amazon2023" else {}
+    raw = USER_FORMATS[fmt](inter, items, **options)
+    fields = sorted({key for text in raw.item_text or [] for key in text})
 
     def relative(path: Path) -> str:
         return os.path.relpath(path.resolve(), out_dir.resolve())
@@ -255,6 +287,9 @@ def write_card(name: str, fmt: str, inter: Path, items: Path | None, out_dir: Pa
              f'description = "{name}: {fmt} files"', f'split = "{split}"', 'title_kind = "title"',
              f"drop_short_users = {'true' if drop_short_users else 'false'}", "", "[[sources]]", f'format = "{fmt}"',
              f'inter = "{relative(inter)}"'] + ([f'items = "{relative(items)}"'] if items is not None else [])
+    lines += [f"{key} = {value}" for key, value in options.items()]
+    if fields:  # item text beyond titles that methods may read; trim the list to hide a field from them
+        lines.insert(6, "text_fields = [" + ", ".join(f'"{f}"' for f in fields) + "]")
     card_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     try:
         card = load_card(str(card_path), out_dir)

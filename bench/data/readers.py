@@ -248,6 +248,7 @@ def read_amazon_raw(reviews_path: Path, meta_path: Path, core: int = 5) -> RawDa
     user_asins = [[item for _, _, item in sorted(rows)] for rows in by_user.values()]
     wanted = {item for _, item, _ in interactions}
     titles: dict[str, str | None] = {}
+    text: dict[str, dict[str, Any]] = {}
     for number, line in _open_text(meta_path):
         if not line.strip():
             continue
@@ -255,4 +256,7 @@ def read_amazon_raw(reviews_path: Path, meta_path: Path, core: int = 5) -> RawDa
         asin = meta.get("asin")
         if asin in wanted:
             titles[asin] = clean_title(meta.get("title"))
-    return _index_by_first_appearance(user_asins, titles, reviews_path)
+            text[asin] = {key: meta[key] for key in ("brand", "categories", "description") if meta.get(key)}
+    raw = _index_by_first_appearance(user_asins, titles, reviews_path)
+    raw.item_text = [text.get(asin, {}) for asin in raw.asins]
+    return raw

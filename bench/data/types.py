@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Catalogue:
-    """Items with dense indices 0..N-1; `titles[i]` is None when the metadata has none."""
+    """Items with dense indices 0..N-1; `titles[i]` is None when the metadata has none. `text[i]`, where
+    the source has it, holds item text beyond the title (brand, categories, description; the card's
+    `text_fields`), for methods that read more than titles."""
 
     asins: list[str]
     titles: list[str | None]
+    text: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.asins)
@@ -21,6 +25,24 @@ class Catalogue:
         """CoVE writes "no title" for items without one; every method shares that rule."""
         title = self.titles[index]
         return title if title else fallback
+
+    def describe(self, index: int, fields: tuple[str, ...] | list[str] = ("title",)) -> str:
+        """One line of an item's text for an encoder or a prompt: the asked fields it has, in order
+        ("title" is the title, or "no title"); lists (category paths) are joined with " > "."""
+        extra = self.text[index] if self.text is not None else {}
+        parts = []
+        for name in fields:
+            value = self.title_or(index) if name == "title" else extra.get(name)
+            if isinstance(value, list):
+                value = " > ".join(str(v) for v in _flatten(value))
+            if value:
+                parts.append(str(value) if name == "title" else f"{name}: {value}")
+        return "; ".join(parts)
+
+
+def _flatten(value: list[Any]) -> list[Any]:
+    """2014 meta files nest category paths as lists of lists."""
+    return [leaf for part in value for leaf in (_flatten(part) if isinstance(part, list) else [part])]
 
 
 @dataclass(frozen=True)

