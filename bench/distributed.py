@@ -88,6 +88,34 @@ def sum_gradients(parameters: list[Any]) -> None:
         offset += size
 
 
+def my_slice(batch: list[Any]) -> list[Any]:
+    """This rank's contiguous slice of a global batch (one process: all of it). Every rank sees the same
+    global batches in the same order, so the slices together are exactly the one-process batch."""
+    rank, size = world()
+    return batch if size == 1 else batch[len(batch) * rank // size:len(batch) * (rank + 1) // size]
+
+
+def share_weight(terms: float) -> float:
+    """The factor on this rank's mean loss (over its `terms` loss terms) that makes the ranks' gradients,
+    summed then divided by the world size (`average_gradients`), the global batch's mean-loss gradient:
+    terms x ranks / (terms over all ranks). 0 when no rank has a term. Every rank must call it."""
+    size = world()[1]
+    if size == 1:
+        return 1.0
+    everyone = sum_over_ranks(terms)
+    return terms * size / everyone if everyone else 0.0
+
+
+def average_gradients(parameters: list[Any]) -> None:
+    """Gradients summed over ranks and divided by the world size (the counterpart of share_weight)."""
+    size = world()[1]
+    if size == 1:
+        return
+    sum_gradients(parameters)
+    for param in parameters:
+        param.grad /= size
+
+
 def sum_over_ranks(value: float) -> float:
     """The sum of `value` over ranks (one process: `value`)."""
     if world()[1] == 1:

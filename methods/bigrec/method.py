@@ -49,6 +49,7 @@ def setting_name(config: dict[str, Any]) -> str:
 
 class BIGRecMethod(Method):
     name = "bigrec"
+    data_parallel = True  # its trainer splits every micro-batch over torchrun's ranks and averages gradients
 
     settings_parser = staticmethod(parse_settings)
 

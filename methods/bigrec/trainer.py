@@ -5,6 +5,10 @@ A plain loop instead of `transformers.Trainer` so the harness's budget, early st
 Alpaca-LoRA script: AdamW, linear warm-up for `warmup_steps` optimiser steps, then linear
 decay to zero over all planned steps; the loss is the mean over labelled tokens of a
 micro-batch, divided by the accumulation count.
+
+Under torchrun each rank takes its slice of every micro-batch; its token-mean loss is weighted by its
+share of the micro-batch's labelled tokens and the gradients are averaged over ranks, so a step is the
+one-process step (bench.distributed). Rank 0 alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import torch
 
+from bench.distributed import average_gradients, is_main, my_slice, past_deadline_everywhere, share_weight, world
 from bench.errors import BenchError
 from bench.precision import autocast
 from bench.progress import progress_bar
@@ -149,6 +154,7 @@ class LoRATrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_warmup_decay(settings.warmup_steps, total))
         self.report = TrainReport()
+        self.best_adapter: dict[str, torch.Tensor] | None = None
         self.epoch = 0
         self.micro = 0  # next micro-batch within the epoch
         self.bad_epochs = 0
@@ -156,6 +162,8 @@ class LoRATrainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _save(self) -> None:
+        if not is_main():  # every rank holds the same adapter; rank 0 writes it
+            return
         state = {"key": self.key, "adapter": adapter_state(self.model), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "micro": self.micro,
                  "bad_epochs": self.bad_epochs, "done": self.done,
@@ -189,11 +197,17 @@ class LoRATrainer:
         return True
 
     def _save_best(self) -> None:
-        torch.save(adapter_state(self.model), self.work_dir / BEST_FILE)
+        if is_main():
+            torch.save(adapter_state(self.model), self.work_dir / BEST_FILE)
+        self.best_adapter = adapter_state(self.model)  # other ranks keep theirs in memory
 
     def _load_best(self) -> None:
         path = self.work_dir / BEST_FILE
-        if path.exists() and self.report.best_epoch is not None:
+        if self.report.best_epoch is None:
+            return
+        if getattr(self, "best_adapter", None) is not None:
+            load_adapter_state(self.model, self.best_adapter)
+        elif path.exists():
             load_adapter_state(self.model, torch.load(path, map_location="cpu", weights_only=True))
 
     # -- loop --------------------------------------------------------------------------------
@@ -201,6 +215,24 @@ class LoRATrainer:
         batch = {k: v.to(self.settings.device) for k, v in batch.items()}
         with autocast(self.settings.device, self.settings.precision):
             return self.model(**batch).loss
+
+    def _backward(self, positions: list[int], window: int) -> float | None:
+        """This rank's part of one micro-batch: backward of its loss, weighted so the ranks' averaged
+        gradients equal one process's; returns its loss (None: no examples here)."""
+        mine = my_slice(positions)
+        batch = collate([self.examples[p] for p in mine], self.pad_id) if mine else None
+        if world()[1] == 1:
+            loss = self._loss(batch)
+            (loss / window).backward()
+            return float(loss.detach())
+        # The loss is a mean over labelled next tokens (labels shifted by one, as the model shifts them).
+        terms = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) if batch is not None else 0
+        weight = share_weight(terms)  # every rank joins this sum, with or without examples
+        if batch is None or not terms:
+            return None
+        loss = self._loss(batch)
+        (loss * weight / window).backward()
+        return float(loss.detach())
 
     def train(self) -> TrainReport:
         started = time.perf_counter()
@@ -211,6 +243,7 @@ class LoRATrainer:
         deadline = started + budget * 60.0 if budget else math.inf
         last_checkpoint = time.perf_counter()
         settings = self.settings
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
         while not self.done and self.epoch < settings.epochs:
             order = epoch_order(len(self.examples), settings.seed, self.epoch)
             batches = [order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
@@ -222,10 +255,11 @@ class LoRATrainer:
             while self.micro < len(batches):
                 window = batches[self.micro:self.micro + settings.grad_accum]
                 for positions in window:
-                    loss = self._loss(collate([self.examples[p] for p in positions], self.pad_id))
-                    (loss / len(window)).backward()
-                    losses.append(float(loss.detach()))
+                    loss = self._backward(positions, len(window))
+                    if loss is not None:
+                        losses.append(loss)
                     bar.update(1)
+                average_gradients(trainable)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -235,7 +269,7 @@ class LoRATrainer:
                 if self.report.optimizer_steps % 25 == 0 and settings.device == "cpu":
                     trim_heap()  # prompts of varying length fragment the heap (bench.resources.trim_heap)
                 now = time.perf_counter()
-                if now >= deadline:
+                if past_deadline_everywhere(now >= deadline):
                     out_of_time = True
                     break
                 if now - last_checkpoint > CHECKPOINT_EVERY_SECONDS and self.micro < len(batches):

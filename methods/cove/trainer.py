@@ -23,7 +23,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from bench.batching import epoch_batches
-from bench.distributed import barrier, is_main, past_deadline_everywhere, sum_gradients, sum_over_ranks, world
+from bench.distributed import (
+    average_gradients,
+    barrier,
+    is_main,
+    my_slice,
+    past_deadline_everywhere,
+    share_weight,
+    world,
+)
 from bench.errors import BenchError
 from bench.precision import autocast
 from bench.progress import progress_bar
@@ -210,7 +218,7 @@ class Trainer:
         budget = self.s.max_train_minutes * 60 if self.s.max_train_minutes > 0 else None
         started = time.perf_counter() - self.progress["train_seconds"]
         epoch = self.progress["epochs_done"]
-        rank, ranks = world()
+        ranks = world()[1]
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         while not self.progress["finished"] and epoch < self.s.epochs:
             self.model.train()
@@ -220,8 +228,7 @@ class Trainer:
                                enabled=is_main())
             out_of_time = False
             for index, batch in enumerate(bar):
-                mine = batch if ranks == 1 else batch[len(batch) * rank // ranks:len(batch) * (rank + 1) // ranks]
-                chosen = [self.samples[i] for i in mine]
+                chosen = [self.samples[i] for i in my_slice(batch)]
                 if chosen:
                     loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.s.precision)
                     widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in chosen]
@@ -230,17 +237,13 @@ class Trainer:
                 else:  # more ranks than samples in this batch: nothing to add
                     loss = torch.zeros(())
                 if ranks > 1:  # weight = this rank's share of the global batch's loss terms
-                    terms = loss_terms(chosen, self.s.loss, self.model.base_vocab)
-                    everyone = sum_over_ranks(terms)
-                    if chosen and everyone:
-                        (loss * (terms * ranks / everyone) / self.s.grad_accum).backward()
+                    weight = share_weight(loss_terms(chosen, self.s.loss, self.model.base_vocab))
+                    if chosen and weight:
+                        (loss * weight / self.s.grad_accum).backward()
                 else:
                     (loss / self.s.grad_accum).backward()
                 if (index + 1) % self.s.grad_accum == 0 or index + 1 == len(batches):
-                    if ranks > 1:
-                        sum_gradients(trainable)
-                        for param in trainable:
-                            param.grad /= ranks
+                    average_gradients(trainable)
                     torch.nn.utils.clip_grad_norm_(trainable, self.s.max_grad_norm)
                     self.optimizer.step()
                     self.scheduler.step()
