@@ -149,3 +149,40 @@ def test_bigrec_trains_data_parallel_like_one_process(isolated: Path, tmp_path: 
         assert torch.allclose(tensor.float(), adapters[2][key].float(), atol=2e-3), key
         moved += int(not torch.equal(tensor, torch.zeros_like(tensor)))
     assert moved > 0  # the adapter trained at all (LoRA's B starts at zero)
+
+
+def test_cove_trains_sharded_with_fsdp_like_one_process(isolated: Path, tmp_path: Path):
+    """cove.fsdp: the training copy is sharded by fully_shard over 2 gloo ranks (each rank holds half of
+    every sharded tensor), scoring uses a full copy; the adapter and item tables end like one process's,
+    and fsdp without torchrun is refused in one line."""
+    from safetensors.torch import load_file
+
+    from bench.backbone import tiny_backbone
+    from bench.data.prepare import prepare
+    from methods.cove.prompts import prompt_texts
+
+    dataset, _ = prepare("tiny", REPO / "datasets", isolated / "cache")
+    model, tokenizer = tiny_backbone(prompt_texts(dataset.catalogue))
+    folder = tmp_path / "tiny-lm"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    args = ["run", "--method", "cove", "--dataset", "tiny", "--model", str(folder), "--set", "cove.epochs=2",
+            "--set", "cove.batch_size=7", "--set", "cove.grad_accum=2", "--set", "cove.learning_rate=0.003",
+            "--set", "cove.use_titles=false", "--set", "cove.loss=sequence"]
+    refused = launch(1, *args, "--set", "cove.fsdp=true")
+    assert refused.returncode == 2 and "[cove].fsdp = true: shards training over torchrun" in refused.stderr
+    two = launch(2, *args, "--set", "cove.fsdp=true")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = launch(1, *args)
+    assert one.returncode == 0, one.stderr[-3000:]
+    by_world = {r.get("distributed", {}).get("world_size", 1): name for name, r in records(isolated).items()}
+    info = records(isolated)[by_world[2]]["method_info"]
+    assert info["sharding"].startswith("FSDP2") and records(isolated)[by_world[2]]["config"]["cove"]["fsdp"]
+    work = isolated / "cache" / "work" / "tiny"
+    assert (work / Path(by_world[2]).stem / "cove_optimizer.pt.rank1").exists()  # each rank's own shard state
+    states = {w: load_file(work / Path(n).stem / "cove_last.safetensors") for w, n in by_world.items()}
+    for key, tensor in states[1].items():
+        if not key.endswith("codes"):
+            assert torch.allclose(tensor.float(), states[2][key].float(), atol=2e-3), key
+    trained = {w: records(isolated)[n]["method_info"]["training"] for w, n in by_world.items()}
+    assert trained[2]["tokens_trained"] == trained[1]["tokens_trained"]

@@ -62,6 +62,7 @@ class CoVESettings:
     max_train_minutes: float = 0.0
     precision: str = "fp32"
     length_buckets: int = 0
+    fsdp: bool = False
     preset: str | None = None  # set by the harness when --preset is used
 
 
@@ -196,30 +197,17 @@ class CoVEMethod(Method):
         return resolve_path(load_config(), "cache_dir", "BENCH_CACHE_DIR", ".cache")
 
     def _build(self, dataset: Dataset) -> None:
-        import torch
 
-        from bench.backbone import backbone_name, load_backbone
-        from bench.precision import resolve_precision, store_frozen_in_bf16
+        from bench.backbone import backbone_name
+        from bench.precision import resolve_precision
         from methods.cove.item_layers import item_table_bytes
-        from methods.cove.model import CoVEModel, attach_lora
-        from methods.cove.prompts import TOKENIZER_ITEM_LIMIT, PromptEncoder, PromptSettings, add_item_tokens
+        from methods.cove.prompts import TOKENIZER_ITEM_LIMIT, PromptEncoder, PromptSettings
 
         s, device = self.settings, self.context.device
-        lm, tokenizer = load_backbone(s.model, device, self._cache_dir())
-        backbone_params = sum(p.numel() for p in lm.parameters())
-        base_vocab = add_item_tokens(tokenizer, dataset.num_items, lm.get_input_embeddings().weight.shape[0])
-        self._info["item_tokens_in_tokenizer"] = dataset.num_items <= TOKENIZER_ITEM_LIMIT
-        torch.manual_seed(self.context.seed)  # LoRA and item-table initialisation repeat for a seed
-        try:
-            lm = attach_lora(lm, s.lora_rank, s.lora_alpha, s.lora_dropout, list(s.lora_targets))
-        except ValueError as error:
-            raise BenchError(f"bench.toml [cove].lora_targets: {error}") from error
         self.precision = resolve_precision(s.precision, device, self.context.log, "cove")
-        if self.precision == "bf16" and not device.startswith("cuda"):
-            store_frozen_in_bf16(lm)
-        model = CoVEModel(lm, base_vocab, dataset.num_items, s.compression_ratio, s.num_hashes, s.hash_seed)
-        model.causal_lm.config.vocab_size = base_vocab + dataset.num_items  # the extended vocabulary
-        model.item_embedding.weight.requires_grad_(not s.freeze_item_embeddings)
+        model, tokenizer, base_vocab, lm = self._new_model(dataset, device, frozen_bf16=self.precision == "bf16")
+        backbone_params = sum(p.numel() for n, p in lm.named_parameters() if "lora_" not in n)
+        self._info["item_tokens_in_tokenizer"] = dataset.num_items <= TOKENIZER_ITEM_LIMIT
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.encoder = PromptEncoder(tokenizer, dataset.catalogue, base_vocab,
@@ -238,6 +226,57 @@ class CoVEMethod(Method):
             item_table_bytes_uncompressed=2 * dataset.num_items * model.item_head.dim * 4,
             hashes_per_item=model.item_head.num_hashes,
         )
+
+    def _new_model(self, dataset: Dataset, device: str, frozen_bf16: bool) -> tuple[Any, Any, int, Any]:
+        """Backbone + LoRA + item tables, initialised from the run's seed: every call builds the same
+        model (the FSDP training copy and the scoring copy start equal). Returns (model, tokenizer, base
+        vocabulary size, the peft-wrapped LM)."""
+        import torch
+
+        from bench.backbone import load_backbone
+        from bench.precision import store_frozen_in_bf16
+        from methods.cove.model import CoVEModel, attach_lora
+        from methods.cove.prompts import add_item_tokens
+
+        s = self.settings
+        lm, tokenizer = load_backbone(s.model, device, self._cache_dir())
+        base_vocab = add_item_tokens(tokenizer, dataset.num_items, lm.get_input_embeddings().weight.shape[0])
+        torch.manual_seed(self.context.seed)  # LoRA and item-table initialisation repeat for a seed
+        try:
+            lm = attach_lora(lm, s.lora_rank, s.lora_alpha, s.lora_dropout, list(s.lora_targets))
+        except ValueError as error:
+            raise BenchError(f"bench.toml [cove].lora_targets: {error}") from error
+        if frozen_bf16 and not device.startswith("cuda"):
+            store_frozen_in_bf16(lm)
+        model = CoVEModel(lm, base_vocab, dataset.num_items, s.compression_ratio, s.num_hashes, s.hash_seed)
+        model.causal_lm.config.vocab_size = base_vocab + dataset.num_items  # the extended vocabulary
+        model.item_embedding.weight.requires_grad_(not s.freeze_item_embeddings)
+        return model, tokenizer, base_vocab, lm
+
+    def _training_model(self, dataset: Dataset) -> Any:
+        """The model the trainer steps: the scoring model itself, or with `fsdp` a sharded copy (built on
+        the CPU, each layer's shard moved to this rank's device by fully_shard; fp32 weights: one dtype per
+        sharded group, bf16 still through autocast)."""
+        from bench.distributed import world
+        from methods.cove.sharding import shard_for_training
+
+        s = self.settings
+        if not s.fsdp:
+            return self.model
+        if world()[1] < 2:
+            raise BenchError("bench.toml [cove].fsdp = true: shards training over torchrun's processes; launch "
+                             "with torchrun --nproc-per-node N (N >= 2) or set it to false")
+        model = self._new_model(dataset, "cpu" if self.context.device.startswith("cuda") else self.context.device,
+                                frozen_bf16=False)[0]
+        self._info["sharding"] = "FSDP2 (torch fully_shard): each decoder layer, the item head and the root"
+        return shard_for_training(model.train(), self.context.device)
+
+    def _refresh_scoring_model(self, trained: Any) -> None:
+        """The scoring copy takes the training copy's LoRA and item tables (gathered whole if sharded)."""
+        from methods.cove.sharding import full_tensors
+
+        if trained is not self.model:
+            self.model.load_trainable_state(full_tensors(trained.trainable_state()))
 
     # -- training -------------------------------------------------------------------------
 
@@ -277,11 +316,18 @@ class CoVEMethod(Method):
         fingerprint = _jsonable(fingerprint)
         # With one epoch there is nothing to choose between: validating would only cost time
         # (for an LLM on CPU, as long as the test pass itself).
-        validate = (lambda: ctx.validate(self)) if ctx.validate is not None and s.epochs > 1 else None
-        trainer = Trainer(self.model, samples, train, work_dir=ctx.work_dir, device=ctx.device,
+        training_model = self._training_model(dataset)
+
+        def validate_scoring_copy() -> float:
+            self._refresh_scoring_model(training_model)
+            return ctx.validate(self)
+
+        validate = validate_scoring_copy if ctx.validate is not None and s.epochs > 1 else None
+        trainer = Trainer(training_model, samples, train, work_dir=ctx.work_dir, device=ctx.device,
                           pad_id=self.tokenizer.pad_token_id, validate=validate, log=ctx.log,
                           fingerprint=fingerprint)
         progress = trainer.train()
+        self._refresh_scoring_model(training_model)
         self._scored_tokens = self._padded_tokens = 0  # describe() reports the evaluation's padding only
         self._info["training"] = {k: progress[k] for k in ("epochs_done", "best_epoch", "best_score", "stopped_by",
                                                            "epoch_scores", "optimizer_steps", "resumed_after_epoch")}

@@ -76,13 +76,15 @@ class CoVEModel(nn.Module):
         if set(state) != set(own):
             missing, extra = sorted(set(own) - set(state))[:3], sorted(set(state) - set(own))[:3]
             raise ValueError(f"checkpoint does not match the model (missing {missing}, unexpected {extra})")
+        from methods.cove.sharding import copy_into
+
         with torch.no_grad():
             for name, tensor in own.items():
                 if name.endswith("codes"):
                     if not torch.equal(tensor.long(), state[name].to(tensor.device).long()):
                         raise ValueError(f"checkpoint hash codes differ from this config's ({name})")
                 else:
-                    tensor.copy_(state[name].to(tensor.device, tensor.dtype))
+                    copy_into(tensor, state[name])  # an FSDP-sharded parameter keeps its own shard
 
 
 def freeze_base(lm: nn.Module) -> None:

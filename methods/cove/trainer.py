@@ -37,6 +37,7 @@ from bench.precision import autocast
 from bench.progress import progress_bar
 from bench.resources import trim_heap
 from methods.cove.model import CoVEModel
+from methods.cove.sharding import full_tensors, is_sharded, local_optimizer_state, reshard_optimizer_state
 
 LAST, BEST, OPTIMIZER, PROGRESS = "cove_last.safetensors", "cove_best.safetensors", "cove_optimizer.pt", \
     "cove_progress.json"
@@ -157,6 +158,7 @@ class Trainer:
         self.model, self.samples, self.s = model, samples, settings
         self.work_dir, self.device, self.pad_id = Path(work_dir), device, pad_id
         self.validate, self.log, self.fingerprint = validate, log, fingerprint
+        self.sharded = is_sharded(model)  # FSDP (methods/cove/sharding.py): gradients arrive averaged
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
         batches = math.ceil(len(samples) / settings.batch_size)
@@ -172,17 +174,27 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
 
+    def _optimizer_file(self) -> Path:
+        """FSDP: each rank's optimizer holds the state of its own shards, so each rank keeps a file."""
+        return self.work_dir / (f"{OPTIMIZER}.rank{world()[0]}" if self.sharded else OPTIMIZER)
+
     def _save(self, best: bool) -> None:
+        # Sharded (FSDP) tensors are gathered whole first: a collective every rank joins.
+        state = {k: v.detach().cpu().contiguous() for k, v in full_tensors(self.model.trainable_state()).items()}
+        if self.sharded:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            torch.save({"optimizer": local_optimizer_state(self.optimizer.state_dict()),
+                        "scheduler": self.scheduler.state_dict()}, self._optimizer_file())
         if not is_main():  # under torchrun every rank holds the same weights; rank 0 writes them
             barrier()
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.trainable_state().items()}
         save_file(state, self.work_dir / LAST)
         if best:
             save_file(state, self.work_dir / BEST)
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                   self.work_dir / OPTIMIZER)
+        if not self.sharded:
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                       self._optimizer_file())
         record = {**self.progress, "fingerprint": self.fingerprint, "settings": asdict(self.s)}
         tmp = self.work_dir / (PROGRESS + ".tmp")
         tmp.write_text(json.dumps(record, indent=1))
@@ -199,8 +211,10 @@ class Trainer:
             self.log(f"cove: {self.work_dir} holds a run with another config; starting afresh")
             return False
         load_checkpoint(self.model, self.work_dir / LAST)
-        extra = torch.load(self.work_dir / OPTIMIZER, weights_only=True)  # our own file: tensors and numbers
+        extra = torch.load(self._optimizer_file(), weights_only=True)  # our own file: tensors and numbers
         self.optimizer.load_state_dict(extra["optimizer"])
+        if self.sharded:
+            reshard_optimizer_state(self.optimizer)
         self.scheduler.load_state_dict(extra["scheduler"])
         self.progress = {k: record.get(k, v) for k, v in self.progress.items()}
         self.log(f"cove: resumed after epoch {self.progress['epochs_done']} from {self.work_dir}")
@@ -229,21 +243,25 @@ class Trainer:
             out_of_time = False
             for index, batch in enumerate(bar):
                 chosen = [self.samples[i] for i in my_slice(batch)]
+                idle = self.sharded and not chosen
+                if idle:  # FSDP gathers need every rank in every pass: a stand-in sample, weighted 0
+                    chosen = [self.samples[batch[0]]]
                 if chosen:
                     loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.s.precision)
-                    widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in chosen]
+                    widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in chosen] * (not idle)
                     self.progress["real_tokens"] += sum(widths)
-                    self.progress["padded_tokens"] += max(widths) * len(widths)
+                    self.progress["padded_tokens"] += max(widths, default=0) * len(widths)
                 else:  # more ranks than samples in this batch: nothing to add
                     loss = torch.zeros(())
                 if ranks > 1:  # weight = this rank's share of the global batch's loss terms
-                    weight = share_weight(loss_terms(chosen, self.s.loss, self.model.base_vocab))
-                    if chosen and weight:
+                    weight = share_weight(0 if idle else loss_terms(chosen, self.s.loss, self.model.base_vocab))
+                    if self.sharded or (chosen and weight):
                         (loss * weight / self.s.grad_accum).backward()
                 else:
                     (loss / self.s.grad_accum).backward()
                 if (index + 1) % self.s.grad_accum == 0 or index + 1 == len(batches):
-                    average_gradients(trainable)
+                    if not self.sharded:  # FSDP's reduce-scatter has averaged them already
+                        average_gradients(trainable)
                     torch.nn.utils.clip_grad_norm_(trainable, self.s.max_grad_norm)
                     self.optimizer.step()
                     self.scheduler.step()
