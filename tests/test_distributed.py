@@ -33,6 +33,23 @@ def records(isolated: Path) -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in (isolated / "results" / "runs" / "tiny").glob("*.json")}
 
 
+def tiny_lm_folder(isolated: Path, tmp_path: Path, method: str) -> Path:
+    """A random tiny Llama saved as a local model folder, its vocabulary taken from the method's prompts
+    on the tiny fixture (the --model a torchrun launch loads)."""
+    from bench.backbone import tiny_backbone
+    from bench.data.prepare import prepare
+    from methods.bigrec.prompts import build_prompt
+    from methods.cove.prompts import prompt_texts
+
+    dataset, _ = prepare("tiny", REPO / "datasets", isolated / "cache")
+    titles = [dataset.catalogue.title_or(i) for i in range(dataset.num_items)]
+    model, tokenizer = tiny_backbone(prompt_texts(dataset.catalogue) if method == "cove" else [build_prompt(titles)])
+    folder = tmp_path / "tiny-lm"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def test_two_ranks_train_like_one_and_score_exactly_like_one(isolated: Path):
     two = launch(2, "run", "--method", "sasrec_native", "--dataset", "tiny", *NO_DROPOUT)
     assert two.returncode == 0, two.stderr[-2000:]
@@ -82,15 +99,7 @@ def test_cove_trains_data_parallel_like_one_process(isolated: Path, tmp_path: Pa
     adapter and item tables of one process, and their record re-scores exactly in one process."""
     from safetensors.torch import load_file
 
-    from bench.backbone import tiny_backbone
-    from bench.data.prepare import prepare
-    from methods.cove.prompts import prompt_texts
-
-    dataset, _ = prepare("tiny", REPO / "datasets", isolated / "cache")
-    model, tokenizer = tiny_backbone(prompt_texts(dataset.catalogue))
-    folder = tmp_path / "tiny-lm"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = tiny_lm_folder(isolated, tmp_path, "cove")
     args = ["run", "--method", "cove", "--dataset", "tiny", "--model", str(folder), "--set", "cove.epochs=2",
             "--set", "cove.batch_size=8", "--set", "cove.grad_accum=2", "--set", "cove.learning_rate=0.003",
             "--set", "cove.use_titles=false", "--set", "cove.loss=sequence"]
@@ -118,16 +127,7 @@ def test_cove_trains_data_parallel_like_one_process(isolated: Path, tmp_path: Pa
 def test_bigrec_trains_data_parallel_like_one_process(isolated: Path, tmp_path: Path):
     """BIGRec's LoRA on a tiny random Llama: 2 ranks (each half of every micro-batch, weighted by its
     labelled tokens, gradients averaged) end with one process's adapter; one record is written."""
-    from bench.backbone import tiny_backbone
-    from bench.data.prepare import prepare
-    from methods.bigrec.prompts import build_prompt
-
-    dataset, _ = prepare("tiny", REPO / "datasets", isolated / "cache")
-    titles = [dataset.catalogue.title_or(i) for i in range(dataset.num_items)]
-    model, tokenizer = tiny_backbone([build_prompt(titles)])
-    folder = tmp_path / "tiny-lm"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = tiny_lm_folder(isolated, tmp_path, "bigrec")
     args = ["run", "--method", "bigrec", "--dataset", "tiny", "--model", str(folder), "--set", "bigrec.epochs=2",
             "--set", "bigrec.batch_size=5", "--set", "bigrec.grad_accum=2", "--set", "bigrec.learning_rate=0.003",
             "--set", "bigrec.warmup_steps=1", "--set", "bigrec.lora_dropout=0.0", "--set", "bigrec.num_beams=2",
@@ -157,15 +157,7 @@ def test_cove_trains_sharded_with_fsdp_like_one_process(isolated: Path, tmp_path
     and fsdp without torchrun is refused in one line."""
     from safetensors.torch import load_file
 
-    from bench.backbone import tiny_backbone
-    from bench.data.prepare import prepare
-    from methods.cove.prompts import prompt_texts
-
-    dataset, _ = prepare("tiny", REPO / "datasets", isolated / "cache")
-    model, tokenizer = tiny_backbone(prompt_texts(dataset.catalogue))
-    folder = tmp_path / "tiny-lm"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = tiny_lm_folder(isolated, tmp_path, "cove")
     args = ["run", "--method", "cove", "--dataset", "tiny", "--model", str(folder), "--set", "cove.epochs=2",
             "--set", "cove.batch_size=7", "--set", "cove.grad_accum=2", "--set", "cove.learning_rate=0.003",
             "--set", "cove.use_titles=false", "--set", "cove.loss=sequence"]

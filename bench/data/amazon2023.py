@@ -10,12 +10,11 @@ runs before items are indexed. From the meta file the title is kept, and as item
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.data.readers import RawData, _open_text, clean_title, k_core
+from bench.data.readers import RawData, clean_title, json_lines, k_core
 from bench.errors import BenchError
 
 
@@ -23,15 +22,10 @@ def _reviews(path: Path) -> list[tuple[str, str, int, int]]:
     """(user, parent_asin, timestamp, line) of every first review of a pair, in file order."""
     seen: set[tuple[str, str]] = set()
     rows = []
-    for number, line in _open_text(path):
-        if not line.strip():
-            continue
+    for number, review in json_lines(path):
         try:
-            review = json.loads(line)
             user, item = str(review["user_id"]), str(review.get("parent_asin") or review["asin"])
             when = int(review["timestamp"])
-        except json.JSONDecodeError:
-            raise BenchError(f"{path}:{number}: expected one JSON object per line") from None
         except (KeyError, TypeError, ValueError):
             raise BenchError(f"{path}:{number}: expected fields user_id, parent_asin (or asin) and an integer "
                              "timestamp (Amazon Reviews 2023)") from None
@@ -56,13 +50,7 @@ def _text(meta: dict[str, Any]) -> dict[str, Any]:
 def _meta(path: Path, wanted: set[str]) -> tuple[dict[str, str | None], dict[str, dict[str, Any]]]:
     titles: dict[str, str | None] = {}
     text: dict[str, dict[str, Any]] = {}
-    for number, line in _open_text(path):
-        if not line.strip():
-            continue
-        try:
-            meta = json.loads(line)
-        except json.JSONDecodeError:
-            raise BenchError(f"{path}:{number}: expected one JSON object per line") from None
+    for number, meta in json_lines(path):
         item = meta.get("parent_asin") if isinstance(meta, dict) else None
         if item is None:
             raise BenchError(f"{path}:{number}: expected a parent_asin field (Amazon Reviews 2023 meta)")

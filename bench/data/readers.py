@@ -49,6 +49,17 @@ def _open_text(path: Path) -> Iterator[tuple[int, str]]:
         raise BenchError(f"{path}: not UTF-8 text ({error.reason})") from error
 
 
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, object) of a JSON-lines file (.gz too); blank lines skipped, a bad line named."""
+    for number, line in _open_text(path):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError:
+            raise BenchError(f"{path}:{number}: expected one JSON object per line") from None
+
+
 def _load_json(path: Path) -> Any:
     if not path.exists():
         raise BenchError(f"{path}: file not found")
@@ -226,15 +237,10 @@ def read_amazon_raw(reviews_path: Path, meta_path: Path, core: int = 5) -> RawDa
     """
     interactions: list[tuple[str, str, int]] = []
     seen: set[tuple[str, str]] = set()
-    for number, line in _open_text(reviews_path):
-        if not line.strip():
-            continue
+    for number, review in json_lines(reviews_path):
         try:
-            review = json.loads(line)
             key = (str(review["reviewerID"]), str(review["asin"]))
             when = int(review["unixReviewTime"])
-        except json.JSONDecodeError:
-            raise BenchError(f"{reviews_path}:{number}: expected one JSON object per line") from None
         except (KeyError, TypeError, ValueError):
             raise BenchError(f"{reviews_path}:{number}: expected fields reviewerID, asin and integer "
                              "unixReviewTime") from None
