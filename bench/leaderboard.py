@@ -152,7 +152,7 @@ def record_row(path: Path, record: Record, ranks: dict[str, Any] | None = None) 
         "seed": record.get("seed"),
         "train_s": record.get("train_seconds"),
         "samples_per_sec": record.get("samples_per_sec"),
-        "device": record.get("device"),
+        "device": device_text(record),
         "date": str(record.get("created", ""))[:10],
         "record": f"{record['dataset']}/{path.name}",
     }
@@ -364,6 +364,13 @@ def weights_text(entry: Record, record: Record) -> str:
     if kind is None and "config" in record:
         kind = "quick_fit" if record["config"].get("quick_fit") else "full_fit"
     return (kind or "–").replace("_", "-")
+
+
+def device_text(record: Record) -> str:
+    """The device kind, with the process count of a torchrun launch (e.g. "cuda x4 (nccl)")."""
+    device = str(record.get("device"))
+    world = (record.get("distributed") or {}).get("world_size", 1)
+    return device if world == 1 else f"{device} x{world} ({record['distributed'].get('backend')})"
 
 
 def render_speed(speed: list[Record]) -> list[str]:

@@ -415,3 +415,10 @@ def test_readme_shows_the_scale_sweep_with_its_out_of_memory_points(tmp_path: Pa
     assert "| 1,000,000 | 16 | 274.7 | 12.5 | 2.00 | 3.25 | 4.00 |" in readme
     assert "| 10,000,000 | 1 | – | – | – | – | out of memory |" in readme
     assert "![scale-smollm2](scale/smollm2.png)" in readme
+
+
+def test_device_column_names_the_process_count_of_a_torchrun_run():
+    from bench.leaderboard import device_text
+
+    assert device_text({"device": "cuda"}) == "cuda"
+    assert device_text({"device": "cuda", "distributed": {"world_size": 4, "backend": "nccl"}}) == "cuda x4 (nccl)"
