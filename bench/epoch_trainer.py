@@ -19,6 +19,7 @@ import torch
 
 from bench.distributed import barrier, is_main, past_deadline_everywhere, sum_gradients, sum_over_ranks, world
 from bench.errors import BenchError
+from bench.method import nothing_to_load
 from bench.progress import progress_bar
 
 LAST, BEST, PROGRESS = "last.pt", "best.pt", "progress.json"
@@ -31,6 +32,7 @@ class LoopSettings:
     patience: int                  # epochs without a better validation score before stopping; 0 = never
     seed: int = 0
     budget_minutes: float | None = None
+    resume_only: bool = False      # RunContext.resume_only: load a finished run, never train
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -109,6 +111,9 @@ class EpochTrainer:
         so a step is the global batch's mean gradient whatever the number of ranks."""
         self._resume()
         s, p = self.s, self.progress
+        if s.resume_only and not p["finished"]:
+            raise nothing_to_load(self.work_dir, s.name, "its progress file is missing, unfinished or from other "
+                                  "settings")
         rank, ranks = world()
         trainable = [param for param in self.model.parameters() if param.requires_grad]
         started = time.perf_counter() - p["train_seconds"]

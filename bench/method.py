@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.types import Dataset
+from bench.errors import BenchError
 
 
 @dataclass
@@ -30,6 +31,15 @@ class RunContext:
     validate: Callable[[Method], float] | None = None
     log: Callable[[str], None] = print
     notes: dict[str, Any] = field(default_factory=dict)
+    # fit() may only load a finished training from work_dir (bench rescore, bench speed --trained): a
+    # method that would train instead raises BenchError (see Method.loads_finished_runs).
+    resume_only: bool = False
+
+
+def nothing_to_load(work_dir: Path, method: str, why: str) -> BenchError:
+    """The error of a resume_only fit() that found no finished training to load."""
+    return BenchError(f"{work_dir}: no finished {method} training to load ({why}); recorded weights can only be "
+                      "reused from the run's own work dir, unchanged since the run")
 
 
 class Method(ABC):
@@ -39,6 +49,9 @@ class Method(ABC):
     # True when fit() and score() are correct under torchrun with several ranks (each rank trains on its
     # slice of every batch with summed gradients, or there is nothing to train); others refuse a launch.
     data_parallel: bool = False
+    # True when fit() honours RunContext.resume_only: with a finished training in work_dir it only loads,
+    # and without one it raises instead of training. Reusing recorded weights needs this (or refits_exactly).
+    loads_finished_runs: bool = False
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         self.config = config

@@ -40,7 +40,10 @@ def rescore(path: Path, record: dict[str, Any], config: dict[str, Any], log: Any
         again = train_and_evaluate(registry.load(method), method, dataset, info, effective,
                                    eval_settings(effective, method), device=record.get("device", "cpu"),
                                    seed=record.get("seed", 0), work_dir=work_dir,
-                                   budget=record.get("max_train_minutes"), progress=True, log=log)
+                                   budget=record.get("max_train_minutes"), progress=True, log=log,
+                                   # A method that can promise to only load does (a retraining would be caught
+                                   # below, but only after it ran); the others rely on that check.
+                                   resume_only=getattr(registry.load(method), "loads_finished_runs", False))
     recorded = {record.get("eval_target", "test"): record["metrics"],
                 **{p: v["metrics"] for p, v in (record.get("metrics_by_position") or {}).items()}}
     found = {again.get("eval_target", "test"): again["metrics"],

@@ -246,6 +246,7 @@ def train_and_evaluate(
     budget: float | None,
     progress: bool,
     log: Any,
+    resume_only: bool = False,
 ) -> dict[str, Any]:
     from dataclasses import replace
 
@@ -276,7 +277,7 @@ def train_and_evaluate(
     work_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     context = RunContext(device=device, seed=seed, work_dir=work_dir, max_train_minutes=budget,
-                         validate=validate, log=log)
+                         validate=validate, log=log, resume_only=resume_only)
     instance = method_cls(effective[method], context)
     revision = git_revision()  # the code this run executes, even if the tree changes while it trains
     train_watch = Stopwatch(device)

@@ -94,10 +94,14 @@ def recorded_weights(path: Path, method: str, dataset: Any, cache_dir: Path, reg
         raise BenchError(f"--records {path}: recorded on {record['dataset']} (split {record.get('split_hash')}), "
                          f"not on this {dataset.name} split ({dataset.split.hash})")
     work_dir = cache_dir / "work" / record["dataset"] / f"{method}-{record['config_hash']}"
+    method_cls = registry.load(method)
+    if getattr(method_cls, "refits_exactly", False):
+        return RecordedWeights(path, record, None)  # refitting gives the recorded model exactly
+    if not getattr(method_cls, "loads_finished_runs", False):
+        raise BenchError(f"--records {path}: {method} cannot promise to only load a finished training "
+                         "(Method.loads_finished_runs), so its recorded weights cannot be reused")
     if work_dir.is_dir():
         return RecordedWeights(path, record, work_dir)
-    if getattr(registry.load(method), "refits_exactly", False):
-        return RecordedWeights(path, record, None)
     raise BenchError(f"--records {path}: its trained weights ({work_dir}) are gone from this machine")
 
 
@@ -205,8 +209,9 @@ def measure_method(
     seed = int(recorded.record.get("seed", seed)) if recorded else seed  # a resumed run keeps its own seed
     seed_everything(seed)
     budget = recorded.record.get("max_train_minutes") if recorded else None
+    resume_only = recorded is not None and recorded.work_dir is not None  # load, never train
     instance = method_cls(section, RunContext(device=device, seed=seed, work_dir=work_dir, max_train_minutes=budget,
-                                              validate=validate, log=log))
+                                              validate=validate, log=log, resume_only=resume_only))
     fit_watch = Stopwatch(device)
     with fit_watch.running():
         instance.fit(dataset)

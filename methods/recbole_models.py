@@ -31,7 +31,7 @@ import torch
 
 from bench.data.types import Dataset, EvalCases, Split
 from bench.errors import BenchError
-from bench.method import Method, RunContext
+from bench.method import Method, RunContext, nothing_to_load
 from bench.results import atomic_write_text
 from methods import recbole_compat
 
@@ -297,6 +297,7 @@ class RecBoleMethod(Method):
 
     name = "recbole"
     model_name = ""
+    loads_finished_runs = True  # finished.json: a later fit only loads the best checkpoint
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         super().__init__(config, context)
@@ -319,6 +320,8 @@ class RecBoleMethod(Method):
             model = get_model(self.model_name)(config, data.train.dataset).to(config["device"])
             trainer = _make_trainer(config, model, checkpoint)
             finished = _finished(root / FINISHED, checkpoint)
+            if finished is None and self.context.resume_only:
+                raise nothing_to_load(root, self.name, f"no {FINISHED}: the training never finished here")
             if finished is not None:
                 self.context.log(f"{self.name}: training in {root} had finished ({finished['stopped_by']}); "
                                  "loading its best checkpoint")

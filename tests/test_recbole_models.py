@@ -163,3 +163,13 @@ def test_a_finished_training_is_loaded_not_continued(tmp_path: Path) -> None:
     (tmp_path / "recbole" / "finished.json").unlink()
     twin = again()  # without the marker RecBole resumes and trains at least one more epoch
     assert not twin.describe()["loaded_finished_training"] and twin.describe()["train_batches"] > 0
+
+
+def test_resume_only_refuses_a_work_dir_without_a_finished_training(tmp_path: Path) -> None:
+    from bench.errors import BenchError
+
+    dataset = rule_dataset(num_items=NUM_ITEMS, num_users=50, length=5, rule="next")
+    method = SASRecMethod({"epochs": 2, "max_seq_length": 50, **TINY["sasrec"]},
+                          RunContext(work_dir=tmp_path, resume_only=True, log=lambda message: None))
+    with pytest.raises(BenchError, match="no finished sasrec training to load"):
+        method.fit(dataset)

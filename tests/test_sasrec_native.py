@@ -154,3 +154,23 @@ def test_settings_refuse_bad_values():
     from bench.config import load_config, method_config
 
     assert parse_settings(method_config(load_config(), "sasrec_native", "paper")["sasrec_native"]).loss == "bce"
+
+
+def test_resume_only_loads_a_finished_run_and_refuses_to_train(tmp_path: Path):
+    """RunContext.resume_only (bench rescore, bench speed --trained): a finished work dir is loaded with
+    nothing trained and scores like the original; an unfinished one is an error, not a new training."""
+    from bench.errors import BenchError
+
+    dataset = rule_dataset(num_items=15, num_users=60, length=6, seed=3)
+    first = make(tmp_path / "run", epochs=2, patience=0)
+    first.fit(dataset)
+    seed_everything(0)
+    again = NativeSASRecMethod({**SMALL, "epochs": 2, "patience": 0},
+                               RunContext(work_dir=tmp_path / "run", log=lambda _: None, resume_only=True))
+    again.fit(dataset)
+    assert again.describe()["resumed_after_epoch"] == 2
+    assert torch.equal(again.score([0], [[1, 2, 3]]), first.score([0], [[1, 2, 3]]))
+    with pytest.raises(BenchError, match="no finished sasrec_native training to load"):
+        NativeSASRecMethod({**SMALL, "epochs": 2, "patience": 0},
+                           RunContext(work_dir=tmp_path / "empty", log=lambda _: None, resume_only=True)).fit(dataset)
+    assert not (tmp_path / "empty" / "progress.json").exists()

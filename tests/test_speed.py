@@ -146,13 +146,18 @@ class FakeTrainable(FakeCoVE):
     """Trains once (a counter) and saves its 'weights' to the work dir; a finished work dir only loads."""
 
     name = "sasrec_native"
+    loads_finished_runs = True
     TRAININGS: list[int] = []
 
     def fit(self, dataset):
+        from bench.method import nothing_to_load
+
         super().fit(dataset)
         saved = self.context.work_dir / "weights.json"
         if saved.exists():
             self.weight = json.loads(saved.read_text())["weight"]
+        elif self.context.resume_only:
+            raise nothing_to_load(self.context.work_dir, self.name, "no weights.json")
         else:
             seen().FakeTrainable.TRAININGS.append(1)
             self.weight = sum(len(seq) for seq in dataset.split.train)  # depends on every training sequence
@@ -202,6 +207,14 @@ def test_trained_weights_are_loaded_from_a_copy_never_retrained(fakes: dict[str,
         measure_speed("tiny", ["sasrec_native"], records=[isolated / "missing.json"], config=fakes, log=lambda _: None)
     import shutil
 
+    (work / "weights.json").unlink()  # a work dir without a finished training: refused, never trained
+    with pytest.raises(BenchError, match="no finished sasrec_native training to load"):
+        measure_speed("tiny", ["sasrec_native"], records=[recorded.path], config=fakes, log=lambda _: None)
+    assert len(trainings) == 2
     shutil.rmtree(work)
     with pytest.raises(BenchError, match="trained weights .* are gone"):
+        measure_speed("tiny", ["sasrec_native"], records=[recorded.path], config=fakes, log=lambda _: None)
+    monkeypatch.setattr(FakeTrainable, "loads_finished_runs", False)
+    monkeypatch.setattr(seen().FakeTrainable, "loads_finished_runs", False)
+    with pytest.raises(BenchError, match="cannot promise to only load"):
         measure_speed("tiny", ["sasrec_native"], records=[recorded.path], config=fakes, log=lambda _: None)

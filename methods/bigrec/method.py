@@ -50,6 +50,7 @@ def setting_name(config: dict[str, Any]) -> str:
 class BIGRecMethod(Method):
     name = "bigrec"
     data_parallel = True  # its trainer splits every micro-batch over torchrun's ranks and averages gradients
+    loads_finished_runs = True
 
     settings_parser = staticmethod(parse_settings)
 
@@ -147,7 +148,7 @@ class BIGRecMethod(Method):
                                          "split": dataset.split.hash},
                               # one epoch leaves nothing to choose: validating would only cost time
                               validate=(lambda: validate(0.0)) if ctx.validate is not None and s.epochs > 1 else None,
-                              log=ctx.log)
+                              log=ctx.log, resume_only=ctx.resume_only)
         with torch.enable_grad():
             self.report = trainer.train() if samples else None
         self.model.eval()

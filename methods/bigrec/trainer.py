@@ -26,6 +26,7 @@ import torch
 
 from bench.distributed import average_gradients, is_main, my_slice, past_deadline_everywhere, share_weight, world
 from bench.errors import BenchError
+from bench.method import nothing_to_load
 from bench.precision import autocast
 from bench.progress import progress_bar
 from bench.resources import trim_heap
@@ -137,7 +138,9 @@ class LoRATrainer:
         key_extra: dict[str, Any],
         validate: Callable[[], float] | None = None,
         log: Callable[[str], None] = print,
+        resume_only: bool = False,
     ) -> None:
+        self.resume_only = resume_only
         self.model = model
         self.pad_id = pad_id
         self.examples = examples
@@ -239,6 +242,9 @@ class LoRATrainer:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self._resume() and not self.done:
             self.report.stopped_by = "epochs"
+        if self.resume_only and not self.done:
+            raise nothing_to_load(self.work_dir, "bigrec", "its state file is missing, unfinished or from other "
+                                  "settings")
         budget = self.settings.max_train_minutes
         deadline = started + budget * 60.0 if budget else math.inf
         last_checkpoint = time.perf_counter()

@@ -177,6 +177,7 @@ def choose_users(train: list[list[int]], max_users: int, seed: int) -> list[int]
 class CoVEMethod(Method):
     name = "cove"
     data_parallel = True  # its trainer splits every batch over torchrun's ranks and sums gradients
+    loads_finished_runs = True
 
     settings_parser = staticmethod(parse_settings)
 
@@ -311,7 +312,10 @@ class CoVEMethod(Method):
                               max_train_minutes=min(budgets) if budgets else 0.0, seed=ctx.seed,
                               precision=self.precision, length_buckets=s.length_buckets > 0)
         fingerprint = {"dataset": dataset.name, "split": dataset.split.hash, "num_items": dataset.num_items,
-                       "cove": {k: v for k, v in asdict(s).items() if k not in ("max_eval_users", "eval_batch_size")},
+                       # Scoring-only keys and fsdp (how training is spread, already in the work dir's name
+                       # through the world size) are left out: a finished run stays loadable.
+                       "cove": {k: v for k, v in asdict(s).items()
+                                if k not in ("max_eval_users", "eval_batch_size", "fsdp")},
                        "examples": len(samples)}
         fingerprint = _jsonable(fingerprint)
         # With one epoch there is nothing to choose between: validating would only cost time
@@ -325,7 +329,7 @@ class CoVEMethod(Method):
         validate = validate_scoring_copy if ctx.validate is not None and s.epochs > 1 else None
         trainer = Trainer(training_model, samples, train, work_dir=ctx.work_dir, device=ctx.device,
                           pad_id=self.tokenizer.pad_token_id, validate=validate, log=ctx.log,
-                          fingerprint=fingerprint)
+                          fingerprint=fingerprint, resume_only=ctx.resume_only)
         progress = trainer.train()
         self._refresh_scoring_model(training_model)
         self._scored_tokens = self._padded_tokens = 0  # describe() reports the evaluation's padding only

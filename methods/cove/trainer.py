@@ -33,6 +33,7 @@ from bench.distributed import (
     world,
 )
 from bench.errors import BenchError
+from bench.method import nothing_to_load
 from bench.precision import autocast
 from bench.progress import progress_bar
 from bench.resources import trim_heap
@@ -154,7 +155,8 @@ def load_checkpoint(model: CoVEModel, path: Path) -> None:
 class Trainer:
     def __init__(self, model: CoVEModel, samples: list[Sample], settings: TrainSettings, *, work_dir: Path,
                  device: str, pad_id: int, validate: Callable[[], float] | None, log: Callable[[str], None],
-                 fingerprint: dict[str, Any]) -> None:
+                 fingerprint: dict[str, Any], resume_only: bool = False) -> None:
+        self.resume_only = resume_only
         self.model, self.samples, self.s = model, samples, settings
         self.work_dir, self.device, self.pad_id = Path(work_dir), device, pad_id
         self.validate, self.log, self.fingerprint = validate, log, fingerprint
@@ -229,6 +231,9 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         # A resumed run's earlier epochs were trained by an earlier call: say so in the record.
         resumed_after = self.progress["epochs_done"] if self._resume() else None
+        if self.resume_only and not self.progress["finished"]:
+            raise nothing_to_load(self.work_dir, "cove", "its progress file is missing, unfinished or from other "
+                                  "settings")
         budget = self.s.max_train_minutes * 60 if self.s.max_train_minutes > 0 else None
         started = time.perf_counter() - self.progress["train_seconds"]
         epoch = self.progress["epochs_done"]

@@ -38,6 +38,7 @@ def deviations(s: NativeSASRecSettings) -> list[str]:
 class NativeSASRecMethod(Method):
     name = "sasrec_native"
     data_parallel = True  # the shared epoch loop splits batches over ranks
+    loads_finished_runs = True
     settings_parser = staticmethod(parse_settings)
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
@@ -68,7 +69,7 @@ class NativeSASRecMethod(Method):
                        "seed": ctx.seed}
         self.report = train_sasrec(self.model, windows, s, seed=ctx.seed, work_dir=ctx.work_dir, device=ctx.device,
                                    validate=validate, log=ctx.log, budget_minutes=min(budgets) if budgets else None,
-                                   fingerprint=fingerprint)
+                                   fingerprint=fingerprint, resume_only=ctx.resume_only)
         self.train_sequences = len(windows)
 
     @torch.no_grad()

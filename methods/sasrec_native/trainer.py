@@ -43,11 +43,12 @@ def sampled_negatives(targets: torch.Tensor, num_items: int, generator: torch.Ge
 def train_sasrec(model: SASRec, windows: list[tuple[list[int], list[int]]], s: NativeSASRecSettings, *,
                  seed: int, work_dir: Path, device: str, validate: Callable[[], float] | None,
                  log: Callable[[str], None], budget_minutes: float | None,
-                 fingerprint: dict[str, Any]) -> dict[str, Any]:
+                 fingerprint: dict[str, Any], resume_only: bool = False) -> dict[str, Any]:
     """Train in place; returns the loop's progress plus the padding counts of this call."""
     optimizer = torch.optim.Adam(model.parameters(), lr=s.learning_rate, betas=(0.9, 0.98),
                                  weight_decay=s.weight_decay)
-    loop = EpochTrainer(model, optimizer, LoopSettings("sasrec_native", s.epochs, s.patience, seed, budget_minutes),
+    loop = EpochTrainer(model, optimizer, LoopSettings("sasrec_native", s.epochs, s.patience, seed, budget_minutes,
+                                                     resume_only),
                         work_dir=work_dir, device=device, validate=validate, log=log, fingerprint=fingerprint)
     lengths = [len(inputs) for inputs, _ in windows]
     counts = {"real_positions": 0, "padded_positions": 0}

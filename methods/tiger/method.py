@@ -48,6 +48,7 @@ def deviations(s: TigerSettings, title_kind: str) -> list[str]:
 class TigerMethod(Method):
     name = "tiger"
     data_parallel = True  # the shared epoch loop splits batches over ranks
+    loads_finished_runs = True
     settings_parser = staticmethod(parse_settings)
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
@@ -122,11 +123,14 @@ class TigerMethod(Method):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min((step + 1) / warmup, (warmup / max(step + 1, warmup)) ** 0.5))
         budgets = [m for m in (ctx.max_train_minutes, s.max_train_minutes or None) if m]
-        fingerprint = {"settings": {k: v for k, v in s.as_dict().items() if k != "max_train_minutes"},
+        # text_fields at the title alone is how runs were made before the key existed: left out, so their
+        # finished work dirs still load (any other value changes the IDs, hence the fingerprint).
+        neutral = {"max_train_minutes"} | ({"text_fields"} if s.item_fields == ("title",) else set())
+        fingerprint = {"settings": {k: v for k, v in s.as_dict().items() if k not in neutral},
                        "dataset": dataset.name, "split": dataset.split.hash, "ids": self.id_facts.get("file"),
                        "seed": ctx.seed}
         loop = EpochTrainer(self.model, optimizer, LoopSettings("tiger", s.epochs, s.patience, ctx.seed,
-                                                                min(budgets) if budgets else None),
+                                                                min(budgets) if budgets else None, ctx.resume_only),
                             work_dir=ctx.work_dir, device=ctx.device,
                             validate=(lambda: ctx.validate(self)) if ctx.validate is not None else None,
                             log=ctx.log, fingerprint=fingerprint, scheduler=scheduler)
