@@ -36,15 +36,17 @@ def render_scale(records: list[tuple[Path, dict[str, Any]]], results_dir: Path) 
              "`benchmarks/cove_scale.py`: CoVE's hashed item tables on synthetic catalogues (random sequences; "
              "cost does not depend on them). Each point in its own process under an address-space limit; "
              "scoring ranks every item for every request (streamed in item chunks), then one training step "
-             "of the sequence loss (exact item softmax, log-sum-exp chunked past 65,536 items).", ""]
+             "of the sequence loss (exact item softmax, log-sum-exp chunked past 65,536 items). RSS peaks are "
+             "cumulative (ru_maxrss): the first covers building the model (initialising a table draws a "
+             "full-size noise tensor) and scoring, the second adds the training step.", ""]
     for path, record in records:
         settings = record.get("settings") or {}
         machine = (record.get("machine") or {}).get("name") or "?"
         lines += [f"### {path.stem}: backbone {settings.get('model', '?')}, batch {settings.get('batch', '?')}, "
                   f"{settings.get('requests', '?')} requests, {settings.get('threads', '?')} thread(s), "
                   f"limit {settings.get('memory_limit_gb', '?')} GB ({machine})", ""]
-        header = ["items", "ratio", "item tables MiB", "scoring req/s", "scoring peak RSS GB", "train step s",
-                  "train step peak RSS GB"]
+        header = ["items", "ratio", "item tables MiB", "scoring req/s", "build + scoring peak RSS GB",
+                  "train step s", "train step peak RSS GB"]
         rows = []
         for point in record.get("points", []):
             if "failed" in point:
