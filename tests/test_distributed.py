@@ -178,3 +178,38 @@ def test_cove_trains_sharded_with_fsdp_like_one_process(isolated: Path, tmp_path
             assert torch.allclose(tensor.float(), states[2][key].float(), atol=2e-3), key
     trained = {w: records(isolated)[n]["method_info"]["training"] for w, n in by_world.items()}
     assert trained[2]["tokens_trained"] == trained[1]["tokens_trained"]
+
+
+def test_an_interrupted_two_rank_run_resumes_and_writes_one_record(isolated: Path):
+    """Ctrl-C to torchrun after a few epochs (rank 0 had saved them), then the same launch again: it
+    resumes after the last saved epoch, finishes, and only one record exists."""
+    import signal
+    import time
+
+    args = ["run", "--method", "sasrec_native", "--dataset", "tiny", "--set", "sasrec_native.epochs=60",
+            "--set", "sasrec_native.patience=0", "--set", "sasrec_native.batch_size=16"]
+    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+              "bench.cli", *args, "--threads", "1"]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(runner, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    work = isolated / "cache" / "work" / "tiny"
+    deadline = time.time() + 240
+    epochs = 0
+    while time.time() < deadline and first.poll() is None and epochs < 3:
+        progress = list(work.glob("sasrec_native-*/progress.json"))
+        if progress:
+            try:
+                epochs = json.loads(progress[0].read_text())["epochs_done"]
+            except (json.JSONDecodeError, OSError):
+                pass
+        time.sleep(0.05)
+    assert first.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(first.pid, signal.SIGINT)
+    first.communicate(timeout=120)
+    assert records(isolated) == {}  # nothing recorded by the interrupted run
+    again = launch(2, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    [(name, record)] = records(isolated).items()
+    info = record["method_info"]
+    assert info["resumed_after_epoch"] >= 3 and info["epochs_run"] == 60 and record["distributed"]["world_size"] == 2
