@@ -22,7 +22,7 @@ import numpy as np
 from bench.errors import BenchError
 from bench.metrics import METRIC_NAMES, per_request_metrics
 from bench.request_ranks import load_ranks
-from bench.results import atomic_write_text, iter_records
+from bench.results import atomic_write_text, iter_records, read_json_files
 from bench.scale_report import load_scale, render_scale
 from bench.significance import ALPHA, bootstrap_ci, holm, paired_p_values
 
@@ -284,14 +284,7 @@ def load_reference(reference_dir: Path) -> list[Row]:
 
 def load_speed(results_dir: Path) -> list[Record]:
     """Speed records written by `bench speed` (results/speed/*.json), sorted by file name."""
-    folder = results_dir / "speed"
-    records = []
-    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
-        try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as error:
-            raise BenchError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
-    return records
+    return [record for _, record in read_json_files(results_dir / "speed")]
 
 
 def fmt_metric(value: Any) -> str:

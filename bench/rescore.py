@@ -22,13 +22,13 @@ def rescore(path: Path, record: dict[str, Any], config: dict[str, Any], log: Any
     from bench.registry import method_registry
     from bench.request_ranks import save_ranks
     from bench.results import git_revision, now_iso, write_record
-    from bench.run import PER_REQUEST_KEY, eval_settings, run_paths, train_and_evaluate
+    from bench.run import PER_REQUEST_KEY, eval_settings, run_paths, run_work_dir, train_and_evaluate
 
     if record.get("ranks"):
         return record
     method, paths = record["method"], run_paths(config)
     registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
-    work_dir = paths.cache_dir / "work" / record["dataset"] / f"{method}-{record['config_hash']}"
+    work_dir = run_work_dir(paths.cache_dir, record["dataset"], method, record["config_hash"])
     if not work_dir.exists() and not getattr(registry.load(method), "refits_exactly", False):
         raise BenchError(f"{path.name}: its trained weights ({work_dir}) are gone; only a new run "
                          "(bench run --force) can give it per-request ranks")

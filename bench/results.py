@@ -60,6 +60,18 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json_files(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, object) of every *.json in `folder`, sorted by name (none when the folder is absent); a file
+    that is not JSON is one BenchError naming it."""
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        try:
+            found.append((path, json.loads(path.read_text(encoding="utf-8"))))
+        except json.JSONDecodeError as error:
+            raise BenchError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+    return found
+
+
 def read_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))

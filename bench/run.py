@@ -41,6 +41,12 @@ class RunPaths:
     results_dir: Path
 
 
+def run_work_dir(cache_dir: Path, dataset: str, method: str, config_hash: str) -> Path:
+    """Where a run keeps its checkpoints: one folder per dataset, method and config hash (rescore and
+    speed --trained find a recorded run's weights by the same rule)."""
+    return cache_dir / "work" / dataset / f"{method}-{config_hash}"
+
+
 def run_paths(config: dict[str, Any], results_dir: Path | None = None) -> RunPaths:
     return RunPaths(
         data_dir=resolve_path(config, "data_dir", "BENCH_DATA_DIR", "../shared/data"),
@@ -175,7 +181,7 @@ def run(
                 log(f"warning: {error}; moved it to {aside} and running again")
     if dry_run:  # nothing recorded yet: say where the record would go, compute nothing
         return RunOutcome({}, path, reused=False)
-    work_dir = paths.cache_dir / "work" / dataset.name / f"{method}-{hash_}"
+    work_dir = run_work_dir(paths.cache_dir, dataset.name, method, hash_)
     backend = init(device)
     main = is_main()  # under torchrun only rank 0 locks, clears and writes; every rank trains and scores
     with work_dir_lock(work_dir) if main else contextlib.nullcontext():

@@ -7,22 +7,14 @@ fitting, which is the finding).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.results import read_json_files
 
 
 def load_scale(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    folder = results_dir / "scale"
-    found = []
-    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
-        try:
-            found.append((path, json.loads(path.read_text(encoding="utf-8"))))
-        except json.JSONDecodeError as error:
-            raise BenchError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
-    return found
+    return read_json_files(results_dir / "scale")
 
 
 def _gb(mb: float) -> str:

@@ -84,6 +84,7 @@ def speed_path(results_dir: Path, dataset: str, device: str, batch_size: int = 1
 def recorded_weights(path: Path, method: str, dataset: Any, cache_dir: Path, registry: Any) -> RecordedWeights:
     """Check that `path` is a finished run of `method` on this very split whose weights are still here."""
     from bench.results import read_record
+    from bench.run import run_work_dir
 
     if not path.is_file():
         raise BenchError(f"--records {path}: no such record file")
@@ -93,7 +94,7 @@ def recorded_weights(path: Path, method: str, dataset: Any, cache_dir: Path, reg
     if record["dataset"] != dataset.name or record.get("split_hash") != dataset.split.hash:
         raise BenchError(f"--records {path}: recorded on {record['dataset']} (split {record.get('split_hash')}), "
                          f"not on this {dataset.name} split ({dataset.split.hash})")
-    work_dir = cache_dir / "work" / record["dataset"] / f"{method}-{record['config_hash']}"
+    work_dir = run_work_dir(cache_dir, record["dataset"], method, record["config_hash"])
     method_cls = registry.load(method)
     if getattr(method_cls, "refits_exactly", False):
         return RecordedWeights(path, record, None)  # refitting gives the recorded model exactly
@@ -111,6 +112,9 @@ def find_trained_records(results_dir: Path, dataset: Any, methods: list[str], ca
     still here (ties: the newest); methods without one are left out (they get the quick fit)."""
     from bench.results import iter_records
 
+    def strength(record: dict[str, Any]) -> tuple[float, str]:
+        return (record.get("metrics") or {}).get("ndcg@10") or 0.0, record.get("created") or ""
+
     found: dict[str, RecordedWeights] = {}
     for path, record in iter_records(results_dir):
         method = record.get("method")
@@ -120,10 +124,7 @@ def find_trained_records(results_dir: Path, dataset: Any, methods: list[str], ca
             candidate = recorded_weights(path, method, dataset, cache_dir, registry)
         except BenchError:
             continue
-        key = ((record.get("metrics") or {}).get("ndcg@10") or 0.0, record.get("created") or "")
-        best = found.get(method)
-        if best is None or key > ((best.record.get("metrics") or {}).get("ndcg@10") or 0.0,
-                                  best.record.get("created") or ""):
+        if method not in found or strength(record) > strength(found[method].record):
             found[method] = candidate
     return found
 

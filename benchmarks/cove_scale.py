@@ -170,7 +170,7 @@ def main() -> None:
                       f"tables {point['item_table_bytes'] / 2**20:8.1f} MiB, "
                       f"train step {point['train_step_seconds']:6.2f} s, "
                       f"scoring {point['scoring_samples_per_sec']:7.1f} req/s, "
-                      f"scoring peak RSS {point['rss_mb']['scoring_peak'] / 1024:5.2f} GB, "
+                      f"build + scoring peak RSS {point['rss_mb']['scoring_peak'] / 1024:5.2f} GB, "
                       f"training step peak {point['rss_mb']['peak'] / 1024:5.2f} GB", flush=True)
             write(out, points, settings)
     write(out, points, settings)

@@ -10,18 +10,18 @@ runs before items are indexed. From the meta file the title is kept, and as item
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.data.readers import RawData, clean_title, json_lines, k_core
+from bench.data.readers import RawData, json_lines, k_core
+from bench.data.user_formats import in_time_order, raw_from_sequences
 from bench.errors import BenchError
 
 
-def _reviews(path: Path) -> list[tuple[str, str, int, int]]:
-    """(user, parent_asin, timestamp, line) of every first review of a pair, in file order."""
+def _reviews(path: Path) -> dict[str, list[tuple[float, int, str]]]:
+    """{user: [(timestamp, line, parent_asin)]} of every first review of a (user, item) pair."""
     seen: set[tuple[str, str]] = set()
-    rows = []
+    events: dict[str, list[tuple[float, int, str]]] = {}
     for number, review in json_lines(path):
         try:
             user, item = str(review["user_id"]), str(review.get("parent_asin") or review["asin"])
@@ -31,51 +31,38 @@ def _reviews(path: Path) -> list[tuple[str, str, int, int]]:
                              "timestamp (Amazon Reviews 2023)") from None
         if (user, item) not in seen:
             seen.add((user, item))
-            rows.append((user, item, when, number))
-    if not rows:
+            events.setdefault(user, []).append((when, number, item))
+    if not events:
         raise BenchError(f"{path}: no reviews found")
-    return rows
+    return events
 
 
 def _text(meta: dict[str, Any]) -> dict[str, Any]:
+    """Title plus the 2023 meta fields kept as item text (the store is the brand)."""
     description = meta.get("description")
     if isinstance(description, list):
         description = " ".join(str(part) for part in description if part)
-    categories = meta.get("categories")
-    text = {"brand": meta.get("store"), "categories": categories if categories else None,
-            "description": description or None}
-    return {key: value for key, value in text.items() if value}
+    return {"title": meta.get("title"), "brand": meta.get("store"), "categories": meta.get("categories"),
+            "description": description}
 
 
-def _meta(path: Path, wanted: set[str]) -> tuple[dict[str, str | None], dict[str, dict[str, Any]]]:
-    titles: dict[str, str | None] = {}
+def _meta(path: Path, wanted: set[str]) -> dict[str, dict[str, Any]]:
     text: dict[str, dict[str, Any]] = {}
     for number, meta in json_lines(path):
         item = meta.get("parent_asin") if isinstance(meta, dict) else None
         if item is None:
             raise BenchError(f"{path}:{number}: expected a parent_asin field (Amazon Reviews 2023 meta)")
         if item in wanted:
-            titles[item] = clean_title(meta.get("title"))
             text[item] = _text(meta)
-    return titles, text
+    return text
 
 
 def read_amazon2023(reviews_path: Path, meta_path: Path | None, core: int = 5) -> RawData:
-    rows = _reviews(reviews_path)
-    first_line = {(user, item): number for user, item, _, number in rows}
-    kept = k_core([(user, item, when) for user, item, when, _ in rows], core) if core > 0 else \
-        [(user, item, when) for user, item, when, _ in rows]
-    by_user: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
-    for user, item, when in kept:
-        by_user[user].append((when, first_line[(user, item)], item))
-    index: dict[str, int] = {}
-    sequences, users, origins = [], [], []
-    for user, events in by_user.items():
-        events.sort()
-        sequences.append([index.setdefault(item, len(index)) for _, _, item in events])
-        users.append(user)
-        origins.append(f"{reviews_path.name}:{events[0][1]}")
-    items = list(index)
-    titles, text = _meta(meta_path, set(items)) if meta_path is not None else ({}, {})
-    return RawData(items, [titles.get(item) for item in items], sequences, user_ids=users, origins=origins,
-                   item_text=[text.get(item, {}) for item in items])
+    events = _reviews(reviews_path)
+    if core > 0:
+        rows = [(user, item, (when, line)) for user, seen in events.items() for when, line, item in seen]
+        events = {}
+        for user, item, (when, line) in k_core(rows, core):
+            events.setdefault(user, []).append((when, line, item))
+    wanted = {item for seen in events.values() for *_, item in seen}
+    return raw_from_sequences(in_time_order(events, reviews_path), _meta(meta_path, wanted) if meta_path else {})

@@ -32,6 +32,13 @@ PREPARE_VERSION = "2"
 USER_FORMATS = {"lcrec_json": read_lcrec_json, "recbole_atomic": read_recbole_atomic,
                 "interactions_csv": read_interactions_csv, "amazon2023": read_amazon2023}
 DEFAULT_CORE = 5  # amazon_raw and amazon2023: the k-core filter the Amazon benchmarks use
+# Card options a user-format reader takes, with their defaults (written into cards by `bench data init`).
+READER_OPTIONS: dict[str, dict[str, Any]] = {"amazon2023": {"core": DEFAULT_CORE}}
+
+
+def reader_options(fmt: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The reader's options: the card's (or the command line's) values over the defaults."""
+    return {key: type(default)(given.get(key, default)) for key, default in READER_OPTIONS.get(fmt, {}).items()}
 
 
 def _read_source(source: Source) -> RawData:
@@ -39,9 +46,7 @@ def _read_source(source: Source) -> RawData:
     if source.format in USER_FORMATS:
         items = paths.get("items")
         items = items if items is not None and items.exists() else None
-        if source.format == "amazon2023":
-            return read_amazon2023(paths["inter"], items, core=int(source.options.get("core", DEFAULT_CORE)))
-        return USER_FORMATS[source.format](paths["inter"], items)
+        return USER_FORMATS[source.format](paths["inter"], items, **reader_options(source.format, source.options))
     if source.format == "amazon_raw":
         return read_amazon_raw(paths["reviews"], paths["meta"], core=int(source.options.get("core", DEFAULT_CORE)))
     if source.options.get("titles_format") == "asin_text_lines":
@@ -271,12 +276,13 @@ def write_card(name: str, fmt: str, inter: Path, items: Path | None, out_dir: Pa
         if path is not None and not path.exists():
             raise BenchError(f"{path} does not exist")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if core is not None and (fmt != "amazon2023" or core < 0):
-        raise BenchError(f"--core {core}: only for --format amazon2023, and at least 0 (0 = no k-core filter)")
+    if core is not None and ("core" not in READER_OPTIONS.get(fmt, {}) or core < 0):
+        takes = ", ".join(f for f, options in READER_OPTIONS.items() if "core" in options)
+        raise BenchError(f"--core {core}: only for --format {takes}, and at least 0 (0 = no k-core filter)")
     card_path = out_dir / f"{name}.toml"
     if card_path.exists():
         raise BenchError(f"{card_path} exists; remove it first or choose another name")
-    options = {"core": DEFAULT_CORE if core is None else core} if fmt == "amazon2023" else {}
+    options = reader_options(fmt, {} if core is None else {"core": core})
     raw = USER_FORMATS[fmt](inter, items, **options)
     fields = sorted({key for text in raw.item_text or [] for key in text})
 

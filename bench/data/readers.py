@@ -215,7 +215,7 @@ def _parse_meta_line(line: str, path: Path, number: int) -> dict[str, Any]:
     return value
 
 
-def k_core(interactions: list[tuple[str, str, int]], k: int) -> list[tuple[str, str, int]]:
+def k_core(interactions: list[tuple[str, str, Any]], k: int) -> list[tuple[str, str, Any]]:
     """Iteratively keep users and items with at least k interactions."""
     while True:
         user_count: dict[str, int] = defaultdict(int)

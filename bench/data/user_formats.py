@@ -31,7 +31,7 @@ def _load_json(path: Path) -> Any:
         raise BenchError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
 
 
-def _raw(user_items: list[tuple[str, list[str], str]], item_text: dict[str, dict[str, Any]]) -> RawData:
+def raw_from_sequences(user_items: list[tuple[str, list[str], str]], item_text: dict[str, dict[str, Any]]) -> RawData:
     """(user id, item ids in time order, origin) -> RawData with items indexed by first appearance."""
     index: dict[str, int] = {}
     sequences = [[index.setdefault(item, len(index)) for item in items] for _, items, _ in user_items]
@@ -57,10 +57,10 @@ def read_lcrec_json(inter_path: Path, item_path: Path | None) -> RawData:
         if not isinstance(raw, dict):
             raise BenchError(f"{item_path}: expected a JSON object {{item: {{title, ...}}}}")
         text = {str(k): (v if isinstance(v, dict) else {"title": v}) for k, v in raw.items()}
-    return _raw(user_items, text)
+    return raw_from_sequences(user_items, text)
 
 
-def _in_time_order(events: dict[str, list[tuple[float, int, str]]], path: Path) -> list[tuple[str, list[str], str]]:
+def in_time_order(events: dict[str, list[tuple[float, int, str]]], path: Path) -> list[tuple[str, list[str], str]]:
     """{user: [(timestamp, line, item)]} -> (user, items by time (file order on ties), "file:first line")."""
     return [(user, [item for *_, item in sorted(rows)], f"{path.name}:{min(line for _, line, _ in rows)}")
             for user, rows in events.items()]
@@ -109,7 +109,7 @@ def read_recbole_atomic(inter_path: Path, item_path: Path | None) -> RawData:
                     text[row[key]] = {name: value for name, value in zip(names, row) if name != "item_id"}
                     if "title" not in text[row[key]] and "movie_title" in text[row[key]]:
                         text[row[key]]["title"] = text[row[key]]["movie_title"]
-    return _raw(_in_time_order(by_user, inter_path), text)
+    return raw_from_sequences(in_time_order(by_user, inter_path), text)
 
 
 def _table(path: Path) -> list[dict[str, str]]:
@@ -138,4 +138,4 @@ def read_interactions_csv(inter_path: Path, item_path: Path | None) -> RawData:
             if "item" not in row:
                 raise BenchError(f"{item_path}:1: expected columns item,title[,...], got {sorted(row)}")
             text[row["item"]] = row
-    return _raw(_in_time_order(by_user, inter_path), text)
+    return raw_from_sequences(in_time_order(by_user, inter_path), text)

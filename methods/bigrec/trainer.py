@@ -208,7 +208,7 @@ class LoRATrainer:
         path = self.work_dir / BEST_FILE
         if self.report.best_epoch is None:
             return
-        if getattr(self, "best_adapter", None) is not None:
+        if self.best_adapter is not None:
             load_adapter_state(self.model, self.best_adapter)
         elif path.exists():
             load_adapter_state(self.model, torch.load(path, map_location="cpu", weights_only=True))

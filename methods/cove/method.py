@@ -198,7 +198,6 @@ class CoVEMethod(Method):
         return resolve_path(load_config(), "cache_dir", "BENCH_CACHE_DIR", ".cache")
 
     def _build(self, dataset: Dataset) -> None:
-
         from bench.backbone import backbone_name
         from bench.precision import resolve_precision
         from methods.cove.item_layers import item_table_bytes

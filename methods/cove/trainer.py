@@ -247,20 +247,18 @@ class Trainer:
                                enabled=is_main())
             out_of_time = False
             for index, batch in enumerate(bar):
-                chosen = [self.samples[i] for i in my_slice(batch)]
-                idle = self.sharded and not chosen
-                if idle:  # FSDP gathers need every rank in every pass: a stand-in sample, weighted 0
-                    chosen = [self.samples[batch[0]]]
-                if chosen:
-                    loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.s.precision)
-                    widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in chosen] * (not idle)
+                mine = [self.samples[i] for i in my_slice(batch)]  # empty when ranks outnumber samples
+                # FSDP's gathers need every rank in every pass: an idle rank runs a stand-in, weighted 0.
+                chosen = mine or ([self.samples[batch[0]]] if self.sharded else [])
+                loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.s.precision) \
+                    if chosen else torch.zeros(())
+                if mine:
+                    widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in mine]
                     self.progress["real_tokens"] += sum(widths)
-                    self.progress["padded_tokens"] += max(widths, default=0) * len(widths)
-                else:  # more ranks than samples in this batch: nothing to add
-                    loss = torch.zeros(())
+                    self.progress["padded_tokens"] += max(widths) * len(widths)
                 if ranks > 1:  # weight = this rank's share of the global batch's loss terms
-                    weight = share_weight(0 if idle else loss_terms(chosen, self.s.loss, self.model.base_vocab))
-                    if self.sharded or (chosen and weight):
+                    weight = share_weight(loss_terms(mine, self.s.loss, self.model.base_vocab))
+                    if chosen and (weight or self.sharded):
                         (loss * weight / self.s.grad_accum).backward()
                 else:
                     (loss / self.s.grad_accum).backward()
