@@ -1,7 +1,8 @@
 """`bench compare A B`: is A better than B on the same requests, by how much, and for how many users?
 
 Both runs must have per-request ranks (records made since they were introduced, or rescored) for the
-same position and the same requests; the comparison is then paired request by request.
+same position and the same requests, made on the same split with the same history masking; the comparison
+is then paired request by request.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from bench.metrics import METRIC_NAMES as METRICS
 from bench.metrics import per_request_metrics
 from bench.request_ranks import load_ranks
 from bench.results import iter_records, read_record
-from bench.significance import bootstrap_ci, paired_p_values
+from bench.significance import P_FLOOR, SIGN_FLIPS, bootstrap_ci, sign_flip_p_values
+
+# Settings that change what a request's rank means: runs that differ in one are not paired.
+SAME_PROTOCOL = {"split_protocol": "leave_one_out", "mask_history": False}
+WIN_METRIC = "ndcg@10"  # wins are counted on a metric value, as ranx does: raw ranks beyond the cut-off tie
 
 
 def resolve_record(spec: str, results_dir: Path, dataset: str | None) -> tuple[Path, dict[str, Any]]:
@@ -36,9 +41,21 @@ def resolve_record(spec: str, results_dir: Path, dataset: str | None) -> tuple[P
     return matches[0]
 
 
+def chose_epoch_note(record: dict[str, Any], position: str) -> str | None:
+    """The record's own note when its requests at `position` also chose its epoch (the same note the
+    leaderboard's data column shows), else None."""
+    note = ((record.get("metrics_by_position") or {}).get(position) or {}).get("note") or ""
+    return note if "chose the epoch" in note else None
+
+
 def compare(a: tuple[Path, dict[str, Any]], b: tuple[Path, dict[str, Any]], position: str | None = None) -> dict:
     """Paired comparison of two runs at one position (default: A's reported position)."""
     position = position or a[1].get("eval_target", "test")
+    for key, default in SAME_PROTOCOL.items():
+        first, second = a[1].get(key, default), b[1].get(key, default)
+        if first != second:
+            raise BenchError(f"{key} differs: {a[0].name} has {first!r}, {b[0].name} has {second!r}; "
+                             "not comparable")
     scored = []
     for path, record in (a, b):
         if record["split_hash"] != a[1]["split_hash"]:
@@ -50,32 +67,42 @@ def compare(a: tuple[Path, dict[str, Any]], b: tuple[Path, dict[str, Any]], posi
         scored.append(ranks[position])
     (index_a, ranks_a), (index_b, ranks_b) = scored
     if not np.array_equal(index_a, index_b):
-        raise BenchError(f"{a[0].name} and {b[0].name} were scored on different requests "
-                         f"({len(index_a)} vs {len(index_b)}); not a paired comparison")
+        counts = (f"{len(index_a):,} vs {len(index_b):,}" if len(index_a) != len(index_b) else
+                  f"{len(index_a):,} each, not the same ones")
+        raise BenchError(f"{a[0].name} and {b[0].name} were scored on different requests ({counts}); "
+                         "not a paired comparison")
     values_a = per_request_metrics(ranks_a)
     values_b = per_request_metrics(ranks_b)
     diff = np.stack([values_a[m] - values_b[m] for m in METRICS], axis=1)
     low, high = bootstrap_ci(diff)
-    p = paired_p_values(np.stack([values_a[m] for m in METRICS], 1), np.stack([values_b[m] for m in METRICS], 1))
+    p = sign_flip_p_values(diff)
+    win = diff[:, METRICS.index(WIN_METRIC)]
     return {
         "position": position, "requests": int(len(ranks_a)),
         "metrics": {m: {"a": float(values_a[m].mean()), "b": float(values_b[m].mean()),
                         "difference": float(diff[:, j].mean()), "ci": (float(low[j]), float(high[j])),
                         "p": float(p[j])} for j, m in enumerate(METRICS)},
-        "a_ranks_better": int((ranks_a < ranks_b).sum()), "b_ranks_better": int((ranks_b < ranks_a).sum()),
-        "same_rank": int((ranks_a == ranks_b).sum()),
+        "wins": {"metric": WIN_METRIC, "a": int((win > 0).sum()), "b": int((win < 0).sum()),
+                 "tie": int((win == 0).sum())},
+        "chose_epoch": {side: note for side, (_, record) in (("A", a), ("B", b))
+                        if (note := chose_epoch_note(record, position))},
     }
 
 
 def render(a_label: str, b_label: str, result: dict) -> list[str]:
     lines = [f"A = {a_label}", f"B = {b_label}",
              f"{result['requests']:,} requests at position {result['position']}, paired request by request", "",
-             f"{'metric':<9} {'A':>8} {'B':>8} {'A - B':>9} {'95% CI of A - B':>21} {'p':>8}"]
+             f"{'metric':<9} {'A':>8} {'B':>8} {'A - B':>9} {'95% CI of A - B':>21} {'p':>9}"]
     for metric, m in result["metrics"].items():
         interval = f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]"
-        lines.append(f"{metric:<9} {m['a']:>8.4f} {m['b']:>8.4f} {m['difference']:>+9.4f} {interval:>21} "
-                     f"{m['p']:>8.2g}")
-    lines += ["", f"target ranked higher by A on {result['a_ranks_better']:,} requests, by B on "
-                  f"{result['b_ranks_better']:,}, the same on {result['same_rank']:,}",
-              "p: two-sided paired t-test (normal approximation); CI: 1,000 seeded bootstrap resamples"]
+        p = f"<{P_FLOOR:.2g}" if m["p"] <= P_FLOOR else f"{m['p']:.2g}"
+        lines.append(f"{metric:<9} {m['a']:>8.4f} {m['b']:>8.4f} {m['difference']:>+9.4f} {interval:>21} {p:>9}")
+    wins = result["wins"]
+    lines += ["", f"per-request {wins['metric']}: higher for A on {wins['a']:,} requests, for B on {wins['b']:,}, "
+                  f"equal on {wins['tie']:,}",
+              "p: two-sided paired randomisation (sign-flip) test, exact or from "
+              f"{SIGN_FLIPS:,} seeded sign flips (smallest p then 1/{SIGN_FLIPS + 1:,}); "
+              "CI: 1,000 seeded bootstrap resamples"]
+    for side, note in result["chose_epoch"].items():
+        lines.append(f"note: {side} at position {result['position']}: {note}")
     return lines
