@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean, shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="recbench: LLM-based sequential recommenders on shared Amazon splits, full ranking.")
@@ -23,6 +23,8 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a c
 ThreadsOption = Annotated[int | None, typer.Option(help="torch CPU threads (recorded; default: torch's choice)")]
 ParallelOption = Annotated[bool, typer.Option(help="Train beside other runs instead of waiting for them "
                                                    "(recorded as exclusive: false; timings then share cores)")]
+BudgetOption = Annotated[float | None, typer.Option(help="Stop training after this many minutes, then evaluate and "
+                                                         "record (0 = no budget, as in bench.toml)")]
 
 
 def _config():
@@ -64,7 +66,7 @@ def run_command(
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, one recorded run each (e.g. 0,1,2); "
                                                    "the leaderboard shows their mean and sd")] = None,
     force: Annotated[bool, typer.Option(help="Re-run even if an identical record exists")] = False,
-    max_train_minutes: Annotated[float | None, typer.Option(help="Stop training after this budget")] = None,
+    max_train_minutes: BudgetOption = None,
     results_dir: Annotated[Path | None, typer.Option(help="Where records go (default results/)")] = None,
     threads: ThreadsOption = None,
     dry_run: Annotated[bool, typer.Option(help="Only say whether this exact config is recorded (exit 0) or "
@@ -75,16 +77,22 @@ def run_command(
 ) -> None:
     """Train (or reuse) one method on one dataset, evaluate by full ranking, record the result."""
     from bench.distributed import is_main
-    from bench.run import run
+    from bench.run import checked_config, run
+    from bench.validate import check_seed
 
     chosen = [seed]
     if seeds is not None:
         try:
             chosen = [int(part) for part in seeds.split(",") if part.strip()]
         except ValueError:
-            raise BenchError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+            raise BenchError(f"--seeds {shown(seeds)}: expected comma-separated integers, e.g. 0,1,2") from None
         if not chosen or seed != 0:
             raise BenchError("--seeds: give a non-empty list, and not together with --seed")
+        config = _config()
+        for each in chosen:  # every seed checked before the first run starts
+            check_seed(each, "--seeds:")
+            checked_config(config, method, overrides=set_ or [], preset=preset, model=model, device=device, seed=each,
+                           max_train_minutes=max_train_minutes)
     recorded = True
     for each in chosen:
         outcome = run(method, dataset, overrides=set_ or [], preset=preset, model=model, device=device, seed=each,
@@ -110,26 +118,32 @@ def sweep_command(
     device: str = "cpu",
     seed: int = 0,
     force: bool = False,
-    max_train_minutes: float | None = None,
+    max_train_minutes: BudgetOption = None,
     results_dir: Path | None = None,
     threads: ThreadsOption = None,
 ) -> None:
-    """Run a grid of configs; each point is its own record (finished points are reused)."""
+    """Run a grid of configs; each point is its own record (finished points are reused). Every point is
+    checked before the first one runs."""
     import itertools
 
-    from bench.run import run
+    from bench.run import checked_config, run
 
     axes = []
     for entry in grid:
         key, sep, values = entry.partition("=")
         if not sep or not values:
-            raise BenchError(f"--grid {entry!r}: expected section.key=v1,v2,...")
+            raise BenchError(f"--grid {shown(entry)}: expected section.key=v1,v2,...")
         axes.append([f"{key}={value}" for value in values.split(",")])
-    for point in itertools.product(*axes):
+    config = _config()
+    points = list(itertools.product(*axes))
+    for point in points:
+        checked_config(config, method, overrides=[*(set_ or []), *point], preset=preset, model=model, device=device,
+                       seed=seed, max_train_minutes=max_train_minutes)
+    for point in points:
         typer.echo("== " + " ".join(point))
         outcome = run(method, dataset, overrides=[*(set_ or []), *point], preset=preset, model=model,
                       device=device, seed=seed, force=force, max_train_minutes=max_train_minutes,
-                      results_dir=results_dir, threads=threads)
+                      results_dir=results_dir, threads=threads, config=config)
         _print_record(outcome)
 
 
@@ -254,9 +268,11 @@ def leaderboard_command(
 ) -> None:
     """Build results/leaderboard.md, .csv, plots/ and README.md from recorded runs and speed records."""
     from bench.leaderboard import write_leaderboard
+    from bench.results import check_writable
     from bench.run import run_paths
 
     paths = run_paths(_config(), results_dir)
+    check_writable(paths.results_dir)  # before the records are read and the plots drawn
     written = write_leaderboard(paths.results_dir, strict=strict)
     typer.echo(written.markdown_text)
     for path in written.paths:
@@ -298,8 +314,9 @@ def rescore_command(
 
     set_torch_threads(threads)
     config = _config()
-    for path in records:
-        record = rescore(path, read_record(path), config, log=typer.echo)
+    read = [(path, read_record(path)) for path in records]  # every file read before the first is scored
+    for path, record in read:
+        record = rescore(path, record, config, log=typer.echo)
         typer.echo(f"{path}: per-request ranks in {record['ranks']['file']} ({record['ranks']['positions']})")
 
 
@@ -327,7 +344,9 @@ def speed_command(
     """Inference samples/sec of several methods in one process on the same requests; records speed JSON."""
     from bench.leaderboard import render_speed
     from bench.speed import measure_speed
+    from bench.validate import check_seed
 
+    check_seed(seed)
     outcome = measure_speed(dataset, [m.strip() for m in methods.split(",") if m.strip()], device=device,
                             num_prompts=num_prompts, repeats=repeats, batch_size=batch_size, overrides=set_ or [],
                             model=model, quick_fit=not full_fit, trained=trained,
@@ -362,19 +381,22 @@ def baselines_command(
     only: Annotated[str | None, typer.Option(help=f"Comma-separated subset of {', '.join(BASELINES)}")] = None,
     threads: ThreadsOption = None,
     seed: int = 0,
-    max_train_minutes: Annotated[float | None, typer.Option(help="Budget per method (default: none, i.e. "
-                                                                 "train to early stopping)")] = None,
+    max_train_minutes: Annotated[float | None, typer.Option(help="Budget per method in minutes (default or 0: "
+                                                                 "none, i.e. train to early stopping)")] = None,
 ) -> None:
     """The ID baselines to compare a new method against, trained one after another to early stopping
     (cheapest first; recorded runs are reused, interrupted RecBole and native SASRec runs resume)."""
     from bench.leaderboard import render_compact, write_leaderboard
-    from bench.run import run, run_paths
+    from bench.run import checked_config, run, run_paths
 
     names = [n.strip() for n in only.split(",")] if only else list(BASELINES)
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
-        raise BenchError(f"--only {unknown[0]!r}: expected some of {', '.join(BASELINES)}")
+        raise BenchError(f"--only {shown(unknown[0])}: expected some of {', '.join(BASELINES)}."
+                         f"{did_you_mean(unknown[0], BASELINES)}")
     config = _config()
+    for name in names:  # every method's settings checked before the first one trains
+        checked_config(config, name, seed=seed, max_train_minutes=max_train_minutes)
     records = []
     for name in names:
         typer.echo(f"== {name} on {dataset}")
@@ -397,7 +419,14 @@ def demo_command(
     config = _config()
     demo = config.get("demo", {})
     dataset = demo.get("dataset", "beauty")
-    wanted = set(only.split(",")) if only else None
+    wanted = {name.strip() for name in only.split(",") if name.strip()} if only is not None else None
+    known = sorted({e["method"] for e in demo.get("runs", [])})
+    for name in sorted(wanted or ()):
+        if name not in known:
+            raise BenchError(f"--only {shown(name)}: not a [demo] method.{did_you_mean(name, known)} "
+                             f"Available: {', '.join(known)}")
+    if wanted is not None and not wanted:
+        raise BenchError(f"--only {shown(only)}: name at least one [demo] method: {', '.join(known)}")
     entries = [e for e in demo.get("runs", []) if wanted is None or e["method"] in wanted]
 
     def demo_run(entry: dict, dry_run: bool = False):
@@ -424,6 +453,20 @@ def demo_command(
 
 
 INTERRUPTED = "interrupted: nothing was recorded for the unfinished run"
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as a shell reports them
+_terminated: list[int] = []
+
+
+def _terminate_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM (kill, a scheduler's time limit, docker stop) unwinds as Ctrl-C does, so the same `finally`
+    blocks release the locks and no partial record is written; only the exit code differs."""
+    _terminated.append(signum)
+    raise KeyboardInterrupt
+
+
+def _interrupted_code() -> int:
+    typer.echo(INTERRUPTED, err=True)
+    return EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED
 
 
 def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
@@ -442,23 +485,30 @@ def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
 
 
 def main() -> None:
-    """Exit codes: 0 done, 1 a check said no (e.g. `run --dry-run`), 2 bad input or usage, 130 Ctrl-C."""
+    """Exit codes: 0 done, 1 a check said no (e.g. `run --dry-run`), 2 bad input or usage, 130 Ctrl-C,
+    143 SIGTERM."""
+    import signal
+
+    from bench.progress import quiet_third_party_output
+
+    quiet_third_party_output()  # in a log: no third-party bars, no warnings known to be harmless here
+
+    signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     try:
         code = app(standalone_mode=False, prog_name="bench")
     except BenchError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
     except (KeyboardInterrupt, *_click_exceptions("Abort")):
-        typer.echo(INTERRUPTED, err=True)
-        sys.exit(130)
+        sys.exit(_interrupted_code())
     except _click_exceptions("ClickException") as error:
         error.show()  # click's short usage message, no traceback
         sys.exit(error.exit_code)
     except _click_exceptions("Exit") as error:
         sys.exit(error.exit_code)
     # Without standalone mode typer returns Ctrl-C as 130 and typer.Exit(n) as n instead of raising.
-    if code == 130:
-        typer.echo(INTERRUPTED, err=True)
+    if code == EXIT_INTERRUPTED:
+        code = _interrupted_code()
     sys.exit(code if isinstance(code, int) else 0)
 
 

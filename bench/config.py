@@ -10,7 +10,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError, did_you_mean
+from bench.errors import BenchError, did_you_mean, shown
+from bench.textfiles import read_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,13 +26,12 @@ def config_path() -> Path:
 
 def load_config(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
+    if not path.exists():
+        raise BenchError(f"{path}: config file not found (set BENCH_CONFIG or run from the repo)")
     try:
-        with open(path, "rb") as handle:
-            config = tomllib.load(handle)
-    except FileNotFoundError as error:
-        raise BenchError(f"{path}: config file not found (set BENCH_CONFIG or run from the repo)") from error
-    except tomllib.TOMLDecodeError as error:
-        raise BenchError(f"{path}: invalid TOML: {error}") from error
+        config = tomllib.loads(read_text(path))
+    except ValueError as error:  # TOMLDecodeError, or an integer of more digits than Python reads
+        raise BenchError(f"{path}: invalid TOML: {error}") from None
     config.setdefault("paths", {})
     config["_root"] = str(path.resolve().parent)
     return config
@@ -58,21 +58,25 @@ def apply_override(config: dict[str, Any], assignment: str) -> None:
     """Apply one `section.key=value`; unknown keys are refused so typos don't pass silently."""
     key, sep, value = assignment.partition("=")
     if not sep or "." not in key:
-        raise BenchError(f"--set {assignment!r}: expected section.key=value, e.g. cove.compression_ratio=8")
+        raise BenchError(f"--set {shown(assignment)}: expected section.key=value, e.g. cove.compression_ratio=8")
     *sections, leaf = key.strip().split(".")
     node = config
     for section in sections:
         if not isinstance(node.get(section), dict):
             run_sections = [name for name in config if isinstance(config[name], dict)]
-            raise BenchError(f"--set {assignment!r}: this run's config has no section [{'.'.join(sections)}] (it "
+            raise BenchError(f"--set {shown(assignment)}: this run's config has no section [{'.'.join(sections)}] (it "
                              f"has {', '.join(f'[{n}]' for n in run_sections)}: a method's keys apply to its own "
                              f"runs only).{did_you_mean(sections[0], run_sections)}")
         node = node[section]
     if leaf not in node:
         keys = sorted(k for k in node if k != "presets")
-        raise BenchError(f"--set {assignment!r}: unknown key {leaf!r} in [{'.'.join(sections)}]."
+        raise BenchError(f"--set {shown(assignment)}: unknown key {shown(leaf)} in [{'.'.join(sections)}]."
                          f"{did_you_mean(leaf, keys)} Known: {', '.join(keys) or '(none)'}")
-    node[leaf] = parse_value(value.strip())
+    try:
+        node[leaf] = parse_value(value.strip())
+    except ValueError:  # not TOML's error (that gives the raw string): an integer Python will not read
+        raise BenchError(f"--set {shown(assignment)}: {key.strip()} has {len(value.strip()):,} digits; expected a "
+                         "number of at most 4,300") from None
 
 
 def check_like_default(source: str, default: Any, value: Any) -> None:
@@ -93,7 +97,7 @@ def check_like_default(source: str, default: Any, value: Any) -> None:
     else:
         return
     if not ok:
-        raise BenchError(f"{source}: expected {expected}, got {value!r}")
+        raise BenchError(f"{source}: expected {expected}, got {shown(value)}")
 
 
 def method_config(
@@ -105,7 +109,7 @@ def method_config(
     if preset:
         if preset not in presets:
             available = ", ".join(sorted(presets)) or "(none)"
-            raise BenchError(f"Unknown preset {preset!r} for {method}.{did_you_mean(preset, presets)} "
+            raise BenchError(f"Unknown preset {shown(preset)} for {method}.{did_you_mean(preset, presets)} "
                              f"Available: {available}")
         effective[method].update(copy.deepcopy(presets[preset]))
         effective[method]["preset"] = preset

@@ -18,3 +18,13 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """" Did you mean 'sasrec'?" for a near miss among `choices`, else ""."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+SHOWN_CHARS = 80
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """repr(value) for an error message, cut to about `limit` characters: a rejected 5,000-character value
+    must not bury the one line that says what was wrong with it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Iterable
 from typing import Any
 
-from bench.errors import BenchError, did_you_mean
+from bench.errors import BenchError, did_you_mean, shown
 
 
 class Registry:
@@ -30,7 +30,8 @@ class Registry:
     def target(self, name: str) -> str:
         if name not in self._entries:
             available = ", ".join(self.names()) or "(none)"
-            raise BenchError(f"Unknown {self.kind} {name!r}.{did_you_mean(name, self.names())} Available: {available}")
+            raise BenchError(f"Unknown {self.kind} {shown(name)}.{did_you_mean(name, self.names())} "
+                             f"Available: {available}")
         return self._entries[name]
 
     def load(self, name: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.config import REPO_ROOT
 from bench.errors import BenchError
+from bench.textfiles import read_text
 
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = (
@@ -66,7 +67,7 @@ def read_json_files(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
     found = []
     for path in sorted(folder.glob("*.json")) if folder.exists() else []:
         try:
-            found.append((path, json.loads(path.read_text(encoding="utf-8"))))
+            found.append((path, json.loads(read_text(path))))
         except json.JSONDecodeError as error:
             raise BenchError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
     return found
@@ -74,9 +75,11 @@ def read_json_files(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 def read_record(path: Path) -> dict[str, Any]:
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise BenchError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+    if not isinstance(record, dict):
+        raise BenchError(f"{path}: expected a JSON object (a run record), got {type(record).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in record]
     if missing:
         raise BenchError(f"{path}: result record lacks keys {missing}")

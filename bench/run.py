@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from bench.results import (
     record_path,
     save_record,
 )
-from bench.validate import check_settings
+from bench.validate import check_settings, setting_warnings
 
 # Evaluation subsamples use a fixed seed, so every method is scored on the same users.
 EVAL_SUBSAMPLE_SEED = 0
@@ -84,6 +86,40 @@ def eval_settings(effective: dict[str, Any], method: str) -> dict[str, Any]:
     return settings
 
 
+def checked_config(
+    config: dict[str, Any], method: str, *, overrides: list[str] | tuple[str, ...] = (), preset: str | None = None,
+    model: str | None = None, device: str = "cpu", seed: int = 0, max_train_minutes: float | None = None,
+) -> dict[str, Any]:
+    """The effective config of one run with every setting checked, before any data is read: `sweep`,
+    `--seeds` and `baselines` check all their runs with it before the first one starts."""
+    registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
+    registry.target(method)  # unknown names fail before any data is read
+    effective = build_effective_config(config, method, preset, list(overrides), model)
+    check_settings(registry.load(method), config, method, preset, effective, device, max_train_minutes, seed)
+    return effective
+
+
+def all_eval_users_as_zero(effective: dict[str, Any], method: str, dataset: Dataset) -> dict[str, Any]:
+    """A max_eval_users (in [eval] or the method's own section) at or above every request count it would
+    subsample means all requests, as 0 does: written as 0, so the same work has one config hash and one
+    record, not one per number that happens to exceed the data."""
+    from bench.data.split import selection_split
+
+    settings = eval_settings(effective, method)
+    limit = int(settings["max_eval_users"])
+    positions = {settings.get("target", "test"), *(settings.get("extra_targets") or [])}
+    counts = [len(dataset.split.cases(position)) for position in positions]
+    if not settings.get("max_valid_users"):  # selection requests fall back to the same subsample
+        counts.append(len(selection_split(dataset.split, settings.get("target", "test"))[0].valid))
+    if not limit or limit < max(counts):
+        return effective
+    normalised = copy.deepcopy(effective)
+    for section in ("eval", method):  # the method's own key wins over [eval]'s, so both become 0
+        if normalised[section].get("max_eval_users"):
+            normalised[section]["max_eval_users"] = 0
+    return normalised
+
+
 def build_effective_config(
     config: dict[str, Any], method: str, preset: str | None, overrides: list[str], model: str | None
 ) -> dict[str, Any]:
@@ -134,8 +170,9 @@ def run(
 
     config = config if config is not None else load_config()
     set_torch_threads(threads)
+    effective = checked_config(config, method, overrides=overrides, preset=preset, model=model, device=device,
+                               seed=seed, max_train_minutes=max_train_minutes)
     registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
-    registry.target(method)  # unknown names fail before any data is read
     world_size = world()[1]
     if world_size > 1 and not getattr(registry.load(method), "data_parallel", False):
         raise BenchError(f"{method}: no data-parallel training here; run it as one process (without torchrun). "
@@ -145,11 +182,11 @@ def run(
 
         if not torch.cuda.is_available():
             raise BenchError("--device cuda: no CUDA device is available on this machine")
-    effective = build_effective_config(config, method, preset, list(overrides), model)
-    check_settings(registry.load(method), config, method, preset, effective, device, max_train_minutes)
-    settings = eval_settings(effective, method)
     paths = run_paths(config, results_dir)
 
+    from bench.data.cards import load_card
+
+    load_card(dataset_name, paths.data_dir)  # a bad card (an unsafe name) fails before anything is written
     if not dry_run:
         check_writable(paths.results_dir / "runs", paths.cache_dir)
     from bench.data.prepare import card_facts, count_mismatches, prepare
@@ -160,10 +197,20 @@ def run(
         raise BenchError(f"dataset {dataset_name}: counts differ from its card (expected, got): {mismatches}; "
                          "fix the card or the data, or pass --allow-count-mismatch (recorded)")
     card = {**card_facts(dataset_name, paths.data_dir), "count_mismatches": mismatches or None}
+    effective = all_eval_users_as_zero(effective, method, dataset)
+    settings = eval_settings(effective, method)
+    if not dry_run and is_main():
+        for warning in setting_warnings(effective, method, dataset.num_items):
+            print(warning, file=sys.stderr)
     budget = float(max_train_minutes) if max_train_minutes else None
     identity = {"method": method, "dataset": dataset.name, "split_hash": dataset.split.hash,
                 "config": hashed_config(effective, config.get("hash_neutral", {})), "seed": seed,
                 "device": device, "max_train_minutes": budget}
+    catalogue = dataset.catalogue.hash
+    if config.get("catalogue_hash_neutral", {}).get(dataset.name) != catalogue:
+        # Item ids, titles and text (the split hash covers the sequences): another catalogue is another run.
+        # Left out where it is the catalogue the records made before this key were trained on (bench.toml).
+        identity["catalogue_hash"] = catalogue
     if world_size > 1:  # data-parallel training is another computation (batch split, reduction order)
         identity["world_size"] = world_size
     backbone = backbone_identity(effective[method])
@@ -191,8 +238,9 @@ def run(
             # --force means a fresh training: a finished checkpoint here would be resumed with 0 epochs.
             shutil.rmtree(work_dir)
         barrier()
-        slot = (contextlib.nullcontext() if parallel or not main else
-                 training_slot(paths.cache_dir, f"bench run --method {method} --dataset {dataset.name}", log))
+        slot = (contextlib.nullcontext() if parallel else  # every rank waits with rank 0 (see training_slot)
+                training_slot(paths.cache_dir, f"bench run --method {method} --dataset {dataset.name}", log,
+                              holder=main))
         try:
             with slot:
                 record = train_and_evaluate(registry.load(method), method, dataset, info, effective, settings,
@@ -322,6 +370,7 @@ def train_and_evaluate(
         "method": method,
         "dataset": dataset.name,
         "split_hash": dataset.split.hash,
+        "catalogue_hash": dataset.catalogue.hash,
         "split_protocol": dataset.split.protocol,
         "eval_target": target,
         "mask_history": bool(settings.get("mask_history", False)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any, TypeVar
 
-from bench.errors import BenchError
+from bench.errors import BenchError, shown
 
 T = TypeVar("T")
 
@@ -45,6 +45,6 @@ def parse_section(cls: type[T], section: dict[str, Any], name: str, *,
         else:
             ok, expected = isinstance(value, type(default)), type(default).__name__
         if not ok:
-            raise BenchError(f"{where}.{key}: expected {expected}, got {value!r}")
+            raise BenchError(f"{where}.{key}: expected {expected}, got {shown(value)}")
         values[key] = value
     return cls(**values)

@@ -1,11 +1,13 @@
 """CLI behaviour: lazy imports, one-line user errors, overrides, records and reuse."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.config import apply_override, method_config
@@ -200,7 +202,7 @@ def test_ctrl_c_exits_130_with_a_message_and_no_record(isolated: Path):
     (("--method", "pop", "--set", "eval.ks=[0, 10]"), "eval.ks: expected a list of positive integers"),
     (("--method", "pop", "--set", "eval.max_eval_users=-5"), "eval.max_eval_users: expected an integer >= 0"),
     (("--method", "pop", "--set", "eval.target=last"), "eval.target: expected one of test, valid"),
-    (("--method", "pop", "--max-train-minutes", "-1"), "--max-train-minutes -1.0: expected a positive number"),
+    (("--method", "pop", "--max-train-minutes", "-1"), "--max-train-minutes -1.0: expected a number of minutes >= 0"),
     (("--method", "pop", "--device", "gpu"), "--device 'gpu': expected cpu, cuda or cuda:N"),
     (("--method", "pop", "--set", "cove.epochs=1"), "this run's config has no section [cove]"),
     (("--method", "cove", "--set", "cove.epochs=ten"), "--set/--model: cove.epochs: expected a non-negative integer"),
@@ -293,6 +295,12 @@ def test_baselines_train_one_after_another_and_refuse_unknown_names(isolated: Pa
     assert bad.returncode == 2 and "expected some of pop, sasrec_native, gru4rec, sasrec" in bad.stderr
 
 
+def sign_test_p(up: int, down: int) -> float:
+    """Exact two-sided sign-flip p of `up` differences of +1 and `down` of -1, from binomial counts."""
+    m, observed = up + down, abs(up - down)
+    return sum(math.comb(m, k) for k in range(m + 1) if abs(2 * k - m) >= observed) / 2 ** m
+
+
 def test_compare_two_runs_request_by_request(isolated: Path):
     for method in ("pop", "sasrec_native"):
         done = bench("run", "--method", method, "--dataset", "tiny", "--threads", "1",
@@ -303,13 +311,121 @@ def test_compare_two_runs_request_by_request(isolated: Path):
     assert "A = sasrec_native" in result.stdout and "paired request by request" in result.stdout
     lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith(("ndcg@", "hr@"))}
     assert set(lines) == {"ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20"}
-    a, b, diff = (float(x) for x in lines["hr@10"][1:4])
-    assert abs((a - b) - diff) < 1e-4
-    files = sorted((isolated / "results" / "runs" / "tiny").glob("*.json"))
+    # Everything checked against values computed here from the stored ranks, not from the printed table.
+    folder = isolated / "results" / "runs" / "tiny"
+    ranks = {}
+    for path in folder.glob("*.json"):
+        record = json.loads(path.read_text())
+        with np.load(folder / record["ranks"]["file"]) as stored:
+            ranks[record["method"]] = stored["test_rank"].astype(int)
+    a, b = ranks["sasrec_native"], ranks["pop"]
+    hit_diff = (a < 10).astype(int) - (b < 10).astype(int)
+    assert float(lines["hr@10"][3]) == pytest.approx(hit_diff.mean(), abs=6e-5)
+    p = sign_test_p(int((hit_diff > 0).sum()), int((hit_diff < 0).sum()))
+    assert lines["hr@10"][-1] == f"{p:.2g}"
+    # A 95 % percentile bootstrap of the mean difference, drawn here with another generator.
+    resampled = hit_diff[np.random.default_rng(123).integers(0, len(a), (4000, len(a)))].mean(axis=1)
+    low, high = np.quantile(resampled, [0.025, 0.975])
+    shown = [float(x.strip("[],")) for x in lines["hr@10"][4:6]]
+    assert shown == pytest.approx([low, high], abs=1.01 / len(a))  # within one request's step
+    gain_a, gain_b = (np.where(r < 10, 1 / np.log2(r + 2), 0.0) for r in (a, b))  # NDCG@10 per request
+    wins = ((gain_a > gain_b).sum(), (gain_b > gain_a).sum(), (gain_a == gain_b).sum())
+    assert (f"per-request ndcg@10: higher for A on {wins[0]:,} requests, for B on {wins[1]:,}, "
+            f"equal on {wins[2]:,}") in result.stdout
+    files = sorted(folder.glob("*.json"))
     by_file = bench("compare", str(files[0]), str(files[1]))
     assert by_file.returncode == 0, by_file.stderr
     ambiguous = bench("compare", "cove", "pop", "--dataset", "tiny")
     assert ambiguous.returncode == 2 and "expected exactly one record" in ambiguous.stderr
+
+
+def ranked_record(folder: Path, name: str, ranks: np.ndarray, requests: np.ndarray | None = None,
+                  **fields: object) -> Path:
+    """A hand-made record of `ranks` at the test position, its ranks file beside it."""
+    from bench.metrics import metrics_from_ranks
+    from bench.request_ranks import save_ranks
+    from bench.results import write_record
+
+    path = folder / f"{name}.json"
+    positions = {"test": (np.arange(len(ranks)) if requests is None else requests, ranks)}
+    positions.update(fields.pop("extra_positions", {}))  # type: ignore[arg-type]
+    record = {"method": name, "dataset": "beauty", "split_hash": "h1", "split_protocol": "leave_one_out",
+              "mask_history": False, "eval_target": "test", "config": {}, "config_hash": name, "seed": 0,
+              "metrics": metrics_from_ranks(ranks), "train_seconds": 1.0, "samples_per_sec": 1.0,
+              "peak_memory_mb": 1.0, "device": "cpu", "subsample": None, "versions": {}, "git_rev": "abc",
+              "created": "2026-01-02", **fields}
+    record["ranks"] = save_ranks(path, positions)
+    write_record(path, record)
+    return path
+
+
+def test_compare_thirty_requests_where_a_hits_five_and_b_none(tmp_path: Path):
+    """The issue's example: p = 2/32 exactly on every metric (only all-plus and all-minus of the 2^5 sign
+    patterns reach the observed sum); the normal approximation printed 0.016."""
+    from bench.compare import compare
+    from bench.results import read_record
+
+    a_ranks, b_ranks = np.full(30, 5000), np.full(30, 5000)
+    a_ranks[:5] = 0
+    a, b = ranked_record(tmp_path, "a", a_ranks), ranked_record(tmp_path, "b", b_ranks)
+    result = compare((a, read_record(a)), (b, read_record(b)))
+    assert {m["p"] for m in result["metrics"].values()} == {0.0625}
+    assert result["wins"] == {"metric": "ndcg@10", "a": 5, "b": 0, "tie": 25}
+    shown = bench("compare", str(a), str(b))
+    assert shown.returncode == 0, shown.stderr
+    assert "per-request ndcg@10: higher for A on 5 requests, for B on 0, equal on 25" in shown.stdout
+    assert "randomisation (sign-flip) test" in shown.stdout and "normal approximation" not in shown.stdout
+
+
+def test_compare_counts_wins_on_the_metric_not_on_placeholder_ranks(tmp_path: Path):
+    """A hits the top 10 on 50 requests and ranks the target 9,000th elsewhere; B never hits but ranks it
+    8,000th: raw ranks would give B 950 wins, the metric gives them to A."""
+    from bench.compare import compare
+    from bench.results import read_record
+
+    a_ranks, b_ranks = np.full(1000, 9000), np.full(1000, 8000)
+    a_ranks[:50] = 3
+    a, b = ranked_record(tmp_path, "a", a_ranks), ranked_record(tmp_path, "b", b_ranks)
+    result = compare((a, read_record(a)), (b, read_record(b)))
+    assert result["wins"] == {"metric": "ndcg@10", "a": 50, "b": 0, "tie": 950}
+
+
+@pytest.mark.parametrize(("field", "a_value", "b_value"), [("mask_history", False, True),
+                                                           ("split_protocol", "leave_one_out", "global_time")])
+def test_compare_refuses_runs_under_another_protocol(field: str, a_value: object, b_value: object, tmp_path: Path):
+    ranks = np.arange(40) % 30
+    a = ranked_record(tmp_path, "a", ranks, **{field: a_value})
+    b = ranked_record(tmp_path, "b", ranks, **{field: b_value})
+    refused = bench("compare", str(a), str(b))
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {field} differs: a.json has {a_value!r}, b.json has {b_value!r}; not comparable"]
+
+
+def test_compare_refuses_the_same_number_of_other_requests(tmp_path: Path):
+    from bench.compare import compare
+    from bench.results import read_record
+
+    ranks = np.arange(40) % 30
+    a = ranked_record(tmp_path, "a", ranks, np.arange(40))
+    b = ranked_record(tmp_path, "b", ranks, np.arange(40) + 40)
+    with pytest.raises(BenchError, match="scored on different requests \\(40 each, not the same ones\\)"):
+        compare((a, read_record(a)), (b, read_record(b)))
+
+
+def test_compare_says_when_a_runs_requests_at_that_position_chose_its_epoch(tmp_path: Path):
+    from bench.compare import compare, render
+    from bench.results import read_record
+
+    ranks = np.arange(40) % 30
+    note = "same trained model; 40 of these requests also chose the epoch (optimistic)"
+    a = ranked_record(tmp_path, "a", ranks, extra_positions={"valid": (np.arange(40), ranks)},
+                      metrics_by_position={"valid": {"metrics": {}, "num_eval_requests": 40, "note": note}})
+    b = ranked_record(tmp_path, "b", ranks, extra_positions={"valid": (np.arange(40), ranks[::-1])})
+    text = render("a", "b", compare((a, read_record(a)), (b, read_record(b)), "valid"))
+    assert f"note: A at position valid: {note}" in text
+    assert not any(line.startswith("note:") for line in render("a", "b", compare((a, read_record(a)),
+                                                                                   (b, read_record(b)))))
 
 
 def test_seeds_record_one_run_each_and_share_a_leaderboard_row(isolated: Path):

@@ -65,6 +65,21 @@ def test_raw_amazon_reader_sorts_by_time_and_applies_core(tmp_path: Path):
     assert dict(zip(raw.asins, raw.titles)) == {"I1": "One & only", "I2": None, "I3": None}
 
 
+def test_raw_amazon_reader_keeps_the_first_review_of_a_repeated_pair(tmp_path: Path):
+    """A user who reviews I1, then I2, then I1 again bought I1 once, before I2: the repeat is no interaction
+    (kept, it would be a test target; kept as the later one, it would reorder the sequence)."""
+    rows = [{"reviewerID": "U0", "asin": "I1", "unixReviewTime": 100},
+            {"reviewerID": "U0", "asin": "I2", "unixReviewTime": 200},
+            {"reviewerID": "U0", "asin": "I3", "unixReviewTime": 300},
+            {"reviewerID": "U0", "asin": "I1", "unixReviewTime": 400}]
+    reviews = tmp_path / "reviews.json.gz"
+    reviews.write_bytes(gzip.compress("\n".join(json.dumps(r) for r in rows).encode()))
+    meta = tmp_path / "meta.json.gz"
+    meta.write_bytes(gzip.compress(b"{'asin': 'I1', 'title': 'One'}\n"))
+    raw = read_amazon_raw(reviews, meta, core=1)
+    assert [[raw.asins[i] for i in seq] for seq in raw.sequences] == [["I1", "I2", "I3"]]
+
+
 def test_download_without_network_says_where_to_put_files(tmp_path: Path, monkeypatch):
     import urllib.request
 

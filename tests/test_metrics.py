@@ -49,3 +49,57 @@ def test_single_formula_and_errors():
         target_ranks(np.array([[np.nan, 1.0]]), np.array([0]))
     with pytest.raises(ValueError, match="empty"):
         metrics_from_ranks(np.array([], dtype=int))
+
+
+def test_a_rank_equal_to_k_is_outside_the_top_k():
+    """Rank is 0-based: rank K is the (K+1)-th item, a miss at K, through the evaluator's own path."""
+    from bench.data.types import EvalCases
+    from bench.evaluate import evaluate
+    from bench.method import Method, RunContext
+
+    class Ahead(Method):
+        """Puts `history[0]` items above the target (item 11)."""
+
+        name = "ahead"
+
+        def fit(self, dataset):
+            pass
+
+        def score(self, users, histories):
+            scores = np.zeros((len(users), 12))
+            for row, history in enumerate(histories):
+                scores[row, :history[0]] = 2.0
+                scores[row, 11] = 1.0
+            return scores
+
+    result = evaluate(Ahead({}, RunContext()), EvalCases([0, 1], [[5], [4]], [11, 11]), 12, ks=(5, 6),
+                      progress=False)
+    assert result.ranks.tolist() == [5, 4]
+    assert result.metrics["hr@5"] == 0.5 and result.metrics["hr@6"] == 1.0
+    assert result.metrics["ndcg@5"] == pytest.approx(1 / math.log2(6) / 2)
+    assert result.metrics["ndcg@6"] == pytest.approx((1 / math.log2(7) + 1 / math.log2(6)) / 2)
+
+
+def test_committed_ranks_reproduce_their_recorded_metrics():
+    """Every committed record with per-request ranks: the metric code of today, on the ranks stored when the
+    run was made, gives the metrics recorded then, exactly (a changed hit rule or gain would not)."""
+    from pathlib import Path
+
+    from bench.request_ranks import load_ranks
+    from bench.results import iter_records
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    checked = 0
+    for path, record in iter_records(results, strict=True):
+        stored = load_ranks(path, record)
+        if stored is None:
+            continue
+        ks = record["config"]["eval"]["ks"]
+        expected = {record.get("eval_target", "test"): record["metrics"]}
+        expected.update({position: entry["metrics"] for position, entry in
+                         (record.get("metrics_by_position") or {}).items()})
+        assert set(stored) == set(expected), path.name
+        for position, metrics in expected.items():
+            assert metrics_from_ranks(stored[position][1], ks) == metrics, f"{path.name} {position}"
+            checked += 1
+    assert checked >= len(list((results / "runs").glob("*/*.ranks.npz")))

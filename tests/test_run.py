@@ -91,9 +91,14 @@ def test_history_masking_is_an_explicit_option():
 
 def test_git_revision_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch):
     """The GPU machine runs a copy without .git; scripts/gpu_run.sh passes the revision along."""
+    import subprocess
+
     from bench.results import git_revision
 
-    assert git_revision() != "abc123 (copy)"
+    monkeypatch.delenv("BENCH_GIT_REV", raising=False)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert git_revision() in (head, f"{head}+dirty")  # the checkout's own commit
     monkeypatch.setenv("BENCH_GIT_REV", "abc123 (copy)")
     assert git_revision() == "abc123 (copy)"
 
@@ -341,20 +346,96 @@ def test_a_second_training_waits_for_the_first(isolated: Path, monkeypatch: pyte
 
 
 def test_per_request_ranks_reproduce_the_recorded_metrics(isolated: Path):
+    """The stored (request index, rank) pairs are recomputed here without the harness: pop's rank of each
+    request's target from the training counts by hand, the metrics by the hand formula."""
+    import math
+    from collections import Counter
+
+    from bench.config import load_config
+    from bench.data.prepare import prepare
     from bench.errors import BenchError
-    from bench.metrics import metrics_from_ranks
     from bench.request_ranks import load_ranks
+    from bench.run import run_paths
 
     outcome = run("pop", "tiny", overrides=['eval.extra_targets=["valid"]', "eval.max_eval_users=30"],
                   progress=False)
     record = outcome.record
     assert record["ranks"]["positions"] == {"test": 30, "valid": 30}
     stored = load_ranks(outcome.path, record)
-    indices, ranks = stored["test"]
-    assert metrics_from_ranks(ranks, (5, 10, 20)) == record["metrics"]
-    assert metrics_from_ranks(stored["valid"][1], (5, 10, 20)) == record["metrics_by_position"]["valid"]["metrics"]
-    assert len(set(indices.tolist())) == 30 and indices.max() < record["subsample"]["eval_requests_total"]
+    paths = run_paths(load_config())
+    split = prepare("tiny", paths.data_dir, paths.cache_dir)[0].split
+    counts = Counter(item for seq in split.train for item in seq)
+    num_items = record["dataset_info"]["items"]
+    recorded = {"test": record["metrics"], "valid": record["metrics_by_position"]["valid"]["metrics"]}
+    for position, metrics in recorded.items():
+        indices, ranks = stored[position]
+        assert len(set(indices.tolist())) == 30 and indices.max() < record["subsample"]["eval_requests_total"]
+        targets = [split.cases(position).targets[i] for i in indices]
+        by_hand = [sum(counts[item] >= counts[target] for item in range(num_items)) - 1 for target in targets]
+        assert ranks.tolist() == by_hand
+        for k in (5, 10, 20):
+            assert metrics[f"hr@{k}"] == pytest.approx(sum(rank < k for rank in by_hand) / 30, abs=1e-12)
+            assert metrics[f"ndcg@{k}"] == pytest.approx(
+                sum(1 / math.log2(rank + 2) for rank in by_hand if rank < k) / 30, abs=1e-12)
     ranks_file = outcome.path.with_name(record["ranks"]["file"])
     ranks_file.write_bytes(ranks_file.read_bytes() + b"x")
     with pytest.raises(BenchError, match="sha256 differs"):
         load_ranks(outcome.path, record)
+
+
+HALF_WAY = """
+import json, resource, signal, sys
+from pathlib import Path
+
+import numpy as np
+
+from bench.request_ranks import save_ranks
+from bench.results import write_record
+
+kind, path, limit = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails (EFBIG) instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    if kind == "record":
+        write_record(path, json.loads(sys.stdin.read()))
+    else:
+        ranks = np.random.default_rng(0).integers(0, 10**6, 50_000)
+        save_ranks(path, {"test": (np.arange(len(ranks)), ranks)})
+except OSError as error:
+    print("failed half-way:", error.strerror)
+"""
+
+
+@pytest.mark.parametrize("kind", ["record", "ranks"])
+def test_a_write_that_fails_half_way_keeps_the_old_file(kind: str, tmp_path: Path):
+    """Records and their ranks are written to a temp file and renamed: a write that dies half-way (here past a
+    file-size limit, as on a full disk) leaves the previous file byte for byte and no partial file beside it."""
+    import subprocess
+    import sys
+
+    from bench.request_ranks import ranks_path, save_ranks
+    from bench.results import REQUIRED_KEYS, write_record
+
+    path = tmp_path / "runs" / "tiny" / "pop-0123456789ab.json"
+    record = {key: "old" for key in REQUIRED_KEYS}
+    write_record(path, record)
+    save_ranks(path, {"test": (np.arange(3), np.arange(3))})
+    target = path if kind == "record" else ranks_path(path)
+    before = target.read_bytes()
+    new = {**record, "method_info": {"padding": "x" * 20_000}}  # far past the limit: the write stops inside
+    result = subprocess.run([sys.executable, "-c", HALF_WAY, kind, str(path), "4096"], input=json.dumps(new),
+                            capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert "failed half-way" in result.stdout, result.stderr
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, ranks_path(path).name])
+
+
+def test_every_run_with_the_same_max_eval_users_ranks_the_same_requests(isolated: Path):
+    """The evaluation subsample is seeded once for all methods and seeds: whatever the run, the same requests."""
+    from bench.request_ranks import load_ranks
+
+    indices = []
+    for seed in (0, 1):
+        outcome = run("pop", "tiny", overrides=["eval.max_eval_users=10"], seed=seed, progress=False)
+        indices.append(load_ranks(outcome.path, outcome.record)["test"][0].tolist())
+    assert indices[0] == indices[1] and len(set(indices[0])) == 10 and indices[0] != list(range(10))

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -58,6 +60,47 @@ def test_recbole_atomic_sorts_by_time_and_reads_titles(tmp_path: Path):
     assert by_user == {"a": ["q", "r", "p"], "b": ["q", "p", "r"]}
     assert dict(zip(raw.asins, raw.titles)) == {"q": "Quill", "r": "Ruler", "p": "Pen"}
     assert raw.origins == ["x.inter:2", "x.inter:5"]
+
+
+def write_tied(fmt: str, folder: Path) -> Path:
+    """User "a" buys z, then m, then b, all at the same time, written in that order, then c later; the
+    reader must keep file order for the tie (item-id order would give b, m, z)."""
+    import gzip
+
+    events = [("a", "z", 10), ("a", "m", 10), ("a", "b", 10), ("a", "c", 20)]
+    if fmt == "recbole_atomic":
+        path = folder / "x.inter"
+        path.write_text("user_id:token\titem_id:token\ttimestamp:float\n"
+                        + "".join(f"{u}\t{i}\t{t}\n" for u, i, t in events))
+    elif fmt == "interactions_csv":
+        path = folder / "x.csv"
+        path.write_text("user,item,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in events))
+    elif fmt == "amazon2023":
+        path = folder / "x.jsonl"
+        path.write_text("".join(json.dumps({"user_id": u, "parent_asin": i, "timestamp": t}) + "\n"
+                                for u, i, t in events))
+    else:
+        path = folder / "reviews.json.gz"
+        path.write_bytes(gzip.compress("".join(json.dumps({"reviewerID": u, "asin": i, "unixReviewTime": t})
+                                               + "\n" for u, i, t in events).encode()))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["recbole_atomic", "interactions_csv", "amazon2023", "amazon_raw"])
+def test_equal_timestamps_keep_file_order(fmt: str, tmp_path: Path):
+    from bench.data.amazon2023 import read_amazon2023
+    from bench.data.readers import read_amazon_raw
+    from bench.data.user_formats import read_interactions_csv, read_recbole_atomic
+
+    path = write_tied(fmt, tmp_path)
+    if fmt == "amazon_raw":
+        (tmp_path / "meta.json").write_text("")
+        raw = read_amazon_raw(path, tmp_path / "meta.json", core=1)
+    elif fmt == "amazon2023":
+        raw = read_amazon2023(path, None, core=0)
+    else:
+        raw = {"recbole_atomic": read_recbole_atomic, "interactions_csv": read_interactions_csv}[fmt](path, None)
+    assert [[raw.asins[i] for i in seq] for seq in raw.sequences] == [["z", "m", "b", "c"]]
 
 
 def test_csv_with_a_short_user_is_refused_by_line_and_user_unless_dropped(isolated: Path, tmp_path: Path):
@@ -129,8 +172,6 @@ def test_amazon2023_gives_the_asin_sequence_fixture_split_and_keeps_item_text(is
 
 
 def test_amazon2023_k_core_and_bad_lines(tmp_path: Path):
-    import pytest
-
     from bench.data.amazon2023 import read_amazon2023
     from bench.errors import BenchError
 
@@ -146,3 +187,41 @@ def test_amazon2023_k_core_and_bad_lines(tmp_path: Path):
     path.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"user_id": "u9", "timestamp": 3}) + "\n")
     with pytest.raises(BenchError, match=r"r.jsonl:2: expected fields user_id, parent_asin"):
         read_amazon2023(path, None)
+
+
+BAD_NAMES = ["../../x", "ABSOLUTE", "", "a;b", "a b", ".hidden"]
+
+
+def every_path(folder: Path) -> set[Path]:
+    return set(folder.rglob("*"))
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_card_with_an_unsafe_name_writes_nothing(name: str, isolated: Path):
+    """The name becomes folders under results/ and the cache: "../../x" would put the record in <tmp>/x/, an
+    absolute name wherever it points, an empty one loose into results/runs/."""
+    name = str(isolated / "elsewhere" / "x") if name == "ABSOLUTE" else name
+    fixture = REPO / "datasets" / "fixtures" / "tiny"
+    card = isolated / "cards" / "card.toml"
+    card.parent.mkdir()
+    card.write_text(f"name = {json.dumps(name)}\nsplit = 'leave_one_out'\n\n[[sources]]\nformat = 'asin_sequences'\n"
+                    f"sequences = '{fixture / 'user_sequence.txt'}'\ntitles = '{fixture / 'asin2title.json'}'\n")
+    before = every_path(isolated)
+    result = bench("run", "--method", "pop", "--dataset", str(card))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and f"dataset name {name!r} is not allowed" in line, line
+    assert every_path(isolated) == before
+
+
+@pytest.mark.parametrize("name", [*BAD_NAMES, "../../../evilcard"])
+def test_data_init_refuses_an_unsafe_name_and_writes_nothing(name: str, isolated: Path):
+    name = str(isolated / "elsewhere" / "evilcard") if name == "ABSOLUTE" else name
+    out = isolated / "out" / "a" / "b"  # "../../../evilcard" would land in <tmp>/evilcard.toml, outside it
+    before = every_path(isolated)
+    result = bench("data", "init", name, "--format", "interactions_csv", "--inter",
+                   "datasets/fixtures/byo/interactions.csv", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: bench data init: ") and f"dataset name {name!r} is not allowed" in line, line
+    assert every_path(isolated) == before

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.config import REPO_ROOT
-from bench.errors import BenchError, did_you_mean
+from bench.errors import BenchError, did_you_mean, shown
+from bench.textfiles import read_text
 
 CARDS_DIR = REPO_ROOT / "datasets"
+# A dataset's name is a folder under results/runs/ and the cache: one plain path component, never "..", "/",
+# an absolute path, an empty string or shell syntax.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 PATH_KEYS = ("sequences", "titles", "datamaps", "reviews", "meta", "train", "valid", "test", "item_ids", "inter",
              "items")
 REQUIRED_BY_FORMAT = {
@@ -55,6 +60,14 @@ class DatasetCard:
     text_fields: tuple[str, ...] | None = None
 
 
+def check_name(name: object, where: str) -> str:
+    """The name, if it is safe as one folder name; else one BenchError (before anything is written)."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):  # a path given as a name is shown whole
+        raise BenchError(f"{where}: dataset name {shown(name, 200)} is not allowed: use 1-100 letters, digits, '_', "
+                         "'-' and '.' (not first); the name becomes a folder under results/ and the cache")
+    return name
+
+
 def search_path(cards_dir: Path = CARDS_DIR) -> list[Path]:
     """Folders searched for `<name>.toml`: BENCH_DATASETS_DIR (os.pathsep-separated) first, then ours."""
     extra = [Path(p) for p in os.environ.get("BENCH_DATASETS_DIR", "").split(os.pathsep) if p]
@@ -76,7 +89,7 @@ def find_card(name: str, cards_dir: Path = CARDS_DIR) -> Path:
         if (folder / f"{name}.toml").exists():
             return folder / f"{name}.toml"
     names = card_names(cards_dir)
-    raise BenchError(f"Unknown dataset {name!r}.{did_you_mean(name, names)} Available: {', '.join(names)} "
+    raise BenchError(f"Unknown dataset {shown(name)}.{did_you_mean(name, names)} Available: {', '.join(names)} "
                      "(or give a card file: --dataset path/to/card.toml; more folders: BENCH_DATASETS_DIR)")
 
 
@@ -85,12 +98,13 @@ def load_card(name: str, data_dir: Path, cards_dir: Path = CARDS_DIR) -> Dataset
     # Our cards read from the data dir; a card of one's own reads relative to its own folder.
     own_data = path.parent != cards_dir.resolve() and path.parent != cards_dir
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise BenchError(f"{path}: invalid TOML: {error}") from error
+        raw = tomllib.loads(read_text(path))
+    except ValueError as error:  # TOMLDecodeError, or an integer of more digits than Python reads
+        raise BenchError(f"{path}: invalid TOML: {error}") from None
     for key in ("name", "split", "sources"):
         if key not in raw:
             raise BenchError(f"{path}: missing required key {key!r}")
+    check_name(raw["name"], str(path))
     if raw["split"] not in ("leave_one_out", "global_time"):
         raise BenchError(f"{path}: split must be 'leave_one_out' or 'global_time', got {raw['split']!r}")
     sources = []

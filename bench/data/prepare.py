@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data.amazon2023 import read_amazon2023
-from bench.data.cards import DatasetCard, Source, load_card, pick_source
+from bench.data.cards import DatasetCard, Source, check_name, load_card, pick_source
 from bench.data.readers import (
     RawData,
     read_amazon_raw,
@@ -68,7 +68,13 @@ MIN_ITEMS = {"leave_one_out": 3}  # train >= 1, valid, test
 
 def check_lengths(raw: RawData, card: DatasetCard, source: Source) -> int:
     """Every user has the protocol's minimum number of items, or the card drops short users
-    (`drop_short_users = true`, counted); otherwise one error naming where the first short user was read."""
+    (`drop_short_users = true`, counted); otherwise one error naming where the first short user was read.
+    Data with no users at all (or none left) is refused: nothing could be split or ranked."""
+    data_file = next((source.paths[key] for key in ("inter", "sequences", "reviews", "train")
+                      if key in source.paths), card.card_path).resolve()
+    if not raw.sequences:  # a card of 0 users would be written, then every command on it would fail
+        raise BenchError(f"{data_file}: no interactions found (0 users); expected at least one user with "
+                         f"interactions ({source.format})")
     need = MIN_ITEMS.get(card.split)
     if need is None or raw.parts is not None:
         return 0
@@ -82,6 +88,9 @@ def check_lengths(raw: RawData, card: DatasetCard, source: Source) -> int:
         raise BenchError(f"{where}: {name} has {len(raw.sequences[user])} item(s); {card.split} needs at least "
                          f"{need} ({len(short)} such users). Filter them, or set drop_short_users = true in "
                          f"{card.card_path.name} to drop and count them")
+    if len(short) == len(raw.sequences):
+        raise BenchError(f"{data_file}: every user ({len(short)}) has fewer than {need} items, which {card.split} "
+                         "needs; dropping them would leave no users")
     keep = [u for u, seq in enumerate(raw.sequences) if len(seq) >= need]
     used = sorted({item for u in keep for item in raw.sequences[u]})
     new_index = {old: new for new, old in enumerate(used)}
@@ -270,12 +279,12 @@ def write_card(name: str, fmt: str, inter: Path, items: Path | None, out_dir: Pa
                core: int | None = None) -> tuple[Path, dict[str, int]]:
     """`bench data init`: read the files once, measure the counts, and write `<out_dir>/<name>.toml` with
     paths relative to it, so nobody writes a card's TOML from scratch. Returns (card, counts)."""
+    check_name(name, "bench data init")  # before anything is written: the name is the card's file name
     if fmt not in USER_FORMATS:
         raise BenchError(f"--format {fmt!r}: expected one of {', '.join(USER_FORMATS)}")
     for path in (inter, items):
         if path is not None and not path.exists():
             raise BenchError(f"{path} does not exist")
-    out_dir.mkdir(parents=True, exist_ok=True)
     if core is not None and ("core" not in READER_OPTIONS.get(fmt, {}) or core < 0):
         takes = ", ".join(f for f, options in READER_OPTIONS.items() if "core" in options)
         raise BenchError(f"--core {core}: only for --format {takes}, and at least 0 (0 = no k-core filter)")
@@ -283,7 +292,9 @@ def write_card(name: str, fmt: str, inter: Path, items: Path | None, out_dir: Pa
     if card_path.exists():
         raise BenchError(f"{card_path} exists; remove it first or choose another name")
     options = reader_options(fmt, {} if core is None else {"core": core})
-    raw = USER_FORMATS[fmt](inter, items, **options)
+    raw = USER_FORMATS[fmt](inter, items, **options)  # a file that cannot be read leaves nothing behind
+    made_dir = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
     fields = sorted({key for text in raw.item_text or [] for key in text})
 
     def relative(path: Path) -> str:
@@ -302,6 +313,8 @@ def write_card(name: str, fmt: str, inter: Path, items: Path | None, out_dir: Pa
         dropped = check_lengths(raw, card, card.sources[0])
     except BenchError:
         card_path.unlink()
+        if made_dir:
+            out_dir.rmdir()
         raise
     counts = {"users": len(raw.sequences), "items": len(raw.asins),
               "interactions": sum(len(seq) for seq in raw.sequences)}

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, shown
+from bench.textfiles import open_text, read_text
 
 
 @dataclass
@@ -37,16 +38,11 @@ class RawData:
 
 def _open_text(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (line number, line) from a text or .gz file, turning corruption into BenchError."""
-    if not path.exists():
-        raise BenchError(f"{path}: file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as handle:
+        with open_text(path) as handle:
             yield from enumerate(handle, start=1)
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise BenchError(f"{path}: truncated or corrupt gzip file ({error})") from error
-    except UnicodeDecodeError as error:
-        raise BenchError(f"{path}: not UTF-8 text ({error.reason})") from error
 
 
 def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
@@ -61,10 +57,8 @@ def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _load_json(path: Path) -> Any:
-    if not path.exists():
-        raise BenchError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise BenchError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from error
 
@@ -148,7 +142,7 @@ def read_int_sequences(path: Path) -> dict[int, list[int]]:
             ids = [int(value) for value in fields]
         except ValueError:
             bad = next(value for value in fields if not value.lstrip("-").isdigit())
-            raise BenchError(f"{path}:{number}: id {bad!r} is not an integer (expected 'user item item ...')") \
+            raise BenchError(f"{path}:{number}: id {shown(bad)} is not an integer (expected 'user item item ...')") \
                 from None
         if ids[0] in sequences:
             raise BenchError(f"{path}:{number}: user {ids[0]} appears twice")

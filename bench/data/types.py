@@ -17,9 +17,21 @@ class Catalogue:
     asins: list[str]
     titles: list[str | None]
     text: list[dict[str, Any]] | None = None
+    # Not an init field: dataclasses.replace() gives a changed catalogue its own hash, never the cached one.
+    _hash: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.asins)
+
+    @property
+    def hash(self) -> str:
+        """Content hash of everything a method can read about the items (ids, titles, item text): the split
+        hash covers the sequences, this covers the rest, so a fixed title is another dataset."""
+        if not self._hash:
+            payload = [self.asins, self.titles, self.text]
+            text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+            self._hash.append(hashlib.sha256(text.encode()).hexdigest()[:16])
+        return self._hash[0]
 
     def title_or(self, index: int, fallback: str = "no title") -> str:
         """CoVE writes "no title" for items without one; every method shares that rule."""

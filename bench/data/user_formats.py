@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.data.readers import RawData, clean_title
-from bench.errors import BenchError
+from bench.errors import BenchError, shown
+from bench.textfiles import open_text, read_text
 
 TEXT_FIELDS = ("description", "brand", "categories")
 
 
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise BenchError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
 
@@ -81,7 +82,7 @@ def _typed_header(path: Path, header: list[str], wanted: dict[str, str]) -> dict
 def read_recbole_atomic(inter_path: Path, item_path: Path | None) -> RawData:
     """Interactions sorted by timestamp per user (stable for equal times, file order kept)."""
     by_user: dict[str, list[tuple[float, int, str]]] = {}
-    with open(inter_path, encoding="utf-8") as handle:
+    with open_text(inter_path) as handle:
         rows = csv.reader(handle, delimiter="\t")
         header = next(rows, None) or []
         columns = _typed_header(inter_path, header, {"user": "user_id", "item": "item_id"})
@@ -99,7 +100,7 @@ def read_recbole_atomic(inter_path: Path, item_path: Path | None) -> RawData:
             by_user.setdefault(user, []).append((stamp, number, item))
     text: dict[str, dict[str, Any]] = {}
     if item_path is not None and item_path.exists():
-        with open(item_path, encoding="utf-8") as handle:
+        with open_text(item_path) as handle:
             rows = csv.reader(handle, delimiter="\t")
             header = next(rows, None) or []
             names = [c.split(":", 1)[0] for c in header]
@@ -117,7 +118,7 @@ def _table(path: Path) -> list[dict[str, str]]:
         import pandas as pd
 
         return [{k: str(v) for k, v in row.items()} for row in pd.read_parquet(path).to_dict("records")]
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_text(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -130,7 +131,7 @@ def read_interactions_csv(inter_path: Path, item_path: Path | None) -> RawData:
         try:
             stamp = float(row["timestamp"]) if row.get("timestamp") not in (None, "") else float(number)
         except ValueError:
-            raise BenchError(f"{inter_path}:{number}: timestamp {row['timestamp']!r} is not a number") from None
+            raise BenchError(f"{inter_path}:{number}: timestamp {shown(row['timestamp'])} is not a number") from None
         by_user.setdefault(row["user"], []).append((stamp, number, row["item"]))
     text = {}
     if item_path is not None:

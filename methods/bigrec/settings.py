@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, shown
 from bench.precision import PRECISIONS
 
 SECTION = "bench.toml [bigrec]"
@@ -70,28 +70,28 @@ def parse_settings(section: dict[str, Any]) -> BIGRecSettings:
         default = getattr(defaults, key)
         if key == "gamma":
             if value != "auto" and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
-                raise BenchError(f"{SECTION}.gamma: expected \"auto\" or a number >= 0, got {value!r}")
+                raise BenchError(f"{SECTION}.gamma: expected \"auto\" or a number >= 0, got {shown(value)}")
             continue
         if key == "decode_length":
             if value not in ("eos", "mean_title") and (isinstance(value, bool) or not isinstance(value, int)
                                                        or value < 1):
                 raise BenchError(f"{SECTION}.decode_length: expected \"eos\", \"mean_title\" or a number of "
-                                 f"tokens >= 1, got {value!r}")
+                                 f"tokens >= 1, got {shown(value)}")
             continue
         if key == "lora_targets":
             if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-                raise BenchError(f"{SECTION}.lora_targets: expected a list of module names, got {value!r}")
+                raise BenchError(f"{SECTION}.lora_targets: expected a list of module names, got {shown(value)}")
             continue
         if isinstance(default, bool) or isinstance(value, bool):
-            raise BenchError(f"{SECTION}.{key}: expected {type(default).__name__}, got {value!r}")
+            raise BenchError(f"{SECTION}.{key}: expected {type(default).__name__}, got {shown(value)}")
         if isinstance(default, float) and isinstance(value, int):
             values[key] = value = float(value)
         if not isinstance(value, type(default)):
-            raise BenchError(f"{SECTION}.{key}: expected {type(default).__name__}, got {value!r}")
+            raise BenchError(f"{SECTION}.{key}: expected {type(default).__name__}, got {shown(value)}")
         if key in CHOICES and value not in CHOICES[key]:
-            raise BenchError(f"{SECTION}.{key}: expected one of {list(CHOICES[key])}, got {value!r}")
+            raise BenchError(f"{SECTION}.{key}: expected one of {list(CHOICES[key])}, got {shown(value)}")
         if key in POSITIVE and value < 1:
-            raise BenchError(f"{SECTION}.{key}: expected a number >= 1, got {value!r}")
+            raise BenchError(f"{SECTION}.{key}: expected a number >= 1, got {shown(value)}")
         if key in NON_NEGATIVE and value < 0:
-            raise BenchError(f"{SECTION}.{key}: expected a number >= 0, got {value!r}")
+            raise BenchError(f"{SECTION}.{key}: expected a number >= 0, got {shown(value)}")
     return BIGRecSettings(**values)
