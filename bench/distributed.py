@@ -9,6 +9,8 @@ checkpoints and records. Single-process runs never touch torch.distributed.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,7 +44,15 @@ def init(device: str) -> str | None:
             import torch
 
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        # BENCH_PROCESS_GROUP_TIMEOUT (seconds): how long a collective may wait for a slow rank (torch's
+        # default otherwise); tests shorten it to show that no rank waits in one while rank 0 waits for a lock.
+        seconds = os.environ.get("BENCH_PROCESS_GROUP_TIMEOUT")
+        if seconds:
+            from datetime import timedelta
+
+            dist.init_process_group(backend, timeout=timedelta(seconds=float(seconds)))
+        else:
+            dist.init_process_group(backend)
     return dist.get_backend()
 
 
@@ -71,16 +81,38 @@ def barrier() -> None:
         dist.barrier()
 
 
+def collective_device(backend: str) -> Any:
+    """Where a tensor must live for `backend`'s collectives: nccl takes CUDA tensors only (on this rank's
+    GPU), gloo CPU tensors."""
+    import torch
+
+    if backend == "nccl":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def all_reduce_sum(tensor: Any) -> Any:
+    """The one door of every all-reduce here: the tensor is summed over ranks in place, after checking it
+    lives where the group's backend can read it (a CPU tensor handed to nccl fails only on a real
+    multi-GPU run, at its first batch; this check makes the mistake visible on any machine)."""
+    import torch.distributed as dist
+
+    expected = collective_device(dist.get_backend())
+    if tensor.device.type != expected.type:
+        raise RuntimeError(f"collective on a {tensor.device.type} tensor, but the {dist.get_backend()} process "
+                           f"group needs {expected.type} tensors")
+    dist.all_reduce(tensor)
+    return tensor
+
+
 def sum_gradients(parameters: list[Any]) -> None:
     """Every rank's gradients summed into each rank's (one all-reduce over a flat buffer)."""
     if world()[1] == 1:
         return
     import torch
-    import torch.distributed as dist
 
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
+    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
     offset = 0
     for param, grad in zip(parameters, grads):
         size = grad.numel()
@@ -123,9 +155,21 @@ def sum_over_ranks(value: float) -> float:
     import torch
     import torch.distributed as dist
 
-    tensor = torch.tensor([float(value)], dtype=torch.float64)
-    dist.all_reduce(tensor)
-    return float(tensor.item())
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=collective_device(dist.get_backend()))
+    return float(all_reduce_sum(tensor).item())
+
+
+def wait_together(try_acquire: Callable[[], bool], poll_seconds: float = 5.0) -> None:
+    """Rank 0 polls `try_acquire` (a lock it may wait hours for) while the other ranks wait with it in
+    short collectives, so none of them sits in one collective until the process group's timeout kills it.
+    One process: polls alone."""
+    while True:
+        got = try_acquire() if is_main() else False
+        if world()[1] > 1:
+            got = sum_over_ranks(1.0 if got else 0.0) > 0
+        if got:
+            return
+        time.sleep(poll_seconds)
 
 
 def past_deadline_everywhere(past: bool) -> bool:

@@ -7,8 +7,6 @@ A method supplies the model, its optimizer, the batches of an epoch and one trai
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,28 +15,28 @@ from typing import Any
 
 import torch
 
+from bench.checkpoints import CheckpointDir
 from bench.distributed import barrier, is_main, past_deadline_everywhere, sum_gradients, sum_over_ranks, world
 from bench.errors import BenchError
 from bench.method import nothing_to_load
 from bench.progress import progress_bar
 
-LAST, BEST, PROGRESS = "last.pt", "best.pt", "progress.json"
+LEGACY_FILES = {"last": "last.pt", "best": "best.pt"}  # work dirs from before the state named its files
 
 
 @dataclass(frozen=True)
 class LoopSettings:
     name: str                      # the method's name, for log lines and progress bars
     epochs: int
-    patience: int                  # epochs without a better validation score before stopping; 0 = never
+    patience: int                  # validations without a better score before stopping; 0 = never
     seed: int = 0
     budget_minutes: float | None = None
     resume_only: bool = False      # RunContext.resume_only: load a finished run, never train
+    validate_every: int = 1        # epochs between validations (the last epoch is always validated)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _torch_writer(obj: Any) -> Any:
+    return lambda path: torch.save(obj, path)
 
 
 class EpochTrainer:
@@ -51,56 +49,66 @@ class EpochTrainer:
         self.model, self.optimizer, self.scheduler, self.s = model, optimizer, scheduler, settings
         self.work_dir, self.device, self.validate, self.log = Path(work_dir), device, validate, log
         self.fingerprint = fingerprint
+        self.checkpoints = CheckpointDir(self.work_dir, legacy=LEGACY_FILES)
+        self.files: dict[str, str] = {}
         self.progress: dict[str, Any] = {"epochs_done": 0, "best_epoch": None, "best_score": None, "bad_epochs": 0,
                                          "finished": False, "stopped_by": None, "epoch_scores": [],
-                                         "epoch_losses": [], "optimizer_steps": 0, "train_seconds": 0.0,
-                                         "validate_seconds": 0.0, "resumed_after_epoch": None}
+                                         "validated_epochs": [], "epoch_losses": [], "optimizer_steps": 0,
+                                         "train_seconds": 0.0, "validate_seconds": 0.0, "resumed_after_epoch": None,
+                                         "calls": 0, "examples_seen": 0}
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
+    def _training_state(self) -> dict[str, Any]:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
         return state
 
     def _save(self, best: bool) -> None:
+        """One commit per epoch (bench.checkpoints): the epoch's files, then the state naming them."""
         if not is_main():  # every rank holds the same weights; rank 0 writes them
             barrier()
             return
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_save(self._state(), self.work_dir / LAST)
+        writers = {"last": (".pt", _torch_writer(self._training_state()))}
         if best:
-            _atomic_save(self.model.state_dict(), self.work_dir / BEST)
-        tmp = self.work_dir / (PROGRESS + ".tmp")
-        tmp.write_text(json.dumps({**self.progress, "fingerprint": self.fingerprint}, indent=1))
-        os.replace(tmp, self.work_dir / PROGRESS)  # written last: it only names epochs already saved
+            writers["best"] = (".pt", _torch_writer(self.model.state_dict()))
+        committed = self.checkpoints.commit({**self.progress, "fingerprint": self.fingerprint},
+                                            f"e{self.progress['epochs_done']:04d}", writers)
+        self.files = committed["files"]
         barrier()
 
     def _resume(self) -> None:
-        path = self.work_dir / PROGRESS
-        if not path.exists():
+        record = self.checkpoints.read_state()
+        if record is None:
             return
-        record = json.loads(path.read_text())
         if record.get("fingerprint") != self.fingerprint:
             self.log(f"{self.s.name}: {self.work_dir} holds a run with another config; starting afresh")
             return
+        last = self.checkpoints.path(record, "last")
         try:
-            state = torch.load(self.work_dir / LAST, map_location=self.device, weights_only=True)
+            if last is None:
+                raise OSError("its state names no checkpoint file")
+            state = torch.load(last, map_location=self.device, weights_only=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
         except (OSError, RuntimeError, KeyError) as error:
-            raise BenchError(f"{self.work_dir / LAST}: cannot resume from it ({str(error)[:160]}); delete "
+            raise BenchError(f"{last or self.work_dir}: cannot resume from it ({str(error)[:160]}); delete "
                              f"{self.work_dir} or run again with --force") from None
+        self.files = record["files"]
         self.progress = {k: record.get(k, v) for k, v in self.progress.items()}
+        if not self.progress["validated_epochs"]:  # states written when every epoch was validated
+            self.progress["validated_epochs"] = list(range(1, len(self.progress["epoch_scores"]) + 1))
         self.progress["resumed_after_epoch"] = self.progress["epochs_done"]
         self.log(f"{self.s.name}: resumed after epoch {self.progress['epochs_done']} from {self.work_dir}")
 
     def load_best(self) -> None:
-        if (self.work_dir / BEST).exists():
-            self.model.load_state_dict(torch.load(self.work_dir / BEST, map_location=self.device, weights_only=True))
+        # From the committed state on disk: every rank reads what rank 0 committed (only rank 0 commits).
+        best = self.checkpoints.path(self.checkpoints.read_state(), "best")
+        if best is not None and best.exists():
+            self.model.load_state_dict(torch.load(best, map_location=self.device, weights_only=True))
 
     # -- training -------------------------------------------------------------------------
 
@@ -115,6 +123,8 @@ class EpochTrainer:
             raise nothing_to_load(self.work_dir, s.name, "its progress file is missing, unfinished or from other "
                                   "settings")
         rank, ranks = world()
+        if not p["finished"]:
+            p["calls"] += 1
         trainable = [param for param in self.model.parameters() if param.requires_grad]
         started = time.perf_counter() - p["train_seconds"]
         deadline = started + s.budget_minutes * 60 if s.budget_minutes else None
@@ -144,13 +154,20 @@ class EpochTrainer:
                     self.scheduler.step()
                 p["optimizer_steps"] += 1
                 total, examples = total + float(loss.detach()) * count, examples + count
+                if examples:
+                    bar.set_postfix(loss=f"{total / examples:.4f}")
                 if deadline is not None and past_deadline_everywhere(time.perf_counter() > deadline):
                     out_of_time = True
                     break
             bar.close()
             p["epochs_done"] = epoch + 1
+            if ranks > 1:  # every rank's examples, not rank 0's slice alone
+                total, examples = sum_over_ranks(total), sum_over_ranks(examples)
             p["epoch_losses"].append(round(total / max(1, examples), 5))
-            improved = self._after_epoch(epoch + 1, partial=out_of_time)
+            p["examples_seen"] += int(examples)
+            last = out_of_time or p["epochs_done"] >= s.epochs
+            due = last or p["epochs_done"] % max(1, s.validate_every) == 0
+            improved = self._after_epoch(epoch + 1, partial=out_of_time) if due else False
             p["train_seconds"] = time.perf_counter() - started  # validation included (also in validate_seconds)
             if out_of_time:
                 p.update(finished=True, stopped_by="max_train_minutes")
@@ -176,6 +193,7 @@ class EpochTrainer:
             score = float(self.validate())
         p["validate_seconds"] += time.perf_counter() - clock
         p["epoch_scores"].append(round(score, 6))
+        p["validated_epochs"].append(epoch)
         note = " (partial epoch: time budget)" if partial else ""
         head = f"{self.s.name}: epoch {epoch} loss {p['epoch_losses'][-1]:.4f}, validation NDCG@10 {score:.4f}"
         if p["best_score"] is None or score > p["best_score"]:
@@ -199,6 +217,9 @@ def training_facts(progress: dict[str, Any], epochs_max: int, patience: int) -> 
         "stopped_by": progress.get("stopped_by"),
         "patience": patience,
         "epoch_scores": progress.get("epoch_scores"),
+        "validated_epochs": progress.get("validated_epochs"),
+        "training_calls": progress.get("calls"),
+        "examples_seen": progress.get("examples_seen"),
         "epoch_losses": progress.get("epoch_losses"),
         "optimizer_steps": progress.get("optimizer_steps"),
         "seconds_per_epoch": round(loop_seconds / epochs, 2) if epochs else None,

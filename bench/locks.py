@@ -40,20 +40,36 @@ def work_dir_lock(work_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def training_slot(cache_dir: Path, label: str, log: Callable[[str], None]) -> Iterator[None]:
+def training_slot(cache_dir: Path, label: str, log: Callable[[str], None], holder: bool = True) -> Iterator[None]:
     """One training at a time per cache folder (i.e. per machine in normal use): a second `bench run`
     waits for the first, so two trainings never share the cores and neither record's time is spoiled.
-    The holder writes its pid and label into the lock file so the waiter can say whom it waits for."""
+    The holder writes its pid and label into the lock file so the waiter can say whom it waits for.
+    Under torchrun every rank enters and rank 0 (`holder`) alone takes the lock, the others waiting with
+    it in short collectives (bench.distributed.wait_together) instead of in one that times out."""
+    from bench.distributed import wait_together
+
+    if not holder:
+        wait_together(lambda: False)
+        yield
+        return
     lock_path = cache_dir / "training.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another run"
-            log(f"waiting for {holder} to finish (one training at a time; --parallel runs beside it)")
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        told = []
+
+        def try_acquire() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if not told:
+                    handle.seek(0)
+                    holder_text = handle.read().strip() or "another run"
+                    log(f"waiting for {holder_text} to finish (one training at a time; --parallel runs beside it)")
+                    told.append(True)
+                return False
+
+        wait_together(try_acquire, poll_seconds=2.0)
         try:
             handle.seek(0)
             handle.truncate()

@@ -52,6 +52,9 @@ class Method(ABC):
     # True when fit() honours RunContext.resume_only: with a finished training in work_dir it only loads,
     # and without one it raises instead of training. Reusing recorded weights needs this (or refits_exactly).
     loads_finished_runs: bool = False
+    # False when score() ranks only a shortlist (a beam) and ties every other item below it: masking history
+    # items out of the shortlist would leave fewer than K ranked items, so eval.mask_history is refused.
+    scores_every_item: bool = True
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         self.config = config

@@ -148,3 +148,25 @@ def test_chunked_cross_entropy_equals_the_full_one_with_its_gradients(ratio: int
     partial = torch.stack([head.logits(hidden, s, min(s + chunk, 49)).logsumexp(-1) for s in range(0, 49, chunk)])
     wrong = (partial.logsumexp(0) - (hidden * head.vectors(targets)).sum(-1)).mean()
     assert not torch.allclose(wrong, full, atol=1e-5)
+
+
+@pytest.mark.parametrize("ratio", [1, 4])
+@pytest.mark.parametrize("chunk", [7, 64])
+def test_ignored_and_out_of_range_targets_follow_one_rule_in_both_paths(ratio: int, chunk: int):
+    """-100 targets leave the mean (as F.cross_entropy's ignore_index) whether or not the catalogue is
+    chunked; a target outside the catalogue is an IndexError in both paths, never a wrapped index."""
+    import torch.nn.functional as F
+
+    from methods.cove.item_layers import ItemHead
+
+    torch.manual_seed(0)
+    head = ItemHead(50, 16, ratio=ratio, num_hashes=3)
+    hidden = torch.randn(5, 16)
+    targets = torch.tensor([3, -100, 49, -100, 0])
+    kept = targets != -100
+    expected = F.cross_entropy(hidden[kept] @ head.vectors(torch.arange(50)).T, targets[kept])
+    assert torch.allclose(head.cross_entropy(hidden, targets, chunk=chunk), expected, atol=1e-5)
+    assert torch.isnan(head.cross_entropy(hidden[:1], torch.tensor([-100]), chunk=chunk))
+    for wrong in (-1, -7, 50):
+        with pytest.raises(IndexError):
+            head.cross_entropy(hidden[:2], torch.tensor([3, wrong]), chunk=chunk)

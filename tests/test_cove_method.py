@@ -11,6 +11,7 @@ import torch
 from conftest import tiny_model_threads
 
 from bench.backbone import tiny_backbone
+from bench.checkpoints import committed_file
 from bench.data.synthetic import rule_dataset
 from bench.errors import BenchError
 from bench.method import RunContext
@@ -113,7 +114,7 @@ def test_checkpoint_reload_gives_identical_scores(tiny_lm: str, tmp_path: Path):
     first.fit(DATASET)
     before = probe_scores(first)
     assert before.shape == (6, DATASET.num_items) and torch.isfinite(before).all()
-    assert (tmp_path / "run" / "cove_last.safetensors").exists()
+    assert committed_file(tmp_path / "run", "last", "cove_progress.json").exists()
     again = make(tiny_lm, tmp_path / "run", compression_ratio=2)
     again.fit(DATASET)  # finished run in the same work_dir: loads it, trains nothing
     assert torch.equal(probe_scores(again), before)

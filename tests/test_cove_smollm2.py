@@ -34,7 +34,7 @@ def test_cove_smollm2_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert record["subsample"]["train"] == {"max_train_users": 8, "seed": 0, "users": 8}
     assert record["num_eval_requests"] == 8
     assert 0.0 <= record["metrics"]["ndcg@10"] <= 1.0 and record["samples_per_sec"] > 0
-    assert list((cache / "work" / "tiny").glob("cove-*/cove_best.safetensors"))
+    assert list((cache / "work" / "tiny").glob("cove-*/best-e0001.safetensors"))
 
 
 @pytest.mark.slow

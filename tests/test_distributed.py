@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.checkpoints import committed_file
+
 torch = pytest.importorskip("torch")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
@@ -71,7 +73,8 @@ def test_two_ranks_train_like_one_and_score_exactly_like_one(isolated: Path):
     for world, (n, r) in by_world.items():
         method = NativeSASRecMethod(r["config"]["sasrec_native"], RunContext())
         method._build(num_items=r["dataset_info"]["items"])
-        method.model.load_state_dict(torch.load(work / Path(n).stem / "best.pt", weights_only=True))
+        method.model.load_state_dict(torch.load(committed_file(work / Path(n).stem, "best"),
+                                                     weights_only=True))
         scores[world] = method.score([0, 1, 2], [[1, 2, 3], [4], [5, 6, 7, 8, 9]])
     assert torch.allclose(scores[1], scores[2], atol=1e-3, rtol=0), (scores[1] - scores[2]).abs().max()
     # Sharded scoring: one process scoring the 2-rank weights reproduces the recorded metrics exactly.
@@ -113,7 +116,8 @@ def test_cove_trains_data_parallel_like_one_process(isolated: Path, tmp_path: Pa
     assert trained[2]["tokens_trained"] == trained[1]["tokens_trained"]
     assert 0.3 < trained[2]["tokens_trained_by_this_rank"] / trained[1]["tokens_trained"] < 0.7
     work = isolated / "cache" / "work" / "tiny"
-    states = {w: load_file(work / Path(n).stem / "cove_best.safetensors") for w, n in by_world.items()}
+    states = {w: load_file(committed_file(work / Path(n).stem, "best", "cove_progress.json"))
+              for w, n in by_world.items()}
     for key, tensor in states[1].items():
         if not key.endswith("codes"):
             assert torch.allclose(tensor.float(), states[2][key].float(), atol=2e-3), key
@@ -140,7 +144,8 @@ def test_bigrec_trains_data_parallel_like_one_process(isolated: Path, tmp_path: 
     by_world = {r.get("distributed", {}).get("world_size", 1): name for name, r in records(isolated).items()}
     assert set(by_world) == {1, 2}
     work = isolated / "cache" / "work" / "tiny"
-    adapters = {w: torch.load(work / Path(n).stem / "bigrec_train_state.pt", weights_only=True)["adapter"]
+    adapters = {w: torch.load(committed_file(work / Path(n).stem, "state", "bigrec_progress.json"),
+                                     weights_only=True)["adapter"]
                 for w, n in by_world.items()}
     steps = {w: records(isolated)[n]["method_info"]["training"]["optimizer_steps"] for w, n in by_world.items()}
     assert steps[1] == steps[2] == 8  # 40 users / 5 per micro-batch / 2 per step, 2 epochs
@@ -171,13 +176,22 @@ def test_cove_trains_sharded_with_fsdp_like_one_process(isolated: Path, tmp_path
     info = records(isolated)[by_world[2]]["method_info"]
     assert info["sharding"].startswith("FSDP2") and records(isolated)[by_world[2]]["config"]["cove"]["fsdp"]
     work = isolated / "cache" / "work" / "tiny"
-    assert (work / Path(by_world[2]).stem / "cove_optimizer.pt.rank1").exists()  # each rank's own shard state
-    states = {w: load_file(work / Path(n).stem / "cove_last.safetensors") for w, n in by_world.items()}
+    # each rank's own shard state
+    assert committed_file(work / Path(by_world[2]).stem, "optimizer.rank1", "cove_progress.json").exists()
+    states = {w: load_file(committed_file(work / Path(n).stem, "last", "cove_progress.json"))
+              for w, n in by_world.items()}
     for key, tensor in states[1].items():
         if not key.endswith("codes"):
             assert torch.allclose(tensor.float(), states[2][key].float(), atol=2e-3), key
     trained = {w: records(isolated)[n]["method_info"]["training"] for w, n in by_world.items()}
     assert trained[2]["tokens_trained"] == trained[1]["tokens_trained"]
+    # An FSDP record re-scores in one process (its files hold whole tensors; no shards, no optimizer needed).
+    path = isolated / "results" / "runs" / "tiny" / by_world[2]
+    stored = json.loads(path.read_text())
+    path.with_name(stored.pop("ranks")["file"]).unlink()
+    path.write_text(json.dumps(stored))
+    rescored = launch(1, "rescore", str(path))
+    assert rescored.returncode == 0, rescored.stderr[-2000:]
 
 
 def test_an_interrupted_two_rank_run_resumes_and_writes_one_record(isolated: Path):
@@ -213,3 +227,106 @@ def test_an_interrupted_two_rank_run_resumes_and_writes_one_record(isolated: Pat
     [(name, record)] = records(isolated).items()
     info = record["method_info"]
     assert info["resumed_after_epoch"] >= 3 and info["epochs_run"] == 60 and record["distributed"]["world_size"] == 2
+
+
+def first_step_gradients(ranks: int, folder: Path, *args: str) -> list[torch.Tensor | None]:
+    """The gradients the first optimizer step applies (tests/grad_probe.py), checked equal on every rank."""
+    folder.mkdir()
+    runner = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "GRAD_PROBE_DIR": str(folder)}
+    done = subprocess.run([sys.executable, *runner, str(REPO / "tests" / "grad_probe.py"), *args, "--threads", "1"],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    grads = [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(ranks)]
+    for other in grads[1:]:
+        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(grads[0], other))
+    return grads[0]
+
+
+GRADIENT_CASES = {
+    "sasrec_ce": ["--method", "sasrec_native", *NO_DROPOUT],
+    "sasrec_bce": ["--method", "sasrec_native", *NO_DROPOUT, "--set", "sasrec_native.loss=bce"],
+    "cove": ["--method", "cove", "--set", "cove.batch_size=8", "--set", "cove.grad_accum=2", "--set",
+             "cove.use_titles=false", "--set", "cove.loss=sequence"],
+    "bigrec": ["--method", "bigrec", "--set", "bigrec.batch_size=5", "--set", "bigrec.grad_accum=2", "--set",
+               "bigrec.lora_dropout=0.0"],
+}
+
+
+@pytest.mark.parametrize("case", list(GRADIENT_CASES))
+def test_two_ranks_apply_the_one_process_gradient_at_the_first_step(case: str, isolated: Path, tmp_path: Path):
+    """The averaged gradient itself, not the weights after Adam (scale-invariant) or clipping: a factor
+    of 2 anywhere in the ranks' weighting or averaging fails here."""
+    args = ["run", "--dataset", "tiny", *GRADIENT_CASES[case]]
+    if case in ("cove", "bigrec"):
+        args += ["--model", str(tiny_lm_folder(isolated, tmp_path, case))]
+    one = first_step_gradients(1, tmp_path / "one", *args)
+    two = first_step_gradients(2, tmp_path / "two", *args)
+    compared = 0
+    for a, b in zip(one, two, strict=True):
+        if a is None or b is None:
+            assert a is None and b is None or not (a if a is not None else b).any()
+            continue
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7 + 1e-4 * float(a.abs().max())), (a - b).abs().max()
+        compared += int(bool(a.any()))
+    assert compared > 0  # some gradient was non-zero, so the comparison says something
+
+
+def test_ranks_wait_together_while_rank_0_waits_for_the_training_slot(isolated: Path):
+    """Another training holds the machine's slot for longer than the process group's timeout: every rank
+    waits with rank 0 in short collectives and the run finishes once the slot is free (ranks blocked in
+    one collective would die at the timeout)."""
+    import fcntl
+    import time
+
+    lock = isolated / "cache" / "training.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "BENCH_PROCESS_GROUP_TIMEOUT": "4"}
+    with open(lock, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("pid 1: another training")
+        held.flush()
+        run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                                "-m", "bench.cli", "run", "--method", "sasrec_native", "--dataset", "tiny",
+                                *NO_DROPOUT, "--threads", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        time.sleep(15)  # well past the 4 s timeout
+        assert run.poll() is None, run.communicate()[1][-2000:]
+        fcntl.flock(held, fcntl.LOCK_UN)
+    out, err = run.communicate(timeout=240)
+    assert run.returncode == 0, err[-3000:]
+    assert "waiting for pid 1: another training" in out + err and out.count("recorded at") == 1
+
+
+def test_a_collective_refuses_a_tensor_its_backend_cannot_read(monkeypatch: pytest.MonkeyPatch):
+    """nccl takes CUDA tensors only: the one helper every all-reduce goes through checks the device
+    first, so a CPU tensor meant for nccl fails here on any machine, not at a GPU run's first batch."""
+    import torch.distributed as dist
+
+    from bench.distributed import all_reduce_sum, collective_device
+
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert collective_device("nccl") == torch.device("cuda", 3) and collective_device("gloo").type == "cpu"
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, *a, **k: pytest.fail("reached nccl with a CPU tensor"))
+    with pytest.raises(RuntimeError, match="nccl process group needs cuda tensors"):
+        all_reduce_sum(torch.zeros(1, dtype=torch.float64))
+
+
+def test_every_all_reduce_goes_through_the_checked_helper():
+    """Collectives are built in one module; a direct dist.all_reduce elsewhere would bypass the device
+    check (the float64 CPU tensor of the old sum_over_ranks did exactly that)."""
+    import ast
+
+    offenders = []
+    for path in [*(REPO / "bench").rglob("*.py"), *(REPO / "methods").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
+                    "all_reduce", "reduce_scatter", "broadcast", "all_gather_into_tensor"):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == ["bench/distributed.py:" + str(_line_of_all_reduce())]  # all_reduce_sum's own call
+
+
+def _line_of_all_reduce() -> int:
+    source = (REPO / "bench" / "distributed.py").read_text(encoding="utf-8").splitlines()
+    return next(i for i, line in enumerate(source, 1) if "dist.all_reduce(tensor)" in line)

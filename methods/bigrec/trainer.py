@@ -24,7 +24,16 @@ from typing import Any
 
 import torch
 
-from bench.distributed import average_gradients, is_main, my_slice, past_deadline_everywhere, share_weight, world
+from bench.checkpoints import CheckpointDir
+from bench.distributed import (
+    average_gradients,
+    is_main,
+    my_slice,
+    past_deadline_everywhere,
+    share_weight,
+    sum_over_ranks,
+    world,
+)
 from bench.errors import BenchError
 from bench.method import nothing_to_load
 from bench.precision import autocast
@@ -32,8 +41,9 @@ from bench.progress import progress_bar
 from bench.resources import trim_heap
 from methods.bigrec.prompts import IGNORE_INDEX, TrainExample
 
-STATE_FILE = "bigrec_train_state.pt"
-BEST_FILE = "bigrec_best_adapter.pt"
+PROGRESS = "bigrec_progress.json"
+# Work dirs written before the progress file named its files (their state file carries the progress).
+LEGACY_FILES = {"state": "bigrec_train_state.pt", "best": "bigrec_best_adapter.pt"}
 # A mid-epoch checkpoint at most this often, so an interrupted CPU run loses little.
 CHECKPOINT_EVERY_SECONDS = 600.0
 
@@ -157,6 +167,10 @@ class LoRATrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_warmup_decay(settings.warmup_steps, total))
         self.report = TrainReport()
+        self.checkpoints = CheckpointDir(self.work_dir, legacy=LEGACY_FILES, state_name=PROGRESS)
+        self.files: dict[str, str] = {}
+        self.commits = 0
+        self.best_pending = False  # a new best adapter, written with the next commit
         self.best_adapter: dict[str, torch.Tensor] | None = None
         self.epoch = 0
         self.micro = 0  # next micro-batch within the epoch
@@ -165,20 +179,28 @@ class LoRATrainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _save(self) -> None:
+        """One commit (bench.checkpoints): the training state and any new best adapter, then the progress
+        file naming them; a kill in between leaves the previous commit whole."""
+        best, self.best_pending = self.best_pending, False
         if not is_main():  # every rank holds the same adapter; rank 0 writes it
             return
-        state = {"key": self.key, "adapter": adapter_state(self.model), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "micro": self.micro,
-                 "bad_epochs": self.bad_epochs, "done": self.done,
-                 "report": json.dumps({k: v for k, v in self.report.as_dict().items()
-                                       if k not in ("resumed", "train_seconds_this_call")})}
-        tmp = self.work_dir / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.work_dir / STATE_FILE)
+        self.commits += 1
+        report = {k: v for k, v in self.report.as_dict().items() if k not in ("resumed", "train_seconds_this_call")}
+        progress = {"key": self.key, "epoch": self.epoch, "micro": self.micro, "bad_epochs": self.bad_epochs,
+                    "done": self.done, "commits": self.commits, "report": json.dumps(report)}
+        state = {**progress, "adapter": adapter_state(self.model), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict()}
+        writers = {"state": (".pt", lambda path: torch.save(state, path))}
+        if best and self.best_adapter is not None:
+            best_state = self.best_adapter
+            writers["best"] = (".pt", lambda path: torch.save(best_state, path))
+        committed = self.checkpoints.commit({**progress, "report": report}, f"c{self.commits:06d}", writers)
+        self.files = committed["files"]
 
     def _resume(self) -> bool:
-        path = self.work_dir / STATE_FILE
-        if not path.exists():
+        record = self.checkpoints.read_state()
+        path = self.checkpoints.path(record, "state")
+        if path is None or not path.exists():
             return False
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("key") != self.key:
@@ -189,10 +211,12 @@ class LoRATrainer:
         except (ValueError, RuntimeError) as error:
             raise BenchError(f"{path}: this checkpoint does not fit the model being trained ({str(error)[:200]}); "
                              f"delete {self.work_dir} or run again with --force") from None
+        self.files = record["files"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.micro = int(state["epoch"]), int(state["micro"])
         self.bad_epochs, self.done = int(state["bad_epochs"]), bool(state["done"])
+        self.commits = int(state.get("commits", 0))
         for name, value in json.loads(state["report"]).items():
             setattr(self.report, name, value)
         self.report.resumed = True
@@ -200,17 +224,16 @@ class LoRATrainer:
         return True
 
     def _save_best(self) -> None:
-        if is_main():
-            torch.save(adapter_state(self.model), self.work_dir / BEST_FILE)
-        self.best_adapter = adapter_state(self.model)  # other ranks keep theirs in memory
+        self.best_adapter = adapter_state(self.model)  # every rank keeps it in memory; rank 0 commits it
+        self.best_pending = True
 
     def _load_best(self) -> None:
-        path = self.work_dir / BEST_FILE
         if self.report.best_epoch is None:
             return
+        path = self.checkpoints.path({"files": self.files}, "best")
         if self.best_adapter is not None:
             load_adapter_state(self.model, self.best_adapter)
-        elif path.exists():
+        elif path is not None and path.exists():
             load_adapter_state(self.model, torch.load(path, map_location="cpu", weights_only=True))
 
     # -- loop --------------------------------------------------------------------------------
@@ -249,6 +272,9 @@ class LoRATrainer:
         deadline = started + budget * 60.0 if budget else math.inf
         last_checkpoint = time.perf_counter()
         settings = self.settings
+        if world()[1] > settings.batch_size:
+            self.log(f"bigrec: warning: {world()[1]} ranks share micro-batches of {settings.batch_size} examples, "
+                     "so some ranks sit idle in every micro-batch; raise bigrec.batch_size to at least the rank count")
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         while not self.done and self.epoch < settings.epochs:
             order = epoch_order(len(self.examples), settings.seed, self.epoch)
@@ -260,6 +286,8 @@ class LoRATrainer:
             out_of_time = False
             while self.micro < len(batches):
                 window = batches[self.micro:self.micro + settings.grad_accum]
+                # LoRA dropout seeded by step and rank: a run resumed mid-epoch draws what it would have.
+                torch.manual_seed(settings.seed * 1_000_003 + self.epoch * 100_003 + self.micro + 7919 * world()[0])
                 for positions in window:
                     loss = self._backward(positions, len(window))
                     if loss is not None:
@@ -271,7 +299,8 @@ class LoRATrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.micro += len(window)
                 self.report.optimizer_steps += 1
-                bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+                if losses:  # a rank whose slices were all empty has none
+                    bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
                 if self.report.optimizer_steps % 25 == 0 and settings.device == "cpu":
                     trim_heap()  # prompts of varying length fragment the heap (bench.resources.trim_heap)
                 now = time.perf_counter()
@@ -282,8 +311,10 @@ class LoRATrainer:
                     self._save()
                     last_checkpoint = now
             bar.close()
-            if losses:
-                self.report.loss_history.append(sum(losses) / len(losses))
+            # Every rank's micro-batch losses, not rank 0's slices alone (every rank joins both sums).
+            total, count = sum_over_ranks(sum(losses)), sum_over_ranks(len(losses))
+            if count:
+                self.report.loss_history.append(total / count)
             if out_of_time:
                 self.report.stopped_by = "max_train_minutes"
                 self.report.partial_epoch = round(self.epoch + self.micro / max(1, len(batches)), 3)

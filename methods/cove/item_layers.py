@@ -65,6 +65,7 @@ class ItemEmbedding(ItemTable):
         return self.vectors(items)
 
 
+IGNORE_INDEX = -100  # a target position that takes no part in the loss (F.cross_entropy's default)
 ITEM_CHUNK = 65536  # items gathered at a time by the hashed head: bounds its memory to B x chunk x k
 
 
@@ -106,7 +107,17 @@ class ItemHead(ItemTable):
         from torch.utils.checkpoint import checkpoint
 
         if self.num_items <= chunk:
-            return F.cross_entropy(self.logits(hidden, 0, self.num_items), targets)
+            return F.cross_entropy(self.logits(hidden, 0, self.num_items), targets, ignore_index=IGNORE_INDEX)
+        # F.cross_entropy's rules, which the full path follows: IGNORE_INDEX targets drop out of the mean
+        # (all ignored: NaN), any other target outside the catalogue is an error (never a wrapped index).
+        keep = targets != IGNORE_INDEX
+        hidden, targets = hidden[keep], targets[keep]
+        outside = targets[(targets < 0) | (targets >= self.num_items)]
+        if outside.numel():
+            raise IndexError(f"item cross-entropy: target {int(outside[0])} outside the catalogue of "
+                             f"{self.num_items} items")
+        if not targets.numel():
+            return hidden.float().sum() * float("nan")
         with torch.autocast(device_type=autocast_device_type(hidden), enabled=False):
             h = hidden.float()
             # Hashed: the |S|-wide projection once; each chunk gathers its items' k columns from it.

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data.types import Dataset
-from bench.errors import BenchError
+from bench.errors import BenchError, shown
 from bench.method import Method, RunContext
 from bench.precision import PRECISIONS
 
@@ -84,20 +84,20 @@ def parse_settings(config: dict[str, Any]) -> CoVESettings:
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise BenchError(f"bench.toml [cove].lora_targets: expected a list of module names, got {value!r}")
+                raise BenchError(f"bench.toml [cove].lora_targets: expected a list of module names, got {shown(value)}")
             value = tuple(value)
         elif isinstance(default, bool):
             if not isinstance(value, bool):
-                raise BenchError(f"bench.toml [cove].{key}: expected true or false, got {value!r}")
+                raise BenchError(f"bench.toml [cove].{key}: expected true or false, got {shown(value)}")
         elif isinstance(default, int):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise BenchError(f"bench.toml [cove].{key}: expected a non-negative integer, got {value!r}")
+                raise BenchError(f"bench.toml [cove].{key}: expected a non-negative integer, got {shown(value)}")
         elif isinstance(default, float):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise BenchError(f"bench.toml [cove].{key}: expected a non-negative number, got {value!r}")
+                raise BenchError(f"bench.toml [cove].{key}: expected a non-negative number, got {shown(value)}")
             value = float(value)
         elif key in CHOICES and value not in CHOICES[key]:
-            raise BenchError(f"bench.toml [cove].{key}: expected one of {', '.join(CHOICES[key])}, got {value!r}")
+            raise BenchError(f"bench.toml [cove].{key}: expected one of {', '.join(CHOICES[key])}, got {shown(value)}")
         values[key] = value
     settings = CoVESettings(**values)
     for key in ("compression_ratio", "num_hashes", "batch_size", "grad_accum", "eval_batch_size"):
@@ -261,7 +261,7 @@ class CoVEMethod(Method):
         from methods.cove.sharding import shard_for_training
 
         s = self.settings
-        if not s.fsdp:
+        if not s.fsdp or self.context.resume_only:  # loading a finished run needs no shards: files hold whole tensors
             return self.model
         if world()[1] < 2:
             raise BenchError("bench.toml [cove].fsdp = true: shards training over torchrun's processes; launch "

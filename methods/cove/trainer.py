@@ -1,16 +1,16 @@
 """Fine-tuning loop for CoVE: AdamW, warm-up + cosine/linear decay, gradient accumulation,
 per-epoch validation with early stopping, and resumable checkpoints of the trainable parts.
 
-Checkpoint files in the run's work_dir (trainable tensors only; the backbone is never copied):
-  cove_last.safetensors   state after the last completed epoch (resume point)
-  cove_best.safetensors   state with the best validation NDCG@10 so far
-  cove_optimizer.pt       AdamW + scheduler state
-  cove_progress.json      epochs done, best epoch/score, why training stopped
+Checkpoint files in the run's work_dir (trainable tensors only; the backbone is never copied), one
+commit per epoch (bench.checkpoints: the files first, then the progress file naming them):
+  last-eNNNN.safetensors     state after the last completed epoch (resume point)
+  best-eNNNN.safetensors     state with the best validation NDCG@10 so far
+  optimizer-eNNNN.pt         AdamW + scheduler state (FSDP: optimizer.rankR-eNNNN.pt, one per rank)
+  cove_progress.json         epochs done, best epoch/score, why training stopped, the files above
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -23,9 +23,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from bench.batching import epoch_batches
+from bench.checkpoints import CheckpointDir
 from bench.distributed import (
     average_gradients,
     barrier,
+    gather,
     is_main,
     my_slice,
     past_deadline_everywhere,
@@ -40,8 +42,9 @@ from bench.resources import trim_heap
 from methods.cove.model import CoVEModel
 from methods.cove.sharding import full_tensors, is_sharded, local_optimizer_state, reshard_optimizer_state
 
-LAST, BEST, OPTIMIZER, PROGRESS = "cove_last.safetensors", "cove_best.safetensors", "cove_optimizer.pt", \
-    "cove_progress.json"
+PROGRESS = "cove_progress.json"
+# Work dirs written before the progress file named its files.
+LEGACY_FILES = {"last": "cove_last.safetensors", "best": "cove_best.safetensors", "optimizer": "cove_optimizer.pt"}
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,8 @@ class Trainer:
         self.work_dir, self.device, self.pad_id = Path(work_dir), device, pad_id
         self.validate, self.log, self.fingerprint = validate, log, fingerprint
         self.sharded = is_sharded(model)  # FSDP (methods/cove/sharding.py): gradients arrive averaged
+        self.checkpoints = CheckpointDir(self.work_dir, legacy=LEGACY_FILES, state_name=PROGRESS)
+        self.files: dict[str, str] = {}
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
         batches = math.ceil(len(samples) / settings.batch_size)
@@ -176,55 +181,63 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def _optimizer_file(self) -> Path:
+    def _optimizer_role(self) -> str:
         """FSDP: each rank's optimizer holds the state of its own shards, so each rank keeps a file."""
-        return self.work_dir / (f"{OPTIMIZER}.rank{world()[0]}" if self.sharded else OPTIMIZER)
+        return f"optimizer.rank{world()[0]}" if self.sharded else "optimizer"
 
     def _save(self, best: bool) -> None:
+        """One commit per epoch: every file of the epoch, then the progress file naming them."""
         # Sharded (FSDP) tensors are gathered whole first: a collective every rank joins.
         state = {k: v.detach().cpu().contiguous() for k, v in full_tensors(self.model.trainable_state()).items()}
-        if self.sharded:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            torch.save({"optimizer": local_optimizer_state(self.optimizer.state_dict()),
-                        "scheduler": self.scheduler.state_dict()}, self._optimizer_file())
+        tag = f"e{self.progress['epochs_done']:04d}"
+        optimizer = {"optimizer": local_optimizer_state(self.optimizer.state_dict()) if self.sharded
+                     else self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        written: dict[str, str] = {}
+        if self.sharded:  # each rank its own shard's file, before rank 0 commits the epoch
+            mine = self.checkpoints.write_file(self._optimizer_role(), tag, ".pt", lambda path: torch.save(optimizer,
+                                                                                                          path))
+            written = dict(gather((self._optimizer_role(), mine)))
         if not is_main():  # under torchrun every rank holds the same weights; rank 0 writes them
             barrier()
             return
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        save_file(state, self.work_dir / LAST)
+        writers = {"last": (".safetensors", lambda path: save_file(state, path))}
         if best:
-            save_file(state, self.work_dir / BEST)
+            writers["best"] = (".safetensors", lambda path: save_file(state, path))
         if not self.sharded:
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                       self._optimizer_file())
-        record = {**self.progress, "fingerprint": self.fingerprint, "settings": asdict(self.s)}
-        tmp = self.work_dir / (PROGRESS + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(self.work_dir / PROGRESS)  # progress last: it only ever names files already written
+            writers["optimizer"] = (".pt", lambda path: torch.save(optimizer, path))
+        committed = self.checkpoints.commit({**self.progress, "fingerprint": self.fingerprint,
+                                             "settings": asdict(self.s)}, tag, writers, written)
+        self.files = committed["files"]
         barrier()
 
     def _resume(self) -> bool:
-        """Load the last completed epoch if this work_dir holds a run with the same fingerprint."""
-        path = self.work_dir / PROGRESS
-        if not path.exists():
+        """Load the last completed epoch if this work_dir holds a run with the same fingerprint. Only
+        loading a finished run (resume_only: rescore, speed --trained) needs no optimizer, so an FSDP
+        run's per-rank files are not read then."""
+        record = self.checkpoints.read_state()
+        if record is None or "fingerprint" not in record:
             return False
-        record = json.loads(path.read_text())
         if record.get("fingerprint") != self.fingerprint or record.get("settings") != asdict(self.s):
             self.log(f"cove: {self.work_dir} holds a run with another config; starting afresh")
             return False
-        load_checkpoint(self.model, self.work_dir / LAST)
-        extra = torch.load(self._optimizer_file(), weights_only=True)  # our own file: tensors and numbers
-        self.optimizer.load_state_dict(extra["optimizer"])
-        if self.sharded:
-            reshard_optimizer_state(self.optimizer)
-        self.scheduler.load_state_dict(extra["scheduler"])
+        self.files = record["files"]
+        load_checkpoint(self.model, self.checkpoints.path(record, "last"))
+        if not self.resume_only:
+            optimizer_file = self.checkpoints.path(record, self._optimizer_role())
+            extra = torch.load(optimizer_file, weights_only=True)  # our own file: tensors and numbers
+            self.optimizer.load_state_dict(extra["optimizer"])
+            if self.sharded:
+                reshard_optimizer_state(self.optimizer)
+            self.scheduler.load_state_dict(extra["scheduler"])
         self.progress = {k: record.get(k, v) for k, v in self.progress.items()}
         self.log(f"cove: resumed after epoch {self.progress['epochs_done']} from {self.work_dir}")
         return True
 
     def load_best(self) -> None:
-        if (self.work_dir / BEST).exists():
-            load_checkpoint(self.model, self.work_dir / BEST)
+        # From the committed state on disk: every rank reads what rank 0 committed (only rank 0 commits).
+        best = self.checkpoints.path(self.checkpoints.read_state(), "best")
+        if best is not None and best.exists():
+            load_checkpoint(self.model, best)
 
     # -- training -------------------------------------------------------------------------
 
@@ -240,6 +253,7 @@ class Trainer:
         ranks = world()[1]
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         while not self.progress["finished"] and epoch < self.s.epochs:
+            torch.manual_seed(self.s.seed * 1_000_003 + epoch + 7919 * world()[0])  # dropout repeats after a resume
             self.model.train()
             batches = epoch_batches([len(s.sequence) for s in self.samples], self.s.batch_size,
                                     self.s.seed * 1_000_003 + epoch, self.s.length_buckets)
@@ -247,6 +261,8 @@ class Trainer:
                                enabled=is_main())
             out_of_time = False
             for index, batch in enumerate(bar):
+                # The micro-batches of this optimizer step: grad_accum, fewer in an epoch's last window.
+                window = min(self.s.grad_accum, len(batches) - index // self.s.grad_accum * self.s.grad_accum)
                 mine = [self.samples[i] for i in my_slice(batch)]  # empty when ranks outnumber samples
                 # FSDP's gathers need every rank in every pass: an idle rank runs a stand-in, weighted 0.
                 chosen = mine or ([self.samples[batch[0]]] if self.sharded else [])
@@ -259,9 +275,9 @@ class Trainer:
                 if ranks > 1:  # weight = this rank's share of the global batch's loss terms
                     weight = share_weight(loss_terms(mine, self.s.loss, self.model.base_vocab))
                     if chosen and (weight or self.sharded):
-                        (loss * weight / self.s.grad_accum).backward()
+                        (loss * weight / window).backward()
                 else:
-                    (loss / self.s.grad_accum).backward()
+                    (loss / window).backward()
                 if (index + 1) % self.s.grad_accum == 0 or index + 1 == len(batches):
                     if not self.sharded:  # FSDP's reduce-scatter has averaged them already
                         average_gradients(trainable)

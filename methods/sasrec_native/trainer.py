@@ -53,16 +53,23 @@ def train_sasrec(model: SASRec, windows: list[tuple[list[int], list[int]]], s: N
     lengths = [len(inputs) for inputs, _ in windows]
     counts = {"real_positions": 0, "padded_positions": 0}
     negatives_rng = torch.Generator().manual_seed(seed)
+    epoch_negatives: list[torch.Tensor] = []
 
     def batches(epoch: int) -> list[list[int]]:
-        negatives_rng.manual_seed(seed * 1_000_003 + epoch)
+        if s.loss == "bce":  # every example's negatives for the epoch, whatever rank its slice lands on
+            negatives_rng.manual_seed(seed * 1_000_003 + epoch)
+            flat = torch.tensor([t + 1 for _, targets in windows for t in targets], dtype=torch.long)
+            epoch_negatives[:] = sampled_negatives(flat, model.config.num_items, negatives_rng).split(lengths)
         return epoch_batches(lengths, s.batch_size, seed * 1_000_003 + epoch, s.length_buckets)
 
     def step(batch: list[int]) -> tuple[torch.Tensor, int]:
         inputs = right_padded([windows[i][0] for i in batch]).to(device)
         targets = right_padded([windows[i][1] for i in batch]).to(device)
-        negatives = (sampled_negatives(targets, model.config.num_items, negatives_rng).to(device)
-                     if s.loss == "bce" else None)
+        negatives = None
+        if s.loss == "bce":  # padded positions take item row 1; the loss reads real positions only
+            negatives = torch.ones_like(targets)
+            for row, i in enumerate(batch):
+                negatives[row, :lengths[i]] = epoch_negatives[i]
         counts["real_positions"] += int((inputs != PAD).sum())
         counts["padded_positions"] += inputs.numel()
         # The loss is a mean over target positions, so positions are the examples it averages (what the

@@ -1,0 +1,86 @@
+"""One commit point per epoch: a training's files are written first, each under a name of its own epoch
+(temp file + rename), then the state file that names them is replaced in one rename, then the files it no
+longer names are deleted. A kill at any moment leaves a state that names only complete files of one
+epoch, so a resumed run never trains an epoch twice nor loads a half-written optimizer.
+
+This is the shape of Hugging Face's `TrainerState` saved beside `checkpoint-N/`: the state is the truth,
+the files are what it points at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+STATE = "progress.json"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` then rename over `path`: readers see the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+class CheckpointDir:
+    """A work dir's committed state (`progress.json`) and the files it names by role ("last", "best",
+    "optimizer", ...). `legacy` names the files of work dirs written before the state named its files."""
+
+    def __init__(self, folder: Path, legacy: dict[str, str] | None = None, state_name: str = STATE) -> None:
+        self.folder, self.legacy, self.state_name = Path(folder), dict(legacy or {}), state_name
+
+    def read_state(self) -> dict[str, Any] | None:
+        path = self.folder / self.state_name
+        if not path.exists():  # a legacy work dir whose files carry their own state, or nothing at all
+            found = {role: name for role, name in self.legacy.items() if (self.folder / name).exists()}
+            return {"files": found} if found else None
+        state = json.loads(path.read_text(encoding="utf-8"))
+        state.setdefault("files", {role: name for role, name in self.legacy.items()
+                                   if (self.folder / name).exists()})
+        return state
+
+    def path(self, state: dict[str, Any] | None, role: str) -> Path | None:
+        """The committed file of `role`, or None when the state names none."""
+        name = (state or {}).get("files", {}).get(role)
+        return self.folder / name if name else None
+
+    @staticmethod
+    def file_name(role: str, tag: str, suffix: str) -> str:
+        return f"{role}-{tag}{suffix}"
+
+    def write_file(self, role: str, tag: str, suffix: str, write: Callable[[Path], None]) -> str:
+        """One role's file for commit `tag` (other ranks write theirs before rank 0 commits)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = self.file_name(role, tag, suffix)
+        atomic_write(self.folder / name, write)
+        return name
+
+    def commit(self, state: dict[str, Any], tag: str, writers: dict[str, tuple[str, Callable[[Path], None]]],
+               written: dict[str, str] | None = None) -> dict[str, Any]:
+        """Write each role's file as `<role>-<tag><suffix>`, then the state naming them and the files
+        other ranks have `written` (roles not rewritten keep their earlier files), then delete what the
+        state no longer names. `tag` is unique per commit (an epoch, a step). Returns the committed state."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        before = (self.read_state() or {}).get("files", {})
+        files = {**before, **(written or {})}
+        for role, (suffix, write) in writers.items():
+            files[role] = self.write_file(role, tag, suffix, write)
+        committed = {**state, "files": files}
+        atomic_write_text(self.folder / self.state_name, json.dumps(committed, indent=1))
+        for stale in set(before.values()) - set(files.values()):
+            (self.folder / stale).unlink(missing_ok=True)
+        return committed
+
+
+def committed_file(folder: Path, role: str, state_name: str = STATE, legacy: dict[str, str] | None = None,
+                   ) -> Path | None:
+    """The file of `role` that a work dir's committed state names (tests, tools: where is the best?)."""
+    store = CheckpointDir(folder, legacy=legacy, state_name=state_name)
+    return store.path(store.read_state(), role)
