@@ -173,3 +173,39 @@ def test_text_fields_choose_what_the_semantic_id_encoder_reads(tmp_path: Path, m
     assert "item text: title, brand, categories" in " ".join(method.describe()["deviations"])
     with pytest.raises(BenchError, match=r"\[tiger\]\.text_fields"):
         parse_settings({"text_fields": "brand"})
+
+
+@pytest.mark.parametrize(("preset", "low", "high"), [(None, 4.5e6, 4.65e6), ("paper", 4.75e6, 4.9e6),
+                                                     ("small_t5", 0.25e6, 0.32e6)])
+def test_the_default_tiger_is_the_papers_t5(preset: str | None, low: float, high: float):
+    """The `tiger` row is the paper's T5 (4+4 layers, d_model 128, 6 x 64 heads, d_ff 1024: ~4.8M
+    parameters with its 2,000 user tokens); the CPU-sized T5 is a named preset and reports itself so."""
+    from bench.config import load_config, method_config
+    from methods.tiger.method import TigerMethod
+
+    settings = parse_settings(method_config(load_config(), "tiger", preset)["tiger"])
+    layout = TokenLayout((settings.codebook_size,) * settings.levels + (20,), settings.user_tokens)
+    model = build_t5(layout, settings.d_model, settings.num_layers, settings.num_heads, settings.d_kv,
+                     settings.d_ff, settings.dropout)
+    assert low < sum(p.numel() for p in model.parameters()) < high
+    method = TigerMethod(settings.as_dict(), RunContext())
+    assert method.describe()["setting"] == ({None: None, "paper": "paper", "small_t5": "small_t5"}[preset])
+
+
+def test_bf16_decoding_ranks_the_same_top_items_as_fp32(tmp_path: Path):
+    """bf16 autocast (precision "auto" on a CPU with native bf16, or CUDA) changes the T5's arithmetic, not
+    the ranking: on a trained tiny model the beams hold the same items, and the scores of the top items
+    agree to bf16's precision. (Emulated here where the CPU has no bf16: slower, same numbers.)"""
+    dataset = rule_dataset(num_items=20, num_users=200, length=6, rule="next", seed=0)
+    method = make(tmp_path, epochs=25, patience=0)
+    method.fit(dataset)
+    users, histories = [0, 1, 2, 3], [[1, 2], [5], [7, 8, 9], [3]]
+    method.precision = "fp32"
+    fp32 = method.score(users, histories)
+    method.precision = "bf16"
+    bf16 = method.score(users, histories)
+    assert torch.equal(torch.isfinite(fp32), torch.isfinite(bf16))  # the same beam items
+    assert torch.equal(fp32.argmax(dim=1), bf16.argmax(dim=1))  # the same top item
+    finite = torch.isfinite(fp32)
+    difference = (fp32[finite] - bf16[finite]).abs().max()
+    assert 0 < difference < 0.1  # bf16 really ran (scores moved), within its resolution
