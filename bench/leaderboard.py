@@ -24,7 +24,8 @@ from bench.metrics import METRIC_NAMES, per_request_metrics
 from bench.request_ranks import load_ranks
 from bench.results import atomic_write_text, iter_records, read_json_files
 from bench.scale_report import load_scale, render_scale
-from bench.significance import ALPHA, bootstrap_ci, holm, paired_p_values
+from bench.significance import ALPHA, SIGN_FLIPS, bootstrap_ci, holm, sign_flip_p_values
+from bench.textfiles import read_text
 
 METRIC_COLUMNS = METRIC_NAMES
 METRIC_TITLES = {"ndcg@5": "NDCG@5", "ndcg@10": "NDCG@10", "ndcg@20": "NDCG@20",
@@ -34,11 +35,18 @@ SPLIT_POSITION_TEXT = {"test": "test split (global time)", "valid": "validation 
 REFERENCE_COLUMNS = ("dataset", "method", "compression_ratio", "eval_target", "source")
 PROTOCOL_LINE = ("Full ranking over every item; one relevant item per request; ties count against the "
                  "target. Bold = best in its table (only rows scored on the same requests share a table), and "
-                 "every row whose paired difference from the best is not significant (paired t-test on "
-                 "per-request values, Holm-corrected within the table, α = 0.05). ± = half-width of the 95 % "
-                 "bootstrap interval over requests (1,000 seeded resamples). Both need the run's per-request "
-                 "ranks; rows without them show the point estimate only. Runs that differ only by seed share "
-                 "one row: the mean over seeds, `sd` its standard deviation, the seed column says how many.")
+                 "every row whose paired difference from the best is not significant (two-sided paired randomisation "
+                 f"(sign-flip) test on per-request values, exact or from {SIGN_FLIPS:,} seeded sign flips, "
+                 "Holm-corrected within the table, α = 0.05). ± = half-width of the 95 % bootstrap interval over "
+                 "requests (1,000 seeded resamples). Both need per-request ranks: † marks a value not tested "
+                 "against its column's best (this row or the best has none, or they were scored on other "
+                 "requests), never bold whatever its value. Runs that differ only by seed share one row: the mean "
+                 "over seeds, `sd` its standard deviation, the seed column says how many; its ± and test use the "
+                 "per-request values averaged over the seeds.")
+UNTESTED_MARK = "†"
+UNTESTED_NOTE = (f"{UNTESTED_MARK} untested: this row or the column's best has no per-request ranks (or they were "
+                 "scored on other requests), so it is not bold whatever its value; `bench rescore` adds ranks to "
+                 "older records.")
 
 Record = dict[str, Any]
 Row = dict[str, Any]
@@ -211,7 +219,8 @@ def leaderboard_rows(records: list[tuple[Path, Record]]) -> dict[str, dict[Group
 
 def aggregate_seeds(rows: list[Row]) -> list[Row]:
     """Runs that differ only by seed become one row: metrics averaged, `seed_sd` the standard deviation
-    over seeds, the seed column naming how many seeds stand behind it (no per-request test for it)."""
+    over seeds, the seed column naming how many seeds stand behind it. Where every seed scored the same
+    requests, the row's per-request values are their mean over seeds, so it gets an interval and a test."""
     by_config: dict[str, list[Row]] = {}
     for row in rows:
         by_config.setdefault(row["_same_but_seed"], []).append(row)
@@ -221,7 +230,10 @@ def aggregate_seeds(rows: list[Row]) -> list[Row]:
             out.extend(runs)
             continue
         runs = sorted(runs, key=lambda row: row["seed"])
-        merged = {**runs[0], "_requests": None, "_values": None,
+        paired = all(row["_values"] is not None and np.array_equal(row["_requests"], runs[0]["_requests"])
+                     for row in runs)
+        merged = {**runs[0], "_requests": runs[0]["_requests"] if paired else None,
+                  "_values": np.mean([row["_values"] for row in runs], axis=0) if paired else None,
                   "seed": f"{len(runs)} seeds ({', '.join(str(row['seed']) for row in runs)})",
                   "record": "; ".join(row["record"] for row in runs), "seed_sd": {}}
         for metric in METRIC_COLUMNS:
@@ -237,31 +249,45 @@ def aggregate_seeds(rows: list[Row]) -> list[Row]:
 
 
 def annotate_significance(rows: list[Row]) -> None:
-    """Each row with per-request values gets `ci` {metric: (low, high)}; where the table's best row has
-    them too and the same requests, every other such row gets `p_vs_best` {metric: Holm-adjusted p}."""
+    """Each row with per-request values gets `ci` {metric: (low, high)}; every other row of a column is
+    tested against the column's best when both have values for the same requests (`p_vs_best` {metric:
+    Holm-adjusted p}), else marked `untested` {metric}, so an untestable row is never read as a loser."""
     with_values = [row for row in rows if row["_values"] is not None]
     for row in with_values:
         low, high = bootstrap_ci(row["_values"])
         row["ci"] = {m: (float(low[j]), float(high[j])) for j, m in enumerate(METRIC_COLUMNS)}
+    tests: list[tuple[str, Row, np.ndarray]] = []  # (metric, row, row - best per request)
     for j, metric in enumerate(METRIC_COLUMNS):
         present = [row for row in rows if row[metric] is not None]
         if len(present) < 2:
             continue
         best = max(present, key=lambda row: row[metric])
-        if best["_values"] is None:
-            continue
-        others = [row for row in with_values if row is not best and len(row["_requests"]) == len(best["_requests"])
-                  and np.array_equal(row["_requests"], best["_requests"])]
-        adjusted = holm([float(paired_p_values(row["_values"][:, j], best["_values"][:, j])[0]) for row in others])
-        for row, p in zip(others, adjusted):
-            row.setdefault("p_vs_best", {})[metric] = p
+        for row in present:
+            if row is best:
+                continue
+            if (best["_values"] is None or row["_values"] is None
+                    or not np.array_equal(row["_requests"], best["_requests"])):
+                row.setdefault("untested", set()).add(metric)
+            else:
+                tests.append((metric, row, row["_values"][:, j] - best["_values"][:, j]))
+    # One call per request count: the Monte-Carlo columns of a table share one seeded stream of sign flips.
+    p = np.empty(len(tests))
+    by_length: dict[int, list[int]] = {}
+    for i, (_, _, difference) in enumerate(tests):
+        by_length.setdefault(len(difference), []).append(i)
+    for indices in by_length.values():
+        p[indices] = sign_flip_p_values(np.stack([tests[i][2] for i in indices], axis=1))
+    for metric in METRIC_COLUMNS:  # Holm within the table, per column
+        tested = [(row, float(p[i])) for i, (m, row, _) in enumerate(tests) if m == metric]
+        for (row, _), adjusted in zip(tested, holm([q for _, q in tested])):
+            row.setdefault("p_vs_best", {})[metric] = adjusted
 
 
 def load_reference(reference_dir: Path) -> list[Row]:
     """Published numbers from reference/*.csv, checked so a typo fails loudly with its line."""
     rows: list[Row] = []
     for path in sorted(reference_dir.glob("*.csv")) if reference_dir.exists() else []:
-        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+        reader = csv.DictReader(io.StringIO(read_text(path)))
         missing = [column for column in REFERENCE_COLUMNS if column not in (reader.fieldnames or [])]
         if missing:
             raise BenchError(f"{path}: missing columns {missing}")
@@ -314,6 +340,7 @@ def render_group(rows: list[Row]) -> list[str]:
     header = ["method", "backbone", "ratio", *(METRIC_TITLES[m] for m in metrics), "position", "data",
               "training", "seed", "train s", "samples/s", "device", "date"]
     lines = []
+    marked = False
     for row in rows:
         cells = [row["method"], row["backbone"] or "–", "–" if row["ratio"] is None else str(row["ratio"])]
         for metric in metrics:
@@ -328,11 +355,13 @@ def render_group(rows: list[Row]) -> list[str]:
             is_best = row[metric] is not None and row[metric] == best.get(metric) and row[metric] > 0
             p = (row.get("p_vs_best") or {}).get(metric)
             tied = bool(best) and p is not None and not math.isnan(p) and p >= ALPHA and best.get(metric, 0) > 0
+            if not (is_best or tied) and best.get(metric, 0) > 0 and metric in row.get("untested", ()):
+                text, marked = f"{text} {UNTESTED_MARK}", True
             cells.append(f"**{text}**" if is_best or tied else text)
         cells += [row["position"], row["data"], row["training"], str(row["seed"]), fmt_number(row["train_s"]),
                   fmt_number(row["samples_per_sec"]), str(row["device"]), row["date"]]
         lines.append(cells)
-    return _table(header, lines)
+    return _table(header, lines) + (["", UNTESTED_NOTE] if marked else [])
 
 
 def render_published(rows: list[Row]) -> list[str]:
@@ -391,7 +420,8 @@ def render_speed(speed: list[Record]) -> list[str]:
                 capped.append(name)
             recorded = (entry.get("weights") or {}).get("record")
             weights = weights_text(entry, record) + (f" ({Path(recorded).stem})" if recorded else "")
-            rows.append([name, weights, fmt_number(speed_["median"]),
+            setting = (entry.get("method_info") or {}).get("setting")
+            rows.append([f"{name}[{setting}]" if setting else name, weights, fmt_number(speed_["median"]),
                          f"{fmt_number(speed_['min'])}–{fmt_number(speed_['max'])}",
                          fmt_number(entry.get("peak_memory_mb")), fmt_number(entry.get("process_baseline_mb")),
                          decoding_text(entry),
@@ -413,7 +443,9 @@ def render_speed(speed: list[Record]) -> list[str]:
                       (("cove", "backbone_params"), ("tiger", "parameters"))}
             sizes = (f"; parameters: CoVE {params['cove']:,}, TIGER {params['tiger']:,}"
                      if all(params.values()) else "")
-            lines += ["", f"CoVE / TIGER samples/s: **{over_tiger:.2g}×** (medians; TIGER "
+            tiger_setting = (record["methods"]["tiger"].get("method_info") or {}).get("setting")
+            tiger = f"TIGER[{tiger_setting}]" if tiger_setting else "TIGER"
+            lines += ["", f"CoVE / {tiger} samples/s: **{over_tiger:.2g}×** (medians; {tiger} "
                       f"decodes {decoding_text(record['methods']['tiger'])} ID tokens per beam{sizes})."]
         lines.append("")
     return lines
