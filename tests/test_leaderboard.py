@@ -90,8 +90,9 @@ def test_table_columns_bolding_and_groups(tmp_path: Path):
                    "position", "data", "device", "date"):
         assert column in header
     ndcg10, hr20 = header.index("NDCG@10"), header.index("HR@20")
-    assert sasrec[ndcg10] == "**0.0600**" and pop[ndcg10] == "0.0200"
-    assert pop[hr20] == "**0.2000**" and sasrec[hr20] == "0.1000"  # best is per metric
+    # Best is per metric; the others have no per-request ranks, so they are marked untested, not just not bold.
+    assert sasrec[ndcg10] == "**0.0600**" and pop[ndcg10] == "0.0200 †"
+    assert pop[hr20] == "**0.2000**" and sasrec[hr20] == "0.1000 †"
     assert test_table.index("| sasrec |") < test_table.index("| pop |")  # sorted by NDCG@10
     assert sasrec[header.index("position")] == "test" and sasrec[header.index("data")] == "full"
     assert sasrec[header.index("date")] == "2026-01-02" and sasrec[header.index("device")] == "cpu"
@@ -102,7 +103,7 @@ def test_table_columns_bolding_and_groups(tmp_path: Path):
     valid_table = section(markdown, "### beauty · second-to-last item (valid) · all 100 requests")
     cove = row_of(valid_table, "cove")
     assert cove[header.index("backbone")] == "SmolLM2-135M" and cove[header.index("ratio")] == "2"
-    assert "**" not in valid_table  # a lone row is not bolded
+    assert "**" not in valid_table and "†" not in valid_table  # a lone row is neither bolded nor tested
     sub_table = section(markdown, "seeded subsample of 10 of 100 requests")
     assert "| gru4rec |" in sub_table and "| gru4rec |" not in test_table
     assert row_of(sub_table, "gru4rec")[header.index("data")] == "subsample (eval 10/100)"
@@ -212,13 +213,18 @@ def test_rebuild_gives_identical_files_and_plots_open(tmp_path: Path):
 
 
 def test_committed_records_rebuild_identically(tmp_path: Path):
+    """The committed tables, README and plots are generated: rebuilt from the committed records they must come
+    out byte for byte as committed (a table edited by hand, or a change to the leaderboard code committed
+    without running `bench leaderboard`, fails here)."""
     results = tmp_path / "results"
-    for part in ("runs", "reference", "speed"):
-        if (REPO / "results" / part).exists():
-            shutil.copytree(REPO / "results" / part, results / part)
+    shutil.copytree(REPO / "results", results)
     if not (results / "runs").exists():
         pytest.skip("no committed run records yet")
-    assert build(results) == build(results)
+    built = build(results)
+    committed_plots = {f"plots/{p.name}" for p in (REPO / "results" / "plots").glob("*.png")}
+    assert {name for name in built if name.startswith("plots/")} == committed_plots
+    for name, content in built.items():
+        assert content == (REPO / "results" / name).read_bytes(), f"results/{name}: run `bench leaderboard`"
 
 
 def test_sweeps_with_different_backbones_or_settings_stay_apart(tmp_path: Path):
@@ -377,13 +383,82 @@ def test_intervals_and_paired_tests_mark_what_differs_from_the_best(tmp_path: Pa
     assert cells["best"].startswith("**") and "±" in cells["best"]
     assert cells["noisy"].startswith("**") and "±" in cells["noisy"]
     assert not cells["worse"].startswith("**") and "±" in cells["worse"]
-    assert "±" not in cells["plain"] and not cells["plain"].startswith("**")
+    assert "±" not in cells["plain"] and not cells["plain"].startswith("**") and cells["plain"].endswith("†")
     csv_text = (results / "leaderboard.csv").read_text()
     head = csv_text.splitlines()[0].split(",")
     worse_line = next(line for line in csv_text.splitlines() if ",worse," in line).split(",")
     assert float(worse_line[head.index("hr@10_p_vs_best")]) < 0.05
     low, high = float(worse_line[head.index("hr@10_ci_low")]), float(worse_line[head.index("hr@10_ci_high")])
     assert low < float(worse_line[head.index("hr@10")]) < high
+
+
+def ranked_record(results: Path, name: str, ranks: Any, requests: Any = None, seed: int = 0,
+                  method: str | None = None) -> Path:
+    """A record whose metrics are those of `ranks`, with its per-request ranks stored beside it."""
+    import numpy as np
+
+    from bench.metrics import metrics_from_ranks
+    from bench.request_ranks import save_ranks
+
+    ranks = np.asarray(ranks)
+    requests = np.arange(len(ranks)) if requests is None else np.asarray(requests)
+    path = make_record(results, method or name, metrics_from_ranks(ranks), seed=seed, name=f"{name}-s{seed}")
+    record = json.loads(path.read_text())
+    record["num_eval_requests"] = len(ranks)
+    record["ranks"] = save_ranks(path, {"test": (requests, ranks)})
+    write_record(path, record)
+    return path
+
+
+def csv_rows(results: Path) -> dict[str, dict[str, str]]:
+    import csv
+
+    with (results / "leaderboard.csv").open() as handle:
+        return {row["method"]: row for row in csv.DictReader(handle)}
+
+
+def test_a_seed_averaged_row_is_tested_on_its_per_request_means(tmp_path: Path):
+    """Two seeds of `cove` share a row and are the best: the other row is tested against the mean over seeds
+    of each request's HR@10, the p the test computes itself from those means."""
+    import numpy as np
+
+    from bench.significance import paired_p_values
+
+    results = tmp_path / "results"
+    rng = np.random.default_rng(4)
+    seed0 = np.where(rng.random(400) < 0.3, 0, 500)
+    seed1 = seed0.copy()
+    seed1[rng.choice(400, 40, replace=False)] = 0  # the second seed hits a few more
+    other = np.where(rng.random(400) < 0.28, 0, 500)
+    for seed, ranks in ((0, seed0), (1, seed1)):
+        ranked_record(results, "cove", ranks, seed=seed)
+    ranked_record(results, "sasrec", other)
+    table = section(write_leaderboard(results).markdown_text, "### beauty · last item (test) · all 400 requests")
+    row = csv_rows(results)
+    assert row["cove"]["seed"] == "2 seeds (0, 1)" and row["cove"]["hr@10_ci_low"] != ""
+    mean_hits = ((seed0 < 10).astype(float) + (seed1 < 10)) / 2
+    expected = paired_p_values((other < 10).astype(float), mean_hits)[0]
+    assert float(row["sasrec"]["hr@10_p_vs_best"]) == pytest.approx(expected, abs=1e-6)
+    hr10 = [cell.strip() for cell in table.strip().splitlines()[0].strip("|").split("|")].index("HR@10")
+    assert row_of(table, "cove")[hr10].startswith("**") and "±" in row_of(table, "cove")[hr10]
+    assert row_of(table, "sasrec")[hr10].startswith("**") == (expected >= 0.05)  # bold iff not significant
+
+
+def test_rows_scored_on_other_requests_are_left_untested_and_marked(tmp_path: Path):
+    """Same number of requests, other request indices: identical ranks would test as p = 1 (bold), but the
+    pairing is meaningless, so the row is marked untested, not bold, with no p in the CSV."""
+    import numpy as np
+
+    results = tmp_path / "results"
+    ranks = np.where(np.random.default_rng(2).random(100) < 0.2, 0, 500)
+    ranked_record(results, "best", np.where(np.arange(100) < 25, 0, 500))
+    ranked_record(results, "shifted", ranks, requests=np.arange(100, 200))
+    markdown = write_leaderboard(results).markdown_text
+    table = section(markdown, "### beauty · last item (test) · all 100 requests")
+    cells = row_of(table, "shifted")[3:9]
+    assert all(cell.endswith(" †") and not cell.startswith("**") for cell in cells), cells
+    assert "† untested: this row or the column's best has no per-request ranks" in table
+    assert all(value == "" for key, value in csv_rows(results)["shifted"].items() if key.endswith("_p_vs_best"))
 
 
 def test_a_subsampled_runs_other_position_stays_marked_as_a_subsample(tmp_path: Path):
