@@ -9,6 +9,7 @@ them. Output is a pure function of the files read: regenerating gives identical 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.config import config_path, load_config, method_config
 from bench.errors import BenchError
 from bench.metrics import METRIC_NAMES, per_request_metrics
 from bench.request_ranks import load_ranks
@@ -128,12 +130,107 @@ def _training(record: Record) -> str:
     return f"{text}; shared the machine with other runs (--parallel)" if record.get("exclusive") is False else text
 
 
-def method_label(record: Record) -> str:
-    """`method[setting]`: the setting the method reports (method_info.setting), else the preset, so two
-    settings of one method (cove[paper], cove[default,id-only]) are never read as one row's method."""
+# Keys that never change the numbers of a row (prompts per forward pass; how many requests are scored, which
+# the table and data column already say): no difference in labels, nor between runs "identical in effect".
+NO_EFFECT_KEYS = {"eval": frozenset({"batch_size", "max_eval_users", "extra_targets"}),
+                  "method": frozenset({"eval_batch_size", "max_eval_users"})}
+# Keys another column shows (ratio, backbone, data): left out of the label to keep it short.
+SHOWN_ELSEWHERE = frozenset({"compression_ratio", "model", "max_train_users"})
+# Short forms for labels; any other key is shown as it is spelled in bench.toml.
+KEY_SHORT = {"learning_rate": "lr", "batch_size": "bs", "train_batch_size": "bs", "grad_accum": "accum",
+             "weight_decay": "wd", "train_samples": "samples", "use_titles": "titles", "max_history": "history",
+             "max_title_words": "title_words", "max_seq_length": "seq_len", "max_new_tokens": "new_tokens",
+             "hidden_size": "hidden", "embedding_size": "emb", "num_hashes": "k", "max_train_minutes": "minutes",
+             "stopping_step": "patience", "hidden_dropout_prob": "dropout", "attn_dropout_prob": "attn_dropout"}
+# Flags a method puts in method_info.setting that restate one config value: where the record holds that key,
+# the label shows it as an override of the preset (or not at all), so `cpu_titles` never meets `id-only`.
+SETTING_FLAG_KEYS = {"id-only": "use_titles"}
+LABEL_VALUE_CHARS = 12
+
+
+@functools.lru_cache(maxsize=4)
+def _bench_config(path: str) -> dict[str, Any]:
+    return load_config(Path(path))
+
+
+def bench_defaults() -> dict[str, Any]:
+    """bench.toml (BENCH_CONFIG, ./bench.toml or the repo's), or {} where there is none: labels then fall back
+    to the method's own setting."""
+    path = config_path()
+    return _bench_config(str(path.resolve())) if path.exists() else {}
+
+
+def _short_value(value: Any) -> str:
+    """3e-3 rather than 0.003, on/off for flags, long strings and lists cut to LABEL_VALUE_CHARS."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        plain = f"{value:.4g}"
+        mantissa, _, exponent = f"{value:.3e}".partition("e")
+        compact = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return compact if len(compact) < len(plain) else plain
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= LABEL_VALUE_CHARS else text[:LABEL_VALUE_CHARS - 1] + "…"
+
+
+def _baseline(record: Record, config: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(preset, bench.toml defaults plus that preset) the record's section is compared with. A record
+    without a preset key whose method names a preset as its setting (tiger's small_t5, recorded before
+    it was a preset) is compared with that preset, so a later default change does not flood its label."""
+    method = record["method"]
+    section = record.get("config", {}).get(method) or {}
+    presets = (config.get(method) or {}).get("presets", {})
+    setting = str((record.get("method_info") or {}).get("setting") or "").split(",")[0]
+    preset = section.get("preset") or (setting if setting in presets else None)
+    if method not in config:
+        return preset, {}
+    return preset, method_config(config, method, preset if preset in presets else None)[method]
+
+
+def setting_overrides(record: Record, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Keys of the record's method section that differ from bench.toml's defaults plus its preset: what
+    `--set` changed. Hash-neutral keys at their neutral value, keys without effect on the numbers, keys
+    other columns show and keys the record or bench.toml lacks (added or retired since) are no difference."""
+    config = bench_defaults() if config is None else config
+    method = record["method"]
+    _, base = _baseline(record, config)
+    neutral = config.get("hash_neutral", {})
+    section = record.get("config", {}).get(method) or {}
+    return {key: value for key, value in sorted(section.items())
+            if key in base and key != "preset" and key not in NO_EFFECT_KEYS["method"] and key not in SHOWN_ELSEWHERE
+            and value != base[key] and neutral.get(f"{method}.{key}", object()) != value}
+
+
+def method_label(record: Record, config: dict[str, Any] | None = None) -> str:
+    """`method[setting,key=value,...]`: the setting the method reports (method_info.setting), else the
+    preset, then every result-changing key that differs from that preset (short form), so two settings of
+    one method (cove[paper], cove[default,lr=3e-3]) are never read as one row's method."""
     info = record.get("method_info") or {}
-    setting = info.get("setting") or (record.get("config", {}).get(record["method"]) or {}).get("preset")
-    return f"{record['method']}[{setting}]" if setting else record["method"]
+    section = record.get("config", {}).get(record["method"]) or {}
+    parts = [part for part in str(info.get("setting") or section.get("preset") or "").split(",") if part]
+    parts = [part for i, part in enumerate(parts) if i == 0 or SETTING_FLAG_KEYS.get(part) not in section]
+    parts += [f"{KEY_SHORT.get(key, key)}={_short_value(value)}"
+              for key, value in setting_overrides(record, config).items()]
+    return f"{record['method']}[{','.join(parts)}]" if parts else record["method"]
+
+
+def effect_key(record: Record, config: dict[str, Any] | None = None) -> str:
+    """What decides a run's numbers besides its seed: the config without hash-neutral keys at their neutral
+    value, keys without effect and the preset's name (its values are in the section), so runs identical in
+    effect share one row."""
+    config = bench_defaults() if config is None else config
+    neutral = config.get("hash_neutral", {})
+    method = record["method"]
+    effective: dict[str, Any] = {}
+    for name, section in (record.get("config") or {}).items():
+        if not isinstance(section, dict):
+            effective[name] = section
+            continue
+        ignored = NO_EFFECT_KEYS["eval" if name == "eval" else "method"]
+        effective[name] = {key: value for key, value in section.items() if key != "preset" and key not in ignored
+                           and neutral.get(f"{name}.{key}", object()) != value}
+    return json.dumps([method, effective, record.get("max_train_minutes"), record.get("device"),
+                       record.get("model_identity")], sort_keys=True, default=str)
 
 
 def record_row(path: Path, record: Record, ranks: dict[str, Any] | None = None) -> Row:
@@ -144,16 +241,14 @@ def record_row(path: Path, record: Record, ranks: dict[str, Any] | None = None) 
     if scored is not None:
         per_request = per_request_metrics(scored[1], (5, 10, 20))
         values = np.stack([per_request[m] for m in METRIC_COLUMNS], axis=1)
-    same_but_seed = json.dumps([record["method"], record.get("config"), record.get("max_train_minutes"),
-                                record.get("device"), record.get("model_identity")], sort_keys=True, default=str)
     return {
         "_requests": None if scored is None else scored[0],
         "_values": values,
-        "_same_but_seed": same_but_seed,
+        "_same_but_seed": effect_key(record),
         "method": method_label(record),
         "backbone": (record.get("method_info") or {}).get("backbone"),
         "ratio": compression_ratio(record),
-        **{metric: record["metrics"].get(metric) for metric in METRIC_COLUMNS},
+        **{metric: defined(record["metrics"].get(metric)) for metric in METRIC_COLUMNS},
         "position": record.get("eval_target", "test"),
         "data": _train_scope(record) + ("; " + record["position_note"] if record.get("position_note") else ""),
         "training": _training(record),
@@ -255,7 +350,8 @@ def annotate_significance(rows: list[Row]) -> None:
     with_values = [row for row in rows if row["_values"] is not None]
     for row in with_values:
         low, high = bootstrap_ci(row["_values"])
-        row["ci"] = {m: (float(low[j]), float(high[j])) for j, m in enumerate(METRIC_COLUMNS)}
+        # An interval without its value would read as a number ("– ±0.09"): none where the value is undefined.
+        row["ci"] = {m: (float(low[j]), float(high[j])) for j, m in enumerate(METRIC_COLUMNS) if row[m] is not None}
     tests: list[tuple[str, Row, np.ndarray]] = []  # (metric, row, row - best per request)
     for j, metric in enumerate(METRIC_COLUMNS):
         present = [row for row in rows if row[metric] is not None]
@@ -313,8 +409,13 @@ def load_speed(results_dir: Path) -> list[Record]:
     return [record for _, record in read_json_files(results_dir / "speed")]
 
 
+def defined(value: Any) -> float | None:
+    """A metric value, or None where it is undefined (missing or NaN), so every column treats both alike."""
+    return None if value is None or math.isnan(float(value)) else float(value)
+
+
 def fmt_metric(value: Any) -> str:
-    return "–" if value is None else f"{float(value):.4f}"
+    return "–" if defined(value) is None else f"{float(value):.4f}"
 
 
 def fmt_number(value: Any) -> str:
@@ -480,8 +581,9 @@ def decoding_text(entry: Record) -> str:
 
 
 def render_compact(records: list[Record]) -> list[str]:
-    """A short plain table of some runs (the demo's): one line each, under 100 characters."""
-    lines = [f"{'method':<22} {'data':<28} {'NDCG@10':>8} {'HR@10':>7} {'train s':>9} {'samples/s':>10}"]
+    """A short plain table of some runs (the demo's): one line each, under 100 characters; the label column
+    is wide enough for a setting with one override (bigrec[default,epochs=1])."""
+    lines = [f"{'method':<30} {'data':<28} {'NDCG@10':>8} {'HR@10':>7} {'train s':>9} {'samples/s':>10}"]
     for record in records:
         sub = record.get("subsample") or {}
         data = (f"{sub['eval_requests']:,}/{sub['eval_requests_total']:,} req" if sub.get("eval_requests")
@@ -489,7 +591,7 @@ def render_compact(records: list[Record]) -> list[str]:
         if (sub.get("train") or {}).get("users"):
             data += f", {sub['train']['users']:,} users"
         metrics = record["metrics"]
-        lines.append(f"{method_label(record)[:22]:<22} {data[:28]:<28} {metrics.get('ndcg@10', 0):>8.4f} "
+        lines.append(f"{method_label(record)[:30]:<30} {data[:28]:<28} {metrics.get('ndcg@10', 0):>8.4f} "
                      f"{metrics.get('hr@10', 0):>7.4f} {fmt_number(record.get('train_seconds')):>9} "
                      f"{fmt_number(record.get('samples_per_sec')):>10}")
     return lines

@@ -145,30 +145,77 @@ def plot_compression(sweep: Sweep, path: Path) -> Path:
         plt.close(fig)
 
 
-def plot_speed(record: dict[str, Any], path: Path) -> Path:
-    """Log-scale bars of samples/sec per method, whiskers from min to max over repetitions."""
-    plt = _pyplot()
+LOG_SPAN = 30.0  # a log axis once the fastest bar is this many times the slowest: else small bars vanish
+HATCHES = {"trained": "", "quick-fit": "///", "full-fit": "..."}
+
+
+@dataclass
+class SpeedBars:
+    """What a speed plot draws, apart from drawing: one bar per method in the order measured."""
+
+    names: list[str]
+    medians: list[float]
+    errors: tuple[list[float], list[float]]  # below and above the median: min and max over repetitions
+    kinds: list[str]  # trained, quick-fit or full-fit weights: quick-fit bars are hatched
+    labels: list[str]  # the number above each bar, in the one format of the tables (bench.leaderboard.fmt_number)
+    log_scale: bool
+
+    def hatch(self, kind: str) -> str:
+        return HATCHES.get(kind, "xx")
+
+
+def rate_text(value: float) -> str:
+    """One format for bar labels and axis ticks alike ("4,266/s", "977/s", "0.395/s"), as in the tables."""
+    from bench.leaderboard import fmt_number
+
+    return f"{fmt_number(value)}/s"
+
+
+def speed_bars(record: dict[str, Any]) -> SpeedBars:
+    """Bars of one speed record; a log axis only where the rates span more than LOG_SPAN x."""
     from bench.leaderboard import speed_order, weights_text
 
     names = speed_order(record)
-    medians = [record["methods"][n]["samples_per_sec"]["median"] for n in names]
-    low = [m - record["methods"][n]["samples_per_sec"]["min"] for n, m in zip(names, medians)]
-    high = [record["methods"][n]["samples_per_sec"]["max"] - m for n, m in zip(names, medians)]
-    fig, axis = plt.subplots(figsize=(max(6.5, 1.6 + 1.3 * len(names)), 3.8))
-    axis.bar(names, medians, yerr=[low, high], capsize=4, color="tab:blue")
-    for x, (value, top) in enumerate(zip(medians, high)):
-        axis.annotate(f"{value:.3g}/s", (x, value + top), textcoords="offset points", xytext=(0, 5), ha="center",
-                      fontsize=8)
+    rates = [record["methods"][n]["samples_per_sec"] for n in names]
+    medians = [float(r["median"]) for r in rates]
+    low = [m - float(r["min"]) for r, m in zip(rates, medians)]
+    high = [float(r["max"]) - m for r, m in zip(rates, medians)]
+    positive = [m for m in medians if m > 0]
+    span = max(positive) / min(positive) if positive else 1.0
+    return SpeedBars(names, medians, (low, high), [weights_text(record["methods"][n], record) for n in names],
+                     [rate_text(m) for m in medians], span > LOG_SPAN)
+
+
+def plot_speed(record: dict[str, Any], path: Path) -> Path:
+    """Bars of samples/sec per method, whiskers from min to max over repetitions; quick-fit weights hatched
+    (their speed is not a trained model's), a log axis only where rates span orders of magnitude."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
+
+    bars = speed_bars(record)
+    fig, axis = plt.subplots(figsize=(max(6.5, 1.6 + 1.3 * len(bars.names)), 3.8))
+    drawn = axis.bar(bars.names, bars.medians, yerr=list(bars.errors), capsize=4, color="tab:blue",
+                     edgecolor="black", linewidth=0.6)
+    for patch, kind in zip(drawn, bars.kinds):
+        patch.set_hatch(bars.hatch(kind))
+    for x, (value, top, text) in enumerate(zip(bars.medians, bars.errors[1], bars.labels)):
+        axis.annotate(text, (x, value + top), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8)
     axis.margins(y=0.15)
-    axis.set_yscale("log")
-    axis.set_ylabel("inference samples/sec (log scale)")
+    if bars.log_scale:
+        axis.set_yscale("log")
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: rate_text(value) if value > 0 else "0"))
+    axis.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+    axis.set_ylabel("inference samples/sec" + (" (log scale)" if bars.log_scale else ""))
     axis.set_xlabel("method")
+    kinds = sorted(set(bars.kinds))
+    axis.legend(handles=[Patch(facecolor="tab:blue", edgecolor="black", hatch=bars.hatch(k), label=f"{k} weights")
+                         for k in kinds], fontsize=8, loc="best")
     hardware = record.get("hardware", {}).get("name") or record["device"]
     threads = record.get("hardware", {}).get("torch_threads")
     title = f"{record['dataset']} · {record['device']} ({hardware}) · batch {record.get('batch_size')}"
     title += f" · {threads} thread(s)" if threads else ""
-    kinds = {weights_text(record["methods"][n], record) for n in names}
-    title += " · " + " / ".join(sorted(kinds)) + " weights"
+    title += " · " + " / ".join(kinds) + " weights"
     if record.get("ratio_cove_over_bigrec") is not None:
         title += f"\nCoVE / BIGRec = {record['ratio_cove_over_bigrec']:.1f}× (medians; whiskers: min–max)"
     axis.set_title(title, fontsize=8)

@@ -497,3 +497,98 @@ def test_device_column_names_the_process_count_of_a_torchrun_run():
 
     assert device_text({"device": "cuda"}) == "cuda"
     assert device_text({"device": "cuda", "distributed": {"world_size": 4, "backend": "nccl"}}) == "cuda x4 (nccl)"
+
+
+def configured_record(results: Path, method: str, values: dict[str, float], name: str, *, preset: str | None = None,
+                      sets: tuple[str, ...] = (), seed: int = 0, setting: str | None = None,
+                      dataset: str = "tiny") -> Path:
+    """A record whose config section is bench.toml's defaults, plus `preset` and `--set` values, as `bench run`
+    writes it."""
+    from bench.config import load_config, method_config
+
+    path = make_record(results, method, values, name=name, seed=seed, dataset=dataset)
+    record = json.loads(path.read_text())
+    record["config"][method] = method_config(load_config(REPO / "bench.toml"), method, preset, list(sets))[method]
+    if setting:
+        record["method_info"]["setting"] = setting
+    write_record(path, record)
+    return path
+
+
+def test_rows_differing_by_set_values_are_labelled_apart_and_identical_configs_merge(tmp_path: Path):
+    """Issue 23.6: `--set` values are part of the row's label; a run identical in effect (only eval_batch_size
+    differs, which changes no number) is another seed of the same row, not a row of its own."""
+    results = tmp_path / "results"
+    configured_record(results, "sasrec_native", metrics(0.02), "default")
+    configured_record(results, "sasrec_native", metrics(0.03), "lr", sets=("sasrec_native.learning_rate=3e-3",))
+    configured_record(results, "sasrec_native", metrics(0.04), "lr-s1", seed=1,
+                      sets=("sasrec_native.learning_rate=0.003", "sasrec_native.eval_batch_size=512"))
+    configured_record(results, "sasrec_native", metrics(0.05), "paper", preset="paper",
+                      sets=("sasrec_native.dropout=0.2",))
+    table = section(write_leaderboard(results).markdown_text, "### tiny · last item (test) · all 100 requests")
+    assert row_of(table, "sasrec_native")[0] == "sasrec_native"
+    assert row_of(table, "sasrec_native[lr=3e-3]")[header_index(table, "seed")] == "2 seeds (0, 1)"
+    assert row_of(table, "sasrec_native[paper,dropout=0.2]")
+
+
+def header_index(table: str, column: str) -> int:
+    return [cell.strip() for cell in table.strip().splitlines()[0].strip("|").split("|")].index(column)
+
+
+def test_preset_overrides_read_as_overrides_and_old_records_keep_their_setting(monkeypatch: pytest.MonkeyPatch):
+    """Issue 23.6: `cove[cpu_titles,id-only]` read as a contradiction. A method's setting flag that restates a
+    config value is shown only where it differs from the preset, as an override; a record older than a default
+    change is compared with the preset its method names (tiger's small_t5), not with today's defaults."""
+    from bench.config import load_config, method_config
+    from bench.leaderboard import method_label
+
+    monkeypatch.setenv("BENCH_CONFIG", str(REPO / "bench.toml"))  # the defaults method_label compares with
+    config = load_config(REPO / "bench.toml")
+
+    def record(method: str, setting: str | None, section: dict[str, Any]) -> dict[str, Any]:
+        return {"method": method, "config": {method: section}, "method_info": {"setting": setting}}
+
+    titles_off = method_config(config, "cove", "cpu_titles", ["cove.use_titles=false"])["cove"]
+    assert method_label(record("cove", "cpu_titles,id-only", titles_off)) == "cove[cpu_titles,titles=off]"
+    assert method_label(record("cove", "cpu,id-only", method_config(config, "cove", "cpu")["cove"])) == \
+        "cove[cpu]"
+    lr = method_config(config, "cove", None, ["cove.learning_rate=3e-3", "cove.max_eval_users=64"])["cove"]
+    assert method_label(record("cove", "default", lr)) == "cove[default,lr=3e-3]"
+    small = {key: value for key, value in method_config(config, "tiger", "small_t5")["tiger"].items()
+             if key not in ("preset", "validate_every")}  # written before small_t5 was a preset
+    assert method_label(record("tiger", "small_t5", small)) == "tiger[small_t5]"
+    assert method_label(record("cove", "default,id-only", {"compression_ratio": 2})) == \
+        "cove[default,id-only]"  # a record without the key keeps the method's own words
+
+
+def test_an_undefined_metric_shows_no_interval(tmp_path: Path):
+    """Issue 23.7: a metric the record leaves undefined showed "– ±0.0902": no interval without its value."""
+    results = tmp_path / "results"
+    path = ranked_record(results, "cove", [0, 3, 50, 500] * 25)
+    record = json.loads(path.read_text())
+    del record["metrics"]["ndcg@20"]
+    write_record(path, record)
+    ranked_record(results, "pop", [0, 500, 500, 500] * 25)
+    table = section(write_leaderboard(results).markdown_text, "### beauty · last item (test) · all 100 requests")
+    assert row_of(table, "cove")[header_index(table, "NDCG@20")] == "–"
+    assert "±" in row_of(table, "cove")[header_index(table, "NDCG@10")]
+    assert csv_rows(results)["cove"]["ndcg@20_ci_low"] == ""
+
+
+def test_speed_bars_mark_quick_fit_weights_and_use_one_number_format(tmp_path: Path):
+    """Issue 23.9: quick-fit bars are hatched (with a legend), every number is written as the tables write it,
+    and the axis is logarithmic only where rates span more than 30x."""
+    from bench.plots import plot_speed, speed_bars
+
+    results = tmp_path / "results"
+    speed_record(results)
+    record = json.loads((results / "speed" / "beauty-cpu.json").read_text())
+    record["methods"]["cove"]["samples_per_sec"] = {"median": 4266.0, "min": 4100.0, "max": 4300.0}
+    record["methods"]["bigrec"]["samples_per_sec"] = {"median": 977.1, "min": 950.0, "max": 990.0}
+    record["methods"]["cove"]["weights"] = {"kind": "trained"}
+    bars = speed_bars(record)
+    assert bars.labels == ["4,266/s", "977/s"] and not bars.log_scale
+    assert bars.kinds == ["trained", "quick-fit"] and bars.hatch("trained") == "" and bars.hatch("quick-fit")
+    record["methods"]["bigrec"]["samples_per_sec"] = {"median": 0.395, "min": 0.39, "max": 0.4}
+    assert speed_bars(record).log_scale and speed_bars(record).labels[1] == "0.395/s"
+    assert plot_speed(record, tmp_path / "speed.png").stat().st_size > 1000
