@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,13 +11,18 @@ import typer
 
 from bench.errors import BenchError, did_you_mean, shown
 
+HELP_NAMES = {"help_option_names": ["-h", "--help"]}  # -h too: what a shell user tries first
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings=HELP_NAMES,
                   help="recbench: LLM-based sequential recommenders on shared Amazon splits, full ranking.")
-data_app = typer.Typer(no_args_is_help=True, help="Prepare, inspect and download datasets.")
+data_app = typer.Typer(no_args_is_help=True, context_settings=HELP_NAMES,
+                       help="Prepare, inspect and download datasets.")
 app.add_typer(data_app, name="data")
-backbone_app = typer.Typer(no_args_is_help=True, help="Make local backbones for `--model PATH`.")
+backbone_app = typer.Typer(no_args_is_help=True, context_settings=HELP_NAMES,
+                           help="Make local backbones for `--model PATH`.")
 app.add_typer(backbone_app, name="backbone")
-cache_app = typer.Typer(no_args_is_help=True, help="List or remove training work dirs (checkpoints).")
+cache_app = typer.Typer(no_args_is_help=True, context_settings=HELP_NAMES,
+                        help="List or remove training work dirs (checkpoints).")
 app.add_typer(cache_app, name="cache")
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value")]
@@ -25,6 +31,47 @@ ParallelOption = Annotated[bool, typer.Option(help="Train beside other runs inst
                                                    "(recorded as exclusive: false; timings then share cores)")]
 BudgetOption = Annotated[float | None, typer.Option(help="Stop training after this many minutes, then evaluate and "
                                                          "record (0 = no budget, as in bench.toml)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts) instead "
+                                                         "of text; progress goes to stderr")]
+ResultsDirOption = Annotated[Path | None, typer.Option(help="Records folder (default results/)")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("recbench")
+        except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+            version = "unknown (not installed)"
+        typer.echo(f"bench (recbench) {version}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit")] = False,
+) -> None:
+    """recbench: LLM-based sequential recommenders on shared Amazon splits, full ranking."""
+
+
+def _echo_json(value: object) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _stderr(message: str) -> None:
+    """Progress lines when stdout carries JSON."""
+    typer.echo(message, err=True)
+
+
+def ordered_metrics(metrics: dict[str, float]) -> list[tuple[str, float]]:
+    """NDCG then HR, each by increasing K (a plain sort puts hr@10 before hr@5)."""
+    def key(item: tuple[str, float]) -> tuple[int, str, int]:
+        name, _, k = item[0].partition("@")
+        return ({"ndcg": 0, "hr": 1}.get(name, 2), name, int(k) if k.isdigit() else 0)
+
+    return sorted(metrics.items(), key=key)
 
 
 def _config():
@@ -34,21 +81,35 @@ def _config():
 
 
 @app.command("list")
-def list_command() -> None:
-    """List registered methods and dataset cards."""
+def list_command(json_: JsonOption = False) -> None:
+    """List registered methods, their presets (with bench.toml's comment on each) and dataset cards."""
+    from bench.config import config_path
     from bench.data.cards import card_names
+    from bench.presets import preset_descriptions
     from bench.registry import method_registry
 
     config = _config()
     registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
+    described = preset_descriptions(config_path())
+    presets = {method: {name: described.get((method, name), "")
+                        for name in sorted((config.get(method) or {}).get("presets", {}))}
+               for method in registry.names()}
+    if json_:
+        _echo_json({"methods": registry.names(), "presets": {m: p for m, p in presets.items() if p},
+                    "datasets": card_names()})
+        return
     typer.echo("methods:  " + ", ".join(registry.names()))
     typer.echo("datasets: " + ", ".join(card_names()))
+    typer.echo("presets (--preset NAME):")
+    for method, named in presets.items():
+        for name, text in named.items():
+            typer.echo(f"  {method + '.' + name:<24} {text}".rstrip())
 
 
 def _print_record(outcome) -> None:
     record = outcome.record
     status = "reused" if outcome.reused else "recorded"
-    metrics = "  ".join(f"{key}={value:.4f}" for key, value in sorted(record["metrics"].items()))
+    metrics = "  ".join(f"{key}={value:.4f}" for key, value in ordered_metrics(record["metrics"]))
     typer.echo(f"{record['method']} on {record['dataset']} ({record.get('eval_target', 'test')}): {metrics}")
     typer.echo(f"train {record['train_seconds']:.1f}s, {record['samples_per_sec']:.1f} samples/s, "
                f"peak {record['peak_memory_mb']:.0f} MB; {status} at {outcome.path}")
@@ -74,8 +135,10 @@ def run_command(
     parallel: ParallelOption = False,
     allow_count_mismatch: Annotated[bool, typer.Option(help="Run although the data's counts differ from the "
                                                              "card's expected counts (recorded)")] = False,
+    json_: JsonOption = False,
 ) -> None:
-    """Train (or reuse) one method on one dataset, evaluate by full ranking, record the result."""
+    """Train (or reuse) one method on one dataset, evaluate by full ranking, record the result. --json prints
+    {"path", "status", "record"} (a list with --seeds; --dry-run: {"path", "recorded"})."""
     from bench.distributed import is_main
     from bench.run import checked_config, run
     from bench.validate import check_seed
@@ -94,32 +157,40 @@ def run_command(
             checked_config(config, method, overrides=set_ or [], preset=preset, model=model, device=device, seed=each,
                            max_train_minutes=max_train_minutes)
     recorded = True
+    documents = []
     for each in chosen:
         outcome = run(method, dataset, overrides=set_ or [], preset=preset, model=model, device=device, seed=each,
                       force=force, max_train_minutes=max_train_minutes, results_dir=results_dir, threads=threads,
-                      dry_run=dry_run, parallel=parallel, allow_count_mismatch=allow_count_mismatch)
-        if dry_run:
+                      dry_run=dry_run, parallel=parallel, allow_count_mismatch=allow_count_mismatch,
+                      **({"log": _stderr} if json_ else {}))
+        recorded = recorded and outcome.reused
+        if json_:
+            documents.append({"path": str(outcome.path), "recorded": outcome.reused} if dry_run else
+                             {"path": str(outcome.path), "status": "reused" if outcome.reused else "recorded",
+                              "record": outcome.record})
+        elif dry_run:
             typer.echo(f"{'recorded' if outcome.reused else 'not recorded'}: {outcome.path}")
-            recorded = recorded and outcome.reused
         elif is_main():  # under torchrun, rank 0 speaks for all
             _print_record(outcome)
+    if json_ and is_main():
+        _echo_json(documents if seeds is not None else documents[0])
     if dry_run:
         raise typer.Exit(0 if recorded else 1)
 
 
 @app.command("sweep")
 def sweep_command(
-    method: Annotated[str, typer.Option()],
-    dataset: Annotated[str, typer.Option()],
+    method: Annotated[str, typer.Option(help="Method name (see `bench list`)")],
+    dataset: Annotated[str, typer.Option(help="Dataset card name (see `bench list`)")],
     grid: Annotated[list[str], typer.Option(help="section.key=v1,v2,... (repeatable: cartesian product)")],
     set_: SetOption = None,
-    preset: str | None = None,
-    model: str | None = None,
-    device: str = "cpu",
-    seed: int = 0,
-    force: bool = False,
+    preset: Annotated[str | None, typer.Option(help="Named preset from bench.toml, applied to every point")] = None,
+    model: Annotated[str | None, typer.Option(help="Backbone: 'smollm2' (embedded) or a local HF model dir")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Run seed of every point (0 to 2^32 - 1)")] = 0,
+    force: Annotated[bool, typer.Option(help="Re-run points that already have an identical record")] = False,
     max_train_minutes: BudgetOption = None,
-    results_dir: Path | None = None,
+    results_dir: Annotated[Path | None, typer.Option(help="Where records go (default results/)")] = None,
     threads: ThreadsOption = None,
 ) -> None:
     """Run a grid of configs; each point is its own record (finished points are reused). Every point is
@@ -234,13 +305,17 @@ def backbone_random(
 
 
 @cache_app.command("ls")
-def cache_ls() -> None:
+def cache_ls(json_: JsonOption = False) -> None:
     """Every run's work dir with its size, and whether its record exists (else it is a resume point)."""
     from bench.cache import work_dirs
     from bench.run import run_paths
 
     paths = run_paths(_config())
     entries = work_dirs(paths.cache_dir, paths.results_dir)
+    if json_:
+        _echo_json([{"path": str(e.path), "dataset": e.dataset, "run": e.run, "bytes": e.bytes,
+                     "recorded": e.recorded} for e in entries])
+        return
     for entry in entries:
         state = "recorded" if entry.recorded else "unfinished (resumable)"
         typer.echo(f"{entry.bytes / 2**20:9.1f} MB  {entry.dataset}/{entry.run}  {state}")
@@ -251,12 +326,31 @@ def cache_ls() -> None:
 @cache_app.command("clean")
 def cache_clean(
     all_: Annotated[bool, typer.Option("--all", help="Also remove unfinished runs' resume points")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be removed")] = False,
 ) -> None:
-    """Remove the work dirs of runs whose record exists (records, datasets and backbones stay)."""
-    from bench.cache import clean
+    """Remove the work dirs of runs whose record exists (records, datasets and backbones stay). Asks first
+    (or --yes): a recorded run's work dir holds the trained weights `bench rescore` and `speed --trained` need."""
+    from bench.cache import clean, work_dirs
     from bench.run import run_paths
 
     paths = run_paths(_config())
+    doomed = [e for e in work_dirs(paths.cache_dir, paths.results_dir) if e.recorded or all_]
+    size = f"{len(doomed)} work dirs, {sum(e.bytes for e in doomed) / 2**20:.1f} MB"
+    if dry_run:
+        for entry in doomed:
+            typer.echo(f"{entry.bytes / 2**20:9.1f} MB  {entry.dataset}/{entry.run}  "
+                       f"{'recorded' if entry.recorded else 'unfinished (resumable)'}")
+        typer.echo(f"would remove {size}")
+        return
+    if doomed and not yes:
+        warning = (f"remove {size}? Their trained weights go too: `bench rescore` and `bench speed --trained` "
+                   "need them" + ("; unfinished runs lose their resume points" if all_ else ""))
+        if not sys.stdin.isatty():
+            raise BenchError(f"cache clean would {warning}. Pass --yes to remove them (--dry-run lists them)")
+        if not typer.confirm(warning[0].upper() + warning[1:], default=False):
+            typer.echo("nothing removed")
+            return
     removed = clean(paths.cache_dir, paths.results_dir, include_unfinished=all_)
     typer.echo(f"removed {len(removed)} work dirs, {sum(e.bytes for e in removed) / 2**20:.1f} MB")
 
@@ -265,6 +359,7 @@ def cache_clean(
 def leaderboard_command(
     results_dir: Annotated[Path | None, typer.Option(help="Records folder (default results/)")] = None,
     strict: Annotated[bool, typer.Option(help="Fail on a corrupt record instead of skipping it")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the files written, not the tables")] = False,
 ) -> None:
     """Build results/leaderboard.md, .csv, plots/ and README.md from recorded runs and speed records."""
     from bench.leaderboard import write_leaderboard
@@ -274,18 +369,21 @@ def leaderboard_command(
     paths = run_paths(_config(), results_dir)
     check_writable(paths.results_dir)  # before the records are read and the plots drawn
     written = write_leaderboard(paths.results_dir, strict=strict)
-    typer.echo(written.markdown_text)
+    if not quiet:
+        typer.echo(written.markdown_text)
     for path in written.paths:
         typer.echo(f"wrote {path}")
 
 
 @app.command("compare")
 def compare_command(
-    a: Annotated[str, typer.Argument(help="A record file, or a method label with --dataset (e.g. sasrec_native)")],
-    b: Annotated[str, typer.Argument(help="The other run, the same way")],
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="A record file, or a method label with --dataset "
+                                                              "(e.g. sasrec_native)")],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="The other run, the same way")],
     dataset: Annotated[str | None, typer.Option(help="Dataset whose records the labels name")] = None,
     position: Annotated[str | None, typer.Option(help="test or valid (default: A's reported position)")] = None,
     results_dir: Annotated[Path | None, typer.Option(help="Records folder (default results/)")] = None,
+    json_: JsonOption = False,
 ) -> None:
     """Paired comparison of two runs on the same requests: differences, their CIs and p-values, and how
     many requests each wins."""
@@ -294,11 +392,59 @@ def compare_command(
     from bench.run import run_paths
 
     paths = run_paths(_config(), results_dir)
-    first = resolve_record(a, paths.results_dir, dataset)
-    second = resolve_record(b, paths.results_dir, dataset)
+    first = resolve_record(run_a, paths.results_dir, dataset)
+    second = resolve_record(run_b, paths.results_dir, dataset)
     result = compare(first, second, position)
+    if json_:
+        _echo_json({"a": {"label": method_label(first[1]), "record": str(first[0])},
+                    "b": {"label": method_label(second[1]), "record": str(second[0])}, **result})
+        return
     typer.echo("\n".join(render(f"{method_label(first[1])} ({first[0].name})",
                                 f"{method_label(second[1])} ({second[0].name})", result)))
+
+
+@app.command("show")
+def show_command(
+    record: Annotated[str, typer.Argument(metavar="RECORD", help="A record file, or a method label with --dataset")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset whose records the label names")] = None,
+    results_dir: ResultsDirOption = None,
+) -> None:
+    """One record, readably: what ran, its metrics in K order, how training ended, time and memory."""
+    from bench.compare import resolve_record
+    from bench.leaderboard import method_label
+    from bench.run import run_paths
+
+    path, found = resolve_record(record, run_paths(_config(), results_dir).results_dir, dataset)
+    typer.echo("\n".join(render_record(path, found, method_label(found))))
+
+
+def render_record(path: Path, record: dict, label: str) -> list[str]:
+    """The facts a reader asks of one run first, in the order they ask; everything else is in the JSON."""
+    from bench.demo import training_text
+
+    sub = record.get("subsample") or {}
+    info = record.get("method_info") or {}
+    own = record.get("config", {}).get(record["method"]) or {}
+    total, calls = record.get("train_seconds_total"), record.get("training_calls")
+    lines = [f"{label} on {record['dataset']}  ({path})",
+             f"scored:     {record.get('eval_target', 'test')} position, {record.get('num_eval_requests', '?')} "
+             f"requests" + (f" (subsample of {sub['eval_requests_total']:,})" if sub.get("eval_requests") else "")
+             + (", history masked" if record.get("mask_history") else ""),
+             "metrics:    " + "  ".join(f"{k}={v:.4f}" for k, v in ordered_metrics(record.get("metrics") or {})),
+             f"training:   {training_text(record)}"
+             + (f"; train subsample {sub['train']}" if sub.get("train") else ""),
+             f"time:       train {record.get('train_seconds')} s this call"
+             + (f", {total} s over {calls or '?'} calls" if total is not None and calls not in (None, 1) else "")
+             + f"; evaluation {record.get('eval_seconds')} s, {record.get('samples_per_sec')} samples/s",
+             f"memory:     inference peak {record.get('peak_memory_mb')} MB, training peak "
+             f"{record.get('train_peak_memory_mb')} MB",
+             f"run:        seed {record.get('seed')}, device {record.get('device')}, budget "
+             f"{record.get('max_train_minutes') or 'none'} min, config hash {record.get('config_hash')}",
+             f"made:       {record.get('created')} at {record.get('git_rev')}",
+             "settings:   " + (", ".join(f"{k}={v}" for k, v in sorted(own.items())) or "none")]
+    if info.get("deviations"):
+        lines.append(f"deviations: {info['deviations']}")
+    return lines
 
 
 @app.command("rescore")
@@ -368,8 +514,8 @@ def smoke_command(
     smoke([m.strip() for m in methods.split(",") if m.strip()], device, model=model, log=typer.echo)
 
 
-DEMO_NOTE = ("Rows on 256 users (1 epoch, a few optimizer steps) are near chance by design; the full-data\n"
-             "CPU CoVE row is cove[cpu,id-only]. Every table and the published numbers: results/README.md")
+DEMO_NOTE = ("Each method's strongest converged record on these requests (the demo's own runs, or better ones\n"
+             "recorded here); every row and the published numbers: results/README.md")
 
 
 BASELINES = ("pop", "sasrec_native", "gru4rec", "sasrec")
@@ -383,6 +529,8 @@ def baselines_command(
     seed: int = 0,
     max_train_minutes: Annotated[float | None, typer.Option(help="Budget per method in minutes (default or 0: "
                                                                  "none, i.e. train to early stopping)")] = None,
+    results_dir: Annotated[Path | None, typer.Option(help="Where records go (default results/)")] = None,
+    force: Annotated[bool, typer.Option(help="Re-run methods that already have an identical record")] = False,
 ) -> None:
     """The ID baselines to compare a new method against, trained one after another to early stopping
     (cheapest first; recorded runs are reused, interrupted RecBole and native SASRec runs resume)."""
@@ -400,10 +548,11 @@ def baselines_command(
     records = []
     for name in names:
         typer.echo(f"== {name} on {dataset}")
-        outcome = run(name, dataset, config=config, threads=threads, seed=seed, max_train_minutes=max_train_minutes)
+        outcome = run(name, dataset, config=config, threads=threads, seed=seed, max_train_minutes=max_train_minutes,
+                      results_dir=results_dir, force=force)
         _print_record(outcome)
         records.append(outcome.record)
-    written = write_leaderboard(run_paths(config).results_dir)
+    written = write_leaderboard(run_paths(config, results_dir).results_dir)
     typer.echo("\n".join(render_compact(records)))
     typer.echo(f"full tables: {written.paths[0]}")
 
@@ -412,8 +561,10 @@ def baselines_command(
 def demo_command(
     only: Annotated[str | None, typer.Option(help="Comma-separated subset of the [demo] methods")] = None,
 ) -> None:
-    """The main job: run (or reuse) the [demo] runs of bench.toml on real data and print the table."""
-    from bench.leaderboard import render_compact, write_leaderboard
+    """The main job: run (or reuse) the [demo] runs of bench.toml on real data and print the table once."""
+    from bench.demo import choose_rows, render_demo
+    from bench.leaderboard import write_leaderboard
+    from bench.results import iter_records
     from bench.run import run, run_paths
 
     config = _config()
@@ -433,21 +584,21 @@ def demo_command(
         return run(entry["method"], dataset, overrides=entry.get("set", []), preset=entry.get("preset"),
                    max_train_minutes=entry.get("max_train_minutes"), config=config, dry_run=dry_run)
 
-    recorded = [o.record for o in (demo_run(e, dry_run=True) for e in entries) if o.reused]
     missing = [e["method"] for e in entries if not demo_run(e, dry_run=True).reused]
-    typer.echo(f"== demo on {dataset}: {len(recorded)} of {len(entries)} runs recorded"
+    typer.echo(f"== demo on {dataset}: {len(entries) - len(missing)} of {len(entries)} runs recorded"
                + (f"; to run: {', '.join(missing)}" if missing else ""))
-    if recorded:
-        typer.echo("\n".join(render_compact(recorded)))
     records = []
     for entry in entries:
         outcome = demo_run(entry)
         if not outcome.reused:
             _print_record(outcome)
         records.append(outcome.record)
-    written = write_leaderboard(run_paths(config).results_dir)
-    typer.echo(f"\n== demo on {dataset}: every run recorded")
-    typer.echo("\n".join(render_compact(records)))
+    results_dir = run_paths(config).results_dir
+    written = write_leaderboard(results_dir)
+    table = choose_rows(records, [record for _, record in iter_records(results_dir)])
+    if missing:
+        typer.echo(f"\n== demo on {dataset}: every run recorded")
+    typer.echo("\n".join(render_demo(table)))
     typer.echo(DEMO_NOTE)
     typer.echo(f"full tables: {written.paths[0]}")
 

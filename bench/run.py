@@ -286,6 +286,25 @@ def backbone_identity(section: dict[str, Any]) -> dict[str, str] | None:
     return model_identity(section["model"])
 
 
+def training_totals(described: dict[str, Any], this_call: float) -> dict[str, Any]:
+    """Training seconds over every call that trained this run, and how many calls: a resumed run's own
+    `train_seconds` is only its last call's stopwatch, which undersells what the run cost. Taken from
+    what the method reports (CoVE's cumulative seconds, the epoch loop's calls and per-epoch seconds);
+    a run that says it did not resume is one call of `this_call` seconds; else null (not known)."""
+    training = described.get("training") if isinstance(described.get("training"), dict) else {}
+    resumed = (described.get("resumed_after_epoch") is not None or training.get("resumed_after_epoch") is not None
+               or bool(training.get("resumed")) or bool(described.get("loaded_finished_training")))
+    calls = described.get("training_calls")
+    total = training.get("train_seconds_all_calls")  # CoVE: the trainer's own cumulative clock
+    if total is None and calls and calls > 1 and described.get("seconds_per_epoch") is not None:
+        # The epoch loop's clock (validation included) over all calls, from its per-epoch training seconds
+        total = described["seconds_per_epoch"] * (described.get("epochs_run") or 0) + (
+            described.get("validate_seconds") or 0.0)
+    if not resumed:  # one call trained all of it: its stopwatch is the whole cost (setup included)
+        return {"train_seconds_total": this_call, "training_calls": 1 if calls in (None, 1) else calls}
+    return {"train_seconds_total": round(total, 3) if total is not None else None, "training_calls": calls}
+
+
 def train_and_evaluate(
     method_cls: Any,
     method: str,
@@ -380,6 +399,7 @@ def train_and_evaluate(
         "num_valid_requests": len(valid_cases),
         "selection": {"requests": selection_text, "num_requests": len(valid_cases)},
         "train_seconds": round(train_watch.seconds, 3),
+        **training_totals(described, round(train_watch.seconds, 3)),
         "eval_seconds": round(result.seconds, 3),
         "wall_seconds": round(time.time() - started, 3),
         "samples_per_sec": round(result.samples_per_sec, 3),

@@ -231,10 +231,74 @@ def test_cache_ls_and_clean_keep_resume_points(isolated: Path):
     (unfinished / "cove_last.safetensors").write_bytes(b"x" * 1000)
     listing = bench("cache", "ls").stdout
     assert "tiny/cove-0123456789ab  unfinished (resumable)" in listing and "recorded" in listing
-    cleaned = bench("cache", "clean")
+    listed = json.loads(bench("cache", "ls", "--json").stdout)
+    assert sorted(e["recorded"] for e in listed) == [False, True] and all(e["bytes"] > 0 for e in listed)
+    cleaned = bench("cache", "clean", "--yes")
     assert cleaned.returncode == 0 and cleaned.stdout.startswith("removed 1 work dirs")
     assert unfinished.exists() and list((isolated / "results" / "runs" / "tiny").glob("sasrec-*.json"))
-    assert bench("cache", "clean", "--all").stdout.startswith("removed 1 work dirs") and not unfinished.exists()
+    assert bench("cache", "clean", "--all", "--yes").stdout.startswith("removed 1 work dirs")
+    assert not unfinished.exists()
+
+
+def test_cache_clean_asks_first_and_dry_run_removes_nothing(isolated: Path):
+    """The work dirs hold the weights `rescore` and `speed --trained` need: no silent removal."""
+    assert bench("run", "--method", "sasrec", "--dataset", "tiny", "--set", "sasrec.epochs=1").returncode == 0
+    work = isolated / "cache" / "work" / "tiny"
+    before = sorted(work.iterdir())
+    dry = bench("cache", "clean", "--dry-run")
+    assert dry.returncode == 0 and "would remove 1 work dirs" in dry.stdout and sorted(work.iterdir()) == before
+    refused = subprocess.run([sys.executable, "-m", "bench.cli", "cache", "clean"], cwd=REPO, capture_output=True,
+                             text=True, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and "--yes" in refused.stderr and "rescore" in refused.stderr
+    assert sorted(work.iterdir()) == before
+
+
+def test_version_and_short_help():
+    version = bench("--version")
+    assert version.returncode == 0 and version.stdout.startswith("bench (recbench) ")
+    for args in (("-h",), ("run", "-h"), ("cache", "clean", "-h")):
+        shown = bench(*args)
+        assert shown.returncode == 0 and shown.stdout.startswith("Usage: bench"), args
+
+
+def test_list_shows_presets_with_their_bench_toml_comment():
+    listed = bench("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "cove.paper" in listed.stdout and "The authors' scripts" in listed.stdout
+    assert "bigrec.few_shot" in listed.stdout and "few-shot setting" in listed.stdout
+    document = json.loads(bench("list", "--json").stdout)
+    assert "cove" in document["methods"] and "tiny" in document["datasets"]
+    assert document["presets"]["tiger"]["small_t5"].startswith("A 0.28M-parameter T5")
+
+
+def test_every_sweep_option_has_help_and_compare_usage_names_its_runs():
+    import re
+
+    sweep = bench("sweep", "--help").stdout
+    options = re.findall(r"^\s+(--[a-z-]+)(.*)$", sweep, flags=re.M)
+    assert len(options) >= 12 and all(rest.split(maxsplit=1)[1:] for _, rest in options), options
+    # typer writes a required argument as {NAME}
+    assert "Usage: bench compare [OPTIONS] {RUN_A} {RUN_B}" in bench("compare", "--help").stdout
+
+
+def test_run_json_show_and_metrics_in_k_order(isolated: Path):
+    result = bench("run", "--method", "pop", "--dataset", "tiny", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["status"] == "recorded" and document["record"]["method"] == "pop"
+    assert json.loads(bench("run", "--method", "pop", "--dataset", "tiny", "--json").stdout)["status"] == "reused"
+    dry = json.loads(bench("run", "--method", "pop", "--dataset", "tiny", "--dry-run", "--json").stdout)
+    assert dry["recorded"] is True
+    text = bench("run", "--method", "pop", "--dataset", "tiny").stdout
+    order = [part.split("=")[0] for part in text.splitlines()[0].split(": ", 1)[1].split()]
+    assert order == ["ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20"]
+    shown = bench("show", document["path"])
+    assert shown.returncode == 0 and shown.stdout.startswith("pop on tiny")
+    assert "metrics:    ndcg@5=" in shown.stdout and "hr@5=" in shown.stdout.split("hr@10")[0]
+    by_label = bench("show", "pop", "--dataset", "tiny")
+    assert by_label.stdout == shown.stdout
+    quiet = bench("leaderboard", "--quiet")
+    assert quiet.returncode == 0 and quiet.stdout.startswith("wrote ") and "# Leaderboard" not in quiet.stdout
 
 
 def test_hash_neutral_keys_at_their_neutral_value_keep_the_hash():
@@ -268,18 +332,44 @@ def test_make_demo_reuses_every_committed_record(real_data_dir: Path):
         assert outcome.reused, f"{entry['method']}: {outcome.path.name} is not committed"
 
 
-def test_demo_prints_its_compact_table_first_and_last(real_data_dir: Path, tmp_path: Path):
+def test_demo_prints_one_table_of_converged_rows_with_budget_cuts_marked(real_data_dir: Path, tmp_path: Path):
+    """Issue 23 item 8: the table once; each method's strongest converged row (sasrec_native included, the
+    converged gru4rec over the demo's 40-minute one); a budget-cut row says so; 256-user rows no better
+    than pop are left out of the demo's table (the leaderboard keeps them)."""
     import shutil
 
     shutil.copytree(REPO / "results", tmp_path / "results")  # the demo rewrites the tables it reads from
     result = bench("demo", env={"BENCH_RESULTS_DIR": str(tmp_path / "results")})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("== demo on beauty: 6 of 6 runs recorded")
+    assert lines[0].startswith("== demo on beauty: 7 of 7 runs recorded")
     assert all(len(line) <= 100 for line in lines)
-    rows = [line.split()[0] for line in lines if line.strip()]
-    assert rows.count("cove[default]") == 2 and rows.count("cove[cpu,id-only]") == 2  # first and last
-    assert "near chance by design" in result.stdout and lines[-1].startswith("full tables:")
+    rows = {line.split()[0]: line for line in lines if line.split() and line.split()[1:2] == ["full"]}
+    assert [line.split()[0] for line in lines].count("method") == 1  # printed once
+    assert {"pop", "sasrec_native", "gru4rec", "sasrec"} <= set(rows)
+    assert "CUT 40 min, 3/200 ep" in rows["sasrec"] and "early stop, 24/200 ep" in rows["gru4rec"]
+    assert not any("256/22,363 req" in line for line in lines[:len(rows) + 2])
+    assert "Not shown (HR@10 not significantly above pop's" in result.stdout
+    assert lines[-1].startswith("full tables:")
+
+
+def test_demo_rows_keep_a_subsample_row_only_when_it_beats_pop():
+    from bench.demo import choose_rows
+
+    def record(method: str, hr: float, n: int, **extra: object) -> dict:
+        return {"method": method, "dataset": "d", "split_hash": "s", "eval_target": "test", "mask_history": False,
+                "metrics": {"ndcg@10": hr / 2, "hr@10": hr}, "num_eval_requests": n, "config_hash": method + str(n),
+                **extra}
+
+    pop = record("pop", 0.015, 20000)
+    sub = {"eval_requests": 256, "eval_requests_total": 20000}
+    near = record("cove", 0.0, 256, subsample=sub)
+    strong = record("bigrec", 0.2, 256, subsample=sub)
+    cut = record("gru4rec", 0.06, 20000, method_info={"stopped_by": "max_train_minutes"})
+    done = record("gru4rec", 0.05, 20000, method_info={"stopped_by": "early_stopping"}, config_hash="g2")
+    table = choose_rows([pop, near, strong, cut], [pop, near, strong, cut, done])
+    assert [r["method"] for r in table.rows] == ["bigrec", "gru4rec", "pop"] and table.rows[1] is done
+    assert table.left_out == [near] and table.replaced == [(cut, done)]
 
 
 def test_baselines_train_one_after_another_and_refuse_unknown_names(isolated: Path):
@@ -291,6 +381,12 @@ def test_baselines_train_one_after_another_and_refuse_unknown_names(isolated: Pa
     native = records["sasrec_native"]["method_info"]
     assert native["stopped_by"] in ("early_stopping", "epochs") and native["epochs_run"] >= 1
     assert records["sasrec_native"]["exclusive"] is True and records["sasrec_native"]["hardware"]["torch_threads"] == 1
+    elsewhere = bench("baselines", "--dataset", "tiny", "--only", "pop", "--results-dir", str(isolated / "other"))
+    assert elsewhere.returncode == 0 and "recorded at" in elsewhere.stdout  # not reused from results/
+    assert list((isolated / "other" / "runs" / "tiny").glob("pop-*.json"))
+    again = bench("baselines", "--dataset", "tiny", "--only", "pop", "--results-dir", str(isolated / "other"),
+                  "--force")
+    assert again.returncode == 0 and "recorded at" in again.stdout
     bad = bench("baselines", "--dataset", "tiny", "--only", "bert4rec")
     assert bad.returncode == 2 and "expected some of pop, sasrec_native, gru4rec, sasrec" in bad.stderr
 
@@ -311,6 +407,9 @@ def test_compare_two_runs_request_by_request(isolated: Path):
     assert "A = sasrec_native" in result.stdout and "paired request by request" in result.stdout
     lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith(("ndcg@", "hr@"))}
     assert set(lines) == {"ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20"}
+    document = json.loads(bench("compare", "sasrec_native", "pop", "--dataset", "tiny", "--json").stdout)
+    assert document["a"]["label"].startswith("sasrec_native") and document["requests"] == 40
+    assert document["metrics"]["hr@10"]["difference"] == pytest.approx(float(lines["hr@10"][3]), abs=1e-4)
     # Everything checked against values computed here from the stored ranks, not from the printed table.
     folder = isolated / "results" / "runs" / "tiny"
     ranks = {}

@@ -439,3 +439,40 @@ def test_every_run_with_the_same_max_eval_users_ranks_the_same_requests(isolated
         outcome = run("pop", "tiny", overrides=["eval.max_eval_users=10"], seed=seed, progress=False)
         indices.append(load_ranks(outcome.path, outcome.record)["test"][0].tolist())
     assert indices[0] == indices[1] and len(set(indices[0])) == 10 and indices[0] != list(range(10))
+
+
+def test_a_resumed_run_records_its_training_time_over_every_call(isolated: Path):
+    """`train_seconds` is the last call's stopwatch; `train_seconds_total` and `training_calls` cover the calls
+    that trained the run (here: one interrupted after its first epoch, one that resumed)."""
+    from bench.config import load_config
+
+    config = load_config()
+    overrides = ["sasrec_native.epochs=3", "sasrec_native.patience=0"]
+
+    def stop_after_first_epoch(message: str) -> None:
+        if "epoch 2 loss" in message:  # logged before epoch 2 is saved: resumes after epoch 1
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run("sasrec_native", "tiny", overrides=overrides, config=config, progress=False, threads=1,
+            log=stop_after_first_epoch)
+    resumed = run("sasrec_native", "tiny", overrides=overrides, config=config, progress=False, threads=1,
+                  log=lambda message: None).record
+    assert resumed["method_info"]["resumed_after_epoch"] == 1 and resumed["training_calls"] == 2
+    assert resumed["train_seconds_total"] > 0
+    info = resumed["method_info"]
+    assert resumed["train_seconds_total"] == pytest.approx(
+        info["seconds_per_epoch"] * info["epochs_run"] + info["validate_seconds"], abs=1e-3)
+    fresh = run("pop", "tiny", config=config, progress=False).record
+    assert fresh["training_calls"] == 1 and fresh["train_seconds_total"] == fresh["train_seconds"]
+
+
+def test_training_totals_come_from_what_the_method_reports():
+    from bench.run import training_totals
+
+    cove = {"training": {"resumed_after_epoch": 0, "train_seconds_all_calls": 812.5}}
+    assert training_totals(cove, 300.0) == {"train_seconds_total": 812.5, "training_calls": None}
+    recbole_loaded = {"resumed_after_epoch": None, "loaded_finished_training": True}
+    assert training_totals(recbole_loaded, 2.0) == {"train_seconds_total": None, "training_calls": None}
+    assert training_totals({"training": {"resumed": False}}, 5.0) == {"train_seconds_total": 5.0,
+                                                                      "training_calls": 1}

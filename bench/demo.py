@@ -1,0 +1,142 @@
+"""`bench demo`'s table: the strongest converged row of each [demo] method, budget-cut rows marked.
+
+The demo's own runs are cheap stand-ins (40-minute budgets, 256-user subsamples); a reader of the table
+wants each method at its best comparable record, and must see when a row stopped at a budget rather
+than converging. Subsample rows that cannot be told apart from popularity say nothing about a method,
+so they stay in the leaderboard only.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any
+
+Record = dict[str, Any]
+Z95 = 1.959964  # two-sided 95 %
+
+
+def stopped_by(record: Record) -> str | None:
+    info = record.get("method_info") or {}
+    nested = info.get("training") if isinstance(info.get("training"), dict) else {}
+    return info.get("stopped_by", nested.get("stopped_by"))
+
+
+def budget_cut(record: Record) -> bool:
+    """Training was stopped by its time budget, not by early stopping or its epoch count."""
+    return stopped_by(record) == "max_train_minutes"
+
+
+def epochs_text(record: Record) -> str:
+    info = record.get("method_info") or {}
+    nested = info.get("training") if isinstance(info.get("training"), dict) else {}
+    ran = info.get("epochs_run", nested.get("epochs_done", nested.get("epochs_completed")))
+    most = info.get("epochs_max", (record.get("config", {}).get(record["method"]) or {}).get("epochs"))
+    if ran is None:
+        return ""
+    return f"{ran}/{most} ep" if most is not None else f"{ran} ep"
+
+
+def training_text(record: Record) -> str:
+    """How training ended, short enough for the demo's training column; a budget cut is marked `CUT`."""
+    epochs = epochs_text(record)
+    if budget_cut(record):
+        minutes = record.get("max_train_minutes") or (record.get("method_info") or {}).get("max_train_minutes")
+        budget = f"{minutes:g} min" if minutes else "budget"
+        return f"CUT {budget}, {epochs}".rstrip(", ")
+    endings = {"early_stopping": "early stop", "patience": "early stop", "epochs": "max epochs"}
+    why = endings.get(stopped_by(record) or "")
+    return ", ".join(part for part in (why, epochs) if part) or "–"
+
+
+def train_seconds(record: Record) -> float | None:
+    """Every call's training time where the record has it (a resumed run's own is its last call's)."""
+    total = record.get("train_seconds_total")
+    return total if total is not None else record.get("train_seconds")
+
+
+def hr10_lower_bound(record: Record) -> float:
+    """Wilson 95 % lower bound of HR@10 over the record's requests."""
+    n = int(record.get("num_eval_requests") or 0)
+    if n == 0:
+        return 0.0
+    p = round(record["metrics"].get("hr@10", 0.0) * n) / n
+    z2 = Z95 * Z95
+    centre = p + z2 / (2 * n)
+    spread = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z2 / n))
+
+
+def comparable(record: Record, reference: Record) -> bool:
+    """Same data, split, scored position and masking: rows a reader may rank against each other."""
+    return all(record.get(key) == reference.get(key)
+               for key in ("dataset", "split_hash", "eval_target", "mask_history"))
+
+
+@dataclass
+class DemoTable:
+    rows: list[Record]
+    replaced: list[tuple[Record, Record]] = field(default_factory=list)  # (demo run, the row shown instead)
+    left_out: list[Record] = field(default_factory=list)  # subsample rows not distinguishable from pop
+
+
+def choose_rows(demo_records: list[Record], all_records: list[Record]) -> DemoTable:
+    """Per [demo] method: its strongest converged full-data record among the comparable ones (else its
+    strongest budget-cut one); the demo's subsample runs only when their HR@10 is significantly above pop's."""
+    if not demo_records:
+        return DemoTable([])
+    reference = demo_records[0]
+    pool = [r for r in all_records if comparable(r, reference) and r.get("metrics")]
+    methods = list(dict.fromkeys(r["method"] for r in demo_records))
+    rows: list[Record] = []
+    for method in methods:
+        full = [r for r in pool if r["method"] == method and not r.get("subsample")]
+        converged = [r for r in full if not budget_cut(r)]
+        if full:
+            rows.append(max(converged or full, key=lambda r: r["metrics"].get("ndcg@10", 0.0)))
+    pop = next((r for r in rows if r["method"] == "pop"), None)
+    table = DemoTable(rows)
+    for record in demo_records:
+        if record.get("subsample"):
+            if pop is None or hr10_lower_bound(record) > pop["metrics"].get("hr@10", 0.0):
+                rows.append(record)
+            else:
+                table.left_out.append(record)
+        elif not any(record is row or record.get("config_hash") == row.get("config_hash") for row in rows):
+            shown = next((r for r in rows if r["method"] == record["method"]), None)
+            if shown is not None:
+                table.replaced.append((record, shown))
+    rows.sort(key=lambda r: -r["metrics"].get("ndcg@10", 0.0))
+    return table
+
+
+def data_text(record: Record) -> str:
+    sub = record.get("subsample") or {}
+    if sub.get("eval_requests"):
+        return f"{sub['eval_requests']:,}/{sub['eval_requests_total']:,} req"
+    return "train subsample" if sub.get("train") else "full"
+
+
+def render_demo(table: DemoTable) -> list[str]:
+    """The demo's table, one line per row (under 100 characters), and what was replaced or left out."""
+    from bench.leaderboard import fmt_number, method_label
+
+    lines = [f"{'method':<21} {'data':<18} {'NDCG@10':>8} {'HR@10':>7} {'training':<21} {'train s':>9} "
+             f"{'samples/s':>9}"]
+    for record in table.rows:
+        metrics = record["metrics"]
+        lines.append(f"{method_label(record)[:21]:<21} {data_text(record)[:18]:<18} {metrics.get('ndcg@10', 0):>8.4f} "
+                     f"{metrics.get('hr@10', 0):>7.4f} {training_text(record)[:21]:<21} "
+                     f"{fmt_number(train_seconds(record)):>9} {fmt_number(record.get('samples_per_sec')):>9}")
+    if any(budget_cut(r) for r in table.rows):
+        lines.append("CUT: training stopped by its time budget, not converged (no converged record of that "
+                     "method yet).")
+    for demo_run, shown in table.replaced:
+        lines.append(f"{method_label(demo_run)}: the demo's run ({training_text(demo_run)}, NDCG@10 "
+                     f"{demo_run['metrics'].get('ndcg@10', 0):.4f}) is shown by the converged record "
+                     f"{shown.get('config_hash')}.")
+    if table.left_out:
+        names = ", ".join(f"{method_label(r)} on {r.get('num_eval_requests')} req" for r in table.left_out)
+        lines.append(f"Not shown (HR@10 not significantly above pop's; in the leaderboard): {names}.")
+    return [part for line in lines for part in (textwrap.wrap(line, 100) or [""])]
