@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,35 @@ def tiny_model_threads() -> int:
     learning tests on another floating-point path, as their robustness check."""
     return int(os.environ.get("BENCH_TEST_THREADS", "1"))
 
+
+
+def start_fitting_run(isolated: Path) -> subprocess.Popen:
+    """`bench run` of a plugin whose fit() sleeps for a minute, returned once it is inside fit(): for
+    tests that interrupt a training (Ctrl-C, SIGTERM) and check what is left behind."""
+    import signal
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parent.parent
+    plugin = isolated / "slowplugin.py"
+    plugin.write_text("import time\nfrom bench.method import Method\n"
+                      "class Slow(Method):\n    name = 'slow'\n"
+                      "    def fit(self, dataset):\n        print('fitting', flush=True)\n        time.sleep(60)\n"
+                      "    def score(self, users, histories):\n        return None\n"
+                      "METHODS = {'slow': 'slowplugin:Slow'}\n")
+    config = isolated / "bench.toml"
+    config.write_text((repo / "bench.toml").read_text().replace('modules = ["methods"]',
+                                                                'modules = ["methods", "slowplugin"]')
+                      + "\n[slow]\n")
+    env = {**os.environ, "BENCH_CONFIG": str(config), "PYTHONPATH": f"{isolated}{os.pathsep}{repo}",
+           "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--method", "slow", "--dataset", "tiny"],
+                               cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               # a runner started in the background (nohup, &) ignores SIGINT, and children
+                               # inherit that: give the CLI the default a user's terminal gives it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert process.stdout is not None
+    deadline = time.time() + 60
+    while "fitting" not in process.stdout.readline():
+        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.stderr else ""
+    return process

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import start_fitting_run
 
 from bench.config import apply_override, method_config
 from bench.errors import BenchError
@@ -164,29 +165,8 @@ def test_dry_run_says_whether_recorded_and_computes_nothing(isolated: Path):
 def test_ctrl_c_exits_130_with_a_message_and_no_record(isolated: Path):
     """A real SIGINT to the CLI process while a method trains (a fit that waits until interrupted)."""
     import signal
-    import time
 
-    plugin = isolated / "slowplugin.py"
-    plugin.write_text("import time\nfrom bench.method import Method\n"
-                      "class Slow(Method):\n    name = 'slow'\n"
-                      "    def fit(self, dataset):\n        print('fitting', flush=True)\n        time.sleep(60)\n"
-                      "    def score(self, users, histories):\n        return None\n"
-                      "METHODS = {'slow': 'slowplugin:Slow'}\n")
-    config = isolated / "bench.toml"
-    config.write_text((REPO / "bench.toml").read_text().replace('modules = ["methods"]',
-                                                                'modules = ["methods", "slowplugin"]')
-                      + "\n[slow]\n")
-    env = {**os.environ, "BENCH_CONFIG": str(config), "PYTHONPATH": f"{isolated}{os.pathsep}{REPO}",
-           "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--method", "slow", "--dataset", "tiny"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                               # a runner started in the background (nohup, &) ignores SIGINT, and children
-                               # inherit that: give the CLI the default a user's terminal gives it
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    assert process.stdout is not None
-    deadline = time.time() + 60
-    while "fitting" not in process.stdout.readline():
-        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.stderr else ""
+    process = start_fitting_run(isolated)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr

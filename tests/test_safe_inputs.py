@@ -8,11 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import start_fitting_run
 
 REPO = Path(__file__).resolve().parent.parent
 BYO = REPO / "datasets" / "fixtures" / "byo"
@@ -227,24 +227,7 @@ def test_sigterm_is_handled_like_ctrl_c(isolated: Path):
     """A real SIGTERM while a method trains: the Ctrl-C message, exit 143, locks released, no record."""
     import fcntl
 
-    plugin = isolated / "slowplugin.py"
-    plugin.write_text("import time\nfrom bench.method import Method\n"
-                      "class Slow(Method):\n    name = 'slow'\n"
-                      "    def fit(self, dataset):\n        print('fitting', flush=True)\n        time.sleep(60)\n"
-                      "    def score(self, users, histories):\n        return None\n"
-                      "METHODS = {'slow': 'slowplugin:Slow'}\n")
-    config = isolated / "bench.toml"
-    config.write_text((REPO / "bench.toml").read_text().replace('modules = ["methods"]',
-                                                                'modules = ["methods", "slowplugin"]')
-                      + "\n[slow]\n")
-    env = {**os.environ, "BENCH_CONFIG": str(config), "PYTHONPATH": f"{isolated}{os.pathsep}{REPO}",
-           "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--method", "slow", "--dataset", "tiny"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert process.stdout is not None
-    deadline = time.time() + 60
-    while "fitting" not in process.stdout.readline():
-        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.stderr else ""
+    process = start_fitting_run(isolated)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 143, stderr
