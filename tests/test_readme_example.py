@@ -37,5 +37,7 @@ def test_the_readme_example_goes_from_raw_files_to_a_leaderboard_row(tmp_path: P
     records = {p.name.split("-")[0]: json.loads(p.read_text()) for p in runs}
     assert set(records) == {"pop", "sasrec_native", "tiger"}
     assert records["tiger"]["method_info"]["semantic_ids"]["text_field_coverage"]["brand"] == 1.0
+    losses = records["tiger"]["method_info"]["epoch_losses"]
+    assert losses[-1] < 0.5 * losses[0]  # the example's settings let TIGER learn (the defaults' warm-up did not)
     leaderboard = (tmp_path / "results" / "leaderboard.md").read_text()
     assert "shop" in leaderboard and "| sasrec_native" in leaderboard
