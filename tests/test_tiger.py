@@ -209,3 +209,38 @@ def test_bf16_decoding_ranks_the_same_top_items_as_fp32(tmp_path: Path):
     finite = torch.isfinite(fp32)
     difference = (fp32[finite] - bf16[finite]).abs().max()
     assert 0 < difference < 0.1  # bf16 really ran (scores moved), within its resolution
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_tiger_run_stopped_between_epochs_resumes_to_the_same_weights(tmp_path: Path):
+    """Stopped after epoch 1's checkpoint was committed (here: inside the second validation), run again:
+    it resumes after epoch 1 and ends at the uninterrupted run's weights; with validate_every = 2 only
+    epochs 2, 4 and the last are validated."""
+    dataset = rule_dataset(num_items=20, num_users=80, length=5, rule="next", seed=1)
+
+    def fitted(work: Path, validate: Any, **settings: Any) -> Any:
+        method = make(work, **{"epochs": 3, "patience": 0, **settings})
+        method.context.validate = validate
+        method.fit(dataset)
+        return method
+
+    straight = fitted(tmp_path / "straight", lambda m: 0.5)
+    calls: list[int] = []
+
+    def stop_at_second(method: Any) -> float:
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupt
+        return 0.5
+
+    with pytest.raises(Interrupt):
+        fitted(tmp_path / "resumed", stop_at_second)
+    resumed = fitted(tmp_path / "resumed", lambda m: 0.5)
+    assert resumed.describe()["resumed_after_epoch"] == 1 and resumed.describe()["training_calls"] == 2
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    sparse = fitted(tmp_path / "sparse", lambda m: 0.5, validate_every=2, epochs=5)
+    assert sparse.describe()["validated_epochs"] == [2, 4, 5]

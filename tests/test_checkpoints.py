@@ -1,0 +1,48 @@
+"""One commit point per epoch: a kill while an epoch's files are written leaves the previous epoch's state
+whole, and a finished commit names only files that exist."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import checkpoints
+from bench.checkpoints import CheckpointDir, committed_file
+
+
+def writer(text: str):  # noqa: ANN201 - a file writer for CheckpointDir.commit
+    return lambda path: path.write_text(text)
+
+
+def test_a_kill_before_the_state_is_replaced_leaves_the_previous_epoch_whole(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch):
+    store = CheckpointDir(tmp_path)
+    store.commit({"epochs_done": 1}, "e0001", {"last": (".pt", writer("one")), "best": (".pt", writer("best1"))})
+
+    def killed(path: Path, text: str) -> None:
+        raise KeyboardInterrupt  # the moment after epoch 2's files, before its state
+
+    monkeypatch.setattr(checkpoints, "atomic_write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.commit({"epochs_done": 2}, "e0002", {"last": (".pt", writer("two"))})
+    monkeypatch.undo()
+    state = store.read_state()
+    assert state["epochs_done"] == 1 and store.path(state, "last").read_text() == "one"
+    assert store.path(state, "best").read_text() == "best1"
+    # Epoch 2 again (as a resumed run would): committed, the earlier "last" deleted, "best" kept.
+    store.commit({"epochs_done": 2}, "e0002", {"last": (".pt", writer("two"))})
+    assert committed_file(tmp_path, "last").read_text() == "two" and committed_file(tmp_path, "best").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best-e0001.pt", "last-e0002.pt", "progress.json"]
+    assert json.loads((tmp_path / "progress.json").read_text())["files"] == {"last": "last-e0002.pt",
+                                                                           "best": "best-e0001.pt"}
+
+
+def test_a_legacy_work_dir_is_read_through_its_fixed_names(tmp_path: Path):
+    (tmp_path / "last.pt").write_text("old")
+    (tmp_path / "progress.json").write_text(json.dumps({"epochs_done": 4}))
+    store = CheckpointDir(tmp_path, legacy={"last": "last.pt", "best": "best.pt"})
+    state = store.read_state()
+    assert state["files"] == {"last": "last.pt"} and store.path(state, "last").read_text() == "old"
+    assert store.path(state, "best") is None
