@@ -515,7 +515,8 @@ def test_seeds_record_one_run_each_and_share_a_leaderboard_row(isolated: Path):
     assert sorted(r["seed"] for r in records) == [0, 1]
     board = bench("leaderboard")
     assert board.returncode == 0, board.stderr
-    rows = [line for line in board.stdout.splitlines() if line.startswith("| sasrec_native |")]
+    # The row's label names its --set value.
+    rows = [line for line in board.stdout.splitlines() if line.startswith("| sasrec_native[epochs=2] |")]
     assert len(rows) == 1 and "2 seeds (0, 1)" in rows[0] and " sd " in rows[0]
     mean = sum(r["metrics"]["ndcg@10"] for r in records) / 2
     assert f"{mean:.4f}" in rows[0]
