@@ -15,18 +15,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.results import atomic_write_text
+
 STATE = "progress.json"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(tmp)` then rename over `path`: readers see the old file or the whole new one."""
+    """`write(tmp)` then rename over `path`: readers see the old file or the whole new one (the binary
+    counterpart of bench.results.atomic_write_text, which writes the state)."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class CheckpointDir:

@@ -155,7 +155,7 @@ class EpochTrainer:
                 p["optimizer_steps"] += 1
                 total, examples = total + float(loss.detach()) * count, examples + count
                 if examples:
-                    bar.set_postfix(loss=f"{total / examples:.4f}")
+                    bar.set_postfix(loss=f"{total / examples:.4f}", refresh=False)  # drawn at tqdm's own pace
                 if deadline is not None and past_deadline_everywhere(time.perf_counter() > deadline):
                     out_of_time = True
                     break
