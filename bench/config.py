@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, did_you_mean, shown
-from bench.textfiles import read_text
+from bench.store.textfiles import read_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,6 +15,9 @@ class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, str] = {}
+        # What plugins declare about their methods without importing them (see methods/__init__.py).
+        self.baselines: list[str] = []
+        self.swept_settings: dict[str, str] = {}
 
     def register(self, name: str, target: str) -> None:
         if ":" not in target:
@@ -50,4 +53,11 @@ def method_registry(plugin_modules: Iterable[str] = ("methods",)) -> Registry:
         module = importlib.import_module(module_name)
         for name, target in getattr(module, "METHODS", {}).items():
             registry.register(name, target)
+        registry.baselines += [name for name in getattr(module, "BASELINES", ()) if name not in registry.baselines]
+        registry.swept_settings.update(getattr(module, "SWEPT_SETTINGS", {}))
     return registry
+
+
+def configured_registry(config: dict[str, Any]) -> Registry:
+    """The registry of the plugin modules bench.toml's [plugins] names (default: this repo's methods)."""
+    return method_registry(config.get("plugins", {}).get("modules", ["methods"]))

@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from bench.backbone import load_backbone
 from bench.config import load_config, resolve_path
 from bench.data.prepare import prepare
-from bench.precision import cpu_supports_bf16, store_frozen_in_bf16
+from bench.train.backbone import load_backbone
+from bench.train.precision import cpu_supports_bf16, store_frozen_in_bf16
 from methods.bigrec.generate import generate
 from methods.bigrec.prompts import build_prompt, shorten_title
 

@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from bench.backbone import load_backbone
 from bench.config import load_config, resolve_path
-from bench.precision import cpu_supports_bf16
+from bench.train.backbone import load_backbone
+from bench.train.precision import cpu_supports_bf16
 from methods.cove.model import CoVEModel, attach_lora
 
 

@@ -11,7 +11,7 @@ exact item softmax whose log-sum-exp is chunked past 65,536 items (ItemHead.cros
 Interaction sequences are random (cost does not depend on them); item tokens are mapped to ids
 arithmetically (base vocabulary + item), since adding 10M tokens through a tokenizer alone takes minutes
 and gigabytes. Scoring is the harness's streamed
-ranking (bench.evaluate.streamed_ranks): the hashed head gathers per item chunk, never N x d.
+ranking (bench.runs.evaluate.streamed_ranks): the hashed head gathers per item chunk, never N x d.
 
     .venv/bin/python benchmarks/cove_scale.py --quick                       # tiny random backbone
     .venv/bin/python benchmarks/cove_scale.py --model smollm2 --items 100000 1000000
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from bench.evaluate import ITEM_CHUNK, streamed_ranks
+from bench.runs.evaluate import ITEM_CHUNK, streamed_ranks
 
 BASE_VOCAB = 49152
 
@@ -40,7 +40,7 @@ def rss_mb() -> float:
 
 
 class Scorer:
-    """encode/score_items over a CoVEModel, the protocol bench.evaluate streams."""
+    """encode/score_items over a CoVEModel, the protocol bench.runs.evaluate streams."""
 
     name = "cove"
 
@@ -61,7 +61,7 @@ class Scorer:
 
 
 def one_point(items: int, ratio: int, model_spec: str, batch: int, requests: int, history: int) -> dict:
-    from bench.backbone import load_backbone, tiny_llama
+    from bench.train.backbone import load_backbone, tiny_llama
     from methods.cove.item_layers import item_table_bytes
     from methods.cove.method import item_softmax_form
     from methods.cove.model import CoVEModel, attach_lora
@@ -207,7 +207,7 @@ def earlier_points(out: Path, settings: dict) -> list[dict]:
 
 
 def write(out: Path, points: list[dict], settings: dict) -> None:
-    from bench.results import atomic_write_text, git_revision
+    from bench.store.results import atomic_write_text, git_revision
 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps({"points": sorted(points, key=lambda p: (p["items"], p["ratio"])),
@@ -216,7 +216,7 @@ def write(out: Path, points: list[dict], settings: dict) -> None:
 
 
 def _machine() -> dict:
-    from bench.resources import hardware_info
+    from bench.train.resources import hardware_info
 
     return hardware_info("cpu")
 

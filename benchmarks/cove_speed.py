@@ -22,9 +22,9 @@ import torch
 
 from bench.config import load_config, resolve_path
 from bench.data.prepare import prepare
-from bench.evaluate import evaluate
 from bench.method import RunContext, seed_everything
-from bench.run import subsample_cases
+from bench.runs.evaluate import evaluate
+from bench.runs.run import subsample_cases
 from methods.cove.method import CoVEMethod
 
 

@@ -9,3 +9,9 @@ METHODS: dict[str, str] = {
     "bigrec": "methods.bigrec.method:BIGRecMethod",
     "tiger": "methods.tiger.method:TigerMethod",
 }
+
+# The ID baselines `bench baselines` trains, cheapest first: what a new method is compared against.
+BASELINES: tuple[str, ...] = ("pop", "sasrec_native", "gru4rec", "sasrec")
+
+# The one setting a method's rows are compared over: the leaderboard's "swept" column and sweep plots.
+SWEPT_SETTINGS: dict[str, str] = {"cove": "compression_ratio"}

@@ -32,7 +32,7 @@ import torch
 from bench.data.types import Dataset, EvalCases, Split
 from bench.errors import BenchError
 from bench.method import Method, RunContext, nothing_to_load
-from bench.results import atomic_write_text
+from bench.store.results import atomic_write_text
 from methods import recbole_compat
 
 DATASET_NAME = "bench"
@@ -212,7 +212,7 @@ class _BudgetedBatches:
         self.epoch = self.batches = 0
 
     def __iter__(self) -> Iterator[Any]:
-        from bench.progress import progress_bar
+        from bench.train.progress import progress_bar
 
         self.epoch += 1
         with progress_bar(total=len(self._data), desc=f"{self._desc} epoch {self.epoch}", unit="batch") as bar:

@@ -17,7 +17,7 @@ parts=3
 
 case "${1:-}" in
   split)
-    src=${BENCH_SMOLLM2_GGUF:-$(.venv/bin/python -c 'from bench.backbone import smollm2_gguf; print(smollm2_gguf())')}
+    src=${BENCH_SMOLLM2_GGUF:-$(.venv/bin/python -c 'from bench.train.backbone import smollm2_gguf; print(smollm2_gguf())')}
     rm -rf "$ship" && mkdir -p "$ship"
     size=$(stat -c %s "$src")
     chunk=$(( (size + parts - 1) / parts ))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.backbone import load_backbone, save_random_backbone, smollm2_gguf, tiny_backbone, word_tokenizer
 from bench.errors import BenchError
+from bench.train.backbone import load_backbone, save_random_backbone, smollm2_gguf, tiny_backbone, word_tokenizer
 
 
 def test_tiny_backbone_runs_batched_with_left_padding():
@@ -75,7 +75,7 @@ def test_smollm2_loads_offline_and_second_load_hits_cache(tmp_path: Path, monkey
     def no_gguf() -> Path:
         raise AssertionError("second load re-read the GGUF instead of the cache")
 
-    monkeypatch.setattr("bench.backbone.smollm2_gguf", no_gguf)
+    monkeypatch.setattr("bench.train.backbone.smollm2_gguf", no_gguf)
     again, _ = load_backbone("smollm2", "cpu", tmp_path)
     with torch.no_grad():
         assert torch.equal(again(**batch).logits, logits)

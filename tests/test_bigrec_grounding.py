@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.data.synthetic import synthetic_titles
-from bench.text_embeddings import cache_file, title_embeddings
+from bench.train.text_embeddings import cache_file, title_embeddings
 from methods.bigrec.adjust import GAMMA_GRID, adjusted_distance, minmax_rows, popularity
 from methods.bigrec.grounding import ItemIndex, numpy_distances
 from methods.bigrec.prompts import IGNORE_INDEX, build_prompt, build_response, encode_example, shorten_title, unquote
@@ -96,7 +96,7 @@ def test_grounding_scores_every_item_and_puts_exact_title_first():
 
 
 def test_minilm_grounding_ranks_exact_title_first():
-    from bench.text_embeddings import MiniLMEmbedder
+    from bench.train.text_embeddings import MiniLMEmbedder
 
     titles = ["Maybelline Great Lash Mascara", "Neutrogena Hydro Boost Gel Cream", "OPI Nail Lacquer Red",
               "Revlon One-Step Hair Dryer", "CeraVe Foaming Facial Cleanser"]
@@ -142,7 +142,7 @@ def test_adjustment_formula_hand_computed():
 
 def test_base_llm_embedding_is_batch_independent_and_grounds_exact_titles():
     torch = pytest.importorskip("torch")
-    from bench.backbone import tiny_backbone
+    from bench.train.backbone import tiny_backbone
     from methods.bigrec.embedders import BaseLLMEmbedder
 
     titles = synthetic_titles(30) + ["red", "a much longer title with many words in it 7"]

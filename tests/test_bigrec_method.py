@@ -12,8 +12,8 @@ from conftest import tiny_model_threads
 from bench.config import load_config, method_config
 from bench.data.synthetic import rule_dataset, synthetic_titles
 from bench.errors import BenchError
-from bench.evaluate import evaluate
 from bench.method import RunContext, seed_everything
+from bench.runs.evaluate import evaluate
 from methods.bigrec.prompts import build_prompt
 from methods.bigrec.settings import BIGRecSettings, parse_settings
 
@@ -36,14 +36,14 @@ def tiny_backbone(monkeypatch: pytest.MonkeyPatch, isolated: Path) -> Any:
     One torch thread: a tiny model gains nothing from more, and on a shared 2-core machine
     spinning OpenMP threads made these tests ten times slower.
     """
-    import bench.backbone
+    import bench.train.backbone
 
     def load(spec: str, device: str, cache_dir: Path, dtype: Any = None) -> tuple[Any, Any]:
         assert spec == "tiny"
-        model, tokenizer = bench.backbone.tiny_backbone([build_prompt(synthetic_titles(100))], seed=0)
+        model, tokenizer = bench.train.backbone.tiny_backbone([build_prompt(synthetic_titles(100))], seed=0)
         return model.to(device), tokenizer
 
-    monkeypatch.setattr(bench.backbone, "load_backbone", load)
+    monkeypatch.setattr(bench.train.backbone, "load_backbone", load)
     threads = torch.get_num_threads()
     torch.set_num_threads(tiny_model_threads())
     yield
@@ -81,10 +81,10 @@ def test_bf16_ranks_like_fp32_with_the_same_adapter(tiny_backbone: None, tmp_pat
                                                    monkeypatch: pytest.MonkeyPatch):
     """precision=bf16 (forced; emulated where the CPU lacks it): frozen weights in bf16, LoRA fp32,
     and the adapter trained in fp32 grounds to the same items; a bf16 epoch trains like an fp32 one."""
-    import bench.precision
+    import bench.train.precision
     from methods.bigrec.trainer import adapter_state, load_adapter_state
 
-    monkeypatch.setattr(bench.precision, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(bench.train.precision, "cpu_supports_bf16", lambda: True)
     dataset = rule_dataset(num_items=10, num_users=200, length=6, rule="next", seed=0)
     full = make(TINY, tmp_path / "fp32")
     full.fit(dataset)
@@ -109,7 +109,7 @@ def test_bf16_ranks_like_fp32_with_the_same_adapter(tiny_backbone: None, tmp_pat
     bf16_epoch.fit(dataset)
     assert bf16_epoch.report.optimizer_steps == fp32_epoch.report.optimizer_steps > 0
     assert bf16_epoch.report.loss_history[0] == pytest.approx(fp32_epoch.report.loss_history[0], rel=0.05)
-    monkeypatch.setattr(bench.precision, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(bench.train.precision, "cpu_supports_bf16", lambda: False)
     notices: list[str] = []
     fallback = make({**TINY, "epochs": 0, "precision": "auto"}, tmp_path / "auto")
     fallback.context.log = notices.append
@@ -235,7 +235,7 @@ def test_settings_from_bench_toml_and_errors():
 @pytest.mark.slow
 def test_bigrec_with_smollm2_end_to_end(isolated: Path):
     """Real SmolLM2 through the harness on the tiny fixture: fit, generate, ground, record."""
-    from bench.run import run
+    from bench.runs.run import run
 
     outcome = run("bigrec", "tiny", progress=False, overrides=[
         "bigrec.epochs=1", "bigrec.max_train_users=4", "bigrec.max_eval_users=4", "bigrec.grad_accum=1",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import checkpoints
-from bench.checkpoints import CheckpointDir, committed_file
+from bench.train import checkpoints
+from bench.train.checkpoints import CheckpointDir, committed_file
 
 
 def writer(text: str):  # noqa: ANN201 - a file writer for CheckpointDir.commit

@@ -103,7 +103,7 @@ def test_sweep_records_one_run_per_grid_point(isolated: Path):
 
 def test_cove_runs_on_a_random_backbone_folder_with_recorded_threads(isolated: Path):
     """`bench backbone random` + `--model FOLDER` + `--threads`: the path of the CPU compression sweep."""
-    from bench.backbone import word_tokenizer
+    from bench.train.backbone import word_tokenizer
 
     word_tokenizer(["Here is a list of items"]).save_pretrained(isolated / "tok")
     folder = isolated / "random-h16-l1"
@@ -126,7 +126,7 @@ def test_cove_runs_on_a_random_backbone_folder_with_recorded_threads(isolated: P
 def test_every_preset_in_bench_toml_parses(method: str):
     """A typo in a preset (e.g. the one-call `gpu` preset) must fail here, not on a GPU machine."""
     from bench.config import load_config
-    from bench.run import build_effective_config
+    from bench.runs.run import build_effective_config
     from methods.bigrec.settings import parse_settings as bigrec_settings
     from methods.cove.method import parse_settings as cove_settings
 
@@ -302,7 +302,7 @@ def test_make_demo_reuses_every_committed_record(real_data_dir: Path):
     config must hash to a committed record (a new key in bench.toml changes the hash unless it is
     listed in [hash_neutral])."""
     from bench.config import load_config
-    from bench.run import run
+    from bench.runs.run import run
 
     config = load_config()
     demo = config["demo"]
@@ -334,7 +334,7 @@ def test_demo_prints_one_table_of_converged_rows_with_budget_cuts_marked(real_da
 
 
 def test_demo_rows_keep_a_subsample_row_only_when_it_beats_pop():
-    from bench.demo import choose_rows
+    from bench.runs.demo import choose_rows
 
     def record(method: str, hr: float, n: int, **extra: object) -> dict:
         return {"method": method, "dataset": "d", "split_hash": "s", "eval_target": "test", "mask_history": False,
@@ -421,9 +421,9 @@ def test_compare_two_runs_request_by_request(isolated: Path):
 def ranked_record(folder: Path, name: str, ranks: np.ndarray, requests: np.ndarray | None = None,
                   **fields: object) -> Path:
     """A hand-made record of `ranks` at the test position, its ranks file beside it."""
-    from bench.metrics import metrics_from_ranks
-    from bench.request_ranks import save_ranks
-    from bench.results import write_record
+    from bench.runs.metrics import metrics_from_ranks
+    from bench.store.request_ranks import save_ranks
+    from bench.store.results import write_record
 
     path = folder / f"{name}.json"
     positions = {"test": (np.arange(len(ranks)) if requests is None else requests, ranks)}
@@ -441,8 +441,8 @@ def ranked_record(folder: Path, name: str, ranks: np.ndarray, requests: np.ndarr
 def test_compare_thirty_requests_where_a_hits_five_and_b_none(tmp_path: Path):
     """The issue's example: p = 2/32 exactly on every metric (only all-plus and all-minus of the 2^5 sign
     patterns reach the observed sum); the normal approximation printed 0.016."""
-    from bench.compare import compare
-    from bench.results import read_record
+    from bench.report.compare import compare
+    from bench.store.results import read_record
 
     a_ranks, b_ranks = np.full(30, 5000), np.full(30, 5000)
     a_ranks[:5] = 0
@@ -459,8 +459,8 @@ def test_compare_thirty_requests_where_a_hits_five_and_b_none(tmp_path: Path):
 def test_compare_counts_wins_on_the_metric_not_on_placeholder_ranks(tmp_path: Path):
     """A hits the top 10 on 50 requests and ranks the target 9,000th elsewhere; B never hits but ranks it
     8,000th: raw ranks would give B 950 wins, the metric gives them to A."""
-    from bench.compare import compare
-    from bench.results import read_record
+    from bench.report.compare import compare
+    from bench.store.results import read_record
 
     a_ranks, b_ranks = np.full(1000, 9000), np.full(1000, 8000)
     a_ranks[:50] = 3
@@ -482,8 +482,8 @@ def test_compare_refuses_runs_under_another_protocol(field: str, a_value: object
 
 
 def test_compare_refuses_the_same_number_of_other_requests(tmp_path: Path):
-    from bench.compare import compare
-    from bench.results import read_record
+    from bench.report.compare import compare
+    from bench.store.results import read_record
 
     ranks = np.arange(40) % 30
     a = ranked_record(tmp_path, "a", ranks, np.arange(40))
@@ -493,8 +493,8 @@ def test_compare_refuses_the_same_number_of_other_requests(tmp_path: Path):
 
 
 def test_compare_says_when_a_runs_requests_at_that_position_chose_its_epoch(tmp_path: Path):
-    from bench.compare import compare, render
-    from bench.results import read_record
+    from bench.report.compare import compare, render
+    from bench.store.results import read_record
 
     ranks = np.arange(40) % 30
     note = "same trained model; 40 of these requests also chose the epoch (optimistic)"

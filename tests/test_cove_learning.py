@@ -1,6 +1,6 @@
 """CoVE learns a deterministic next-item rule and learns nothing from a random one.
 
-A tiny random Llama (bench.backbone.tiny_backbone) is fine-tuned end to end through the real
+A tiny random Llama (bench.train.backbone.tiny_backbone) is fine-tuned end to end through the real
 method (item tokens, LoRA, item tables, trainer) and scored by the shared evaluator.
 """
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import tiny_model_threads
 
-from bench.backbone import tiny_backbone
 from bench.data.synthetic import rule_dataset
-from bench.evaluate import evaluate
 from bench.method import RunContext, seed_everything
+from bench.runs.evaluate import evaluate
+from bench.train.backbone import tiny_backbone
 from methods.cove.method import CoVEMethod
 from methods.cove.prompts import prompt_texts
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import tiny_model_threads
 
-from bench.backbone import tiny_backbone
-from bench.checkpoints import committed_file
 from bench.data.synthetic import rule_dataset
 from bench.errors import BenchError
 from bench.method import RunContext
+from bench.train.backbone import tiny_backbone
+from bench.train.checkpoints import committed_file
 from methods.cove.method import CoVEMethod, parse_settings
 from methods.cove.prompts import item_token, prompt_texts
 from methods.cove.trainer import Sample, batch_loss
@@ -251,9 +251,9 @@ def test_bf16_precision_keeps_scores_close_and_trainable_parts_fp32(tiny_lm: str
                                                                     monkeypatch: pytest.MonkeyPatch):
     """bf16 (forced here, emulated where the CPU lacks it) stores the frozen weights in bf16 and runs
     under autocast; LoRA, item tables and item logits stay fp32, and the ranking barely moves."""
-    import bench.precision
+    import bench.train.precision
 
-    monkeypatch.setattr(bench.precision, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(bench.train.precision, "cpu_supports_bf16", lambda: True)
     full = make(tiny_lm, tmp_path / "fp32", epochs=0)
     full.fit(DATASET)
     half = make(tiny_lm, tmp_path / "bf16", epochs=0, precision="bf16")
@@ -269,7 +269,7 @@ def test_bf16_precision_keeps_scores_close_and_trainable_parts_fp32(tiny_lm: str
     assert (a - b).abs().max() < 0.05 * a.abs().max()
     top = a.topk(5).indices
     assert (b.gather(1, top).min(1).values > b.median(1).values).all()  # fp32's top 5 stay in bf16's top half
-    monkeypatch.setattr(bench.precision, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(bench.train.precision, "cpu_supports_bf16", lambda: False)
     notices: list[str] = []
     fallback = make(tiny_lm, tmp_path / "auto", epochs=0, precision="auto")
     fallback.context.log = notices.append
@@ -279,9 +279,9 @@ def test_bf16_precision_keeps_scores_close_and_trainable_parts_fp32(tiny_lm: str
 
 @pytest.mark.parametrize("ratio", [1, 4])
 def test_streamed_ranking_in_item_chunks_gives_the_same_ranks(tiny_lm: str, tmp_path: Path, ratio: int):
-    """bench.evaluate ranks a method with encode/score_items a slice of the catalogue at a time (for
+    """bench.runs.evaluate ranks a method with encode/score_items a slice of the catalogue at a time (for
     catalogues of millions): exactly the ranks of the full score matrix, masked history included."""
-    from bench.evaluate import evaluate
+    from bench.runs.evaluate import evaluate
 
     method = make(tiny_lm, tmp_path, epochs=1, compression_ratio=ratio)
     method.fit(DATASET)

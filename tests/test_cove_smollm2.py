@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_cove_smollm2_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from bench.run import run
+    from bench.runs.run import run
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -42,8 +42,8 @@ def test_piecewise_prompt_ids_equal_whole_text_tokenisation():
     """The encoder's pieces give what SmolLM2's tokenizer gives for the whole prompt text."""
     from transformers import AutoTokenizer
 
-    from bench.backbone import smollm2_dir
     from bench.data.types import Catalogue
+    from bench.train.backbone import smollm2_dir
     from methods.cove.prompts import INSTRUCTION, PromptEncoder, PromptSettings, add_item_tokens, item_token
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir(Path(os.environ.get("BENCH_CACHE_DIR", REPO / ".cache"))))

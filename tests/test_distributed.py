@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.checkpoints import committed_file
+from bench.train.checkpoints import committed_file
 
 torch = pytest.importorskip("torch")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
@@ -38,8 +38,8 @@ def records(isolated: Path) -> dict[str, dict]:
 def tiny_lm_folder(isolated: Path, tmp_path: Path, method: str) -> Path:
     """A random tiny Llama saved as a local model folder, its vocabulary taken from the method's prompts
     on the tiny fixture (the --model a torchrun launch loads)."""
-    from bench.backbone import tiny_backbone
     from bench.data.prepare import prepare
+    from bench.train.backbone import tiny_backbone
     from methods.bigrec.prompts import build_prompt
     from methods.cove.prompts import prompt_texts
 
@@ -303,7 +303,7 @@ def test_a_collective_refuses_a_tensor_its_backend_cannot_read(monkeypatch: pyte
     first, so a CPU tensor meant for nccl fails here on any machine, not at a GPU run's first batch."""
     import torch.distributed as dist
 
-    from bench.distributed import all_reduce_sum, collective_device
+    from bench.train.distributed import all_reduce_sum, collective_device
 
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert collective_device("nccl") == torch.device("cuda", 3) and collective_device("gloo").type == "cpu"
@@ -324,7 +324,7 @@ def test_every_all_reduce_goes_through_the_checked_helper():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
                     "all_reduce", "reduce_scatter", "broadcast", "all_gather_into_tensor"):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
-    assert offenders == ["bench/distributed.py:" + str(_line_of_all_reduce())]  # all_reduce_sum's own call
+    assert offenders == ["bench/train/distributed.py:" + str(_line_of_all_reduce())]  # all_reduce_sum's own call
 
 
 def _line_of_all_reduce() -> int:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from bench.errors import BenchError
-from bench.leaderboard import load_reference, write_leaderboard
-from bench.plots import compression_sweeps, write_plots
-from bench.results import write_record
+from bench.report.leaderboard import load_reference, write_leaderboard
+from bench.report.plots import setting_sweeps, write_plots
+from bench.store.results import write_record
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20")
@@ -52,7 +52,7 @@ def speed_record(results: Path) -> None:
             "bigrec": {"samples_per_sec": {"median": 0.5, "min": 0.4, "max": 0.6}, "peak_memory_mb": 950.0,
                        "generated_tokens_per_sample": 64.0},
         },
-        "ratio_cove_over_bigrec": 80.0, "measured_in_order": ["cove", "bigrec"],
+        "measured_in_order": ["cove", "bigrec"],
     }
     (results / "speed").mkdir(parents=True, exist_ok=True)
     (results / "speed" / "beauty-cpu.json").write_text(json.dumps(record, sort_keys=True))  # as bench speed
@@ -86,7 +86,7 @@ def test_table_columns_bolding_and_groups(tmp_path: Path):
     test_table = section(markdown, "### beauty · last item (test) · all 100 requests")
     sasrec, pop = row_of(test_table, "sasrec"), row_of(test_table, "pop")
     header = [cell.strip() for cell in test_table.strip().splitlines()[0].strip("|").split("|")]
-    for column in ("method", "backbone", "ratio", "NDCG@5", "NDCG@10", "NDCG@20", "HR@5", "HR@10", "HR@20",
+    for column in ("method", "backbone", "swept", "NDCG@5", "NDCG@10", "NDCG@20", "HR@5", "HR@10", "HR@20",
                    "position", "data", "device", "date"):
         assert column in header
     ndcg10, hr20 = header.index("NDCG@10"), header.index("HR@20")
@@ -102,7 +102,7 @@ def test_table_columns_bolding_and_groups(tmp_path: Path):
     # Other positions and other request sets are separate tables, never ranked together.
     valid_table = section(markdown, "### beauty · second-to-last item (valid) · all 100 requests")
     cove = row_of(valid_table, "cove")
-    assert cove[header.index("backbone")] == "SmolLM2-135M" and cove[header.index("ratio")] == "2"
+    assert cove[header.index("backbone")] == "SmolLM2-135M" and cove[header.index("swept")] == "ratio=2"
     assert "**" not in valid_table and "†" not in valid_table  # a lone row is neither bolded nor tested
     sub_table = section(markdown, "seeded subsample of 10 of 100 requests")
     assert "| gru4rec |" in sub_table and "| gru4rec |" not in test_table
@@ -170,8 +170,8 @@ def test_compression_sweep_is_normalised_to_ratio_one(tmp_path: Path):
     make_record(results, "sasrec", metrics(0.01, **{"ndcg@10": 0.020, "hr@10": 0.050}))
     make_record(results, "pop", metrics(0.01, **{"ndcg@10": 0.010, "hr@10": 0.060}))
     make_record(results, "cove", metrics(0.05), target="valid", ratio=2, name="lone")  # one ratio: no sweep
-    [sweep] = compression_sweeps([(p, json.loads(p.read_text())) for p in sorted(results.rglob("*.json"))])
-    assert sweep.ratios == [1.0, 2.0, 4.0] and sweep.runs == [1, 1, 2]
+    [sweep] = setting_sweeps([(p, json.loads(p.read_text())) for p in sorted(results.rglob("*.json"))])
+    assert sweep.points == [1.0, 2.0, 4.0] and sweep.runs == [1, 1, 2]
     assert sweep.normalised("ndcg@10") == pytest.approx([1.0, 0.9, 0.775])
     assert sweep.baseline == {"ndcg@10": ("sasrec", 0.020), "hr@10": ("pop", 0.060)}
 
@@ -200,14 +200,14 @@ def test_rebuild_gives_identical_files_and_plots_open(tmp_path: Path):
     first = build(results)
     second = build(results)
     assert first == second
-    [compression] = [name for name in first if name.startswith("plots/compression-beauty-test-")]
+    [compression] = [name for name in first if name.startswith("plots/cove-compression_ratio-beauty-test-")]
     assert {"leaderboard.md", "leaderboard.csv", "README.md", "plots/speed-beauty-cpu.png"} <= set(first)
     for name in (compression, "plots/speed-beauty-cpu.png"):
         with Image.open(results / name) as image:
             assert image.format == "PNG" and image.size[0] > 300
     readme = first["README.md"].decode()
     assert f"![{Path(compression).stem}]({compression})" in readme
-    assert "CoVE / BIGRec samples/s: **80.0×**" in readme
+    assert "cove / bigrec samples/s: **80×** (medians)." in readme
     assert "| bigrec | quick-fit | 0.5 | 0.4–0.6 | 950 | – | 64 |" in readme
     assert readme.index("| cove | quick-fit | 40") < readme.index("| bigrec | quick-fit | 0.5")  # order of measurement
 
@@ -233,7 +233,7 @@ def test_sweeps_with_different_backbones_or_settings_stay_apart(tmp_path: Path):
         for ratio in (1, 4):
             make_record(results, "cove", metrics(0.01), ratio=ratio, backbone=backbone, name=f"{backbone}{ratio}")
     records = [(p, json.loads(p.read_text())) for p in sorted(results.rglob("*.json"))]
-    sweeps = compression_sweeps(records)
+    sweeps = setting_sweeps(records)
     assert sorted(s.backbone for s in sweeps) == ["SmolLM2", "random-h64"]
     assert all(s.runs == [1, 1] for s in sweeps)
     written = write_plots(records, [], tmp_path / "plots")
@@ -311,7 +311,8 @@ def test_fixed_length_decoding_keeps_the_ratio_bold(tmp_path: Path):
     (results / "speed" / "beauty-cpu.json").write_text(json.dumps(speed, sort_keys=True))
     readme = build(results)["README.md"].decode()
     assert "| bigrec | quick-fit | 0.5 | 0.4–0.6 | 950 | – | 25 (fixed length) |" in readme
-    assert "CoVE / BIGRec samples/s: **80.0×**" in readme
+    assert ("cove / bigrec samples/s: **80×** (medians; bigrec's decoding length is fixed: 25 tokens "
+            "(mean_title))." in readme)
 
 
 def test_other_positions_of_one_model_land_in_their_own_tables(tmp_path: Path):
@@ -330,7 +331,7 @@ def test_other_positions_of_one_model_land_in_their_own_tables(tmp_path: Path):
 
 
 def test_speed_table_states_cove_over_tiger_with_its_fixed_decoding(tmp_path: Path):
-    from bench.leaderboard import render_speed
+    from bench.report.speed_tables import render_speed
 
     record = {
         "dataset": "beauty", "device": "cpu", "hardware": {"name": "test cpu"}, "num_prompts": 8, "repeats": 3,
@@ -340,11 +341,11 @@ def test_speed_table_states_cove_over_tiger_with_its_fixed_decoding(tmp_path: Pa
             "tiger": {"samples_per_sec": {"median": 10.0, "min": 9.0, "max": 11.0}, "generated_tokens_per_sample": 4,
                       "method_info": {"decode_length_fixed": "4 ID tokens on each of 20 beams"}},
         },
-        "ratio_cove_over_bigrec": None, "ratio_cove_over_tiger": 4.0,
     }
     text = "\n".join(render_speed([record]))
-    assert "CoVE / TIGER samples/s: **4×** (medians; TIGER decodes 4 (fixed length) ID tokens per beam)." in text
-    assert "CoVE / BIGRec" not in text
+    assert ("cove / tiger samples/s: **4×** (medians; tiger's decoding length is fixed: 4 ID tokens on each of 20 "
+            "beams)." in text)
+    assert "bigrec" not in text
     assert "| tiger | – | 10 | 9–11 |" in text
 
 
@@ -353,8 +354,8 @@ def test_intervals_and_paired_tests_mark_what_differs_from_the_best(tmp_path: Pa
     loses 3 points of HR@10 (not bold); every row with ranks shows ±, a row without ranks does not."""
     import numpy as np
 
-    from bench.metrics import metrics_from_ranks
-    from bench.request_ranks import save_ranks
+    from bench.runs.metrics import metrics_from_ranks
+    from bench.store.request_ranks import save_ranks
 
     results = tmp_path / "results"
     rng = np.random.default_rng(0)
@@ -397,8 +398,8 @@ def ranked_record(results: Path, name: str, ranks: Any, requests: Any = None, se
     """A record whose metrics are those of `ranks`, with its per-request ranks stored beside it."""
     import numpy as np
 
-    from bench.metrics import metrics_from_ranks
-    from bench.request_ranks import save_ranks
+    from bench.runs.metrics import metrics_from_ranks
+    from bench.store.request_ranks import save_ranks
 
     ranks = np.asarray(ranks)
     requests = np.arange(len(ranks)) if requests is None else np.asarray(requests)
@@ -422,7 +423,7 @@ def test_a_seed_averaged_row_is_tested_on_its_per_request_means(tmp_path: Path):
     of each request's HR@10, the p the test computes itself from those means."""
     import numpy as np
 
-    from bench.significance import paired_p_values
+    from bench.report.significance import paired_p_values
 
     results = tmp_path / "results"
     rng = np.random.default_rng(4)
@@ -472,7 +473,7 @@ def test_a_subsampled_runs_other_position_stays_marked_as_a_subsample(tmp_path: 
 
 
 def test_readme_shows_the_scale_sweep_with_its_out_of_memory_points(tmp_path: Path):
-    from bench.leaderboard import write_leaderboard
+    from bench.report.leaderboard import write_leaderboard
 
     results = tmp_path / "results"
     (results / "scale").mkdir(parents=True)
@@ -493,7 +494,7 @@ def test_readme_shows_the_scale_sweep_with_its_out_of_memory_points(tmp_path: Pa
 
 
 def test_device_column_names_the_process_count_of_a_torchrun_run():
-    from bench.leaderboard import device_text
+    from bench.report.speed_tables import device_text
 
     assert device_text({"device": "cuda"}) == "cuda"
     assert device_text({"device": "cuda", "distributed": {"world_size": 4, "backend": "nccl"}}) == "cuda x4 (nccl)"
@@ -540,7 +541,7 @@ def test_preset_overrides_read_as_overrides_and_old_records_keep_their_setting(m
     config value is shown only where it differs from the preset, as an override; a record older than a default
     change is compared with the preset its method names (tiger's small_t5), not with today's defaults."""
     from bench.config import load_config, method_config
-    from bench.leaderboard import method_label
+    from bench.report.labels import method_label
 
     monkeypatch.setenv("BENCH_CONFIG", str(REPO / "bench.toml"))  # the defaults method_label compares with
     config = load_config(REPO / "bench.toml")
@@ -578,7 +579,7 @@ def test_an_undefined_metric_shows_no_interval(tmp_path: Path):
 def test_speed_bars_mark_quick_fit_weights_and_use_one_number_format(tmp_path: Path):
     """Issue 23.9: quick-fit bars are hatched (with a legend), every number is written as the tables write it,
     and the axis is logarithmic only where rates span more than 30x."""
-    from bench.plots import plot_speed, speed_bars
+    from bench.report.plots import plot_speed, speed_bars
 
     results = tmp_path / "results"
     speed_record(results)

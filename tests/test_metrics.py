@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.metrics import metrics_from_ranks, ndcg_single, target_ranks
+from bench.runs.metrics import metrics_from_ranks, ndcg_single, target_ranks
 
 
 def test_rank_is_number_of_items_scored_higher():
@@ -54,8 +54,8 @@ def test_single_formula_and_errors():
 def test_a_rank_equal_to_k_is_outside_the_top_k():
     """Rank is 0-based: rank K is the (K+1)-th item, a miss at K, through the evaluator's own path."""
     from bench.data.types import EvalCases
-    from bench.evaluate import evaluate
     from bench.method import Method, RunContext
+    from bench.runs.evaluate import evaluate
 
     class Ahead(Method):
         """Puts `history[0]` items above the target (item 11)."""
@@ -85,8 +85,8 @@ def test_committed_ranks_reproduce_their_recorded_metrics():
     run was made, gives the metrics recorded then, exactly (a changed hit rule or gain would not)."""
     from pathlib import Path
 
-    from bench.request_ranks import load_ranks
-    from bench.results import iter_records
+    from bench.store.request_ranks import load_ranks
+    from bench.store.results import iter_records
 
     results = Path(__file__).resolve().parent.parent / "results"
     checked = 0

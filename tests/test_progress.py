@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import progress
-from bench.progress import LineProgress, progress_bar
+from bench.train import progress
+from bench.train.progress import LineProgress, progress_bar
 
 
 def test_a_log_gets_progress_lines_with_rate_eta_and_loss(capsys: pytest.CaptureFixture[str],

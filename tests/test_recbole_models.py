@@ -11,8 +11,8 @@ from conftest import tiny_model_threads
 
 from bench.data.synthetic import rule_dataset
 from bench.data.types import Catalogue, Dataset
-from bench.evaluate import evaluate
 from bench.method import RunContext
+from bench.runs.evaluate import evaluate
 from methods.recbole_models import GRU4RecMethod, RecBoleMethod, SASRecMethod
 
 NUM_ITEMS = 20
@@ -105,7 +105,7 @@ def test_time_budget_stops_between_batches_and_keeps_what_trained(tmp_path: Path
 
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
 def test_runs_end_to_end_through_the_harness(name: str, isolated: Path) -> None:
-    from bench.run import run
+    from bench.runs.run import run
 
     outcome = run(name, "tiny", overrides=[f"{name}.epochs=2", f"{name}.hidden_size=16"], progress=False,
                   log=lambda message: None)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from bench.data.synthetic import rule_dataset
-from bench.evaluate import evaluate
 from bench.method import Method, RunContext
-from bench.run import run
+from bench.runs.evaluate import evaluate
+from bench.runs.run import run
 
 
 class ExplodingMethod(Method):
@@ -93,7 +93,7 @@ def test_git_revision_can_come_from_the_environment(monkeypatch: pytest.MonkeyPa
     """The GPU machine runs a copy without .git; scripts/gpu_run.sh passes the revision along."""
     import subprocess
 
-    from bench.results import git_revision
+    from bench.store.results import git_revision
 
     monkeypatch.delenv("BENCH_GIT_REV", raising=False)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent.parent,
@@ -148,7 +148,7 @@ def test_selection_never_uses_the_reported_requests(target: str, isolated: Path,
     import methods
     from bench.config import load_config
     from bench.data.prepare import prepare
-    from bench.run import run_paths
+    from bench.runs.run import run_paths
 
     monkeypatch.setitem(methods.METHODS, "spy", "tests.test_run:SelectionSpy")
     config = load_config()
@@ -204,7 +204,7 @@ def test_force_trains_from_scratch(isolated: Path, monkeypatch: pytest.MonkeyPat
 
 def test_an_identical_run_in_progress_is_refused(isolated: Path, monkeypatch: pytest.MonkeyPatch):
     from bench.errors import BenchError
-    from bench.locks import work_dir_lock
+    from bench.store.locks import work_dir_lock
 
     config = spy_config(isolated, monkeypatch)
     path = run("workspy", "tiny", config=config, dry_run=True).path
@@ -227,18 +227,18 @@ def test_unwritable_results_dir_fails_before_any_work(isolated: Path, monkeypatc
 
 
 def test_a_late_write_failure_keeps_the_record_elsewhere(isolated: Path, monkeypatch: pytest.MonkeyPatch):
-    import bench.results
+    import bench.store.results
     from bench.errors import BenchError
 
     config = spy_config(isolated, monkeypatch)
-    real = bench.results.write_record
+    real = bench.store.results.write_record
 
     def disk_full(path, record):
         if "unsaved-records" not in str(path):
             raise OSError(28, "No space left on device")
         real(path, record)
 
-    monkeypatch.setattr(bench.results, "write_record", disk_full)
+    monkeypatch.setattr(bench.store.results, "write_record", disk_full)
     with pytest.raises(BenchError, match="it was kept at .*unsaved-records"):
         run("workspy", "tiny", config=config, progress=False)
     [kept] = (isolated / "cache" / "unsaved-records").rglob("*.json")
@@ -263,7 +263,7 @@ def test_another_model_at_the_same_path_is_a_new_run(isolated: Path):
 
     import torch
 
-    from bench.backbone import tiny_backbone
+    from bench.train.backbone import tiny_backbone
 
     folder = isolated / "lm"
     overrides = ["cove.epochs=1", "cove.max_train_users=8", "cove.use_titles=false", "eval.max_eval_users=4"]
@@ -354,8 +354,8 @@ def test_per_request_ranks_reproduce_the_recorded_metrics(isolated: Path):
     from bench.config import load_config
     from bench.data.prepare import prepare
     from bench.errors import BenchError
-    from bench.request_ranks import load_ranks
-    from bench.run import run_paths
+    from bench.runs.run import run_paths
+    from bench.store.request_ranks import load_ranks
 
     outcome = run("pop", "tiny", overrides=['eval.extra_targets=["valid"]', "eval.max_eval_users=30"],
                   progress=False)
@@ -389,8 +389,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.request_ranks import save_ranks
-from bench.results import write_record
+from bench.store.request_ranks import save_ranks
+from bench.store.results import write_record
 
 kind, path, limit = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails (EFBIG) instead of killing us
@@ -413,8 +413,8 @@ def test_a_write_that_fails_half_way_keeps_the_old_file(kind: str, tmp_path: Pat
     import subprocess
     import sys
 
-    from bench.request_ranks import ranks_path, save_ranks
-    from bench.results import REQUIRED_KEYS, write_record
+    from bench.store.request_ranks import ranks_path, save_ranks
+    from bench.store.results import REQUIRED_KEYS, write_record
 
     path = tmp_path / "runs" / "tiny" / "pop-0123456789ab.json"
     record = {key: "old" for key in REQUIRED_KEYS}
@@ -432,7 +432,7 @@ def test_a_write_that_fails_half_way_keeps_the_old_file(kind: str, tmp_path: Pat
 
 def test_every_run_with_the_same_max_eval_users_ranks_the_same_requests(isolated: Path):
     """The evaluation subsample is seeded once for all methods and seeds: whatever the run, the same requests."""
-    from bench.request_ranks import load_ranks
+    from bench.store.request_ranks import load_ranks
 
     indices = []
     for seed in (0, 1):
@@ -468,7 +468,7 @@ def test_a_resumed_run_records_its_training_time_over_every_call(isolated: Path)
 
 
 def test_training_totals_come_from_what_the_method_reports():
-    from bench.run import training_totals
+    from bench.runs.run import training_totals
 
     cove = {"training": {"resumed_after_epoch": 0, "train_seconds_all_calls": 812.5}}
     assert training_totals(cove, 300.0) == {"train_seconds_total": 812.5, "training_calls": None}

@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from bench import significance
-from bench.significance import bootstrap_ci, holm, paired_p_values
+from bench.report import significance
+from bench.report.significance import bootstrap_ci, holm, paired_p_values
 
 
 def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import tiny_model_threads
 
-from bench.backbone import tiny_backbone
-from bench.smoke import SMOKE_REQUESTS, smoke
+from bench.runs.smoke import SMOKE_REQUESTS, smoke
+from bench.train.backbone import tiny_backbone
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def tiny_lm(isolated: Path) -> str:
     """A random tiny Llama whose word tokenizer covers the tiny fixture's CoVE and BIGRec prompts."""
     from bench.config import load_config
     from bench.data.prepare import prepare
-    from bench.run import run_paths
+    from bench.runs.run import run_paths
     from methods.bigrec.prompts import build_prompt
     from methods.cove.prompts import prompt_texts
 

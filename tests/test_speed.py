@@ -14,7 +14,7 @@ import pytest
 from bench.config import load_config
 from bench.errors import BenchError
 from bench.method import Method
-from bench.speed import QUICK_FIT, QUICK_FIT_USERS, measure_speed, route_overrides, speed_path
+from bench.runs.speed import QUICK_FIT, QUICK_FIT_USERS, measure_speed, route_overrides, speed_path
 
 # What the fakes saw. The registry imports this file as "tests.test_speed", which may be another
 # module object than the one pytest runs, so tests read these through `seen()`.
@@ -84,7 +84,7 @@ def test_same_requests_warmup_excluded_and_record(fakes: dict[str, Any], isolate
         assert passes[0] == passes[1] == passes[2] and len(passes[0]) == 5
     assert sum(seen().CALLS["cove"][1:4], []) == sum(seen().CALLS["bigrec"][1:4], [])
 
-    for key in ("device", "backbone", "methods", "ratio_cove_over_bigrec", "config", "versions", "git_rev",
+    for key in ("device", "backbone", "methods", "speed_ratios", "config", "versions", "git_rev",
                 "created", "weights", "hardware", "split_hash"):
         assert key in record
     assert record["device"] == "cpu" and record["backbone"] == "fake-135M" and record["num_prompts"] == 5
@@ -95,7 +95,7 @@ def test_same_requests_warmup_excluded_and_record(fakes: dict[str, Any], isolate
         assert entry["peak_memory_mb"] > 0
     assert bigrec["generated_tokens_per_sample"] == 12.5 and cove["generated_tokens_per_sample"] is None
     assert bigrec["generated_tokens_per_sec"] == pytest.approx(12.5 * bigrec["samples_per_sec"]["median"], rel=1e-3)
-    assert record["ratio_cove_over_bigrec"] == pytest.approx(
+    assert record["speed_ratios"]["of"] == "cove" and record["speed_ratios"]["over"]["bigrec"] == pytest.approx(
         cove["samples_per_sec"]["median"] / bigrec["samples_per_sec"]["median"])
 
 
@@ -137,7 +137,7 @@ def test_cli_prints_table_and_writes_record(fakes: dict[str, Any], isolated: Pat
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
-    assert "| cove |" in result.output and "CoVE / BIGRec samples/s" in result.output
+    assert "| cove |" in result.output and "cove / bigrec samples/s" in result.output
     record = json.loads((isolated / "results" / "speed" / "tiny-cpu.json").read_text())
     assert record["hardware"]["torch_threads"] == 1 and record["config"]["threads"] == 1
 
@@ -170,7 +170,7 @@ class FakeTrainable(FakeCoVE):
 def test_trained_weights_are_loaded_from_a_copy_never_retrained(fakes: dict[str, Any], isolated: Path,
                                                                  monkeypatch: pytest.MonkeyPatch):
     import methods
-    from bench.run import run
+    from bench.runs.run import run
 
     fakes["sasrec_native"] = {"epochs": 5}
     monkeypatch.setitem(methods.METHODS, "sasrec_native", "tests.test_speed:FakeTrainable")

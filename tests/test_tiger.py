@@ -12,8 +12,8 @@ from conftest import tiny_model_threads
 
 from bench.data.synthetic import rule_dataset
 from bench.errors import BenchError
-from bench.evaluate import evaluate
 from bench.method import RunContext, seed_everything
+from bench.runs.evaluate import evaluate
 
 torch = pytest.importorskip("torch")
 

@@ -3,7 +3,7 @@
 `base_llm`: the authors' choice: the base LLM (LoRA switched off) embeds a text as the
 last layer's hidden state at its last token; items are compared by L2 distance.
 `minilm`: all-MiniLM-L6-v2 sentence embeddings, normalised, compared by cosine
-(bench.text_embeddings.MiniLMEmbedder, shared with TIGER).
+(bench.train.text_embeddings.MiniLMEmbedder, shared with TIGER).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class BaseLLMEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        from bench.progress import progress_bar
+        from bench.train.progress import progress_bar
 
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         # An empty generation still needs one token to read a state from.

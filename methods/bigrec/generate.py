@@ -32,7 +32,7 @@ def generate(
     """
     import torch
 
-    from bench.precision import autocast
+    from bench.train.precision import autocast
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]

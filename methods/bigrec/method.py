@@ -71,9 +71,9 @@ class BIGRecMethod(Method):
         import torch
         from peft import LoraConfig, get_peft_model
 
-        from bench.backbone import backbone_name, load_backbone
-        from bench.precision import resolve_precision, store_frozen_in_bf16
-        from bench.text_embeddings import MiniLMEmbedder, default_cache_root, title_embeddings
+        from bench.train.backbone import backbone_name, load_backbone
+        from bench.train.precision import resolve_precision, store_frozen_in_bf16
+        from bench.train.text_embeddings import MiniLMEmbedder, default_cache_root, title_embeddings
         from methods.bigrec.embedders import BaseLLMEmbedder, weights_fingerprint
         from methods.bigrec.grounding import ItemIndex
 
@@ -184,7 +184,7 @@ class BIGRecMethod(Method):
             self.gamma = gamma
             if self.context.validate is not None:
                 return float(self.context.validate(self))
-            from bench.evaluate import evaluate
+            from bench.runs.evaluate import evaluate
 
             return evaluate(self, dataset.split.valid, dataset.num_items, ks=(10,),
                             batch_size=self.settings.eval_batch_size, progress=False).metrics["ndcg@10"]

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.errors import BenchError, shown
-from bench.precision import PRECISIONS
+from bench.train.precision import PRECISIONS
 
 SECTION = "bench.toml [bigrec]"
 

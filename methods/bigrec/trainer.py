@@ -8,7 +8,7 @@ micro-batch, divided by the accumulation count.
 
 Under torchrun each rank takes its slice of every micro-batch; its token-mean loss is weighted by its
 share of the micro-batch's labelled tokens and the gradients are averaged over ranks, so a step is the
-one-process step (bench.distributed). Rank 0 alone writes checkpoints.
+one-process step (bench.train.distributed). Rank 0 alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from typing import Any
 
 import torch
 
-from bench.checkpoints import CheckpointDir
-from bench.distributed import (
+from bench.errors import BenchError
+from bench.method import nothing_to_load
+from bench.train.checkpoints import CheckpointDir
+from bench.train.distributed import (
     average_gradients,
     is_main,
     my_slice,
@@ -34,11 +36,9 @@ from bench.distributed import (
     sum_over_ranks,
     world,
 )
-from bench.errors import BenchError
-from bench.method import nothing_to_load
-from bench.precision import autocast
-from bench.progress import progress_bar
-from bench.resources import trim_heap
+from bench.train.precision import autocast
+from bench.train.progress import progress_bar
+from bench.train.resources import trim_heap
 from methods.bigrec.prompts import IGNORE_INDEX, TrainExample
 
 PROGRESS = "bigrec_progress.json"
@@ -179,7 +179,7 @@ class LoRATrainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _save(self) -> None:
-        """One commit (bench.checkpoints): the training state and any new best adapter, then the progress
+        """One commit (bench.train.checkpoints): the training state and any new best adapter, then the progress
         file naming them; a kill in between leaves the previous commit whole."""
         best, self.best_pending = self.best_pending, False
         if not is_main():  # every rank holds the same adapter; rank 0 writes it
@@ -302,7 +302,7 @@ class LoRATrainer:
                 if losses:  # a rank whose slices were all empty has none
                     bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
                 if self.report.optimizer_steps % 25 == 0 and settings.device == "cpu":
-                    trim_heap()  # prompts of varying length fragment the heap (bench.resources.trim_heap)
+                    trim_heap()  # prompts of varying length fragment the heap (bench.train.resources.trim_heap)
                 now = time.perf_counter()
                 if past_deadline_everywhere(now >= deadline):
                     out_of_time = True

@@ -84,7 +84,7 @@ class ItemHead(ItemTable):
 
     def logits(self, hidden: torch.Tensor, start: int, end: int) -> torch.Tensor:
         """(..., end - start) fp32 logits of items start..end-1: a slice of the catalogue, for callers
-        that stream the catalogue in chunks (bench.evaluate)."""
+        that stream the catalogue in chunks (bench.runs.evaluate)."""
         with torch.autocast(device_type=autocast_device_type(hidden), enabled=False):
             h = hidden.float()
             if self.ratio == 1:

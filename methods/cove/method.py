@@ -16,7 +16,7 @@ from typing import Any
 from bench.data.types import Dataset
 from bench.errors import BenchError, shown
 from bench.method import Method, RunContext
-from bench.precision import PRECISIONS
+from bench.train.precision import PRECISIONS
 
 
 def item_softmax_form(num_items: int, loss: str) -> str:
@@ -198,8 +198,8 @@ class CoVEMethod(Method):
         return resolve_path(load_config(), "cache_dir", "BENCH_CACHE_DIR", ".cache")
 
     def _build(self, dataset: Dataset) -> None:
-        from bench.backbone import backbone_name
-        from bench.precision import resolve_precision
+        from bench.train.backbone import backbone_name
+        from bench.train.precision import resolve_precision
         from methods.cove.item_layers import item_table_bytes
         from methods.cove.prompts import TOKENIZER_ITEM_LIMIT, PromptEncoder, PromptSettings
 
@@ -233,8 +233,8 @@ class CoVEMethod(Method):
         vocabulary size, the peft-wrapped LM)."""
         import torch
 
-        from bench.backbone import load_backbone
-        from bench.precision import store_frozen_in_bf16
+        from bench.train.backbone import load_backbone
+        from bench.train.precision import store_frozen_in_bf16
         from methods.cove.model import CoVEModel, attach_lora
         from methods.cove.prompts import add_item_tokens
 
@@ -257,7 +257,7 @@ class CoVEMethod(Method):
         """The model the trainer steps: the scoring model itself, or with `fsdp` a sharded copy (built on
         the CPU, each layer's shard moved to this rank's device by fully_shard; fp32 weights: one dtype per
         sharded group, bf16 still through autocast)."""
-        from bench.distributed import world
+        from bench.train.distributed import world
         from methods.cove.sharding import shard_for_training
 
         s = self.settings
@@ -334,7 +334,7 @@ class CoVEMethod(Method):
         self._scored_tokens = self._padded_tokens = 0  # describe() reports the evaluation's padding only
         self._info["training"] = {k: progress[k] for k in ("epochs_done", "best_epoch", "best_score", "stopped_by",
                                                            "epoch_scores", "optimizer_steps", "resumed_after_epoch")}
-        from bench.distributed import sum_over_ranks
+        from bench.train.distributed import sum_over_ranks
 
         padded = progress.get("padded_tokens") or 0
         everyone = sum_over_ranks(progress["real_tokens"])  # under torchrun each rank trained its slices
@@ -353,11 +353,11 @@ class CoVEMethod(Method):
 
     def encode(self, users: list[int], histories: list[list[int]]) -> Any:
         """The last-position hidden state of each request's prompt (B, d): all the item head needs, so a
-        huge catalogue can be scored a slice at a time (bench.evaluate streams it)."""
+        huge catalogue can be scored a slice at a time (bench.runs.evaluate streams it)."""
         import torch
 
-        from bench.precision import autocast
-        from bench.resources import trim_heap
+        from bench.train.precision import autocast
+        from bench.train.resources import trim_heap
         from methods.cove.trainer import pad_left
 
         if self.model is None:
@@ -379,7 +379,7 @@ class CoVEMethod(Method):
                 self._scored_tokens += int(mask.sum())
                 self._padded_tokens += mask.numel()
                 if (start // chunk) % 25 == 24 and device == "cpu":
-                    trim_heap()  # prompts of varying length fragment the heap (bench.resources.trim_heap)
+                    trim_heap()  # prompts of varying length fragment the heap (bench.train.resources.trim_heap)
         return hidden
 
     def score_items(self, hidden: Any, start: int, end: int) -> Any:

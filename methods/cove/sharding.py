@@ -5,7 +5,7 @@ validation and scoring use an ordinary full copy per rank, refreshed from the ga
 (LoRA and item tables are small), because sharded evaluation gives ranks different numbers of batches and
 FSDP's gathers need every rank at every forward.
 
-The ranks' gradients are averaged by FSDP's reduce-scatter, the counterpart of bench.distributed's
+The ranks' gradients are averaged by FSDP's reduce-scatter, the counterpart of bench.train.distributed's
 average_gradients, so the per-rank loss weighting of the data-parallel path stays as it is.
 """
 
@@ -22,7 +22,7 @@ def shard_for_training(model: Any, device: str) -> Any:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
-    from bench.distributed import world
+    from bench.train.distributed import world
 
     mesh = init_device_mesh("cuda" if device.startswith("cuda") else "cpu", (world()[1],))
     for layer in model.causal_lm.get_decoder().layers:

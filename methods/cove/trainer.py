@@ -2,7 +2,7 @@
 per-epoch validation with early stopping, and resumable checkpoints of the trainable parts.
 
 Checkpoint files in the run's work_dir (trainable tensors only; the backbone is never copied), one
-commit per epoch (bench.checkpoints: the files first, then the progress file naming them):
+commit per epoch (bench.train.checkpoints: the files first, then the progress file naming them):
   last-eNNNN.safetensors     state after the last completed epoch (resume point)
   best-eNNNN.safetensors     state with the best validation NDCG@10 so far
   optimizer-eNNNN.pt         AdamW + scheduler state (FSDP: optimizer.rankR-eNNNN.pt, one per rank)
@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from bench.batching import epoch_batches
-from bench.checkpoints import CheckpointDir
-from bench.distributed import (
+from bench.errors import BenchError
+from bench.method import nothing_to_load
+from bench.train.batching import epoch_batches
+from bench.train.checkpoints import CheckpointDir
+from bench.train.distributed import (
     average_gradients,
     barrier,
     gather,
@@ -34,11 +36,9 @@ from bench.distributed import (
     share_weight,
     world,
 )
-from bench.errors import BenchError
-from bench.method import nothing_to_load
-from bench.precision import autocast
-from bench.progress import progress_bar
-from bench.resources import trim_heap
+from bench.train.precision import autocast
+from bench.train.progress import progress_bar
+from bench.train.resources import trim_heap
 from methods.cove.model import CoVEModel
 from methods.cove.sharding import full_tensors, is_sharded, local_optimizer_state, reshard_optimizer_state
 
@@ -74,7 +74,7 @@ class TrainSettings:
     length_buckets: bool = False  # batches of similar length (less padding), order still seeded
 
 
-TRIM_EVERY = 25  # batches between heap trims on the CPU (bench.resources.trim_heap)
+TRIM_EVERY = 25  # batches between heap trims on the CPU (bench.train.resources.trim_heap)
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:

@@ -85,7 +85,7 @@ class NativeSASRecMethod(Method):
         return self.model.item_logits(self.model.last_states(items, lengths)).float()
 
     def describe(self) -> dict[str, Any]:
-        from bench.epoch_trainer import training_facts
+        from bench.train.lifecycle import training_facts
 
         s, r = self.settings, self.report
         return {

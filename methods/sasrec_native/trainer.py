@@ -1,5 +1,5 @@
 """The native SASRec's batches and training step; the epoch loop (early stopping, budget, a
-checkpoint per epoch) is the shared bench.epoch_trainer."""
+checkpoint per epoch) is the shared bench.train.lifecycle."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from bench.batching import epoch_batches
-from bench.epoch_trainer import EpochTrainer, LoopSettings
+from bench.train.batching import epoch_batches
+from bench.train.lifecycle import EpochTrainer, LoopSettings
 from methods.sasrec_native.model import PAD, SASRec, all_position_loss
 from methods.sasrec_native.settings import NativeSASRecSettings
 

@@ -48,7 +48,7 @@ def deviations(s: TigerSettings, title_kind: str) -> list[str]:
 def tiger_precision(wanted: str, device: str, log: Any) -> str:
     """fp32 unless asked; "bf16"/"auto" give bf16 autocast where it is native (CUDA, or a CPU with
     avx512_bf16/AMX: ~1.5x faster for the paper's T5), fp32 with a notice elsewhere."""
-    from bench.precision import cpu_supports_bf16
+    from bench.train.precision import cpu_supports_bf16
 
     if wanted == "fp32":
         return "fp32"
@@ -75,7 +75,7 @@ class TigerMethod(Method):
     # -- semantic IDs ---------------------------------------------------------------------
 
     def _semantic_ids(self, dataset: Dataset) -> np.ndarray:
-        from bench.text_embeddings import MiniLMEmbedder, default_cache_root
+        from bench.train.text_embeddings import MiniLMEmbedder, default_cache_root
         from methods.tiger.semantic_ids import cache_key, load_or_build
 
         s, root = self.settings, default_cache_root()
@@ -96,7 +96,7 @@ class TigerMethod(Method):
         return ids
 
     def _build_ids(self, texts: list[str], root: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        from bench.text_embeddings import MiniLMEmbedder, title_embeddings
+        from bench.train.text_embeddings import MiniLMEmbedder, title_embeddings
         from methods.tiger.rqvae import train_rqvae
         from methods.tiger.semantic_ids import id_statistics, with_collision_digit
 
@@ -113,8 +113,8 @@ class TigerMethod(Method):
     # -- training -------------------------------------------------------------------------
 
     def fit(self, dataset: Dataset) -> None:
-        from bench.batching import epoch_batches
-        from bench.epoch_trainer import EpochTrainer, LoopSettings
+        from bench.train.batching import epoch_batches
+        from bench.train.lifecycle import EpochTrainer, LoopSettings
         from methods.tiger.model import CatalogueConstraint, IDTrie, TokenLayout, build_t5
 
         s, ctx = self.settings, self.context
@@ -209,7 +209,7 @@ class TigerMethod(Method):
         return scores
 
     def describe(self) -> dict[str, Any]:
-        from bench.epoch_trainer import training_facts
+        from bench.train.lifecycle import training_facts
 
         s, r = self.settings, self.report
         return {
@@ -239,7 +239,7 @@ def prepare_semantic_ids(dataset_name: str) -> str:
     scripts/gpu_run.sh carries it to a GPU machine, which has no room for the text encoder."""
     from bench.config import load_config, method_config
     from bench.data.prepare import prepare
-    from bench.run import run_paths
+    from bench.runs.run import run_paths
 
     config = load_config()
     paths = run_paths(config)

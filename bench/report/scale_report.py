@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.results import read_json_files
+from bench.store.results import read_json_files
 
 
 def load_scale(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.results import atomic_write_text
+from bench.store.results import atomic_write_text
 
 STATE = "progress.json"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """`write(tmp)` then rename over `path`: readers see the old file or the whole new one (the binary
-    counterpart of bench.results.atomic_write_text, which writes the state)."""
+    counterpart of bench.store.results.atomic_write_text, which writes the state)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
-from bench.metrics import METRIC_NAMES as METRICS
-from bench.metrics import per_request_metrics
-from bench.request_ranks import load_ranks
-from bench.results import iter_records, read_record
-from bench.significance import P_FLOOR, SIGN_FLIPS, bootstrap_ci, sign_flip_p_values
+from bench.report.significance import P_FLOOR, SIGN_FLIPS, bootstrap_ci, sign_flip_p_values
+from bench.runs.metrics import METRIC_NAMES as METRICS
+from bench.runs.metrics import per_request_metrics
+from bench.store.request_ranks import load_ranks
+from bench.store.results import iter_records, read_record
 
 # Settings that change what a request's rank means: runs that differ in one are not paired.
 SAME_PROTOCOL = {"split_protocol": "leave_one_out", "mask_history": False}
@@ -31,7 +31,7 @@ def resolve_record(spec: str, results_dir: Path, dataset: str | None) -> tuple[P
         return path, read_record(path)
     if dataset is None:
         raise BenchError(f"{spec!r} is not a record file; name the dataset too (--dataset) to find it by method")
-    from bench.leaderboard import method_label
+    from bench.report.labels import method_label
 
     matches = [(p, r) for p, r in iter_records(results_dir) if r["dataset"] == dataset
                and spec in (r["method"], method_label(r))]

@@ -18,16 +18,16 @@ TOLERANCE = 1e-9
 def rescore(path: Path, record: dict[str, Any], config: dict[str, Any], log: Any = print) -> dict[str, Any]:
     """Returns the updated record (also written); raises BenchError when it cannot be done honestly."""
     from bench.data.prepare import prepare
-    from bench.locks import work_dir_lock
-    from bench.registry import method_registry
-    from bench.request_ranks import save_ranks
-    from bench.results import git_revision, now_iso, write_record
-    from bench.run import PER_REQUEST_KEY, eval_settings, run_paths, run_work_dir, train_and_evaluate
+    from bench.registry import configured_registry
+    from bench.runs.run import PER_REQUEST_KEY, eval_settings, run_paths, run_work_dir, train_and_evaluate
+    from bench.store.locks import work_dir_lock
+    from bench.store.request_ranks import save_ranks
+    from bench.store.results import git_revision, now_iso, write_record
 
     if record.get("ranks"):
         return record
     method, paths = record["method"], run_paths(config)
-    registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
+    registry = configured_registry(config)
     work_dir = run_work_dir(paths.cache_dir, record["dataset"], method, record["config_hash"])
     if not work_dir.exists() and not getattr(registry.load(method), "refits_exactly", False):
         raise BenchError(f"{path.name}: its trained weights ({work_dir}) are gone; only a new run "

@@ -10,8 +10,8 @@ contract allows) with one epoch where its section has `epochs`. The catalogue, h
 size and the full ranking, is unchanged. A generative method's decoding length does follow its
 weights, so `--trained` / `--records` reuse the trained weights of recorded runs instead: the run's
 work dir is copied (the recorded state is never touched) and fit() resumes a finished training,
-which only loads. Each method's entry says which weights it had. Timing is the shared evaluator's (bench.evaluate,
-which uses bench.resources.Stopwatch): scoring only, device-synchronised.
+which only loads. Each method's entry says which weights it had. Timing is the shared evaluator's (bench.runs.evaluate,
+which uses bench.train.resources.Stopwatch): scoring only, device-synchronised.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.resources import (
+from bench.train.resources import (
     cpu_peak_mb,
     hardware_info,
     load_average,
@@ -83,8 +83,8 @@ def speed_path(results_dir: Path, dataset: str, device: str, batch_size: int = 1
 
 def recorded_weights(path: Path, method: str, dataset: Any, cache_dir: Path, registry: Any) -> RecordedWeights:
     """Check that `path` is a finished run of `method` on this very split whose weights are still here."""
-    from bench.results import read_record
-    from bench.run import run_work_dir
+    from bench.runs.run import run_work_dir
+    from bench.store.results import read_record
 
     if not path.is_file():
         raise BenchError(f"--records {path}: no such record file")
@@ -110,7 +110,7 @@ def find_trained_records(results_dir: Path, dataset: Any, methods: list[str], ca
                          registry: Any) -> dict[str, RecordedWeights]:
     """For each method, the recorded run on this split with the best recorded NDCG@10 whose weights are
     still here (ties: the newest); methods without one are left out (they get the quick fit)."""
-    from bench.results import iter_records
+    from bench.store.results import iter_records
 
     def strength(record: dict[str, Any]) -> tuple[float, str]:
         return (record.get("metrics") or {}).get("ndcg@10") or 0.0, record.get("created") or ""
@@ -156,7 +156,7 @@ def quick_fit_dataset(dataset: Any, users: int, seed: int) -> Any:
     import random
 
     from bench.data.types import Dataset, Split
-    from bench.run import subsample_cases
+    from bench.runs.run import subsample_cases
 
     candidates = [u for u, seq in enumerate(dataset.split.train) if len(seq) >= 2]
     keep = set(random.Random(seed).sample(candidates, min(users, len(candidates))))
@@ -191,10 +191,10 @@ def measure_method(
     one batch (not timed), then time `repeats` full passes over `cases`."""
     import shutil
 
-    from bench.evaluate import evaluate
     from bench.method import RunContext, seed_everything
-    from bench.resources import Stopwatch
-    from bench.run import subsample_cases
+    from bench.runs.evaluate import evaluate
+    from bench.runs.run import subsample_cases
+    from bench.train.resources import Stopwatch
 
     valid = subsample_cases(dataset.split.valid, VALIDATION_REQUESTS)  # `dataset` is the one fitted on
 
@@ -283,9 +283,9 @@ def measure_speed(
     """
     from bench.config import load_config
     from bench.data.prepare import prepare
-    from bench.registry import method_registry
-    from bench.results import atomic_write_text, git_revision, now_iso, package_versions, read_record
-    from bench.run import build_effective_config, eval_settings, run_paths, subsample_cases
+    from bench.registry import configured_registry
+    from bench.runs.run import build_effective_config, eval_settings, run_paths, subsample_cases
+    from bench.store.results import atomic_write_text, git_revision, now_iso, package_versions, read_record
 
     if not methods:
         raise BenchError("--methods: name at least one method")
@@ -294,7 +294,7 @@ def measure_speed(
     if num_prompts < 1 or repeats < 1 or batch_size < 1:
         raise BenchError("--num-prompts, --repeats and --batch-size must be at least 1")
     config = config if config is not None else load_config()
-    registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
+    registry = configured_registry(config)
     for method in methods:
         registry.target(method)
     if device.startswith("cuda"):
@@ -346,7 +346,7 @@ def measure_speed(
     hardware = hardware_info(device)
     measured: dict[str, Any] = {}
     fit_dataset = quick_fit_dataset(dataset, QUICK_FIT_USERS, seed) if quick_fit else dataset
-    from bench.locks import training_slot
+    from bench.store.locks import training_slot
 
     # Timings need the cores to themselves: wait for any training under this cache folder.
     with training_slot(paths.cache_dir, f"bench speed --dataset {dataset.name}", log):
@@ -363,11 +363,6 @@ def measure_speed(
                     recorded=reused.get(method),
                     weights=None if method in reused or quick_fit else {"kind": "full_fit"})
     backbones = sorted({str(entry["backbone"]) for entry in measured.values() if entry["backbone"]})
-
-    def ratio_over(other: str) -> float | None:
-        if "cove" not in measured or other not in measured:
-            return None
-        return measured["cove"]["samples_per_sec"]["median"] / measured[other]["samples_per_sec"]["median"]
 
     quick = [m for m in methods if m not in reused and quick_fit]
     weights = ""
@@ -397,12 +392,13 @@ def measure_speed(
         "repeats": repeats,
         "batch_size": batch_size,
         "warmup": f"one untimed batch of {min(batch_size, len(cases))} request(s) per method",
-        "timing": "bench.evaluate: method.score only (ranking excluded), device-synchronised wall clock",
+        "timing": "bench.runs.evaluate: method.score only (ranking excluded), device-synchronised wall clock",
         "weights": weights,
         "methods": measured,
         "measured_in_order": methods,
-        "ratio_cove_over_bigrec": ratio_over("bigrec"),
-        "ratio_cove_over_tiger": ratio_over("tiger"),
+        # The first method measured against each later one (median samples/s), for scripts; tables recompute it.
+        "speed_ratios": {"of": methods[0], "over": {m: measured[methods[0]]["samples_per_sec"]["median"]
+                                                    / measured[m]["samples_per_sec"]["median"] for m in methods[1:]}},
         "config": {"methods": effective, "quick_fit": bool(quick), "quick_fit_overrides": applied_quick,
                    "quick_fit_users": QUICK_FIT_USERS if quick else None,
                    "records": {m: w.describe()["record"] for m, w in reused.items()},

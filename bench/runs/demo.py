@@ -120,7 +120,8 @@ def data_text(record: Record) -> str:
 
 def render_demo(table: DemoTable) -> list[str]:
     """The demo's table, one line per row (under 100 characters), and what was replaced or left out."""
-    from bench.leaderboard import fmt_number, method_label
+    from bench.report.formatting import fmt_number
+    from bench.report.labels import method_label
 
     lines = [f"{'method':<21} {'data':<18} {'NDCG@10':>8} {'HR@10':>7} {'training':<21} {'train s':>9} "
              f"{'samples/s':>9}"]

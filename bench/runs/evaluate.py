@@ -9,8 +9,8 @@ import numpy as np
 
 from bench.data.types import EvalCases
 from bench.method import Method
-from bench.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
-from bench.resources import Stopwatch, peak_memory_mb, reset_peak_memory
+from bench.runs.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
+from bench.train.resources import Stopwatch, peak_memory_mb, reset_peak_memory
 
 
 @dataclass
@@ -109,8 +109,8 @@ def evaluate(
         raise ValueError("no evaluation cases: the split has no requests at this position")
     import contextlib
 
-    from bench.distributed import block, gather, world
-    from bench.progress import progress_bar
+    from bench.train.distributed import block, gather, world
+    from bench.train.progress import progress_bar
 
     everything = cases
     if world()[1] > 1:  # under torchrun: this rank's block of requests; gathered back in order below

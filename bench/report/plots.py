@@ -1,6 +1,6 @@
 """Figures from recorded runs: CoVE compression sweep and inference speed (matplotlib, Agg, PNG).
 
-Data extraction (`compression_sweeps`) is separate from drawing so tests can check the numbers
+Data extraction (`setting_sweeps`) is separate from drawing so tests can check the numbers
 without rendering. A plot without data is skipped, not drawn empty. PNGs carry no timestamp or
 software metadata, so regenerating from the same records gives identical files.
 """
@@ -15,55 +15,61 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SWEEP_METHOD = "cove"
+from bench.config import config_hash
+from bench.report.formatting import fmt_number
+from bench.report.labels import swept_setting, swept_value
+from bench.report.speed_tables import speed_order, speed_ratios, weights_text
+from bench.report.tables import record_group
+from bench.runs.speed import record_speed_name
+
 SWEEP_METRICS = ("ndcg@10", "hr@10")
 METRIC_TITLES = {"ndcg@10": "NDCG@10", "hr@10": "HR@10"}
 
 
 @dataclass
 class Sweep:
-    """Metric per compression ratio for one dataset and comparable group, plus the best baseline."""
+    """Metric per value of a method's swept setting (CoVE: compression ratio) for one dataset and comparable
+    group, plus the best other method on the same requests."""
 
     dataset: str
-    group: Any  # bench.leaderboard.Group
-    ratios: list[float]
-    values: dict[str, list[float]]  # metric -> mean over records at each ratio
-    runs: list[int]  # records averaged at each ratio
-    baseline: dict[str, tuple[str, float]]  # metric -> (method, value), best non-CoVE record
-    reference_ratio: float  # values are divided by the value at this ratio (1 when recorded)
+    group: Any  # bench.report.tables.Group
+    method: str
+    key: str  # the swept setting (bench.toml key)
+    points: list[float]  # values of the swept setting, ascending
+    values: dict[str, list[float]]  # metric -> mean over records at each point
+    runs: list[int]  # records averaged at each point
+    baseline: dict[str, tuple[str, float]]  # metric -> (method, value), best record of another method
+    reference_point: float  # values are divided by the value at this point (1 when recorded)
     backbone: str = "?"
-    setting: str = ""  # hash of what the points share besides the ratio (keeps file names apart)
+    setting: str = ""  # hash of what the points share besides the swept setting (keeps file names apart)
 
     def normalised(self, metric: str) -> list[float] | None:
-        base = self.values[metric][self.ratios.index(self.reference_ratio)]
+        base = self.values[metric][self.points.index(self.reference_point)]
         return None if base == 0 else [value / base for value in self.values[metric]]
 
 
 def sweep_setting(record: dict[str, Any]) -> tuple[str, str]:
-    """(backbone, short hash of the method config without the ratio, plus training subsample and
-    budget): points of one sweep differ only in compression ratio (and seed, which is averaged)."""
-    from bench.config import config_hash
-
-    section = {k: v for k, v in record.get("config", {}).get(SWEEP_METHOD, {}).items() if k != "compression_ratio"}
+    """(backbone, short hash of the method config without the swept setting, plus training subsample and
+    budget): points of one sweep differ only in that setting (and seed, which is averaged)."""
+    key = swept_setting(record["method"])
+    section = {k: v for k, v in record.get("config", {}).get(record["method"], {}).items() if k != key}
     train = (record.get("subsample") or {}).get("train")
     shared = {"config": section, "train": train, "budget": record.get("max_train_minutes")}
     return str(record.get("method_info", {}).get("backbone", "?")), config_hash(shared)[:8]
 
 
-def compression_sweeps(records: list[tuple[Path, dict[str, Any]]]) -> list[Sweep]:
-    """One sweep per (dataset, comparable group, backbone and setting) holding CoVE records at two
-    or more ratios; the baseline line is the best other method on the same requests."""
-    from bench.leaderboard import compression_ratio, record_group
-
-    cells: dict[tuple[str, Any, tuple[str, str]], dict[float, list[dict[str, Any]]]] = {}
-    others: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+def setting_sweeps(records: list[tuple[Path, dict[str, Any]]]) -> list[Sweep]:
+    """One sweep per (dataset, comparable group, method, backbone and setting) holding a method's records at
+    two or more values of its swept setting; the baseline line is the best other method on the same requests."""
+    cells: dict[tuple[str, Any, tuple[str, str], str], dict[float, list[dict[str, Any]]]] = {}
+    by_group: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for _, record in records:
         group = (record["dataset"], record_group(record))
-        ratio = compression_ratio(record)
-        if record["method"] == SWEEP_METHOD and ratio is not None:
-            cells.setdefault((*group, sweep_setting(record)), {}).setdefault(float(ratio), []).append(record)
-        elif record["method"] != SWEEP_METHOD:
-            others.setdefault(group, []).append(record)
+        by_group.setdefault(group, []).append(record)
+        ratio = swept_value(record)
+        if ratio is not None:
+            cells.setdefault((*group, sweep_setting(record), record["method"]), {}).setdefault(
+                float(ratio), []).append(record)
     sweeps = []
     for key in sorted(cells, key=lambda k: (k[0], k[1].sort_key(), k[2])):
         by_ratio = cells[key]
@@ -74,12 +80,14 @@ def compression_sweeps(records: list[tuple[Path, dict[str, Any]]]) -> list[Sweep
                   for m in SWEEP_METRICS}
         baseline = {}
         for metric in SWEEP_METRICS:
-            candidates = [(r["metrics"][metric], r["method"]) for r in others.get(key[:2], [])]
+            candidates = [(r["metrics"][metric], r["method"]) for r in by_group.get(key[:2], [])
+                          if r["method"] != key[3]]
             if candidates:
                 value, method = max(candidates)
                 baseline[metric] = (method, value)
-        sweeps.append(Sweep(key[0], key[1], ratios, values, [len(by_ratio[r]) for r in ratios], baseline,
-                            1.0 if 1.0 in ratios else ratios[0], backbone=key[2][0], setting=key[2][1]))
+        sweeps.append(Sweep(key[0], key[1], key[3], str(swept_setting(key[3])), ratios, values,
+                            [len(by_ratio[r]) for r in ratios], baseline, 1.0 if 1.0 in ratios else ratios[0],
+                            backbone=key[2][0], setting=key[2][1]))
     return sweeps
 
 
@@ -108,36 +116,38 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_compression(sweep: Sweep, path: Path) -> Path:
-    """Metric relative to the uncompressed model vs compression ratio (the paper's Figures 3-4)."""
+def plot_sweep(sweep: Sweep, path: Path) -> Path:
+    """Metric relative to its value at the first setting vs the swept setting (for CoVE's compression ratio:
+    the paper's Figures 3-4)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(SWEEP_METRICS), figsize=(9, 3.6))
     for axis, metric in zip(axes, SWEEP_METRICS):
         relative = sweep.normalised(metric)
         ys = relative if relative is not None else sweep.values[metric]
-        axis.plot(sweep.ratios, ys, marker="o", color="tab:green", label="CoVE")
-        for x, y, n in zip(sweep.ratios, ys, sweep.runs):
+        axis.plot(sweep.points, ys, marker="o", color="tab:green", label=sweep.method)
+        for x, y, n in zip(sweep.points, ys, sweep.runs):
             if n > 1:
                 axis.annotate(f"mean of {n}", (x, y), textcoords="offset points", xytext=(0, 6),
                               ha="center", fontsize=7)
         if metric in sweep.baseline:
             method, value = sweep.baseline[metric]
-            base = sweep.values[metric][sweep.ratios.index(sweep.reference_ratio)]
+            base = sweep.values[metric][sweep.points.index(sweep.reference_point)]
             level = value / base if relative is not None else value
             axis.axhline(level, color="tab:gray", linestyle="--", label=f"best baseline ({method})")
         axis.set_xscale("log", base=2)
-        axis.set_xticks(sweep.ratios, [f"{r:g}" for r in sweep.ratios])
-        axis.set_xlabel("compression ratio N/|S| (log scale)")
+        axis.set_xticks(sweep.points, [f"{r:g}" for r in sweep.points])
+        axis.set_xlabel(f"{sweep.key} (log scale)")
         if relative is not None:
-            base = sweep.values[metric][sweep.ratios.index(sweep.reference_ratio)]
-            axis.set_ylabel(f"{METRIC_TITLES[metric]} / its value at ratio {sweep.reference_ratio:g} (= {base:.4f})")
+            base = sweep.values[metric][sweep.points.index(sweep.reference_point)]
+            axis.set_ylabel(f"{METRIC_TITLES[metric]} / its value at {sweep.key} {sweep.reference_point:g} "
+                            f"(= {base:.4f})")
         else:
-            axis.set_ylabel(f"{METRIC_TITLES[metric]} (absolute; zero at ratio {sweep.reference_ratio:g})")
+            axis.set_ylabel(f"{METRIC_TITLES[metric]} (absolute; zero at {sweep.key} {sweep.reference_point:g})")
         axis.set_title(METRIC_TITLES[metric])
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)
-    fig.suptitle(f"CoVE compression sweep · {sweep.dataset} · {sweep.group.title()}\nbackbone {sweep.backbone} "
-                 f"· setting {sweep.setting} · same requests for every line", fontsize=9)
+    fig.suptitle(f"{sweep.method} {sweep.key} sweep · {sweep.dataset} · {sweep.group.title()}\n"
+                 f"backbone {sweep.backbone} · setting {sweep.setting} · same requests for every line", fontsize=9)
     fig.tight_layout()
     try:
         return _save(fig, path)
@@ -157,7 +167,7 @@ class SpeedBars:
     medians: list[float]
     errors: tuple[list[float], list[float]]  # below and above the median: min and max over repetitions
     kinds: list[str]  # trained, quick-fit or full-fit weights: quick-fit bars are hatched
-    labels: list[str]  # the number above each bar, in the one format of the tables (bench.leaderboard.fmt_number)
+    labels: list[str]  # the number above each bar, in the one format of the tables (bench.report.formatting)
     log_scale: bool
 
     def hatch(self, kind: str) -> str:
@@ -166,15 +176,11 @@ class SpeedBars:
 
 def rate_text(value: float) -> str:
     """One format for bar labels and axis ticks alike ("4,266/s", "977/s", "0.395/s"), as in the tables."""
-    from bench.leaderboard import fmt_number
-
     return f"{fmt_number(value)}/s"
 
 
 def speed_bars(record: dict[str, Any]) -> SpeedBars:
     """Bars of one speed record; a log axis only where the rates span more than LOG_SPAN x."""
-    from bench.leaderboard import speed_order, weights_text
-
     names = speed_order(record)
     rates = [record["methods"][n]["samples_per_sec"] for n in names]
     medians = [float(r["median"]) for r in rates]
@@ -216,8 +222,9 @@ def plot_speed(record: dict[str, Any], path: Path) -> Path:
     title = f"{record['dataset']} · {record['device']} ({hardware}) · batch {record.get('batch_size')}"
     title += f" · {threads} thread(s)" if threads else ""
     title += " · " + " / ".join(kinds) + " weights"
-    if record.get("ratio_cove_over_bigrec") is not None:
-        title += f"\nCoVE / BIGRec = {record['ratio_cove_over_bigrec']:.1f}× (medians; whiskers: min–max)"
+    ratios = speed_ratios(record)
+    if ratios:
+        title += "\n" + ", ".join(f"{a} / {b} = {r:.2g}×" for a, b, r in ratios) + " (medians; whiskers: min–max)"
     axis.set_title(title, fontsize=8)
     axis.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
@@ -229,10 +236,8 @@ def plot_speed(record: dict[str, Any], path: Path) -> Path:
 
 def write_plots(records: list[tuple[Path, dict[str, Any]]], speed: list[dict[str, Any]], plots_dir: Path) -> list[Path]:
     """Draw every plot that has data; remove PNGs left from data that is gone (the folder is generated)."""
-    written = [plot_compression(s, plots_dir / f"compression-{s.dataset}-{s.group.slug()}-{s.setting}.png")
-               for s in compression_sweeps(records)]
-    from bench.speed import record_speed_name
-
+    written = [plot_sweep(s, plots_dir / f"{s.method}-{s.key}-{s.dataset}-{s.group.slug()}-{s.setting}.png")
+               for s in setting_sweeps(records)]
     written += [plot_speed(record, plots_dir / f"speed-{record_speed_name(record)}.png")
                 for record in speed if record.get("methods")]
     if plots_dir.exists():

@@ -2,7 +2,7 @@
 
 Why: a GPU is lent to few sessions and a CUDA-only bug (a tensor left on the CPU, a dtype
 mismatch) would otherwise surface after loading data and minutes of a long run. Each method runs
-through the real harness (`bench.run.run`: config, fit, shared evaluator, record) on the `tiny`
+through the real harness (`bench.runs.run.run`: config, fit, shared evaluator, record) on the `tiny`
 fixture that ships with the repo, with its settings cut to one optimizer step on 8 training users
 and 8 scored requests. Records go to a temporary folder: a smoke run is a check, not a result.
 """
@@ -37,7 +37,7 @@ def smoke(methods: list[str], device: str, model: str | None = None, config: dic
           log: Any = print) -> list[dict[str, Any]]:
     """Run each method once on the tiny fixture; raise BenchError naming the first that misbehaves."""
     from bench.config import load_config
-    from bench.run import run
+    from bench.runs.run import run
 
     config = config if config is not None else load_config()
     summaries = []

@@ -45,8 +45,8 @@ def training_slot(cache_dir: Path, label: str, log: Callable[[str], None], holde
     waits for the first, so two trainings never share the cores and neither record's time is spoiled.
     The holder writes its pid and label into the lock file so the waiter can say whom it waits for.
     Under torchrun every rank enters and rank 0 (`holder`) alone takes the lock, the others waiting with
-    it in short collectives (bench.distributed.wait_together) instead of in one that times out."""
-    from bench.distributed import wait_together
+    it in short collectives (bench.train.distributed.wait_together) instead of in one that times out."""
+    from bench.train.distributed import wait_together
 
     if not holder:
         wait_together(lambda: False)

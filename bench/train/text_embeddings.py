@@ -53,7 +53,7 @@ CHUNK = 2048
 
 
 def default_cache_root() -> Path:
-    """The harness's cache dir (same rule as bench.run), for the methods' subfolders."""
+    """The harness's cache dir (same rule as bench.runs.run), for the methods' subfolders."""
     from bench.config import load_config, resolve_path
     from bench.errors import BenchError
 

@@ -17,11 +17,11 @@ import numpy as np
 from bench.config import config_hash, hashed_config, load_config, method_config, resolve_path
 from bench.data.types import Dataset, EvalCases
 from bench.errors import BenchError
-from bench.locks import training_slot, work_dir_lock
-from bench.registry import method_registry
-from bench.request_ranks import save_ranks
-from bench.resources import set_torch_threads
-from bench.results import (
+from bench.registry import configured_registry
+from bench.runs.validate import check_settings, setting_warnings
+from bench.store.locks import training_slot, work_dir_lock
+from bench.store.request_ranks import save_ranks
+from bench.store.results import (
     check_writable,
     git_revision,
     now_iso,
@@ -30,7 +30,7 @@ from bench.results import (
     record_path,
     save_record,
 )
-from bench.validate import check_settings, setting_warnings
+from bench.train.resources import set_torch_threads
 
 # Evaluation subsamples use a fixed seed, so every method is scored on the same users.
 EVAL_SUBSAMPLE_SEED = 0
@@ -92,7 +92,7 @@ def checked_config(
 ) -> dict[str, Any]:
     """The effective config of one run with every setting checked, before any data is read: `sweep`,
     `--seeds` and `baselines` check all their runs with it before the first one starts."""
-    registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
+    registry = configured_registry(config)
     registry.target(method)  # unknown names fail before any data is read
     effective = build_effective_config(config, method, preset, list(overrides), model)
     check_settings(registry.load(method), config, method, preset, effective, device, max_train_minutes, seed)
@@ -166,13 +166,13 @@ def run(
     A run waits for any other training under the same cache folder to finish, unless `parallel`
     (recorded as `exclusive: false`).
     """
-    from bench.distributed import barrier, init, is_main, local_device, world
+    from bench.train.distributed import barrier, init, is_main, local_device, world
 
     config = config if config is not None else load_config()
     set_torch_threads(threads)
     effective = checked_config(config, method, overrides=overrides, preset=preset, model=model, device=device,
                                seed=seed, max_train_minutes=max_train_minutes)
-    registry = method_registry(config.get("plugins", {}).get("modules", ["methods"]))
+    registry = configured_registry(config)
     world_size = world()[1]
     if world_size > 1 and not getattr(registry.load(method), "data_parallel", False):
         raise BenchError(f"{method}: no data-parallel training here; run it as one process (without torchrun). "
@@ -256,8 +256,8 @@ def run(
     if not card["tracked_by_git"]:
         record["git_rev"] = f"{record['git_rev']}+untracked-card"
     if world_size > 1:
-        from bench.distributed import gather
-        from bench.resources import hardware_info
+        from bench.train.distributed import gather
+        from bench.train.resources import hardware_info
 
         record["distributed"] = {"world_size": world_size, "backend": backend,
                                  "launcher": "torchrun/accelerate (RANK, WORLD_SIZE from the environment)",
@@ -281,7 +281,7 @@ def backbone_identity(section: dict[str, Any]) -> dict[str, str] | None:
     """Content fingerprint of the section's `model` (methods without a backbone: None)."""
     if not isinstance(section.get("model"), str):
         return None
-    from bench.backbone import model_identity
+    from bench.train.backbone import model_identity
 
     return model_identity(section["model"])
 
@@ -324,9 +324,9 @@ def train_and_evaluate(
     from dataclasses import replace
 
     from bench.data.split import selection_split
-    from bench.evaluate import evaluate
     from bench.method import RunContext, seed_everything
-    from bench.resources import Stopwatch, hardware_info, load_average, peak_memory_mb, reset_peak_memory
+    from bench.runs.evaluate import evaluate
+    from bench.train.resources import Stopwatch, hardware_info, load_average, peak_memory_mb, reset_peak_memory
 
     ks = tuple(int(k) for k in settings.get("ks", (5, 10, 20)))
     target = settings.get("target", "test")

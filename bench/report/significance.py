@@ -1,5 +1,5 @@
 """Is a difference real? Bootstrap confidence intervals over requests and paired tests between methods
-scored on the same requests (per-request values from bench.metrics.per_request_metrics).
+scored on the same requests (per-request values from bench.runs.metrics.per_request_metrics).
 
 The paired test is the randomisation (sign-flip) test IR evaluation recommends (Smucker, Allan & Carterette,
 CIKM 2007): if A and B are interchangeable, each request's difference was as likely +d as -d, so the

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from bench.checkpoints import CheckpointDir
-from bench.distributed import barrier, is_main, past_deadline_everywhere, sum_gradients, sum_over_ranks, world
 from bench.errors import BenchError
 from bench.method import nothing_to_load
-from bench.progress import progress_bar
+from bench.train.checkpoints import CheckpointDir
+from bench.train.distributed import barrier, is_main, past_deadline_everywhere, sum_gradients, sum_over_ranks, world
+from bench.train.progress import progress_bar
 
 LEGACY_FILES = {"last": "last.pt", "best": "best.pt"}  # work dirs from before the state named its files
 
@@ -66,7 +66,7 @@ class EpochTrainer:
         return state
 
     def _save(self, best: bool) -> None:
-        """One commit per epoch (bench.checkpoints): the epoch's files, then the state naming them."""
+        """One commit per epoch (bench.train.checkpoints): the epoch's files, then the state naming them."""
         if not is_main():  # every rank holds the same weights; rank 0 writes them
             barrier()
             return
