@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, did_you_mean, shown
+from bench.settings import check_value
 from bench.store.textfiles import read_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,24 +81,11 @@ def apply_override(config: dict[str, Any], assignment: str) -> None:
 
 
 def check_like_default(source: str, default: Any, value: Any) -> None:
-    """A value must have its default's type (numbers: any non-negative number where the default is a
-    float, a non-negative integer where it is an int; lists stay lists), so `epochs=ten` or `ks=abc`
-    fail in one line before anything runs. String defaults are left to the method's own checks."""
+    """A value must have its default's type (bench.settings.check_value), so `epochs=ten` or `ks=abc` fail
+    in one line before anything runs. String defaults are left to the method's own checks."""
     if isinstance(default, str) or default is None:
         return
-    if isinstance(default, bool):
-        ok, expected = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool) and value >= 0, "an integer >= 0"
-    elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-        expected = "a number >= 0"
-    elif isinstance(default, list):
-        ok, expected = isinstance(value, list), "a list, e.g. [5, 10, 20]"
-    else:
-        return
-    if not ok:
-        raise BenchError(f"{source}: expected {expected}, got {shown(value)}")
+    check_value(source, default, value)
 
 
 def method_config(

@@ -19,6 +19,17 @@ from bench.data.types import Dataset
 from bench.errors import BenchError
 
 
+def harness_cache_dir() -> Path:
+    """The cache dir a run uses (BENCH_CACHE_DIR > bench.toml [paths] > .cache), for a context built by hand."""
+    from bench.config import load_config, resolve_path
+
+    try:
+        config = load_config()
+    except BenchError:
+        config = {"paths": {}}
+    return resolve_path(config, "cache_dir", "BENCH_CACHE_DIR", ".cache")
+
+
 @dataclass
 class RunContext:
     """What the harness lends a method for one run."""
@@ -26,6 +37,8 @@ class RunContext:
     device: str = "cpu"
     seed: int = 0
     work_dir: Path = Path(".cache/work")
+    # Where methods keep what outlives a run (backbones, title embeddings, semantic IDs): the harness's.
+    cache_dir: Path = field(default_factory=harness_cache_dir)
     max_train_minutes: float | None = None
     # validate(method) -> validation NDCG@10 with the shared evaluator (for early stopping).
     validate: Callable[[Method], float] | None = None
@@ -55,6 +68,12 @@ class Method(ABC):
     # False when score() ranks only a shortlist (a beam) and ties every other item below it: masking history
     # items out of the shortlist would leave fewer than K ranked items, so eval.mask_history is refused.
     scores_every_item: bool = True
+    # True when fit() reproduces the same model from the data alone (counting): `bench rescore` and
+    # `bench speed --trained` then need no saved weights.
+    refits_exactly: bool = False
+    # True when the method implements encode() and score_items(): the evaluator then ranks huge catalogues
+    # in item chunks (memory O(batch x chunk)) instead of asking score() for a batch x N matrix.
+    scores_item_slices: bool = False
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         self.config = config
@@ -89,6 +108,14 @@ class Method(ABC):
     @abstractmethod
     def score(self, users: list[int], histories: list[list[int]]) -> Any:
         """Return a (B, num_items) array or tensor: a score for every item, higher is better."""
+
+    def encode(self, users: list[int], histories: list[list[int]]) -> Any:
+        """What score_items needs of a batch of requests (e.g. the last hidden states), computed once."""
+        raise NotImplementedError(f"{self.name} does not score item slices (scores_item_slices is False)")
+
+    def score_items(self, encoded: Any, start: int, end: int) -> Any:
+        """Scores of items start..end-1 for the encoded requests: a (B, end - start) array or tensor."""
+        raise NotImplementedError(f"{self.name} does not score item slices (scores_item_slices is False)")
 
     def describe(self) -> dict[str, Any]:
         """Facts worth recording with the result (backbone, parameter counts, training mode)."""

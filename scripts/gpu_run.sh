@@ -106,8 +106,7 @@ case "${1:-}" in
     # The device gets a copy of the tree without .git: the record's git_rev comes from here.
     echo "$(git rev-parse HEAD)$(git status --porcelain --untracked-files=no | grep -q . && echo +dirty)" \
       >"$data/GIT_REV"
-    ids=$(.venv/bin/python -c "from methods.tiger.method import prepare_semantic_ids as p; print(p('$dataset'))" \
-      | tail -1)
+    ids=$(.venv/bin/python scripts/tiger_semantic_ids.py "$dataset" | tail -1)
     mkdir -p "$data/tiger_ids" && cp "$ids" "${ids%.npy}.json" "$data/tiger_ids/"
     rm -rf "$wheels" && mkdir -p "$wheels"
     .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

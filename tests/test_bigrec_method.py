@@ -194,7 +194,12 @@ def test_gamma_auto_uses_cached_generations(tiny_backbone: None, tmp_path: Path,
 
     monkeypatch.setattr(generate_module, "generate", counting)
     dataset = rule_dataset(num_items=10, num_users=30, length=5, rule="next", seed=3)
-    method = make({**TINY, "epochs": 1, "gamma": "auto"}, tmp_path / "work")
+    from bench.runs.evaluate import evaluate
+
+    def validate(model: Any) -> float:  # the harness's validator, as bench.runs.run lends it
+        return evaluate(model, dataset.split.valid, dataset.num_items, ks=(10,), progress=False).metrics["ndcg@10"]
+
+    method = make({**TINY, "epochs": 1, "gamma": "auto"}, tmp_path / "work", validate=validate)
     method.fit(dataset)
     unique_histories = len({tuple(h[-1:]) for h in dataset.split.valid.histories})
     assert sum(prompts_generated) == unique_histories  # one generation per history, reused by 199 gammas

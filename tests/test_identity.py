@@ -12,7 +12,8 @@ import pytest
 
 from bench.config import load_config
 from bench.data.prepare import prepare
-from bench.runs.run import run, run_paths
+from bench.runs.run import run
+from bench.runs.setup import run_paths
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "datasets" / "fixtures" / "tiny"

@@ -9,7 +9,7 @@ import pytest
 from bench.data.split import global_time, leave_one_out
 from bench.data.types import EvalCases, Split
 from bench.errors import BenchError
-from methods.recbole_models import load_recbole_data, recbole_isolated, recbole_settings, training_pairs
+from methods.recbole_data import load_recbole_data, recbole_isolated, recbole_settings, training_pairs
 
 SECTION = {"epochs": 1, "max_seq_length": 3, "hidden_size": 8, "inner_size": 8, "n_layers": 1, "n_heads": 1}
 

@@ -148,7 +148,7 @@ def test_selection_never_uses_the_reported_requests(target: str, isolated: Path,
     import methods
     from bench.config import load_config
     from bench.data.prepare import prepare
-    from bench.runs.run import run_paths
+    from bench.runs.setup import run_paths
 
     monkeypatch.setitem(methods.METHODS, "spy", "tests.test_run:SelectionSpy")
     config = load_config()
@@ -354,7 +354,7 @@ def test_per_request_ranks_reproduce_the_recorded_metrics(isolated: Path):
     from bench.config import load_config
     from bench.data.prepare import prepare
     from bench.errors import BenchError
-    from bench.runs.run import run_paths
+    from bench.runs.setup import run_paths
     from bench.store.request_ranks import load_ranks
 
     outcome = run("pop", "tiny", overrides=['eval.extra_targets=["valid"]', "eval.max_eval_users=30"],

@@ -17,7 +17,7 @@ def tiny_lm(isolated: Path) -> str:
     """A random tiny Llama whose word tokenizer covers the tiny fixture's CoVE and BIGRec prompts."""
     from bench.config import load_config
     from bench.data.prepare import prepare
-    from bench.runs.run import run_paths
+    from bench.runs.setup import run_paths
     from methods.bigrec.prompts import build_prompt
     from methods.cove.prompts import prompt_texts
 

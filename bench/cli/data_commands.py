@@ -20,11 +20,11 @@ from bench.errors import BenchError
 
 
 def _prepare(name: str, force: bool = False):
-    from bench.data.prepare import prepare
-    from bench.runs.run import run_paths
+    from bench.runs.setup import set_up
 
-    paths = run_paths(bench_config())
-    return prepare(name, paths.data_dir, paths.cache_dir, force=force)
+    setup = set_up(name, bench_config())
+    return (setup, *setup.prepare(force))
+
 
 @data_app.command("init")
 def data_init(
@@ -52,33 +52,29 @@ def data_init(
 @data_app.command("prepare")
 def data_prepare(name: str, force: Annotated[bool, typer.Option(help="Rebuild the cache")] = False) -> None:
     """Read a dataset's sources, split it and cache the prepared form."""
-    _, info = _prepare(name, force)
+    _, _, info = _prepare(name, force)
     typer.echo(f"{name}: {info['users']} users, {info['items']} items, {info['interactions']} interactions; "
                f"split {info['split']} ({info['split_hash']}); cached at {info['cache']}")
 
 @data_app.command("info")
 def data_info(name: str) -> None:
     """Counts, average length, title coverage and split of a dataset; checks the card's expected counts."""
-    from bench.data.cards import load_card
-    from bench.data.prepare import count_mismatches
-    from bench.runs.run import run_paths
-
-    _, info = _prepare(name)
+    setup, _, info = _prepare(name)
     for key in ("dataset", "source_format", "origin", "users", "items", "interactions", "avg_length",
                 "max_length", "title_kind", "items_with_title", "title_coverage_items",
                 "title_coverage_interactions", "split", "split_hash", "valid_requests", "test_requests"):
         typer.echo(f"{key:28s} {info.get(key)}")
-    mismatches = count_mismatches(name, info, run_paths(bench_config()).data_dir)
+    mismatches = setup.mismatches(info)
     if mismatches:
         raise BenchError(f"{name}: counts differ from the dataset card (expected, got): {mismatches}")
-    if load_card(name, run_paths(bench_config()).data_dir).expected:
+    if setup.card.expected:
         typer.echo("counts match the dataset card")
 
 @data_app.command("download")
 def data_download(name: str) -> None:
     """Download the raw Amazon files a card lists into the data dir (needs a network)."""
     from bench.data.prepare import download
-    from bench.runs.run import run_paths
+    from bench.runs.setup import run_paths
 
     for path in download(name, run_paths(bench_config()).data_dir):
         typer.echo(f"have {path}")
@@ -92,7 +88,7 @@ def backbone_random(
     tokenizer: Annotated[str, typer.Option(help="'smollm2' or a folder holding a Hugging Face tokenizer")] = "smollm2",
 ) -> None:
     """A randomly initialised small Llama (no pretraining): full-catalogue runs on a CPU in minutes."""
-    from bench.runs.run import run_paths
+    from bench.runs.setup import run_paths
     from bench.train.backbone import model_dir, save_random_backbone
 
     cache_dir = run_paths(bench_config()).cache_dir
@@ -103,7 +99,7 @@ def backbone_random(
 @cache_app.command("ls")
 def cache_ls(json_: JsonOption = False) -> None:
     """Every run's work dir with its size, and whether its record exists (else it is a resume point)."""
-    from bench.runs.run import run_paths
+    from bench.runs.setup import run_paths
     from bench.store.cache import work_dirs
 
     paths = run_paths(bench_config())
@@ -126,7 +122,7 @@ def cache_clean(
 ) -> None:
     """Remove the work dirs of runs whose record exists (records, datasets and backbones stay). Asks first
     (or --yes): a recorded run's work dir holds the trained weights `bench rescore` and `speed --trained` need."""
-    from bench.runs.run import run_paths
+    from bench.runs.setup import run_paths
     from bench.store.cache import clean, work_dirs
 
     paths = run_paths(bench_config())

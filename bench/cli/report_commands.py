@@ -31,7 +31,7 @@ def leaderboard_command(
 ) -> None:
     """Build results/leaderboard.md, .csv, plots/ and README.md from recorded runs and speed records."""
     from bench.report.leaderboard import write_leaderboard
-    from bench.runs.run import run_paths
+    from bench.runs.setup import run_paths
     from bench.store.results import check_writable
 
     paths = run_paths(bench_config(), results_dir)
@@ -56,7 +56,7 @@ def compare_command(
     many requests each wins."""
     from bench.report.compare import compare, render, resolve_record
     from bench.report.labels import method_label
-    from bench.runs.run import run_paths
+    from bench.runs.setup import run_paths
 
     paths = run_paths(bench_config(), results_dir)
     first = resolve_record(run_a, paths.results_dir, dataset)
@@ -78,7 +78,7 @@ def show_command(
     """One record, readably: what ran, its metrics in K order, how training ended, time and memory."""
     from bench.report.compare import resolve_record
     from bench.report.labels import method_label
-    from bench.runs.run import run_paths
+    from bench.runs.setup import run_paths
 
     path, found = resolve_record(record, run_paths(bench_config(), results_dir).results_dir, dataset)
     typer.echo("\n".join(render_record(path, found, method_label(found))))
@@ -127,7 +127,8 @@ def baselines_command(
     (cheapest first; recorded runs are reused, interrupted RecBole and native SASRec runs resume)."""
     from bench.registry import configured_registry
     from bench.report.leaderboard import render_compact, write_leaderboard
-    from bench.runs.run import checked_config, run, run_paths
+    from bench.runs.run import checked_config, run
+    from bench.runs.setup import run_paths
 
     config = bench_config()
     baselines = configured_registry(config).baselines
@@ -156,7 +157,8 @@ def demo_command(
     """The main job: run (or reuse) the [demo] runs of bench.toml on real data and print the table once."""
     from bench.report.leaderboard import write_leaderboard
     from bench.runs.demo import choose_rows, render_demo
-    from bench.runs.run import run, run_paths
+    from bench.runs.run import run
+    from bench.runs.setup import run_paths
     from bench.store.results import iter_records
 
     config = bench_config()
@@ -187,7 +189,7 @@ def demo_command(
         records.append(outcome.record)
     results_dir = run_paths(config).results_dir
     written = write_leaderboard(results_dir)
-    table = choose_rows(records, [record for _, record in iter_records(results_dir)])
+    table = choose_rows(records, [record for _, record in iter_records(results_dir)], floor=demo.get("floor"))
     if missing:
         typer.echo(f"\n== demo on {dataset}: every run recorded")
     typer.echo("\n".join(render_demo(table)))

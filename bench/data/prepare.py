@@ -157,9 +157,11 @@ def _read_cache(folder: Path) -> RawData:
     return RawData(items["asin"].tolist(), titles, as_lists("sequence"), parts, item_text=text)
 
 
-def prepare(name: str, data_dir: Path, cache_dir: Path, *, force: bool = False) -> tuple[Dataset, dict[str, Any]]:
-    """Load (from cache when the sources are unchanged) and split one dataset."""
-    card = load_card(name, data_dir)
+def prepare(name: str, data_dir: Path, cache_dir: Path, *, force: bool = False,
+            card: DatasetCard | None = None) -> tuple[Dataset, dict[str, Any]]:
+    """Load (from cache when the sources are unchanged) and split one dataset (`card`: the one the caller
+    already read, so a run reads its card once)."""
+    card = card or load_card(name, data_dir)
     source = pick_source(card, data_dir)
     key = source_hash(card, source)
     folder = cache_dir / "datasets" / f"{card.name}-{key}"
@@ -195,17 +197,16 @@ def item_text(raw: RawData, card: DatasetCard) -> list[dict[str, Any]] | None:
     return [{key: text[key] for key in card.text_fields if key in text} for text in raw.item_text]
 
 
-def count_mismatches(name: str, info: dict[str, Any], data_dir: Path) -> dict[str, tuple[Any, Any]]:
+def count_mismatches(card: DatasetCard, info: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """The card's `expected` counts that the prepared data does not have: {key: (expected, got)}."""
-    expected = load_card(name, data_dir).expected
-    return {key: (value, info.get(key)) for key, value in expected.items() if info.get(key) != value}
+    return {key: (value, info.get(key)) for key, value in card.expected.items() if info.get(key) != value}
 
 
-def card_facts(name: str, data_dir: Path) -> dict[str, Any]:
+def card_facts(card: DatasetCard) -> dict[str, Any]:
     """Which card a run read and whether git tracks it (an untracked card is not in the revision)."""
     import subprocess
 
-    path = load_card(name, data_dir).card_path
+    path = card.card_path
     try:
         tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
                                  capture_output=True).returncode == 0

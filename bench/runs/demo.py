@@ -81,9 +81,10 @@ class DemoTable:
     left_out: list[Record] = field(default_factory=list)  # subsample rows not distinguishable from pop
 
 
-def choose_rows(demo_records: list[Record], all_records: list[Record]) -> DemoTable:
+def choose_rows(demo_records: list[Record], all_records: list[Record], floor: str | None = None) -> DemoTable:
     """Per [demo] method: its strongest converged full-data record among the comparable ones (else its
-    strongest budget-cut one); the demo's subsample runs only when their HR@10 is significantly above pop's."""
+    strongest budget-cut one); the demo's subsample runs only when their HR@10 is significantly above the
+    `floor` method's ([demo] floor in bench.toml: popularity), or always where there is no floor."""
     if not demo_records:
         return DemoTable([])
     reference = demo_records[0]
@@ -95,7 +96,7 @@ def choose_rows(demo_records: list[Record], all_records: list[Record]) -> DemoTa
         converged = [r for r in full if not budget_cut(r)]
         if full:
             rows.append(max(converged or full, key=lambda r: r["metrics"].get("ndcg@10", 0.0)))
-    pop = next((r for r in rows if r["method"] == "pop"), None)
+    pop = next((r for r in rows if r["method"] == floor), None)
     table = DemoTable(rows)
     for record in demo_records:
         if record.get("subsample"):

@@ -47,8 +47,7 @@ ITEM_CHUNK = 65_536
 
 
 def streams(method: Method, num_items: int, item_chunk: int | None) -> bool:
-    supported = callable(getattr(method, "encode", None)) and callable(getattr(method, "score_items", None))
-    return supported and (item_chunk is not None or num_items > STREAM_ABOVE_ITEMS)
+    return method.scores_item_slices and (item_chunk is not None or num_items > STREAM_ABOVE_ITEMS)
 
 
 def streamed_ranks(method: Any, users: list[int], histories: list[list[int]], targets: list[int], num_items: int,

@@ -17,22 +17,21 @@ TOLERANCE = 1e-9
 
 def rescore(path: Path, record: dict[str, Any], config: dict[str, Any], log: Any = print) -> dict[str, Any]:
     """Returns the updated record (also written); raises BenchError when it cannot be done honestly."""
-    from bench.data.prepare import prepare
-    from bench.registry import configured_registry
-    from bench.runs.run import PER_REQUEST_KEY, eval_settings, run_paths, run_work_dir, train_and_evaluate
+    from bench.runs.run import PER_REQUEST_KEY, eval_settings, train_and_evaluate
+    from bench.runs.setup import run_work_dir, set_up
     from bench.store.locks import work_dir_lock
     from bench.store.request_ranks import save_ranks
     from bench.store.results import git_revision, now_iso, write_record
 
     if record.get("ranks"):
         return record
-    method, paths = record["method"], run_paths(config)
-    registry = configured_registry(config)
+    setup = set_up(record["dataset"], config)
+    method, paths, registry = record["method"], setup.paths, setup.registry
     work_dir = run_work_dir(paths.cache_dir, record["dataset"], method, record["config_hash"])
-    if not work_dir.exists() and not getattr(registry.load(method), "refits_exactly", False):
+    if not work_dir.exists() and not registry.load(method).refits_exactly:
         raise BenchError(f"{path.name}: its trained weights ({work_dir}) are gone; only a new run "
                          "(bench run --force) can give it per-request ranks")
-    dataset, info = prepare(record["dataset"], paths.data_dir, paths.cache_dir)
+    dataset, info = setup.prepare()
     if dataset.split.hash != record["split_hash"]:
         raise BenchError(f"{path.name}: the dataset's split changed since the run; not rescorable")
     effective = record["config"]
@@ -40,10 +39,11 @@ def rescore(path: Path, record: dict[str, Any], config: dict[str, Any], log: Any
         again = train_and_evaluate(registry.load(method), method, dataset, info, effective,
                                    eval_settings(effective, method), device=record.get("device", "cpu"),
                                    seed=record.get("seed", 0), work_dir=work_dir,
+                                   cache_dir=paths.cache_dir,
                                    budget=record.get("max_train_minutes"), progress=True, log=log,
                                    # A method that can promise to only load does (a retraining would be caught
                                    # below, but only after it ran); the others rely on that check.
-                                   resume_only=getattr(registry.load(method), "loads_finished_runs", False))
+                                   resume_only=registry.load(method).loads_finished_runs)
     recorded = {record.get("eval_target", "test"): record["metrics"],
                 **{p: v["metrics"] for p, v in (record.get("metrics_by_position") or {}).items()}}
     found = {again.get("eval_target", "test"): again["metrics"],

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import config_hash, hashed_config, load_config, method_config, resolve_path
+from bench.config import config_hash, hashed_config, load_config, method_config
 from bench.data.types import Dataset, EvalCases
 from bench.errors import BenchError
 from bench.registry import configured_registry
+from bench.runs.setup import run_work_dir, set_up
 from bench.runs.validate import check_settings, setting_warnings
 from bench.store.locks import training_slot, work_dir_lock
 from bench.store.request_ranks import save_ranks
@@ -34,27 +35,6 @@ from bench.train.resources import set_torch_threads
 
 # Evaluation subsamples use a fixed seed, so every method is scored on the same users.
 EVAL_SUBSAMPLE_SEED = 0
-
-
-@dataclass
-class RunPaths:
-    data_dir: Path
-    cache_dir: Path
-    results_dir: Path
-
-
-def run_work_dir(cache_dir: Path, dataset: str, method: str, config_hash: str) -> Path:
-    """Where a run keeps its checkpoints: one folder per dataset, method and config hash (rescore and
-    speed --trained find a recorded run's weights by the same rule)."""
-    return cache_dir / "work" / dataset / f"{method}-{config_hash}"
-
-
-def run_paths(config: dict[str, Any], results_dir: Path | None = None) -> RunPaths:
-    return RunPaths(
-        data_dir=resolve_path(config, "data_dir", "BENCH_DATA_DIR", "../shared/data"),
-        cache_dir=resolve_path(config, "cache_dir", "BENCH_CACHE_DIR", ".cache"),
-        results_dir=results_dir or resolve_path(config, "results_dir", "BENCH_RESULTS_DIR", "results"),
-    )
 
 
 PER_REQUEST_KEY = "_per_request_ranks"
@@ -172,9 +152,10 @@ def run(
     set_torch_threads(threads)
     effective = checked_config(config, method, overrides=overrides, preset=preset, model=model, device=device,
                                seed=seed, max_train_minutes=max_train_minutes)
-    registry = configured_registry(config)
+    setup = set_up(dataset_name, config, results_dir)
+    registry = setup.registry
     world_size = world()[1]
-    if world_size > 1 and not getattr(registry.load(method), "data_parallel", False):
+    if world_size > 1 and not registry.load(method).data_parallel:
         raise BenchError(f"{method}: no data-parallel training here; run it as one process (without torchrun). "
                          "Data-parallel methods: the ones whose class sets data_parallel = True")
     if device.startswith("cuda"):
@@ -182,21 +163,11 @@ def run(
 
         if not torch.cuda.is_available():
             raise BenchError("--device cuda: no CUDA device is available on this machine")
-    paths = run_paths(config, results_dir)
-
-    from bench.data.cards import load_card
-
-    load_card(dataset_name, paths.data_dir)  # a bad card (an unsafe name) fails before anything is written
+    paths = setup.paths
     if not dry_run:
         check_writable(paths.results_dir / "runs", paths.cache_dir)
-    from bench.data.prepare import card_facts, count_mismatches, prepare
-
-    dataset, info = prepare(dataset_name, paths.data_dir, paths.cache_dir)
-    mismatches = count_mismatches(dataset_name, info, paths.data_dir)
-    if mismatches and not allow_count_mismatch:
-        raise BenchError(f"dataset {dataset_name}: counts differ from its card (expected, got): {mismatches}; "
-                         "fix the card or the data, or pass --allow-count-mismatch (recorded)")
-    card = {**card_facts(dataset_name, paths.data_dir), "count_mismatches": mismatches or None}
+    dataset, info = setup.prepare()
+    card = setup.card_record(info, allow_count_mismatch)
     effective = all_eval_users_as_zero(effective, method, dataset)
     settings = eval_settings(effective, method)
     if not dry_run and is_main():
@@ -245,6 +216,7 @@ def run(
             with slot:
                 record = train_and_evaluate(registry.load(method), method, dataset, info, effective, settings,
                                             device=local_device(device), seed=seed, work_dir=work_dir,
+                                            cache_dir=paths.cache_dir,
                                             budget=budget, progress=progress and main, log=log if main else _quiet)
         except Exception:
             # A failed run leaves no empty folder behind (an interrupted one keeps its checkpoints).
@@ -316,6 +288,7 @@ def train_and_evaluate(
     device: str,
     seed: int,
     work_dir: Path,
+    cache_dir: Path,
     budget: float | None,
     progress: bool,
     log: Any,
@@ -349,7 +322,7 @@ def train_and_evaluate(
 
     work_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
-    context = RunContext(device=device, seed=seed, work_dir=work_dir, max_train_minutes=budget,
+    context = RunContext(device=device, seed=seed, work_dir=work_dir, cache_dir=cache_dir, max_train_minutes=budget,
                          validate=validate, log=log, resume_only=resume_only)
     instance = method_cls(effective[method], context)
     revision = git_revision()  # the code this run executes, even if the tree changes while it trains

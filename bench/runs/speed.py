@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.runs.recorded_weights import RecordedWeights, find_trained_records, recorded_weights
 from bench.train.resources import (
     cpu_peak_mb,
     hardware_info,
@@ -41,22 +42,6 @@ QUICK_FIT: dict[str, Any] = {"epochs": 1, "decode_length": "mean_title"}
 QUICK_FIT_USERS = 8
 VALIDATION_REQUESTS = 8
 SPEED_SCHEMA = 1
-
-
-@dataclass(frozen=True)
-class RecordedWeights:
-    """A recorded run whose trained weights a speed measurement reuses."""
-
-    path: Path
-    record: dict[str, Any]
-    work_dir: Path | None  # None: the method refits exactly from the data (nothing was saved)
-
-    def describe(self) -> dict[str, Any]:
-        metrics = self.record.get("metrics") or {}
-        return {"kind": "trained", "record": f"runs/{self.record['dataset']}/{self.path.name}",
-                "config_hash": self.record["config_hash"], "train_seconds": self.record.get("train_seconds"),
-                "subsample": self.record.get("subsample"), "eval_target": self.record.get("eval_target"),
-                "ndcg@10": metrics.get("ndcg@10")}
 
 
 @dataclass
@@ -79,54 +64,6 @@ def record_speed_name(record: dict[str, Any]) -> str:
 
 def speed_path(results_dir: Path, dataset: str, device: str, batch_size: int = 1, trained: bool = False) -> Path:
     return results_dir / "speed" / f"{speed_name(dataset, device, batch_size, trained)}.json"
-
-
-def recorded_weights(path: Path, method: str, dataset: Any, cache_dir: Path, registry: Any) -> RecordedWeights:
-    """Check that `path` is a finished run of `method` on this very split whose weights are still here."""
-    from bench.runs.run import run_work_dir
-    from bench.store.results import read_record
-
-    if not path.is_file():
-        raise BenchError(f"--records {path}: no such record file")
-    record = read_record(path)
-    if record["method"] != method:
-        raise BenchError(f"--records {path}: a {record['method']} run, but it was given for {method}")
-    if record["dataset"] != dataset.name or record.get("split_hash") != dataset.split.hash:
-        raise BenchError(f"--records {path}: recorded on {record['dataset']} (split {record.get('split_hash')}), "
-                         f"not on this {dataset.name} split ({dataset.split.hash})")
-    work_dir = run_work_dir(cache_dir, record["dataset"], method, record["config_hash"])
-    method_cls = registry.load(method)
-    if getattr(method_cls, "refits_exactly", False):
-        return RecordedWeights(path, record, None)  # refitting gives the recorded model exactly
-    if not getattr(method_cls, "loads_finished_runs", False):
-        raise BenchError(f"--records {path}: {method} cannot promise to only load a finished training "
-                         "(Method.loads_finished_runs), so its recorded weights cannot be reused")
-    if work_dir.is_dir():
-        return RecordedWeights(path, record, work_dir)
-    raise BenchError(f"--records {path}: its trained weights ({work_dir}) are gone from this machine")
-
-
-def find_trained_records(results_dir: Path, dataset: Any, methods: list[str], cache_dir: Path,
-                         registry: Any) -> dict[str, RecordedWeights]:
-    """For each method, the recorded run on this split with the best recorded NDCG@10 whose weights are
-    still here (ties: the newest); methods without one are left out (they get the quick fit)."""
-    from bench.store.results import iter_records
-
-    def strength(record: dict[str, Any]) -> tuple[float, str]:
-        return (record.get("metrics") or {}).get("ndcg@10") or 0.0, record.get("created") or ""
-
-    found: dict[str, RecordedWeights] = {}
-    for path, record in iter_records(results_dir):
-        method = record.get("method")
-        if method not in methods or record.get("dataset") != dataset.name:
-            continue
-        try:
-            candidate = recorded_weights(path, method, dataset, cache_dir, registry)
-        except BenchError:
-            continue
-        if method not in found or strength(record) > strength(found[method].record):
-            found[method] = candidate
-    return found
 
 
 def route_overrides(overrides: list[str], methods: list[str]) -> dict[str, list[str]]:
@@ -183,6 +120,7 @@ def measure_method(
     repeats: int,
     batch_size: int,
     work_dir: Path,
+    cache_dir: Path,
     log: Any,
     recorded: RecordedWeights | None = None,
     weights: dict[str, Any] | None = None,
@@ -211,8 +149,9 @@ def measure_method(
     seed_everything(seed)
     budget = recorded.record.get("max_train_minutes") if recorded else None
     resume_only = recorded is not None and recorded.work_dir is not None  # load, never train
-    instance = method_cls(section, RunContext(device=device, seed=seed, work_dir=work_dir, max_train_minutes=budget,
-                                              validate=validate, log=log, resume_only=resume_only))
+    instance = method_cls(section, RunContext(device=device, seed=seed, work_dir=work_dir, cache_dir=cache_dir,
+                                              max_train_minutes=budget, validate=validate, log=log,
+                                              resume_only=resume_only))
     fit_watch = Stopwatch(device)
     with fit_watch.running():
         instance.fit(dataset)
@@ -282,9 +221,8 @@ def measure_speed(
     give methods their trained weights; the others get the quick fit (or the full fit).
     """
     from bench.config import load_config
-    from bench.data.prepare import prepare
-    from bench.registry import configured_registry
-    from bench.runs.run import build_effective_config, eval_settings, run_paths, subsample_cases
+    from bench.runs.run import build_effective_config, eval_settings, subsample_cases
+    from bench.runs.setup import set_up
     from bench.store.results import atomic_write_text, git_revision, now_iso, package_versions, read_record
 
     if not methods:
@@ -294,7 +232,8 @@ def measure_speed(
     if num_prompts < 1 or repeats < 1 or batch_size < 1:
         raise BenchError("--num-prompts, --repeats and --batch-size must be at least 1")
     config = config if config is not None else load_config()
-    registry = configured_registry(config)
+    setup = set_up(dataset_name, config, results_dir)  # a bad card fails before any method is built
+    registry = setup.registry
     for method in methods:
         registry.target(method)
     if device.startswith("cuda"):
@@ -331,8 +270,8 @@ def measure_speed(
     target = targets.pop()
 
     set_torch_threads(threads)
-    paths = run_paths(config, results_dir)
-    dataset, info = prepare(dataset_name, paths.data_dir, paths.cache_dir)
+    paths = setup.paths
+    dataset, info = setup.prepare()
     reused = {m: recorded_weights(p, m, dataset, paths.cache_dir, registry) for m, p in named.items()}
     if trained:
         found = find_trained_records(paths.results_dir, dataset, [m for m in methods if m not in reused],
@@ -359,7 +298,8 @@ def measure_speed(
                 measured[method] = measure_method(
                     registry.load(method), effective[method][method],
                     dataset if method in reused or not quick_fit else fit_dataset, cases, device=device,
-                    seed=seed, repeats=repeats, batch_size=batch_size, work_dir=Path(work), log=log,
+                    seed=seed, repeats=repeats, batch_size=batch_size, work_dir=Path(work),
+                    cache_dir=paths.cache_dir, log=log,
                     recorded=reused.get(method),
                     weights=None if method in reused or quick_fit else {"kind": "full_fit"})
     backbones = sorted({str(entry["backbone"]) for entry in measured.values() if entry["backbone"]})

@@ -42,7 +42,7 @@ def check_settings(method_cls: Any, config: dict[str, Any], method: str, preset:
             if key in EVAL_CHOICES and value not in EVAL_CHOICES[key]:
                 raise BenchError(f"{source}: eval.{key}: expected one of {', '.join(EVAL_CHOICES[key])}, "
                                  f"got {shown(value)}")
-        if section["eval"].get("mask_history") and not getattr(method_cls, "scores_every_item", True):
+        if section["eval"].get("mask_history") and not method_cls.scores_every_item:
             raise BenchError(f"{source}: eval.mask_history = true: {method} ranks only the items of its beams, so "
                              "masking history items out of them would leave its top-K metrics inexact; use "
                              "mask_history = false for it")

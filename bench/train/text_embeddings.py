@@ -52,18 +52,6 @@ class MiniLMEmbedder:
 CHUNK = 2048
 
 
-def default_cache_root() -> Path:
-    """The harness's cache dir (same rule as bench.runs.run), for the methods' subfolders."""
-    from bench.config import load_config, resolve_path
-    from bench.errors import BenchError
-
-    try:
-        config = load_config()
-    except BenchError:
-        config = {"paths": {}}
-    return resolve_path(config, "cache_dir", "BENCH_CACHE_DIR", ".cache")
-
-
 def cache_key(embedder_id: str, texts: list[str]) -> str:
     digest = hashlib.sha256(embedder_id.encode())
     digest.update(b"\0")

@@ -73,13 +73,13 @@ class BIGRecMethod(Method):
 
         from bench.train.backbone import backbone_name, load_backbone
         from bench.train.precision import resolve_precision, store_frozen_in_bf16
-        from bench.train.text_embeddings import MiniLMEmbedder, default_cache_root, title_embeddings
+        from bench.train.text_embeddings import MiniLMEmbedder, title_embeddings
         from methods.bigrec.embedders import BaseLLMEmbedder, weights_fingerprint
         from methods.bigrec.grounding import ItemIndex
 
         s, device = self.settings, self.context.device
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        self.cache_root = default_cache_root()
+        self.cache_root = self.context.cache_dir
         base, tokenizer = load_backbone(s.model, device, self.cache_root, dtype=dtype)
         self.backbone_label = backbone_name(base, s.model)
         if tokenizer.pad_token_id is None:
@@ -178,23 +178,22 @@ class BIGRecMethod(Method):
         return prompt
 
     def _validate_fn(self, dataset: Dataset) -> Any:
-        """validate(gamma) -> validation NDCG@10 through the shared evaluator."""
+        """validate(gamma) -> validation NDCG@10 through the validator the harness lends (None without one)."""
+        lent = self.context.validate
+        if lent is None:
+            return None
 
         def validate(gamma: float) -> float:
             self.gamma = gamma
-            if self.context.validate is not None:
-                return float(self.context.validate(self))
-            from bench.runs.evaluate import evaluate
-
-            return evaluate(self, dataset.split.valid, dataset.num_items, ks=(10,),
-                            batch_size=self.settings.eval_batch_size, progress=False).metrics["ndcg@10"]
+            return float(lent(self))
 
         return validate
 
     def _choose_gamma(self, validate: Any) -> None:
-        """gamma="auto": the authors' grid on validation NDCG@10; generations are cached meanwhile."""
-        if self.settings.gamma != "auto":
-            self.gamma = float(self.settings.gamma)
+        """gamma="auto": the authors' grid on validation NDCG@10; generations are cached meanwhile. Without
+        a validator (a bare RunContext) there is nothing to choose on: plain BIGRec (gamma 0), recorded."""
+        if self.settings.gamma != "auto" or validate is None:
+            self.gamma = 0.0 if self.settings.gamma == "auto" else float(self.settings.gamma)
             return
         self._query_cache = {}
         scores = {gamma: validate(gamma) for gamma in GAMMA_GRID}
@@ -262,7 +261,8 @@ class BIGRecMethod(Method):
             "max_history": s.max_history,
             "max_title_words": s.max_title_words,
             "gamma": self.gamma,
-            "gamma_selection": "grid on validation NDCG@10" if s.gamma == "auto" else "fixed",
+            "gamma_selection": ("fixed" if s.gamma != "auto" else "grid on validation NDCG@10"
+                                if self.context.validate is not None else "auto without a validator: gamma 0"),
             "side_score": s.side_score if self.gamma else None,
             "training": self.report.as_dict() if getattr(self, "report", None) else None,
             "deviations": DEVIATIONS + ([f"decoding fixed at {self.exact_new_tokens} new tokens (decode_length = "

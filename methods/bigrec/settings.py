@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.errors import BenchError, shown
+from bench.settings import non_empty_strings, parse_section, word_or_number
 from bench.train.precision import PRECISIONS
-
-SECTION = "bench.toml [bigrec]"
 
 
 @dataclass(frozen=True)
@@ -43,55 +41,21 @@ class BIGRecSettings:
     # "fp32"; "bf16" (CPU: frozen weights stored in bf16, autocast; LoRA fp32) or "auto" (bf16 where
     # the CPU runs it natively). CUDA always runs bf16, as the authors did.
     precision: str = "fp32"
+    preset: str | None = None  # set by the harness when --preset is used
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings that shape training (the preset's name is only a label: its values are here)."""
+        return {key: value for key, value in asdict(self).items() if key != "preset"}
 
 
 CHOICES = {"embedder": ("base_llm", "minilm"), "loss": ("response", "all_tokens"),
            "train_samples": ("last", "all_prefixes"), "side_score": ("popularity",), "precision": PRECISIONS}
 POSITIVE = ("num_beams", "max_new_tokens", "lora_rank", "batch_size", "grad_accum", "eval_batch_size")
-NON_NEGATIVE = ("max_history", "max_title_words", "epochs", "patience", "warmup_steps", "max_train_users",
-                "max_eval_users", "lora_alpha", "lora_dropout", "learning_rate", "max_train_minutes")
+HOOKS = {"gamma": word_or_number(("auto",)), "decode_length": word_or_number(("eos", "mean_title"), integer=True,
+                                                                            minimum=1),
+         "lora_targets": non_empty_strings("module names")}
 
 
 def parse_settings(section: dict[str, Any]) -> BIGRecSettings:
     """Defaults < the section's values; unknown keys, wrong types and bad choices raise BenchError."""
-    known = BIGRecSettings.__dataclass_fields__
-    values: dict[str, Any] = {}
-    for key, value in section.items():
-        if key == "preset":
-            continue
-        if key not in known:
-            raise BenchError(f"{SECTION}: unknown key {key!r}. Known: {', '.join(sorted(known))}")
-        values[key] = value
-    defaults = BIGRecSettings()
-    for key, value in values.items():
-        default = getattr(defaults, key)
-        if key == "gamma":
-            if value != "auto" and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
-                raise BenchError(f"{SECTION}.gamma: expected \"auto\" or a number >= 0, got {shown(value)}")
-            continue
-        if key == "decode_length":
-            if value not in ("eos", "mean_title") and (isinstance(value, bool) or not isinstance(value, int)
-                                                       or value < 1):
-                raise BenchError(f"{SECTION}.decode_length: expected \"eos\", \"mean_title\" or a number of "
-                                 f"tokens >= 1, got {shown(value)}")
-            continue
-        if key == "lora_targets":
-            if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-                raise BenchError(f"{SECTION}.lora_targets: expected a list of module names, got {shown(value)}")
-            continue
-        if isinstance(default, bool) or isinstance(value, bool):
-            raise BenchError(f"{SECTION}.{key}: expected {type(default).__name__}, got {shown(value)}")
-        if isinstance(default, float) and isinstance(value, int):
-            values[key] = value = float(value)
-        if not isinstance(value, type(default)):
-            raise BenchError(f"{SECTION}.{key}: expected {type(default).__name__}, got {shown(value)}")
-        if key in CHOICES and value not in CHOICES[key]:
-            raise BenchError(f"{SECTION}.{key}: expected one of {list(CHOICES[key])}, got {shown(value)}")
-        if key in POSITIVE and value < 1:
-            raise BenchError(f"{SECTION}.{key}: expected a number >= 1, got {shown(value)}")
-        if key in NON_NEGATIVE and value < 0:
-            raise BenchError(f"{SECTION}.{key}: expected a number >= 0, got {shown(value)}")
-    return BIGRecSettings(**values)
+    return parse_section(BIGRecSettings, section, "bigrec", choices=CHOICES, positive=POSITIVE, hooks=HOOKS)

@@ -145,3 +145,11 @@ def autocast_device_type(tensor: torch.Tensor) -> str:
 def item_table_bytes(*tables: ItemTable) -> int:
     """Bytes of the trainable item rows (what compression saves): Σ |S|·d·element size."""
     return sum(t.weight.numel() * t.weight.element_size() for t in tables)
+
+
+def item_softmax_form(num_items: int, loss: str) -> str:
+    """How the item cross-entropy was computed (exact either way; only memory differs)."""
+    if loss == "all_tokens" or num_items <= ITEM_CHUNK:
+        return "full softmax over all items"
+    return (f"full softmax over all items, log-sum-exp in chunks of {ITEM_CHUNK} items recomputed in backward "
+            "(exact; cf. Cut Cross-Entropy, Wijmans et al. 2024)")

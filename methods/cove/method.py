@@ -9,24 +9,14 @@ Deviations from the authors' runs are listed by `deviations(settings)` and recor
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.data.types import Dataset
-from bench.errors import BenchError, shown
+from bench.errors import BenchError
 from bench.method import Method, RunContext
+from bench.settings import module_names, parse_section
 from bench.train.precision import PRECISIONS
-
-
-def item_softmax_form(num_items: int, loss: str) -> str:
-    """How the item cross-entropy was computed (exact either way; only memory differs)."""
-    from methods.cove.item_layers import ITEM_CHUNK
-
-    if loss == "all_tokens" or num_items <= ITEM_CHUNK:
-        return "full softmax over all items"
-    return (f"full softmax over all items, log-sum-exp in chunks of {ITEM_CHUNK} items recomputed in backward "
-            "(exact; cf. Cut Cross-Entropy, Wijmans et al. 2024)")
 
 
 @dataclass(frozen=True)
@@ -70,39 +60,13 @@ CHOICES = {"scheduler": ("cosine", "linear", "constant"), "train_samples": ("las
            "loss": ("item", "sequence", "all_tokens"), "precision": PRECISIONS}
 
 
+POSITIVE = ("compression_ratio", "num_hashes", "batch_size", "grad_accum", "eval_batch_size")
+
+
 def parse_settings(config: dict[str, Any]) -> CoVESettings:
     """Typed settings from the config section; a wrong value names the key and what was expected."""
-    known = {f.name: f for f in fields(CoVESettings)}
-    values: dict[str, Any] = {}
-    for key, value in config.items():
-        if key == "presets":
-            continue
-        if key not in known:
-            raise BenchError(f"bench.toml [cove].{key}: unknown key. Known: {', '.join(sorted(known))}")
-        default = getattr(CoVESettings, key)
-        if key == "lora_targets":
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise BenchError(f"bench.toml [cove].lora_targets: expected a list of module names, got {shown(value)}")
-            value = tuple(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise BenchError(f"bench.toml [cove].{key}: expected true or false, got {shown(value)}")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise BenchError(f"bench.toml [cove].{key}: expected a non-negative integer, got {shown(value)}")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise BenchError(f"bench.toml [cove].{key}: expected a non-negative number, got {shown(value)}")
-            value = float(value)
-        elif key in CHOICES and value not in CHOICES[key]:
-            raise BenchError(f"bench.toml [cove].{key}: expected one of {', '.join(CHOICES[key])}, got {shown(value)}")
-        values[key] = value
-    settings = CoVESettings(**values)
-    for key in ("compression_ratio", "num_hashes", "batch_size", "grad_accum", "eval_batch_size"):
-        if getattr(settings, key) < 1:
-            raise BenchError(f"bench.toml [cove].{key}: expected an integer >= 1, got {getattr(settings, key)}")
+    settings = parse_section(CoVESettings, config, "cove", choices=CHOICES, positive=POSITIVE,
+                             hooks={"lora_targets": lambda value: tuple(module_names(value))})
     if settings.num_hashes > 16:
         raise BenchError(f"bench.toml [cove].num_hashes: expected 1..16, got {settings.num_hashes}")
     return settings
@@ -177,6 +141,7 @@ def choose_users(train: list[list[int]], max_users: int, seed: int) -> list[int]
 class CoVEMethod(Method):
     name = "cove"
     data_parallel = True  # its trainer splits every batch over torchrun's ranks and sums gradients
+    scores_item_slices = True  # encode() + score_items(): huge catalogues are ranked in item chunks
     loads_finished_runs = True
 
     settings_parser = staticmethod(parse_settings)
@@ -191,11 +156,6 @@ class CoVEMethod(Method):
         self._info: dict[str, Any] = {}
 
     # -- setup ----------------------------------------------------------------------------
-
-    def _cache_dir(self) -> Path:
-        from bench.config import load_config, resolve_path
-
-        return resolve_path(load_config(), "cache_dir", "BENCH_CACHE_DIR", ".cache")
 
     def _build(self, dataset: Dataset) -> None:
         from bench.train.backbone import backbone_name
@@ -239,7 +199,7 @@ class CoVEMethod(Method):
         from methods.cove.prompts import add_item_tokens
 
         s = self.settings
-        lm, tokenizer = load_backbone(s.model, device, self._cache_dir())
+        lm, tokenizer = load_backbone(s.model, device, self.context.cache_dir)
         base_vocab = add_item_tokens(tokenizer, dataset.num_items, lm.get_input_embeddings().weight.shape[0])
         torch.manual_seed(self.context.seed)  # LoRA and item-table initialisation repeat for a seed
         try:
@@ -390,6 +350,8 @@ class CoVEMethod(Method):
             return self.model.item_head.logits(hidden, start, end).cpu()
 
     def describe(self) -> dict[str, Any]:
+        from methods.cove.item_layers import item_softmax_form
+
         s = self.settings
         info = {
             "backbone_spec": s.model,

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.errors import BenchError
-from bench.settings import parse_section
+from bench.settings import fraction_below_one, parse_section
 
 SECTION = "bench.toml [sasrec_native]"
 CHOICES = {"loss": ("ce", "bce")}
@@ -38,10 +38,9 @@ class NativeSASRecSettings:
 
 def parse_settings(section: dict[str, Any]) -> NativeSASRecSettings:
     """Defaults < the section's values; a wrong key, type or choice is one BenchError naming it."""
-    settings = parse_section(NativeSASRecSettings, section, "sasrec_native", choices=CHOICES, positive=POSITIVE)
+    settings = parse_section(NativeSASRecSettings, section, "sasrec_native", choices=CHOICES, positive=POSITIVE,
+                             hooks={"dropout": fraction_below_one})
     if settings.hidden_size % settings.n_heads:
         raise BenchError(f"{SECTION}.n_heads: hidden_size {settings.hidden_size} must be divisible by "
                          f"n_heads {settings.n_heads}")
-    if not 0 <= settings.dropout < 1:
-        raise BenchError(f"{SECTION}.dropout: expected a number in [0, 1), got {settings.dropout!r}")
     return settings

@@ -75,10 +75,10 @@ class TigerMethod(Method):
     # -- semantic IDs ---------------------------------------------------------------------
 
     def _semantic_ids(self, dataset: Dataset) -> np.ndarray:
-        from bench.train.text_embeddings import MiniLMEmbedder, default_cache_root
+        from bench.train.text_embeddings import MiniLMEmbedder
         from methods.tiger.semantic_ids import cache_key, load_or_build
 
-        s, root = self.settings, default_cache_root()
+        s, root = self.settings, self.context.cache_dir
         texts = [dataset.catalogue.describe(i, s.item_fields) for i in range(dataset.num_items)]
         rq = {"hidden": s.hidden_widths, "latent_dim": s.latent_dim, "levels": s.levels,
               "codebook_size": s.codebook_size, "beta": s.beta, "epochs": s.rqvae_epochs, "lr": s.rqvae_lr,
@@ -233,17 +233,3 @@ class TigerMethod(Method):
             "deviations": deviations(s, getattr(self, "title_kind", "title")),
         }
 
-
-def prepare_semantic_ids(dataset_name: str) -> str:
-    """Build (or find) the dataset's semantic IDs under the default settings and return the cache file:
-    scripts/gpu_run.sh carries it to a GPU machine, which has no room for the text encoder."""
-    from bench.config import load_config, method_config
-    from bench.data.prepare import prepare
-    from bench.runs.run import run_paths
-
-    config = load_config()
-    paths = run_paths(config)
-    dataset, _ = prepare(dataset_name, paths.data_dir, paths.cache_dir)
-    method = TigerMethod(method_config(config, "tiger")["tiger"], RunContext())
-    method._semantic_ids(dataset)
-    return str(paths.cache_dir / "tiger" / "semantic_ids" / method.id_facts["file"])

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.errors import BenchError, shown
-from bench.settings import parse_section
+from bench.settings import fraction_below_one, non_empty_strings, parse_section, positive_ints
 
 CHOICES = {"encoder": ("minilm",), "precision": ("fp32", "bf16", "auto")}
 POSITIVE = ("levels", "codebook_size", "latent_dim", "rqvae_batch_size", "max_history", "d_model", "num_layers",
@@ -18,11 +17,11 @@ PAPER_T5 = (4, 128, 6, 64, 1024)  # layers per stack, d_model, heads, d_kv, d_ff
 class TigerSettings:
     # Semantic IDs: a residual-quantised VAE over the items' text embeddings.
     encoder: str = "minilm"           # all-MiniLM-L6-v2 (384-d; the paper: Sentence-T5-XXL, 768-d)
-    text_fields: list[str] | None = None  # item text encoded; None = ["title"] (the card's text_fields add more)
+    text_fields: list[str] = field(default_factory=lambda: ["title"])  # item text encoded (card's text_fields)
     levels: int = 3
     codebook_size: int = 256
     latent_dim: int = 32
-    rqvae_hidden: list[int] | None = None  # encoder MLP widths; None = [512, 256, 128]
+    rqvae_hidden: list[int] = field(default_factory=lambda: [512, 256, 128])  # encoder MLP widths
     beta: float = 0.25                # commitment weight
     rqvae_epochs: int = 200
     rqvae_lr: float = 0.001
@@ -58,7 +57,7 @@ class TigerSettings:
 
     @property
     def item_fields(self) -> tuple[str, ...]:
-        return tuple(self.text_fields) if self.text_fields else ("title",)
+        return tuple(self.text_fields)
 
     @property
     def t5_shape(self) -> tuple[int, int, int, int, int]:
@@ -66,25 +65,13 @@ class TigerSettings:
 
     @property
     def hidden_widths(self) -> list[int]:
-        return list(self.rqvae_hidden) if self.rqvae_hidden else [512, 256, 128]
+        return list(self.rqvae_hidden)
+
+
+HOOKS = {"text_fields": non_empty_strings('item text fields such as ["title", "brand", "categories"]'),
+         "rqvae_hidden": positive_ints("layer widths"), "dropout": fraction_below_one}
 
 
 def parse_settings(section: dict[str, Any]) -> TigerSettings:
     """Defaults < the section's values; a wrong key, type or choice is one BenchError naming it."""
-    widths, fields = section.get("rqvae_hidden"), section.get("text_fields")
-    rest = {k: v for k, v in section.items() if k not in ("rqvae_hidden", "text_fields")}
-    settings = parse_section(TigerSettings, rest, "tiger", choices=CHOICES, positive=POSITIVE)
-    if fields is not None:
-        if not (isinstance(fields, list) and fields and all(isinstance(f, str) and f for f in fields)):
-            raise BenchError(f"bench.toml [tiger].text_fields: expected a list of item text fields such as "
-                             f'["title", "brand", "categories"], got {shown(fields)}')
-        settings = TigerSettings(**{**settings.as_dict(), "text_fields": list(fields)})
-    if widths is not None:
-        if not (isinstance(widths, list) and widths and all(isinstance(w, int) and not isinstance(w, bool) and w > 0
-                                                            for w in widths)):
-            raise BenchError("bench.toml [tiger].rqvae_hidden: expected a list of positive widths, got "
-                             f"{shown(widths)}")
-        settings = TigerSettings(**{**settings.as_dict(), "rqvae_hidden": list(widths)})
-    if not 0 <= settings.dropout < 1:
-        raise BenchError(f"bench.toml [tiger].dropout: expected a number in [0, 1), got {settings.dropout!r}")
-    return settings
+    return parse_section(TigerSettings, section, "tiger", choices=CHOICES, positive=POSITIVE, hooks=HOOKS)
