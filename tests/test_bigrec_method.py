@@ -54,7 +54,7 @@ def make(config: dict[str, Any], work_dir: Path, **context: Any) -> Any:
     from methods.bigrec.method import BIGRecMethod
 
     seed_everything(0)
-    return BIGRecMethod(config, RunContext(work_dir=work_dir, log=lambda _: None, **context))
+    return BIGRecMethod(config, RunContext(**{"work_dir": work_dir, "log": lambda _: None, **context}))
 
 
 @pytest.mark.parametrize("rule", ["next", "random"])
@@ -107,8 +107,8 @@ def test_bf16_ranks_like_fp32_with_the_same_adapter(tiny_backbone: None, tmp_pat
     fp32_epoch, bf16_epoch = make(one, tmp_path / "e32"), make({**one, "precision": "bf16"}, tmp_path / "e16")
     fp32_epoch.fit(dataset)
     bf16_epoch.fit(dataset)
-    assert bf16_epoch.report.optimizer_steps == fp32_epoch.report.optimizer_steps > 0
-    assert bf16_epoch.report.loss_history[0] == pytest.approx(fp32_epoch.report.loss_history[0], rel=0.05)
+    assert bf16_epoch.progress["optimizer_steps"] == fp32_epoch.progress["optimizer_steps"] > 0
+    assert bf16_epoch.progress["epoch_losses"][0] == pytest.approx(fp32_epoch.progress["epoch_losses"][0], rel=0.05)
     monkeypatch.setattr(bench.train.precision, "cpu_supports_bf16", lambda: False)
     notices: list[str] = []
     fallback = make({**TINY, "epochs": 0, "precision": "auto"}, tmp_path / "auto")
@@ -117,19 +117,35 @@ def test_bf16_ranks_like_fp32_with_the_same_adapter(tiny_backbone: None, tmp_pat
     assert fallback.describe()["precision"] == "fp32" and any("no native bf16" in n for n in notices)
 
 
-def test_budget_stop_then_resume_matches_uninterrupted_run(tiny_backbone: None, tmp_path: Path):
+def test_a_run_killed_inside_an_epoch_resumes_to_the_uninterrupted_weights(
+        tiny_backbone: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Mid-epoch commits (every CHECKPOINT_EVERY_SECONDS; here after every step): a run killed at its
+    third optimizer step resumes at the step after the last commit and ends where the straight run ends."""
+    import methods.bigrec.trainer as trainer_module
+
     dataset = rule_dataset(num_items=10, num_users=24, length=5, rule="next", seed=1)
-    config = {**TINY, "epochs": 2, "batch_size": 8, "grad_accum": 2}
+    config = {**TINY, "epochs": 2, "batch_size": 4, "grad_accum": 2}
     straight = make(config, tmp_path / "straight")
     straight.fit(dataset)
 
-    stopped = make(config, tmp_path / "resumed", max_train_minutes=1e-6)
-    stopped.fit(dataset)
-    assert stopped.report.stopped_by == "max_train_minutes" and stopped.report.optimizer_steps == 1
-    resumed = make(config, tmp_path / "resumed")
+    monkeypatch.setattr(trainer_module, "CHECKPOINT_EVERY_SECONDS", 1e-9)
+    real_step, steps = trainer_module.LoRATrainer.step, []
+
+    def killed_at_third(self: Any, window: Any) -> Any:
+        steps.append(1)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, window)
+
+    monkeypatch.setattr(trainer_module.LoRATrainer, "step", killed_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        make(config, tmp_path / "resumed").fit(dataset)
+    monkeypatch.setattr(trainer_module.LoRATrainer, "step", real_step)
+    logs: list[str] = []
+    resumed = make(config, tmp_path / "resumed", log=logs.append)
     resumed.fit(dataset)
-    assert resumed.report.resumed and resumed.report.stopped_by == "epochs"
-    assert resumed.report.optimizer_steps == straight.report.optimizer_steps
+    assert any("step 2 of epoch 1" in line for line in logs), logs
+    assert resumed.progress["optimizer_steps"] == straight.progress["optimizer_steps"]
     from methods.bigrec.trainer import adapter_state
 
     a, b = adapter_state(straight.model), adapter_state(resumed.model)
@@ -137,7 +153,7 @@ def test_budget_stop_then_resume_matches_uninterrupted_run(tiny_backbone: None, 
     # A finished run is not trained again.
     again = make(config, tmp_path / "resumed")
     again.fit(dataset)
-    assert again.report.optimizer_steps == resumed.report.optimizer_steps
+    assert again.progress["optimizer_steps"] == resumed.progress["optimizer_steps"]
     c = adapter_state(again.model)
     assert all(torch.equal(b[k], c[k]) for k in b)
 
@@ -153,10 +169,9 @@ def test_budget_stop_validates_the_partial_epoch_like_cove(tiny_backbone: None, 
     method = make({**TINY, "epochs": 3, "batch_size": 8, "grad_accum": 2}, tmp_path / "work", validate=validate,
                   max_train_minutes=1e-6)
     method.fit(dataset)
-    report = method.report
-    assert report.stopped_by == "max_train_minutes" and report.optimizer_steps == 1
-    assert 0 < report.partial_epoch < 1 and scores == [0.25] and report.valid_history == [0.25]
-    assert report.best_epoch == report.partial_epoch and report.best_valid_ndcg10 == 0.25
+    progress = method.progress
+    assert progress["stopped_by"] == "max_train_minutes" and progress["optimizer_steps"] == 1
+    assert scores == [0.25] and progress["epoch_scores"] == [0.25] and progress["best_epoch"] == 1
 
 
 def test_early_stopping_keeps_best_epoch(tiny_backbone: None, tmp_path: Path):
@@ -172,9 +187,9 @@ def test_early_stopping_keeps_best_epoch(tiny_backbone: None, tmp_path: Path):
 
     method = make({**TINY, "epochs": 6, "patience": 2, "batch_size": 8}, tmp_path / "work", validate=validate)
     method.fit(dataset)
-    report = method.report
-    assert report.stopped_by == "patience" and report.epochs_completed == 4
-    assert report.best_epoch == 2 and report.valid_history == [0.5, 0.7, 0.6, 0.4]
+    progress = method.progress
+    assert progress["stopped_by"] == "early_stopping" and progress["epochs_done"] == 4
+    assert progress["best_epoch"] == 2 and progress["epoch_scores"] == [0.5, 0.7, 0.6, 0.4]
     from methods.bigrec.trainer import adapter_state
 
     final = adapter_state(method.model)
@@ -197,7 +212,8 @@ def test_gamma_auto_uses_cached_generations(tiny_backbone: None, tmp_path: Path,
     from bench.runs.evaluate import evaluate
 
     def validate(model: Any) -> float:  # the harness's validator, as bench.runs.run lends it
-        return evaluate(model, dataset.split.valid, dataset.num_items, ks=(10,), progress=False).metrics["ndcg@10"]
+        return evaluate(model, dataset.split.valid, dataset.num_items, ks=(10,), progress=False,
+                        measure_memory=False).metrics["ndcg@10"]
 
     method = make({**TINY, "epochs": 1, "gamma": "auto"}, tmp_path / "work", validate=validate)
     method.fit(dataset)
@@ -225,7 +241,7 @@ def test_gamma_auto_picks_the_best_gamma_and_the_smaller_on_ties(tmp_path: Path)
 def test_settings_from_bench_toml_and_errors():
     config = load_config()
     section = method_config(config, "bigrec")["bigrec"]
-    assert set(section) - {"presets"} == set(BIGRecSettings.__dataclass_fields__)
+    assert set(section) - {"presets"} == set(BIGRecSettings.__dataclass_fields__) - {"preset"}
     assert parse_settings(section) == BIGRecSettings()
     for preset in config["bigrec"]["presets"]:
         parse_settings(method_config(config, "bigrec", preset)["bigrec"])
@@ -252,7 +268,7 @@ def test_bigrec_with_smollm2_end_to_end(isolated: Path):
     assert 0 < info["generated_tokens_per_sample"] <= 16 and info["generated_samples"] == 4
     assert info["backbone"] == "SmolLM2-135M-Instruct" and info["backbone_params"] > 100_000_000
     # one epoch: nothing to choose between, so no validation pass
-    assert info["training"]["epochs_completed"] == 1 and info["training"]["valid_history"] == []
+    assert info["epochs_run"] == 1 and info["epoch_scores"] == []
 
 
 def test_long_prompts_drop_oldest_titles(tmp_path: Path):

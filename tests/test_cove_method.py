@@ -129,27 +129,27 @@ def test_interrupted_run_resumes_from_last_completed_epoch(tiny_lm: str, tmp_pat
     whole.fit(DATASET)
     expected = probe_scores(whole)
 
-    from methods.cove import trainer as trainer_module
+    from bench.train.lifecycle import TrainingLoop
 
-    original = trainer_module.Trainer._after_epoch
+    original = TrainingLoop._after_epoch
 
     def crash_in_epoch_two(self: Any, epoch: int, partial: bool) -> bool:
         if epoch == 2:
             raise KeyboardInterrupt
         return original(self, epoch, partial)
 
-    monkeypatch.setattr(trainer_module.Trainer, "_after_epoch", crash_in_epoch_two)
+    monkeypatch.setattr(TrainingLoop, "_after_epoch", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         make(tiny_lm, tmp_path / "crash", epochs=3).fit(DATASET)
-    monkeypatch.setattr(trainer_module.Trainer, "_after_epoch", original)
+    monkeypatch.setattr(TrainingLoop, "_after_epoch", original)
     logs: list[str] = []
     resumed = make(tiny_lm, tmp_path / "crash", epochs=3)
     resumed.context.log = logs.append
     resumed.fit(DATASET)
     assert any("resumed after epoch 1" in line for line in logs)
-    training = resumed.describe()["training"]
-    assert training["epochs_done"] == 3 and training["resumed_after_epoch"] == 1
-    assert training["train_seconds_all_calls"] > 0 and whole.describe()["training"]["resumed_after_epoch"] is None
+    training = resumed.describe()
+    assert training["epochs_run"] == 3 and training["resumed_after_epoch"] == 1
+    assert training["train_seconds_all_calls"] > 0 and whole.describe()["resumed_after_epoch"] is None
     assert torch.allclose(probe_scores(resumed), expected, atol=1e-5)
 
 
@@ -162,8 +162,8 @@ def test_early_stopping_keeps_the_best_epoch(tiny_lm: str, tmp_path: Path):
 
     method = make(tiny_lm, tmp_path, validate=validate, epochs=4, patience=2)
     method.fit(DATASET)
-    training = method.describe()["training"]
-    assert training["stopped_by"] == "early_stopping" and training["epochs_done"] == 3
+    training = method.describe()
+    assert training["stopped_by"] == "early_stopping" and training["epochs_run"] == 3
     assert training["best_epoch"] == 1 and len(seen) == 3
     assert torch.equal(probe_scores(method), seen[0])
 
@@ -171,7 +171,7 @@ def test_early_stopping_keeps_the_best_epoch(tiny_lm: str, tmp_path: Path):
 def test_time_budget_stops_after_one_step_and_still_scores(tiny_lm: str, tmp_path: Path):
     method = make(tiny_lm, tmp_path, epochs=5, max_train_minutes=1e-9)
     method.fit(DATASET)
-    training = method.describe()["training"]
+    training = method.describe()
     assert training["stopped_by"] == "max_train_minutes" and training["optimizer_steps"] == 1
     assert probe_scores(method).shape == (6, DATASET.num_items)
 

@@ -29,7 +29,7 @@ def test_cove_smollm2_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     info = record["method_info"]
     assert info["backbone"] == "SmolLM2-135M-Instruct" and info["base_vocab"] == 49_152
     assert info["item_table_rows"] == 15 and info["item_table_bytes"] == 2 * 15 * 576 * 4  # 30 items / 2
-    assert info["training"]["epochs_done"] == 1 and info["training"]["optimizer_steps"] == 2
+    assert info["epochs_run"] == 1 and info["optimizer_steps"] == 2
     assert 0 < info["trainable_params"] < 0.01 * info["backbone_params"]
     assert record["subsample"]["train"] == {"max_train_users": 8, "seed": 0, "users": 8}
     assert record["num_eval_requests"] == 8

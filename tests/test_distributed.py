@@ -97,6 +97,7 @@ def test_pop_scores_the_same_on_two_ranks_and_recbole_refuses(isolated: Path):
     assert "exitcode  : 2" in refused.stderr or "exit code 2" in refused.stderr.lower()
 
 
+@pytest.mark.slow  # whole trainings in 2 ranks; the first-step gradient test covers the scale in CI
 def test_cove_trains_data_parallel_like_one_process(isolated: Path, tmp_path: Path):
     """CoVE on a tiny random Llama: 2 ranks (each half of every batch, summed gradients) end with the
     adapter and item tables of one process, and their record re-scores exactly in one process."""
@@ -111,7 +112,7 @@ def test_cove_trains_data_parallel_like_one_process(isolated: Path, tmp_path: Pa
     one = launch(1, *args)
     assert one.returncode == 0, one.stderr[-3000:]
     by_world = {r.get("distributed", {}).get("world_size", 1): name for name, r in records(isolated).items()}
-    trained = {w: records(isolated)[n]["method_info"]["training"] for w, n in by_world.items()}
+    trained = {w: records(isolated)[n]["method_info"] for w, n in by_world.items()}
     # Each rank trained about half of every batch; together exactly the one process's tokens.
     assert trained[2]["tokens_trained"] == trained[1]["tokens_trained"]
     assert 0.3 < trained[2]["tokens_trained_by_this_rank"] / trained[1]["tokens_trained"] < 0.7
@@ -128,6 +129,7 @@ def test_cove_trains_data_parallel_like_one_process(isolated: Path, tmp_path: Pa
     assert launch(1, "rescore", str(path)).returncode == 0
 
 
+@pytest.mark.slow  # whole trainings in 2 ranks; the first-step gradient test covers the scale in CI
 def test_bigrec_trains_data_parallel_like_one_process(isolated: Path, tmp_path: Path):
     """BIGRec's LoRA on a tiny random Llama: 2 ranks (each half of every micro-batch, weighted by its
     labelled tokens, gradients averaged) end with one process's adapter; one record is written."""
@@ -144,10 +146,10 @@ def test_bigrec_trains_data_parallel_like_one_process(isolated: Path, tmp_path: 
     by_world = {r.get("distributed", {}).get("world_size", 1): name for name, r in records(isolated).items()}
     assert set(by_world) == {1, 2}
     work = isolated / "cache" / "work" / "tiny"
-    adapters = {w: torch.load(committed_file(work / Path(n).stem, "state", "bigrec_progress.json"),
+    adapters = {w: torch.load(committed_file(work / Path(n).stem, "last"),
                                      weights_only=True)["adapter"]
                 for w, n in by_world.items()}
-    steps = {w: records(isolated)[n]["method_info"]["training"]["optimizer_steps"] for w, n in by_world.items()}
+    steps = {w: records(isolated)[n]["method_info"]["optimizer_steps"] for w, n in by_world.items()}
     assert steps[1] == steps[2] == 8  # 40 users / 5 per micro-batch / 2 per step, 2 epochs
     moved = 0
     for key, tensor in adapters[1].items():
@@ -183,7 +185,7 @@ def test_cove_trains_sharded_with_fsdp_like_one_process(isolated: Path, tmp_path
     for key, tensor in states[1].items():
         if not key.endswith("codes"):
             assert torch.allclose(tensor.float(), states[2][key].float(), atol=2e-3), key
-    trained = {w: records(isolated)[n]["method_info"]["training"] for w, n in by_world.items()}
+    trained = {w: records(isolated)[n]["method_info"] for w, n in by_world.items()}
     assert trained[2]["tokens_trained"] == trained[1]["tokens_trained"]
     # An FSDP record re-scores in one process (its files hold whole tensors; no shards, no optimizer needed).
     path = isolated / "results" / "runs" / "tiny" / by_world[2]

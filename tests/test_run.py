@@ -286,7 +286,7 @@ def test_another_model_at_the_same_path_is_a_new_run(isolated: Path):
     assert len({first.path, second.path, third.path}) == 3
     identities = [o.record["model_identity"] for o in (first, second, third)]
     assert identities[0] != identities[1] != identities[2]
-    assert third.record["method_info"]["training"]["resumed_after_epoch"] is None
+    assert third.record["method_info"]["resumed_after_epoch"] is None
 
 
 def test_a_checkpoint_that_does_not_fit_is_one_line(tmp_path: Path):

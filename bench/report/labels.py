@@ -11,6 +11,7 @@ from typing import Any
 
 from bench.config import config_path, load_config, method_config
 from bench.registry import configured_registry
+from bench.store.results import training_summary
 
 Record = dict[str, Any]
 
@@ -66,16 +67,13 @@ def train_scope(record: Record) -> str:
 
 def training_text(record: Record) -> str:
     """Epochs run of the maximum and why training stopped, so an undertrained row is visible."""
-    info = record.get("method_info") or {}
-    nested = info.get("training") if isinstance(info.get("training"), dict) else {}
-    ran = info.get("epochs_run", nested.get("epochs_done", nested.get("epochs_completed")))
-    most = info.get("epochs_max", (record.get("config", {}).get(record["method"]) or {}).get("epochs"))
-    stopped = info.get("stopped_by", nested.get("stopped_by"))
+    summary = training_summary(record)
+    ran, most, stopped = summary["epochs_run"], summary["epochs_max"], summary["stopped_by"]
     if ran is None:
         return "–"
     text = f"{ran}/{most} epochs" if most is not None else f"{ran} epochs"
     text = f"{text}, stopped by {stopped}" if stopped else text
-    resumed = nested.get("resumed_after_epoch", info.get("resumed_after_epoch"))
+    resumed = summary["resumed_after_epoch"]
     if resumed is not None:
         text = f"{text} (resumed after epoch {resumed}; train s counts this call only)"
     return f"{text}; shared the machine with other runs (--parallel)" if record.get("exclusive") is False else text

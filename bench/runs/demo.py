@@ -13,14 +13,14 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.store.results import training_summary
+
 Record = dict[str, Any]
 Z95 = 1.959964  # two-sided 95 %
 
 
 def stopped_by(record: Record) -> str | None:
-    info = record.get("method_info") or {}
-    nested = info.get("training") if isinstance(info.get("training"), dict) else {}
-    return info.get("stopped_by", nested.get("stopped_by"))
+    return training_summary(record)["stopped_by"]
 
 
 def budget_cut(record: Record) -> bool:
@@ -29,10 +29,8 @@ def budget_cut(record: Record) -> bool:
 
 
 def epochs_text(record: Record) -> str:
-    info = record.get("method_info") or {}
-    nested = info.get("training") if isinstance(info.get("training"), dict) else {}
-    ran = info.get("epochs_run", nested.get("epochs_done", nested.get("epochs_completed")))
-    most = info.get("epochs_max", (record.get("config", {}).get(record["method"]) or {}).get("epochs"))
+    summary = training_summary(record)
+    ran, most = summary["epochs_run"], summary["epochs_max"]
     if ran is None:
         return ""
     return f"{ran}/{most} ep" if most is not None else f"{ran} ep"

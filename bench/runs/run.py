@@ -30,6 +30,7 @@ from bench.store.results import (
     read_record,
     record_path,
     save_record,
+    training_summary,
 )
 from bench.train.resources import set_torch_threads
 
@@ -263,15 +264,8 @@ def training_totals(described: dict[str, Any], this_call: float) -> dict[str, An
     `train_seconds` is only its last call's stopwatch, which undersells what the run cost. Taken from
     what the method reports (CoVE's cumulative seconds, the epoch loop's calls and per-epoch seconds);
     a run that says it did not resume is one call of `this_call` seconds; else null (not known)."""
-    training = described.get("training") if isinstance(described.get("training"), dict) else {}
-    resumed = (described.get("resumed_after_epoch") is not None or training.get("resumed_after_epoch") is not None
-               or bool(training.get("resumed")) or bool(described.get("loaded_finished_training")))
-    calls = described.get("training_calls")
-    total = training.get("train_seconds_all_calls")  # CoVE: the trainer's own cumulative clock
-    if total is None and calls and calls > 1 and described.get("seconds_per_epoch") is not None:
-        # The epoch loop's clock (validation included) over all calls, from its per-epoch training seconds
-        total = described["seconds_per_epoch"] * (described.get("epochs_run") or 0) + (
-            described.get("validate_seconds") or 0.0)
+    summary = training_summary({"method_info": described})
+    resumed, calls, total = summary["resumed"], described.get("training_calls"), summary["train_seconds_all_calls"]
     if not resumed:  # one call trained all of it: its stopwatch is the whole cost (setup included)
         return {"train_seconds_total": this_call, "training_calls": 1 if calls in (None, 1) else calls}
     return {"train_seconds_total": round(total, 3) if total is not None else None, "training_calls": calls}
@@ -317,7 +311,7 @@ def train_and_evaluate(
         validations.append(1)
         result = evaluate(model, valid_cases, dataset.num_items, ks=(10,), batch_size=batch_size,
                           mask_history=bool(settings.get("mask_history", False)), device=device,
-                          progress=progress, desc="validate")
+                          progress=progress, desc="validate", measure_memory=False)
         return result.metrics["ndcg@10"]
 
     work_dir.mkdir(parents=True, exist_ok=True)

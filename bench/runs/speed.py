@@ -138,7 +138,7 @@ def measure_method(
 
     def validate(model: Any) -> float:
         return evaluate(model, valid, dataset.num_items, ks=(10,), batch_size=batch_size, device=device,
-                        progress=False).metrics["ndcg@10"]
+                        progress=False, measure_memory=False).metrics["ndcg@10"]
 
     if recorded is not None and recorded.work_dir is not None:
         shutil.copytree(recorded.work_dir, work_dir, dirs_exist_ok=True)

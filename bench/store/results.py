@@ -165,3 +165,20 @@ def save_record(path: Path, record: dict[str, Any], cache_dir: Path, log: Any) -
                              f"{fallback.parent}; the record was printed to stderr") from None
         raise BenchError(f"{path}: could not write the record ({error.strerror}); it was kept at {fallback}: "
                          f"move it to {path.parent}/ when the problem is fixed") from None
+
+
+def training_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """How a record's training ended: epochs_run, epochs_max, stopped_by, resumed_after_epoch and
+    train_seconds_all_calls. Records written by the one training lifecycle carry them flat in method_info;
+    older CoVE/BIGRec records nested them under method_info.training (epochs_done / epochs_completed)."""
+    info = record.get("method_info") or {}
+    nested = info.get("training") if isinstance(info.get("training"), dict) else {}
+    return {
+        "epochs_run": info.get("epochs_run", nested.get("epochs_done", nested.get("epochs_completed"))),
+        "epochs_max": info.get("epochs_max", (record.get("config", {}).get(record.get("method")) or {}).get("epochs")),
+        "stopped_by": info.get("stopped_by", nested.get("stopped_by")),
+        "resumed_after_epoch": info.get("resumed_after_epoch", nested.get("resumed_after_epoch")),
+        "resumed": info.get("resumed_after_epoch", nested.get("resumed_after_epoch")) is not None
+        or bool(nested.get("resumed")) or bool(info.get("loaded_finished_training")),
+        "train_seconds_all_calls": info.get("train_seconds_all_calls", nested.get("train_seconds_all_calls")),
+    }

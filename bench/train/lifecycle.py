@@ -1,27 +1,38 @@
-"""The epoch loop every small from-scratch model shares: seeded batches per epoch, validation with
-early stopping on the harness's NDCG@10, a time budget, and a checkpoint after every epoch so an
-interrupted run resumes where it stopped (the same epochs, batches and dropout as without the stop).
+"""One training lifecycle for every method that trains: resume, seeded epochs of optimizer steps, a time
+budget, validation every N epochs with early stopping, one commit per epoch (and, optionally, every few
+minutes inside an epoch), and the best epoch reloaded at the end. The state is a plain dict saved
+atomically with each checkpoint (bench.train.checkpoints), as Hugging Face's `TrainerState`: a resumed
+run continues at the step it stopped after, with the same batches and dropout as without the stop.
 
-A method supplies the model, its optimizer, the batches of an epoch and one training step.
+A method supplies `TrainingHooks`: the optimizer steps of an epoch, one step, and its checkpoint files.
+`EpochTrainer` is the hooks of a from-scratch model whose every batch is one step (SASRec, TIGER).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from bench.errors import BenchError
 from bench.method import nothing_to_load
-from bench.train.checkpoints import CheckpointDir
+from bench.train.checkpoints import STATE, CheckpointDir
 from bench.train.distributed import barrier, is_main, past_deadline_everywhere, sum_gradients, sum_over_ranks, world
 from bench.train.progress import progress_bar
 
-LEGACY_FILES = {"last": "last.pt", "best": "best.pt"}  # work dirs from before the state named its files
+Writers = dict[str, tuple[str, Callable[[Path], None]]]
+STATE_DEFAULTS: dict[str, Any] = {
+    "epochs_done": 0, "best_epoch": None, "best_score": None, "bad_epochs": 0, "finished": False, "stopped_by": None,
+    "epoch_scores": [], "validated_epochs": [], "epoch_losses": [], "optimizer_steps": 0, "train_seconds": 0.0,
+    "validate_seconds": 0.0, "resumed_after_epoch": None, "calls": 0, "examples_seen": 0,
+    # Inside the epoch being trained (mid-epoch commits): steps done and the loss so far.
+    "steps_done_in_epoch": 0, "epoch_loss_sum": 0.0, "epoch_loss_weight": 0.0,
+}
 
 
 @dataclass(frozen=True)
@@ -33,138 +44,138 @@ class LoopSettings:
     budget_minutes: float | None = None
     resume_only: bool = False      # RunContext.resume_only: load a finished run, never train
     validate_every: int = 1        # epochs between validations (the last epoch is always validated)
+    commit_every_seconds: float | None = None  # also commit inside an epoch this often (long epochs)
 
 
-def _torch_writer(obj: Any) -> Any:
-    return lambda path: torch.save(obj, path)
+@dataclass
+class StepResult:
+    """One optimizer step on this rank: its loss summed over `weight` units (examples, micro-batches), and
+    the training examples it used."""
+
+    loss_sum: float
+    weight: float
+    examples: int
 
 
-class EpochTrainer:
-    """`step(batch) -> (loss, examples)` trains on one batch, `loss` being a mean over those examples;
-    `epoch_batches(epoch)` lists an epoch's batches (seeded by epoch, so a resumed run sees the same)."""
+class TrainingHooks(Protocol):
+    def epoch_steps(self, epoch: int) -> list[Any]:
+        """The epoch's optimizer steps, each what `step` takes (seeded by epoch: a resume sees the same)."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, settings: LoopSettings, *,
-                 work_dir: Path, device: str, validate: Callable[[], float] | None, log: Callable[[str], None],
-                 fingerprint: dict[str, Any], scheduler: Any = None) -> None:
-        self.model, self.optimizer, self.scheduler, self.s = model, optimizer, scheduler, settings
-        self.work_dir, self.device, self.validate, self.log = Path(work_dir), device, validate, log
-        self.fingerprint = fingerprint
-        self.checkpoints = CheckpointDir(self.work_dir, legacy=LEGACY_FILES)
-        self.files: dict[str, str] = {}
-        self.progress: dict[str, Any] = {"epochs_done": 0, "best_epoch": None, "best_score": None, "bad_epochs": 0,
-                                         "finished": False, "stopped_by": None, "epoch_scores": [],
-                                         "validated_epochs": [], "epoch_losses": [], "optimizer_steps": 0,
-                                         "train_seconds": 0.0, "validate_seconds": 0.0, "resumed_after_epoch": None,
-                                         "calls": 0, "examples_seen": 0}
+    def step(self, work: Any) -> StepResult:
+        """Forward, backward, gradients reduced over ranks, one optimizer (and scheduler) step."""
+
+    def micro_batches(self, work: Any) -> int:
+        """How many batches the progress bar counts for one step."""
+
+    def checkpoint_files(self, best: bool, tag: str) -> tuple[Writers, dict[str, str]]:
+        """Every rank: (rank 0's writers by role, files other ranks wrote themselves by role)."""
+
+    def load_checkpoint(self, path: Callable[[str], Path | None], resume_only: bool) -> None:
+        """Load the committed files (`path(role)`); `resume_only` needs the weights only."""
+
+    def load_best(self, path: Path) -> None:
+        """Load the best epoch's weights."""
+
+
+class TrainingLoop:
+    """Runs `hooks` to the end of training under `settings`; `fingerprint` holds the state keys a resumable
+    work dir must match (config, data), anything else starts afresh."""
+
+    def __init__(self, hooks: TrainingHooks, settings: LoopSettings, *, model: torch.nn.Module, work_dir: Path,
+                 validate: Callable[[], float] | None, log: Callable[[str], None], fingerprint: dict[str, Any],
+                 state_name: str = STATE, legacy: dict[str, str] | None = None,
+                 extra_state: dict[str, Any] | None = None) -> None:
+        self.hooks, self.s, self.model, self.validate, self.log = hooks, settings, model, validate, log
+        self.work_dir, self.fingerprint = Path(work_dir), fingerprint
+        self.checkpoints = CheckpointDir(self.work_dir, legacy=legacy, state_name=state_name)
+        self.state: dict[str, Any] = copy.deepcopy({**STATE_DEFAULTS, **(extra_state or {})})
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def _training_state(self) -> dict[str, Any]:
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
-        return state
-
-    def _save(self, best: bool) -> None:
-        """One commit per epoch (bench.train.checkpoints): the epoch's files, then the state naming them."""
-        if not is_main():  # every rank holds the same weights; rank 0 writes them
-            barrier()
-            return
-        writers = {"last": (".pt", _torch_writer(self._training_state()))}
-        if best:
-            writers["best"] = (".pt", _torch_writer(self.model.state_dict()))
-        committed = self.checkpoints.commit({**self.progress, "fingerprint": self.fingerprint},
-                                            f"e{self.progress['epochs_done']:04d}", writers)
-        self.files = committed["files"]
+    def commit(self, best: bool, tag: str) -> None:
+        """One commit (bench.train.checkpoints): the files, then the state naming them. Every rank joins
+        (sharded weights are gathered); rank 0 writes."""
+        writers, written = self.hooks.checkpoint_files(best, tag)
+        if is_main():
+            self.checkpoints.commit({**self.state, **self.fingerprint}, tag, writers, written)
         barrier()
 
     def _resume(self) -> None:
         record = self.checkpoints.read_state()
         if record is None:
             return
-        if record.get("fingerprint") != self.fingerprint:
+        if any(record.get(key) != value for key, value in self.fingerprint.items()):
             self.log(f"{self.s.name}: {self.work_dir} holds a run with another config; starting afresh")
             return
-        last = self.checkpoints.path(record, "last")
         try:
-            if last is None:
+            if self.checkpoints.path(record, "last") is None:
                 raise OSError("its state names no checkpoint file")
-            state = torch.load(last, map_location=self.device, weights_only=True)
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler is not None:
-                self.scheduler.load_state_dict(state["scheduler"])
-        except (OSError, RuntimeError, KeyError) as error:
-            raise BenchError(f"{last or self.work_dir}: cannot resume from it ({str(error)[:160]}); delete "
-                             f"{self.work_dir} or run again with --force") from None
-        self.files = record["files"]
-        self.progress = {k: record.get(k, v) for k, v in self.progress.items()}
-        if not self.progress["validated_epochs"]:  # states written when every epoch was validated
-            self.progress["validated_epochs"] = list(range(1, len(self.progress["epoch_scores"]) + 1))
-        self.progress["resumed_after_epoch"] = self.progress["epochs_done"]
-        self.log(f"{self.s.name}: resumed after epoch {self.progress['epochs_done']} from {self.work_dir}")
+            self.hooks.load_checkpoint(lambda role: self.checkpoints.path(record, role), self.s.resume_only)
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise BenchError(f"{self.work_dir}: cannot resume from it ({str(error)[:160]}); delete it or run "
+                             "again with --force") from None
+        self.state = {key: record.get(key, default) for key, default in self.state.items()}
+        if not self.state["validated_epochs"]:  # states written when every epoch was validated
+            self.state["validated_epochs"] = list(range(1, len(self.state["epoch_scores"]) + 1))
+        self.state["resumed_after_epoch"] = self.state["epochs_done"]
+        inside = f", step {self.state['steps_done_in_epoch']} of epoch {self.state['epochs_done'] + 1}" \
+            if self.state["steps_done_in_epoch"] else ""
+        self.log(f"{self.s.name}: resumed after epoch {self.state['epochs_done']}{inside} from {self.work_dir}")
 
     def load_best(self) -> None:
-        # From the committed state on disk: every rank reads what rank 0 committed (only rank 0 commits).
+        # From the committed state on disk: every rank reads what rank 0 committed.
         best = self.checkpoints.path(self.checkpoints.read_state(), "best")
         if best is not None and best.exists():
-            self.model.load_state_dict(torch.load(best, map_location=self.device, weights_only=True))
+            self.hooks.load_best(best)
 
     # -- training -------------------------------------------------------------------------
 
-    def train(self, epoch_batches: Callable[[int], list[Any]],
-              step: Callable[[Any], tuple[torch.Tensor, int]]) -> dict[str, Any]:
-        """Under torchrun each global batch is split into one contiguous slice per rank; each rank's loss
-        is weighted by its share of the batch's examples and the gradients are summed across ranks,
-        so a step is the global batch's mean gradient whatever the number of ranks."""
+    def train(self) -> dict[str, Any]:
         self._resume()
-        s, p = self.s, self.progress
+        s, p = self.s, self.state
         if s.resume_only and not p["finished"]:
             raise nothing_to_load(self.work_dir, s.name, "its progress file is missing, unfinished or from other "
                                   "settings")
         rank, ranks = world()
         if not p["finished"]:
             p["calls"] += 1
-        trainable = [param for param in self.model.parameters() if param.requires_grad]
         started = time.perf_counter() - p["train_seconds"]
         deadline = started + s.budget_minutes * 60 if s.budget_minutes else None
+        last_commit = time.perf_counter()
         while not p["finished"] and p["epochs_done"] < s.epochs:
             epoch = p["epochs_done"]
-            torch.manual_seed(s.seed * 1_000_003 + epoch + 7919 * rank)  # dropout repeats after a resume
+            steps = self.hooks.epoch_steps(epoch)
+            sizes = [self.hooks.micro_batches(work) for work in steps]
             self.model.train()
-            total, examples, out_of_time = 0.0, 0, False
-            bar = progress_bar(epoch_batches(epoch), desc=f"{s.name} epoch {epoch + 1}/{s.epochs}", unit="batch",
-                               enabled=is_main())
-            for batch in bar:
-                mine = batch if ranks == 1 else list(batch)[len(batch) * rank // ranks:len(batch) * (rank + 1) // ranks]
-                self.optimizer.zero_grad(set_to_none=True)
-                loss, count = step(mine) if mine else (torch.zeros(()), 0)  # an empty slice adds nothing
-                if ranks > 1:  # weight = this rank's share of the global batch's examples
-                    everyone = sum_over_ranks(count)
-                    if count:
-                        (loss * (count * ranks / everyone)).backward()
-                else:
-                    loss.backward()
-                if ranks > 1:
-                    sum_gradients(trainable)
-                    for param in trainable:
-                        param.grad /= ranks
-                self.optimizer.step()
-                if self.scheduler is not None:
-                    self.scheduler.step()
+            bar = progress_bar(total=sum(sizes), initial=sum(sizes[:p["steps_done_in_epoch"]]), unit="batch",
+                               desc=f"{s.name} epoch {epoch + 1}/{s.epochs}", enabled=is_main())
+            out_of_time = False
+            for index in range(p["steps_done_in_epoch"], len(steps)):
+                # Dropout seeded by step and rank: a run resumed inside an epoch draws what it would have.
+                torch.manual_seed(s.seed * 1_000_003 + epoch * 100_003 + index + 7919 * rank)
+                result = self.hooks.step(steps[index])
+                totals = [result.loss_sum, result.weight, result.examples]
+                if ranks > 1:  # every rank's share, not rank 0's alone
+                    totals = [sum_over_ranks(value) for value in totals]
                 p["optimizer_steps"] += 1
-                total, examples = total + float(loss.detach()) * count, examples + count
-                if examples:
-                    bar.set_postfix(loss=f"{total / examples:.4f}", refresh=False)  # drawn at tqdm's own pace
-                if deadline is not None and past_deadline_everywhere(time.perf_counter() > deadline):
+                p["steps_done_in_epoch"] = index + 1
+                p["epoch_loss_sum"] += totals[0]
+                p["epoch_loss_weight"] += totals[1]
+                p["examples_seen"] += int(totals[2])
+                bar.update(sizes[index])
+                if p["epoch_loss_weight"]:
+                    bar.set_postfix(loss=f"{p['epoch_loss_sum'] / p['epoch_loss_weight']:.4f}", refresh=False)
+                now = time.perf_counter()
+                if deadline is not None and past_deadline_everywhere(now > deadline):
                     out_of_time = True
                     break
+                if s.commit_every_seconds and now - last_commit > s.commit_every_seconds and index + 1 < len(steps):
+                    p["train_seconds"] = now - started
+                    self.commit(best=False, tag=f"e{epoch:04d}s{index + 1:06d}")
+                    last_commit = time.perf_counter()
             bar.close()
-            p["epochs_done"] = epoch + 1
-            if ranks > 1:  # every rank's examples, not rank 0's slice alone
-                total, examples = sum_over_ranks(total), sum_over_ranks(examples)
-            p["epoch_losses"].append(round(total / max(1, examples), 5))
-            p["examples_seen"] += int(examples)
+            p["epoch_losses"].append(round(p["epoch_loss_sum"] / max(1e-12, p["epoch_loss_weight"]), 5))
+            p.update(epochs_done=epoch + 1, steps_done_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_weight=0.0)
             last = out_of_time or p["epochs_done"] >= s.epochs
             due = last or p["epochs_done"] % max(1, s.validate_every) == 0
             improved = self._after_epoch(epoch + 1, partial=out_of_time) if due else False
@@ -175,7 +186,8 @@ class EpochTrainer:
                 p.update(finished=True, stopped_by="early_stopping")
             elif p["epochs_done"] >= s.epochs:
                 p.update(finished=True, stopped_by="epochs")
-            self._save(best=improved)
+            self.commit(best=improved, tag=f"e{p['epochs_done']:04d}")
+            last_commit = time.perf_counter()
         if self.validate is not None:
             self.load_best()
         self.model.eval()
@@ -183,7 +195,7 @@ class EpochTrainer:
 
     def _after_epoch(self, epoch: int, partial: bool) -> bool:
         """Validate (when the harness lent a validator); True when this epoch is the best so far."""
-        p = self.progress
+        p = self.state
         if self.validate is None:
             p["best_epoch"] = epoch
             return True
@@ -191,6 +203,7 @@ class EpochTrainer:
         self.model.eval()
         with torch.no_grad():
             score = float(self.validate())
+        self.model.train()
         p["validate_seconds"] += time.perf_counter() - clock
         p["epoch_scores"].append(round(score, 6))
         p["validated_epochs"].append(epoch)
@@ -205,8 +218,84 @@ class EpochTrainer:
         return False
 
 
+LEGACY_FILES = {"last": "last.pt", "best": "best.pt"}  # work dirs from before the state named its files
+
+
+class EpochTrainer:
+    """The hooks of a small from-scratch model: `epoch_batches(epoch)` lists an epoch's batches, each one
+    optimizer step; `step(batch) -> (loss, examples)` computes a loss that is a mean over those examples.
+    Under torchrun each global batch is split into one contiguous slice per rank; each rank's loss is
+    weighted by its share of the batch's examples and the gradients are summed across ranks, so a step is
+    the global batch's mean gradient whatever the number of ranks."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, settings: LoopSettings, *,
+                 work_dir: Path, device: str, validate: Callable[[], float] | None, log: Callable[[str], None],
+                 fingerprint: dict[str, Any], scheduler: Any = None) -> None:
+        self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
+        self.loop = TrainingLoop(self, settings, model=model, work_dir=work_dir, validate=validate, log=log,
+                                 fingerprint={"fingerprint": fingerprint}, legacy=LEGACY_FILES)
+        self.trainable = [param for param in model.parameters() if param.requires_grad]
+        self._batches: Callable[[int], list[Any]] = lambda epoch: []
+        self._step: Callable[[Any], tuple[torch.Tensor, int]] | None = None
+
+    def train(self, epoch_batches: Callable[[int], list[Any]],
+              step: Callable[[Any], tuple[torch.Tensor, int]]) -> dict[str, Any]:
+        self._batches, self._step = epoch_batches, step
+        return self.loop.train()
+
+    # -- TrainingHooks --------------------------------------------------------------------
+
+    def epoch_steps(self, epoch: int) -> list[Any]:
+        return list(self._batches(epoch))
+
+    def micro_batches(self, work: Any) -> int:
+        return 1
+
+    def step(self, batch: Any) -> StepResult:
+        rank, ranks = world()
+        mine = batch if ranks == 1 else list(batch)[len(batch) * rank // ranks:len(batch) * (rank + 1) // ranks]
+        self.optimizer.zero_grad(set_to_none=True)
+        assert self._step is not None
+        loss, count = self._step(mine) if mine else (torch.zeros(()), 0)  # an empty slice adds nothing
+        if ranks > 1:  # weight = this rank's share of the global batch's examples
+            everyone = sum_over_ranks(count)
+            if count:
+                (loss * (count * ranks / everyone)).backward()
+            sum_gradients(self.trainable)
+            for param in self.trainable:
+                param.grad /= ranks
+        else:
+            loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return StepResult(float(loss.detach()) * count, count, count)
+
+    def checkpoint_files(self, best: bool, tag: str) -> tuple[Writers, dict[str, str]]:
+        if not is_main():  # every rank holds the same weights; rank 0 writes them
+            return {}, {}
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        writers: Writers = {"last": (".pt", lambda path: torch.save(state, path))}
+        if best:
+            weights = self.model.state_dict()
+            writers["best"] = (".pt", lambda path: torch.save(weights, path))
+        return writers, {}
+
+    def load_checkpoint(self, path: Callable[[str], Path | None], resume_only: bool) -> None:
+        state = torch.load(path("last"), map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def load_best(self, path: Path) -> None:
+        self.model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
 def training_facts(progress: dict[str, Any], epochs_max: int, patience: int) -> dict[str, Any]:
-    """What a record says about a run of this loop: epochs run of the maximum, why it stopped, the
+    """What a record says about a run of this lifecycle: epochs run of the maximum, why it stopped, the
     validation and loss curves, and seconds per epoch without validation."""
     epochs = progress.get("epochs_done") or 0
     loop_seconds = (progress.get("train_seconds") or 0.0) - (progress.get("validate_seconds") or 0.0)
@@ -225,4 +314,6 @@ def training_facts(progress: dict[str, Any], epochs_max: int, patience: int) -> 
         "seconds_per_epoch": round(loop_seconds / epochs, 2) if epochs else None,
         "validate_seconds": round(progress.get("validate_seconds") or 0.0, 1),
         "resumed_after_epoch": progress.get("resumed_after_epoch"),
+        # Every call that trained this run (the record's train_seconds is this call's stopwatch).
+        "train_seconds_all_calls": round(progress.get("train_seconds") or 0.0, 3),
     }

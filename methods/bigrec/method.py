@@ -150,7 +150,7 @@ class BIGRecMethod(Method):
                               validate=(lambda: validate(0.0)) if ctx.validate is not None and s.epochs > 1 else None,
                               log=ctx.log, resume_only=ctx.resume_only)
         with torch.enable_grad():
-            self.report = trainer.train() if samples else None
+            self.progress = trainer.train() if samples else None
         self.model.eval()
         self._choose_gamma(validate)
         self._query_cache = None
@@ -231,6 +231,8 @@ class BIGRecMethod(Method):
         return -np.asarray(distance, dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
+        from bench.train.lifecycle import training_facts
+
         s = self.settings
         info: dict[str, Any] = {
             "backbone": getattr(self, "backbone_label", s.model),
@@ -264,7 +266,7 @@ class BIGRecMethod(Method):
             "gamma_selection": ("fixed" if s.gamma != "auto" else "grid on validation NDCG@10"
                                 if self.context.validate is not None else "auto without a validator: gamma 0"),
             "side_score": s.side_score if self.gamma else None,
-            "training": self.report.as_dict() if getattr(self, "report", None) else None,
+            **(training_facts(self.progress, s.epochs, s.patience) if getattr(self, "progress", None) else {}),
             "deviations": DEVIATIONS + ([f"decoding fixed at {self.exact_new_tokens} new tokens (decode_length = "
                                          f"{s.decode_length!r}; published: stop at EOS)"]
                                         if self.exact_new_tokens else []),

@@ -262,7 +262,7 @@ class CoVEMethod(Method):
         if not samples or s.epochs == 0:
             if s.epochs > 0:
                 raise BenchError(f"dataset {dataset.name}: no user has two training items; CoVE has nothing to learn")
-            self._info["training"] = {"epochs_done": 0, "stopped_by": "epochs = 0"}
+            self._info.update(epochs_run=0, epochs_max=0, stopped_by="epochs = 0")
             return
         budgets = [m for m in (s.max_train_minutes, ctx.max_train_minutes or 0) if m > 0]
         train = TrainSettings(learning_rate=s.learning_rate, weight_decay=s.weight_decay,
@@ -292,18 +292,16 @@ class CoVEMethod(Method):
         progress = trainer.train()
         self._refresh_scoring_model(training_model)
         self._scored_tokens = self._padded_tokens = 0  # describe() reports the evaluation's padding only
-        self._info["training"] = {k: progress[k] for k in ("epochs_done", "best_epoch", "best_score", "stopped_by",
-                                                           "epoch_scores", "optimizer_steps", "resumed_after_epoch")}
         from bench.train.distributed import sum_over_ranks
+        from bench.train.lifecycle import training_facts
 
         padded = progress.get("padded_tokens") or 0
         everyone = sum_over_ranks(progress["real_tokens"])  # under torchrun each rank trained its slices
-        self._info["training"].update(
-            padding_fraction=round(1 - progress["real_tokens"] / padded, 4) if padded else None,
-            tokens_per_sec=round(everyone / progress["train_seconds"], 1) if progress["train_seconds"] else None,
-            tokens_trained=int(everyone), tokens_trained_by_this_rank=int(progress["real_tokens"]))
-        # Training time over every call that trained this run (the record's train_seconds is this call's).
-        self._info["training"]["train_seconds_all_calls"] = round(progress["train_seconds"], 3)
+        self._info.update(training_facts(progress, s.epochs, s.patience),
+                          padding_fraction=round(1 - progress["real_tokens"] / padded, 4) if padded else None,
+                          tokens_per_sec=round(everyone / progress["train_seconds"], 1)
+                          if progress["train_seconds"] else None,
+                          tokens_trained=int(everyone), tokens_trained_by_this_rank=int(progress["real_tokens"]))
 
     # -- ranking --------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ commit per epoch (bench.train.checkpoints: the files first, then the progress fi
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,21 +22,17 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from bench.errors import BenchError
-from bench.method import nothing_to_load
 from bench.train.batching import epoch_batches
-from bench.train.checkpoints import CheckpointDir
 from bench.train.distributed import (
     average_gradients,
-    barrier,
     gather,
     is_main,
     my_slice,
-    past_deadline_everywhere,
     share_weight,
     world,
 )
+from bench.train.lifecycle import LoopSettings, StepResult, TrainingLoop, Writers
 from bench.train.precision import autocast
-from bench.train.progress import progress_bar
 from bench.train.resources import trim_heap
 from methods.cove.model import CoVEModel
 from methods.cove.sharding import full_tensors, is_sharded, local_optimizer_state, reshard_optimizer_state
@@ -156,176 +151,110 @@ def load_checkpoint(model: CoVEModel, path: Path) -> None:
 
 
 class Trainer:
+    """CoVE's hooks on the shared lifecycle (bench.train.lifecycle): a step is `grad_accum` micro-batches
+    (fewer in an epoch's last window), each rank trains its slice of every micro-batch, the gradients are
+    averaged over ranks (FSDP's reduce-scatter has done so already), clipped, then one AdamW step."""
+
     def __init__(self, model: CoVEModel, samples: list[Sample], settings: TrainSettings, *, work_dir: Path,
                  device: str, pad_id: int, validate: Callable[[], float] | None, log: Callable[[str], None],
                  fingerprint: dict[str, Any], resume_only: bool = False) -> None:
-        self.resume_only = resume_only
-        self.model, self.samples, self.s = model, samples, settings
-        self.work_dir, self.device, self.pad_id = Path(work_dir), device, pad_id
-        self.validate, self.log, self.fingerprint = validate, log, fingerprint
+        self.model, self.samples, self.s, self.device, self.pad_id = model, samples, settings, device, pad_id
         self.sharded = is_sharded(model)  # FSDP (methods/cove/sharding.py): gradients arrive averaged
-        self.checkpoints = CheckpointDir(self.work_dir, legacy=LEGACY_FILES, state_name=PROGRESS)
-        self.files: dict[str, str] = {}
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate,
+                                           weight_decay=settings.weight_decay)
         batches = math.ceil(len(samples) / settings.batch_size)
         self.steps_per_epoch = math.ceil(batches / settings.grad_accum)
         total = self.steps_per_epoch * settings.epochs
         warmup = math.ceil(settings.warmup_ratio * total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, total, warmup, settings.scheduler))
-        self.progress: dict[str, Any] = {"epochs_done": 0, "best_epoch": None, "best_score": None,
-                                         "bad_epochs": 0, "finished": False, "stopped_by": None,
-                                         "epoch_scores": [], "optimizer_steps": 0, "train_seconds": 0.0,
-                                         "real_tokens": 0, "padded_tokens": 0}
+        budget = settings.max_train_minutes if settings.max_train_minutes > 0 else None
+        loop = LoopSettings("cove", settings.epochs, settings.patience, settings.seed, budget, resume_only)
+        self.loop = TrainingLoop(self, loop, model=model, work_dir=work_dir, validate=validate, log=log,
+                                 fingerprint={"fingerprint": fingerprint, "settings": asdict(settings)},
+                                 state_name=PROGRESS, legacy=LEGACY_FILES,
+                                 extra_state={"real_tokens": 0, "padded_tokens": 0})
+        self.micro_done = 0
 
-    # -- checkpoints ----------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        return self.loop.train()
+
+    # -- TrainingHooks --------------------------------------------------------------------
+
+    def epoch_steps(self, epoch: int) -> list[list[list[int]]]:
+        batches = epoch_batches([len(s.sequence) for s in self.samples], self.s.batch_size,
+                                self.s.seed * 1_000_003 + epoch, self.s.length_buckets)
+        return [batches[i:i + self.s.grad_accum] for i in range(0, len(batches), self.s.grad_accum)]
+
+    def micro_batches(self, window: list[list[int]]) -> int:
+        return len(window)
+
+    def step(self, window: list[list[int]]) -> StepResult:
+        ranks, state = world()[1], self.loop.state
+        losses, examples = [], 0
+        for batch in window:
+            mine = [self.samples[i] for i in my_slice(batch)]  # empty when ranks outnumber samples
+            # FSDP's gathers need every rank in every pass: an idle rank runs a stand-in, weighted 0.
+            chosen = mine or ([self.samples[batch[0]]] if self.sharded else [])
+            loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.s.precision) \
+                if chosen else torch.zeros(())
+            if mine:
+                widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in mine]
+                state["real_tokens"] += sum(widths)
+                state["padded_tokens"] += max(widths) * len(widths)
+                losses.append(float(loss.detach()))
+                examples += len(mine)
+            if ranks > 1:  # weight = this rank's share of the global batch's loss terms
+                weight = share_weight(loss_terms(mine, self.s.loss, self.model.base_vocab))
+                if chosen and (weight or self.sharded):
+                    (loss * weight / len(window)).backward()
+            else:
+                (loss / len(window)).backward()
+            self.micro_done += 1
+            if self.micro_done % TRIM_EVERY == 0 and self.device == "cpu":
+                trim_heap()
+        if not self.sharded:  # FSDP's reduce-scatter has averaged them already
+            average_gradients(self.trainable)
+        torch.nn.utils.clip_grad_norm_(self.trainable, self.s.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(sum(losses), len(losses), examples)
 
     def _optimizer_role(self) -> str:
         """FSDP: each rank's optimizer holds the state of its own shards, so each rank keeps a file."""
         return f"optimizer.rank{world()[0]}" if self.sharded else "optimizer"
 
-    def _save(self, best: bool) -> None:
-        """One commit per epoch: every file of the epoch, then the progress file naming them."""
+    def checkpoint_files(self, best: bool, tag: str) -> tuple[Writers, dict[str, str]]:
         # Sharded (FSDP) tensors are gathered whole first: a collective every rank joins.
         state = {k: v.detach().cpu().contiguous() for k, v in full_tensors(self.model.trainable_state()).items()}
-        tag = f"e{self.progress['epochs_done']:04d}"
         optimizer = {"optimizer": local_optimizer_state(self.optimizer.state_dict()) if self.sharded
                      else self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         written: dict[str, str] = {}
-        if self.sharded:  # each rank its own shard's file, before rank 0 commits the epoch
-            mine = self.checkpoints.write_file(self._optimizer_role(), tag, ".pt", lambda path: torch.save(optimizer,
-                                                                                                          path))
+        if self.sharded:  # each rank its own shard's file, before rank 0 commits
+            mine = self.loop.checkpoints.write_file(self._optimizer_role(), tag, ".pt",
+                                                    lambda path: torch.save(optimizer, path))
             written = dict(gather((self._optimizer_role(), mine)))
         if not is_main():  # under torchrun every rank holds the same weights; rank 0 writes them
-            barrier()
-            return
-        writers = {"last": (".safetensors", lambda path: save_file(state, path))}
+            return {}, written
+        writers: Writers = {"last": (".safetensors", lambda path: save_file(state, path))}
         if best:
             writers["best"] = (".safetensors", lambda path: save_file(state, path))
         if not self.sharded:
             writers["optimizer"] = (".pt", lambda path: torch.save(optimizer, path))
-        committed = self.checkpoints.commit({**self.progress, "fingerprint": self.fingerprint,
-                                             "settings": asdict(self.s)}, tag, writers, written)
-        self.files = committed["files"]
-        barrier()
+        return writers, written
 
-    def _resume(self) -> bool:
-        """Load the last completed epoch if this work_dir holds a run with the same fingerprint. Only
-        loading a finished run (resume_only: rescore, speed --trained) needs no optimizer, so an FSDP
-        run's per-rank files are not read then."""
-        record = self.checkpoints.read_state()
-        if record is None or "fingerprint" not in record:
-            return False
-        if record.get("fingerprint") != self.fingerprint or record.get("settings") != asdict(self.s):
-            self.log(f"cove: {self.work_dir} holds a run with another config; starting afresh")
-            return False
-        self.files = record["files"]
-        load_checkpoint(self.model, self.checkpoints.path(record, "last"))
-        if not self.resume_only:
-            optimizer_file = self.checkpoints.path(record, self._optimizer_role())
-            extra = torch.load(optimizer_file, weights_only=True)  # our own file: tensors and numbers
+    def load_checkpoint(self, path: Callable[[str], Path | None], resume_only: bool) -> None:
+        """Only loading a finished run (resume_only: rescore, speed --trained) needs no optimizer, so an
+        FSDP run's per-rank files are not read then."""
+        load_checkpoint(self.model, path("last"))
+        if not resume_only:
+            extra = torch.load(path(self._optimizer_role()), weights_only=True)  # our own file
             self.optimizer.load_state_dict(extra["optimizer"])
             if self.sharded:
                 reshard_optimizer_state(self.optimizer)
             self.scheduler.load_state_dict(extra["scheduler"])
-        self.progress = {k: record.get(k, v) for k, v in self.progress.items()}
-        self.log(f"cove: resumed after epoch {self.progress['epochs_done']} from {self.work_dir}")
-        return True
 
-    def load_best(self) -> None:
-        # From the committed state on disk: every rank reads what rank 0 committed (only rank 0 commits).
-        best = self.checkpoints.path(self.checkpoints.read_state(), "best")
-        if best is not None and best.exists():
-            load_checkpoint(self.model, best)
-
-    # -- training -------------------------------------------------------------------------
-
-    def train(self) -> dict[str, Any]:
-        # A resumed run's earlier epochs were trained by an earlier call: say so in the record.
-        resumed_after = self.progress["epochs_done"] if self._resume() else None
-        if self.resume_only and not self.progress["finished"]:
-            raise nothing_to_load(self.work_dir, "cove", "its progress file is missing, unfinished or from other "
-                                  "settings")
-        budget = self.s.max_train_minutes * 60 if self.s.max_train_minutes > 0 else None
-        started = time.perf_counter() - self.progress["train_seconds"]
-        epoch = self.progress["epochs_done"]
-        ranks = world()[1]
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        while not self.progress["finished"] and epoch < self.s.epochs:
-            torch.manual_seed(self.s.seed * 1_000_003 + epoch + 7919 * world()[0])  # dropout repeats after a resume
-            self.model.train()
-            batches = epoch_batches([len(s.sequence) for s in self.samples], self.s.batch_size,
-                                    self.s.seed * 1_000_003 + epoch, self.s.length_buckets)
-            bar = progress_bar(batches, desc=f"cove epoch {epoch + 1}/{self.s.epochs}", unit="batch",
-                               enabled=is_main())
-            out_of_time = False
-            for index, batch in enumerate(bar):
-                # The micro-batches of this optimizer step: grad_accum, fewer in an epoch's last window.
-                window = min(self.s.grad_accum, len(batches) - index // self.s.grad_accum * self.s.grad_accum)
-                mine = [self.samples[i] for i in my_slice(batch)]  # empty when ranks outnumber samples
-                # FSDP's gathers need every rank in every pass: an idle rank runs a stand-in, weighted 0.
-                chosen = mine or ([self.samples[batch[0]]] if self.sharded else [])
-                loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.s.precision) \
-                    if chosen else torch.zeros(())
-                if mine:
-                    widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in mine]
-                    self.progress["real_tokens"] += sum(widths)
-                    self.progress["padded_tokens"] += max(widths) * len(widths)
-                if ranks > 1:  # weight = this rank's share of the global batch's loss terms
-                    weight = share_weight(loss_terms(mine, self.s.loss, self.model.base_vocab))
-                    if chosen and (weight or self.sharded):
-                        (loss * weight / window).backward()
-                else:
-                    (loss / window).backward()
-                if (index + 1) % self.s.grad_accum == 0 or index + 1 == len(batches):
-                    if not self.sharded:  # FSDP's reduce-scatter has averaged them already
-                        average_gradients(trainable)
-                    torch.nn.utils.clip_grad_norm_(trainable, self.s.max_grad_norm)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.progress["optimizer_steps"] += 1
-                    if budget is not None and past_deadline_everywhere(time.perf_counter() - started > budget):
-                        out_of_time = True
-                        break
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                if index % TRIM_EVERY == TRIM_EVERY - 1 and self.device == "cpu":
-                    trim_heap()
-            bar.close()
-            self.optimizer.zero_grad(set_to_none=True)
-            epoch += 1
-            self.progress["train_seconds"] = time.perf_counter() - started
-            improved = self._after_epoch(epoch, partial=out_of_time)
-            if out_of_time:
-                self.progress.update(finished=True, stopped_by="max_train_minutes")
-            elif self.s.patience > 0 and self.progress["bad_epochs"] >= self.s.patience:
-                self.progress.update(finished=True, stopped_by="early_stopping")
-            elif epoch >= self.s.epochs:
-                self.progress.update(finished=True, stopped_by="epochs")
-            self._save(best=improved)
-        if self.validate is not None:
-            self.load_best()
-        self.model.eval()
-        return {**self.progress, "resumed_after_epoch": resumed_after}
-
-    def _after_epoch(self, epoch: int, partial: bool) -> bool:
-        """Validate (if the harness lent a validator); True when this epoch is the best so far."""
-        self.progress["epochs_done"] = epoch
-        if self.validate is None:
-            self.progress["best_epoch"] = epoch
-            return True
-        self.model.eval()
-        with torch.no_grad():
-            score = float(self.validate())
-        self.progress["epoch_scores"].append(round(score, 6))
-        best = self.progress["best_score"]
-        note = " (partial epoch: time budget)" if partial else ""
-        if best is None or score > best:
-            self.progress.update(best_score=score, best_epoch=epoch, bad_epochs=0)
-            self.log(f"cove: epoch {epoch} validation NDCG@10 {score:.4f} (best){note}")
-            return True
-        self.progress["bad_epochs"] += 1
-        self.log(f"cove: epoch {epoch} validation NDCG@10 {score:.4f} (best {best:.4f} at epoch "
-                 f"{self.progress['best_epoch']}){note}")
-        return False
+    def load_best(self, path: Path) -> None:
+        load_checkpoint(self.model, path)

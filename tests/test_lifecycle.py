@@ -1,0 +1,73 @@
+"""The one training lifecycle (bench.train.lifecycle): a run killed inside an epoch resumes at the step after
+its last commit and ends with the uninterrupted run's weights (same batches, same dropout); its twin, a
+resume that starts the epoch over, does not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bench.train.lifecycle import EpochTrainer, LoopSettings
+
+EPOCHS, BATCHES = 3, 6
+
+
+def train(work_dir: Path, kill_at: int | None = None, logs: list[str] | None = None) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
+    settings = LoopSettings("toy", EPOCHS, patience=0, seed=3, commit_every_seconds=1e-9)
+    data = torch.randn(BATCHES * 4, 4, generator=torch.Generator().manual_seed(1))
+    target = data.sum(dim=1, keepdim=True)
+    steps: list[int] = []
+
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch)).tolist()
+        return [order[i:i + 4] for i in range(0, len(order), 4)]
+
+    def step(rows: list[int]) -> tuple[torch.Tensor, int]:
+        steps.append(1)
+        if kill_at is not None and len(steps) == kill_at:
+            raise KeyboardInterrupt
+        return torch.nn.functional.mse_loss(model(data[rows]), target[rows]), len(rows)
+
+    loop = EpochTrainer(model, optimizer, settings, work_dir=work_dir, device="cpu", validate=None,
+                        log=(logs if logs is not None else []).append, fingerprint={"toy": 1})
+    loop.train(epoch_batches, step)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def killed_then_resumed(work_dir: Path, restart_epoch: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    with pytest.raises(KeyboardInterrupt):
+        train(work_dir, kill_at=BATCHES + 3)  # the third step of epoch 2: two of its steps committed
+    if restart_epoch:  # what a loop that only resumes at epoch boundaries would do
+        state_file = work_dir / "progress.json"
+        state = json.loads(state_file.read_text())
+        state.update(steps_done_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_weight=0.0)
+        state_file.write_text(json.dumps(state))
+    logs: list[str] = []
+    return train(work_dir, logs=logs), logs
+
+
+def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_run_killed_inside_an_epoch_ends_with_the_uninterrupted_weights(tmp_path: Path):
+    straight = train(tmp_path / "straight")
+    resumed, logs = killed_then_resumed(tmp_path / "killed", restart_epoch=False)
+    assert any("resumed after epoch 1, step 2 of epoch 2" in line for line in logs), logs
+    assert same(straight, resumed)
+    state = json.loads((tmp_path / "killed" / "progress.json").read_text())
+    assert state["optimizer_steps"] == EPOCHS * BATCHES and state["examples_seen"] == EPOCHS * BATCHES * 4
+    assert state["finished"] and state["steps_done_in_epoch"] == 0 and len(state["epoch_losses"]) == EPOCHS
+
+
+def test_twin_restarting_the_epoch_does_not_reach_the_same_weights(tmp_path: Path):
+    straight = train(tmp_path / "straight")
+    restarted, _ = killed_then_resumed(tmp_path / "killed", restart_epoch=True)
+    assert not same(straight, restarted)
