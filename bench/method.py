@@ -75,12 +75,14 @@ class Method(ABC):
     # in item chunks (memory O(batch x chunk)) instead of asking score() for a batch x N matrix.
     scores_item_slices: bool = False
 
+    # A method with a typed settings parser of its own sets this (staticmethod; raises BenchError); its
+    # result is `self.settings`.
+    settings_parser: Callable[[dict[str, Any]], Any] | None = None
+
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         self.config = config
         self.context = context
-
-    # A method with a typed settings parser of its own sets this (staticmethod; raises BenchError).
-    settings_parser: Callable[[dict[str, Any]], Any] | None = None
+        self.settings: Any = self.settings_parser(config) if self.settings_parser is not None else None
 
     @classmethod
     def check_config(cls, config: dict[str, Any], defaults: dict[str, Any], source: str) -> None:

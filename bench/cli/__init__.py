@@ -1,4 +1,4 @@
-"""`bench` command line: the commands live in run_commands, data_commands and report_commands; this
+"""`bench` command line: the commands live in run_commands and report_commands; this
 module is the entry point (exit codes, Ctrl-C and SIGTERM)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from bench.cli import data_commands, report_commands, run_commands  # noqa: F401  (registers the commands)
+from bench.cli import report_commands, run_commands  # noqa: F401  (registers the commands)
 from bench.cli.common import app
 from bench.errors import BenchError
 

@@ -126,7 +126,8 @@ def baselines_command(
     """The ID baselines to compare a new method against, trained one after another to early stopping
     (cheapest first; recorded runs are reused, interrupted RecBole and native SASRec runs resume)."""
     from bench.registry import configured_registry
-    from bench.report.leaderboard import render_compact, write_leaderboard
+    from bench.report.leaderboard import write_leaderboard
+    from bench.runs.demo import DemoTable, render_demo
     from bench.runs.run import checked_config, run
     from bench.runs.setup import run_paths
 
@@ -147,7 +148,7 @@ def baselines_command(
         print_record(outcome)
         records.append(outcome.record)
     written = write_leaderboard(run_paths(config, results_dir).results_dir)
-    typer.echo("\n".join(render_compact(records)))
+    typer.echo("\n".join(render_demo(DemoTable(records))))
     typer.echo(f"full tables: {written.paths[0]}")
 
 @app.command("demo")

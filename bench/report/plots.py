@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import config_hash
-from bench.report.formatting import fmt_number
+from bench.report.formatting import METRIC_TITLES, fmt_number
 from bench.report.labels import swept_setting, swept_value
 from bench.report.speed_tables import speed_order, speed_ratios, weights_text
 from bench.report.tables import record_group
 from bench.runs.speed import record_speed_name
 
 SWEEP_METRICS = ("ndcg@10", "hr@10")
-METRIC_TITLES = {"ndcg@10": "NDCG@10", "hr@10": "HR@10"}
 
 
 @dataclass

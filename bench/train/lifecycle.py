@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -57,31 +57,17 @@ class StepResult:
     examples: int
 
 
-class TrainingHooks(Protocol):
-    def epoch_steps(self, epoch: int) -> list[Any]:
-        """The epoch's optimizer steps, each what `step` takes (seeded by epoch: a resume sees the same)."""
-
-    def step(self, work: Any) -> StepResult:
-        """Forward, backward, gradients reduced over ranks, one optimizer (and scheduler) step."""
-
-    def micro_batches(self, work: Any) -> int:
-        """How many batches the progress bar counts for one step."""
-
-    def checkpoint_files(self, best: bool, tag: str) -> tuple[Writers, dict[str, str]]:
-        """Every rank: (rank 0's writers by role, files other ranks wrote themselves by role)."""
-
-    def load_checkpoint(self, path: Callable[[str], Path | None], resume_only: bool) -> None:
-        """Load the committed files (`path(role)`); `resume_only` needs the weights only."""
-
-    def load_best(self, path: Path) -> None:
-        """Load the best epoch's weights."""
-
-
 class TrainingLoop:
     """Runs `hooks` to the end of training under `settings`; `fingerprint` holds the state keys a resumable
-    work dir must match (config, data), anything else starts afresh."""
+    work dir must match (config, data), anything else starts afresh. The hooks (see EpochTrainer):
+    - `epoch_steps(epoch)`: the epoch's optimizer steps, each what `step` takes (seeded by epoch);
+    - `step(work) -> StepResult`: forward, backward, gradients reduced over ranks, one optimizer step;
+    - `micro_batches(work)`: how many batches the progress bar counts for one step;
+    - `checkpoint_files(best, tag)`: on every rank, (rank 0's writers by role, files other ranks wrote);
+    - `load_checkpoint(path, resume_only)`: load the committed files (`path(role)`; weights only when
+      `resume_only`); `load_best(path)`: load the best epoch's weights."""
 
-    def __init__(self, hooks: TrainingHooks, settings: LoopSettings, *, model: torch.nn.Module, work_dir: Path,
+    def __init__(self, hooks: Any, settings: LoopSettings, *, model: torch.nn.Module, work_dir: Path,
                  validate: Callable[[], float] | None, log: Callable[[str], None], fingerprint: dict[str, Any],
                  state_name: str = STATE, legacy: dict[str, str] | None = None,
                  extra_state: dict[str, Any] | None = None) -> None:

@@ -19,7 +19,7 @@ from bench.method import Method, RunContext
 from methods.bigrec.adjust import GAMMA_GRID, adjusted_distance, popularity
 from methods.bigrec.prompts import build_prompt, build_response, encode_example, shorten_title, unquote
 from methods.bigrec.samples import choose_users, subsample_record, training_samples
-from methods.bigrec.settings import BIGRecSettings, parse_settings
+from methods.bigrec.settings import parse_settings
 
 # A prompt longer than MAX_PROMPT_TOKENS drops its oldest titles (in training and inference
 # alike); MAX_SEQUENCE_TOKENS is the last-resort cut of prompt + response. (The authors cut
@@ -56,7 +56,6 @@ class BIGRecMethod(Method):
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         super().__init__(config, context)
-        self.settings: BIGRecSettings = parse_settings(config)
         self.gamma: float = 0.0 if self.settings.gamma == "auto" else float(self.settings.gamma)
         self._query_cache: dict[tuple[int, ...], np.ndarray] | None = None
         self._generated_tokens = 0
@@ -124,7 +123,7 @@ class BIGRecMethod(Method):
     def fit(self, dataset: Dataset) -> None:
         import torch
 
-        from methods.bigrec.trainer import LoRATrainer, TrainSettings
+        from methods.bigrec.trainer import LoRATrainer
 
         self._load(dataset)
         s, ctx = self.settings, self.context
@@ -138,14 +137,12 @@ class BIGRecMethod(Method):
                                    build_response(self.item_texts[sample.target]), s.loss, MAX_SEQUENCE_TOKENS)
                     for sample in samples]
         budgets = [m for m in (ctx.max_train_minutes, s.max_train_minutes or None) if m]
-        settings = TrainSettings(learning_rate=s.learning_rate, batch_size=s.batch_size, grad_accum=s.grad_accum,
-                                 epochs=s.epochs, patience=s.patience, warmup_steps=s.warmup_steps,
-                                 max_train_minutes=min(budgets) if budgets else None, seed=ctx.seed,
-                                 device=ctx.device, precision=self.precision)
         validate = self._validate_fn(dataset)
-        trainer = LoRATrainer(self.model, self.tokenizer.pad_token_id, examples, settings, ctx.work_dir,
+        trainer = LoRATrainer(self.model, self.tokenizer.pad_token_id, examples, s, ctx.work_dir,
                               key_extra={"settings": s.as_dict(), "dataset": dataset.name,
                                          "split": dataset.split.hash},
+                              seed=ctx.seed, device=ctx.device, precision=self.precision,
+                              budget_minutes=min(budgets) if budgets else None,
                               # one epoch leaves nothing to choose: validating would only cost time
                               validate=(lambda: validate(0.0)) if ctx.validate is not None and s.epochs > 1 else None,
                               log=ctx.log, resume_only=ctx.resume_only)

@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +37,6 @@ from methods.bigrec.prompts import IGNORE_INDEX, TrainExample
 
 # A mid-epoch checkpoint at most this often, so an interrupted CPU run loses little.
 CHECKPOINT_EVERY_SECONDS = 600.0
-
-
-@dataclass
-class TrainSettings:
-    learning_rate: float = 1e-4
-    batch_size: int = 4
-    grad_accum: int = 32
-    epochs: int = 50
-    patience: int = 5
-    warmup_steps: int = 20
-    max_train_minutes: float | None = None
-    seed: int = 0
-    device: str = "cpu"
-    precision: str = "fp32"  # fp32 | bf16 (CPU autocast); CUDA always runs bf16 autocast
 
 
 def collate(examples: list[TrainExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -85,11 +70,9 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_examples, generator=generator).tolist()
 
 
-def setup_key(examples: list[TrainExample], settings: TrainSettings, extra: dict[str, Any]) -> str:
+def setup_key(examples: list[TrainExample], extra: dict[str, Any]) -> str:
     """A checkpoint belongs to these examples and settings; anything else starts afresh."""
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
-    relevant = {k: v for k, v in asdict(settings).items() if k not in ("max_train_minutes", "progress")}
-    digest.update(json.dumps(relevant, sort_keys=True).encode())
     for example in examples:
         digest.update(json.dumps(example.input_ids).encode())
     return digest.hexdigest()[:16]
@@ -116,14 +99,21 @@ class LoRATrainer:
         model: Any,
         pad_id: int,
         examples: list[TrainExample],
-        settings: TrainSettings,
+        settings: Any,
         work_dir: Path,
         key_extra: dict[str, Any],
+        *,
+        seed: int,
+        device: str,
+        precision: str,
+        budget_minutes: float | None,
         validate: Callable[[], float] | None = None,
         log: Callable[[str], None] = print,
         resume_only: bool = False,
     ) -> None:
+        """`settings`: the [bigrec] section (methods.bigrec.settings.BIGRecSettings); `precision` as resolved."""
         self.model, self.pad_id, self.examples, self.settings, self.log = model, pad_id, examples, settings, log
+        self.seed, self.device, self.precision = seed, device, precision
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate, weight_decay=0.0)
         micro_per_epoch = math.ceil(len(examples) / settings.batch_size)
@@ -131,10 +121,11 @@ class LoRATrainer:
         total = self.steps_per_epoch * settings.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_warmup_decay(settings.warmup_steps, total))
-        loop = LoopSettings("bigrec", settings.epochs, settings.patience, settings.seed, settings.max_train_minutes,
-                            resume_only, commit_every_seconds=CHECKPOINT_EVERY_SECONDS)
+        loop = LoopSettings("bigrec", settings.epochs, settings.patience, seed, budget_minutes, resume_only,
+                            commit_every_seconds=CHECKPOINT_EVERY_SECONDS)
+        key = setup_key(examples, {**key_extra, "seed": seed, "device": device, "precision": precision})
         self.loop = TrainingLoop(self, loop, model=model, work_dir=work_dir, validate=validate, log=log,
-                                 fingerprint={"key": setup_key(examples, settings, key_extra)})
+                                 fingerprint={"key": key})
 
     def train(self) -> dict[str, Any]:
         ranks = world()[1]
@@ -146,7 +137,7 @@ class LoRATrainer:
     # -- TrainingHooks --------------------------------------------------------------------
 
     def epoch_steps(self, epoch: int) -> list[list[list[int]]]:
-        order = epoch_order(len(self.examples), self.settings.seed, epoch)
+        order = epoch_order(len(self.examples), self.seed, epoch)
         size, accum = self.settings.batch_size, self.settings.grad_accum
         batches = [order[i:i + size] for i in range(0, len(order), size)]
         return [batches[i:i + accum] for i in range(0, len(batches), accum)]
@@ -155,8 +146,8 @@ class LoRATrainer:
         return len(window)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        batch = {k: v.to(self.settings.device) for k, v in batch.items()}
-        with autocast(self.settings.device, self.settings.precision):
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with autocast(self.device, self.precision):
             return self.model(**batch).loss
 
     def _backward(self, positions: list[int], window: int) -> tuple[float, int] | None:
@@ -184,7 +175,7 @@ class LoRATrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.loop.state["optimizer_steps"] % 25 == 24 and self.settings.device == "cpu":
+        if self.loop.state["optimizer_steps"] % 25 == 24 and self.device == "cpu":
             trim_heap()  # prompts of varying length fragment the heap (bench.train.resources.trim_heap)
         return StepResult(sum(loss for loss, _ in done), len(done), sum(count for _, count in done))
 

@@ -148,7 +148,6 @@ class CoVEMethod(Method):
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         super().__init__(config, context)
-        self.settings = parse_settings(config)
         self.model: Any = None
         self.encoder: Any = None
         self.precision = "fp32"
@@ -241,7 +240,7 @@ class CoVEMethod(Method):
     # -- training -------------------------------------------------------------------------
 
     def fit(self, dataset: Dataset) -> None:
-        from methods.cove.trainer import Sample, Trainer, TrainSettings
+        from methods.cove.trainer import Sample, Trainer
 
         self._build(dataset)
         s, ctx = self.settings, self.context
@@ -265,11 +264,6 @@ class CoVEMethod(Method):
             self._info.update(epochs_run=0, epochs_max=0, stopped_by="epochs = 0")
             return
         budgets = [m for m in (s.max_train_minutes, ctx.max_train_minutes or 0) if m > 0]
-        train = TrainSettings(learning_rate=s.learning_rate, weight_decay=s.weight_decay,
-                              warmup_ratio=s.warmup_ratio, scheduler=s.scheduler, batch_size=s.batch_size,
-                              grad_accum=s.grad_accum, epochs=s.epochs, patience=s.patience, loss=s.loss,
-                              max_train_minutes=min(budgets) if budgets else 0.0, seed=ctx.seed,
-                              precision=self.precision, length_buckets=s.length_buckets > 0)
         fingerprint = {"dataset": dataset.name, "split": dataset.split.hash, "num_items": dataset.num_items,
                        # Scoring-only keys and fsdp (how training is spread, already in the work dir's name
                        # through the world size) are left out: a finished run stays loadable.
@@ -286,7 +280,8 @@ class CoVEMethod(Method):
             return ctx.validate(self)
 
         validate = validate_scoring_copy if ctx.validate is not None and s.epochs > 1 else None
-        trainer = Trainer(training_model, samples, train, work_dir=ctx.work_dir, device=ctx.device,
+        trainer = Trainer(training_model, samples, s, seed=ctx.seed, precision=self.precision,
+                          budget_minutes=min(budgets) if budgets else None, work_dir=ctx.work_dir, device=ctx.device,
                           pad_id=self.tokenizer.pad_token_id, validate=validate, log=ctx.log,
                           fingerprint=fingerprint, resume_only=ctx.resume_only)
         progress = trainer.train()

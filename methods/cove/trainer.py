@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,24 +51,7 @@ class Sample:
     sequence: list[int]
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    scheduler: str = "cosine"  # cosine | linear | constant (after warm-up)
-    batch_size: int = 8
-    grad_accum: int = 4
-    epochs: int = 3
-    patience: int = 2  # epochs without a better validation score before stopping; 0 = never stop early
-    loss: str = "item"  # item | all_tokens
-    max_train_minutes: float = 0.0  # 0 = no budget
-    max_grad_norm: float = 1.0  # Hugging Face Trainer's default, which the authors' script used
-    seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 (CPU autocast; CUDA always runs bf16 autocast)
-    length_buckets: bool = False  # batches of similar length (less padding), order still seeded
-
-
+MAX_GRAD_NORM = 1.0  # Hugging Face Trainer's default, which the authors' script used
 TRIM_EVERY = 25  # batches between heap trims on the CPU (bench.train.resources.trim_heap)
 
 
@@ -155,10 +138,13 @@ class Trainer:
     (fewer in an epoch's last window), each rank trains its slice of every micro-batch, the gradients are
     averaged over ranks (FSDP's reduce-scatter has done so already), clipped, then one AdamW step."""
 
-    def __init__(self, model: CoVEModel, samples: list[Sample], settings: TrainSettings, *, work_dir: Path,
-                 device: str, pad_id: int, validate: Callable[[], float] | None, log: Callable[[str], None],
-                 fingerprint: dict[str, Any], resume_only: bool = False) -> None:
+    def __init__(self, model: CoVEModel, samples: list[Sample], settings: Any, *, seed: int, precision: str,
+                 budget_minutes: float | None, work_dir: Path, device: str, pad_id: int,
+                 validate: Callable[[], float] | None, log: Callable[[str], None], fingerprint: dict[str, Any],
+                 resume_only: bool = False) -> None:
+        """`settings`: the [cove] section (methods.cove.method.CoVESettings); `precision` as resolved."""
         self.model, self.samples, self.s, self.device, self.pad_id = model, samples, settings, device, pad_id
+        self.seed, self.precision = seed, precision
         self.sharded = is_sharded(model)  # FSDP (methods/cove/sharding.py): gradients arrive averaged
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate,
@@ -169,10 +155,10 @@ class Trainer:
         warmup = math.ceil(settings.warmup_ratio * total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, total, warmup, settings.scheduler))
-        budget = settings.max_train_minutes if settings.max_train_minutes > 0 else None
-        loop = LoopSettings("cove", settings.epochs, settings.patience, settings.seed, budget, resume_only)
+        loop = LoopSettings("cove", settings.epochs, settings.patience, seed, budget_minutes, resume_only)
+        training = {"seed": seed, "precision": precision, "budget_minutes": budget_minutes}
         self.loop = TrainingLoop(self, loop, model=model, work_dir=work_dir, validate=validate, log=log,
-                                 fingerprint={"fingerprint": fingerprint, "settings": asdict(settings)},
+                                 fingerprint={"fingerprint": fingerprint, "training": training},
                                  state_name=PROGRESS, legacy=LEGACY_FILES,
                                  extra_state={"real_tokens": 0, "padded_tokens": 0})
         self.micro_done = 0
@@ -184,7 +170,7 @@ class Trainer:
 
     def epoch_steps(self, epoch: int) -> list[list[list[int]]]:
         batches = epoch_batches([len(s.sequence) for s in self.samples], self.s.batch_size,
-                                self.s.seed * 1_000_003 + epoch, self.s.length_buckets)
+                                self.seed * 1_000_003 + epoch, self.s.length_buckets > 0)
         return [batches[i:i + self.s.grad_accum] for i in range(0, len(batches), self.s.grad_accum)]
 
     def micro_batches(self, window: list[list[int]]) -> int:
@@ -197,7 +183,7 @@ class Trainer:
             mine = [self.samples[i] for i in my_slice(batch)]  # empty when ranks outnumber samples
             # FSDP's gathers need every rank in every pass: an idle rank runs a stand-in, weighted 0.
             chosen = mine or ([self.samples[batch[0]]] if self.sharded else [])
-            loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.s.precision) \
+            loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.precision) \
                 if chosen else torch.zeros(())
             if mine:
                 widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in mine]
@@ -216,7 +202,7 @@ class Trainer:
                 trim_heap()
         if not self.sharded:  # FSDP's reduce-scatter has averaged them already
             average_gradients(self.trainable)
-        torch.nn.utils.clip_grad_norm_(self.trainable, self.s.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(self.trainable, MAX_GRAD_NORM)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

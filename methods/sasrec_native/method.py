@@ -43,7 +43,6 @@ class NativeSASRecMethod(Method):
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         super().__init__(config, context)
-        self.settings = parse_settings(config)
         self.model: Any = None
         self.report: dict[str, Any] = {}
 

@@ -58,6 +58,10 @@ def tiger_precision(wanted: str, device: str, log: Any) -> str:
     return "fp32"
 
 
+# A commit inside an epoch at most this often: a full-Beauty epoch takes most of an hour on a 2-core CPU.
+COMMIT_EVERY_SECONDS = 600.0
+
+
 class TigerMethod(Method):
     name = "tiger"
     data_parallel = True  # the shared epoch loop splits batches over ranks
@@ -67,7 +71,6 @@ class TigerMethod(Method):
 
     def __init__(self, config: dict[str, Any], context: RunContext) -> None:
         super().__init__(config, context)
-        self.settings = parse_settings(config)
         self.model: Any = None
         self.report: dict[str, Any] = {}
         self.id_facts: dict[str, Any] = {}
@@ -147,7 +150,7 @@ class TigerMethod(Method):
                        "seed": ctx.seed}
         loop = EpochTrainer(self.model, optimizer, LoopSettings("tiger", s.epochs, s.patience, ctx.seed,
                                                                 min(budgets) if budgets else None, ctx.resume_only,
-                                                                s.validate_every),
+                                                                s.validate_every, COMMIT_EVERY_SECONDS),
                             work_dir=ctx.work_dir, device=ctx.device,
                             validate=(lambda: ctx.validate(self)) if ctx.validate is not None else None,
                             log=ctx.log, fingerprint=fingerprint, scheduler=scheduler)
