@@ -57,11 +57,22 @@ def make(config: dict[str, Any], work_dir: Path, **context: Any) -> Any:
     return BIGRecMethod(config, RunContext(**{"work_dir": work_dir, "log": lambda _: None, **context}))
 
 
+FITTED: dict[str, tuple[Any, Any]] = {}  # rule -> (dataset, method fitted with TINY): trained once per module
+
+
+def fitted(rule: str, work_dir: Path) -> tuple[Any, Any]:
+    """The learning test's model, shared with the bf16 test (the same data and settings: one fit, not two)."""
+    if rule not in FITTED:
+        dataset = rule_dataset(num_items=10, num_users=200, length=6, rule=rule, seed=0)
+        method = make(TINY, work_dir)
+        method.fit(dataset)
+        FITTED[rule] = dataset, method
+    return FITTED[rule]
+
+
 @pytest.mark.parametrize("rule", ["next", "random"])
 def test_tiny_llama_learns_next_title_only_when_learnable(rule: str, tiny_backbone: None, tmp_path: Path):
-    dataset = rule_dataset(num_items=10, num_users=200, length=6, rule=rule, seed=0)
-    method = make(TINY, tmp_path / "work")
-    method.fit(dataset)
+    dataset, method = fitted(rule, tmp_path / "work")
     result = evaluate(method, dataset.split.test, dataset.num_items, ks=(1, 5), progress=False)
     info = method.describe()
     if rule == "next":
@@ -85,9 +96,7 @@ def test_bf16_ranks_like_fp32_with_the_same_adapter(tiny_backbone: None, tmp_pat
     from methods.bigrec.trainer import adapter_state, load_adapter_state
 
     monkeypatch.setattr(bench.train.precision, "cpu_supports_bf16", lambda: True)
-    dataset = rule_dataset(num_items=10, num_users=200, length=6, rule="next", seed=0)
-    full = make(TINY, tmp_path / "fp32")
-    full.fit(dataset)
+    dataset, full = fitted("next", tmp_path / "fp32")
     half = make({**TINY, "epochs": 0, "precision": "bf16"}, tmp_path / "bf16")
     half.fit(dataset)
     load_adapter_state(half.model, adapter_state(full.model))

@@ -185,7 +185,7 @@ def test_ctrl_c_exits_130_with_a_message_and_no_record(isolated: Path):
     (("--method", "pop", "--max-train-minutes", "-1"), "--max-train-minutes -1.0: expected a number of minutes >= 0"),
     (("--method", "pop", "--device", "gpu"), "--device 'gpu': expected cpu, cuda or cuda:N"),
     (("--method", "pop", "--set", "cove.epochs=1"), "this run's config has no section [cove]"),
-    (("--method", "cove", "--set", "cove.epochs=ten"), "--set/--model: cove.epochs: expected a non-negative integer"),
+    (("--method", "cove", "--set", "cove.epochs=ten"), "cove.epochs: expected an integer >= 0, got 'ten'"),
     (("--method", "cove", "--set", "cove.epoch=3"), "unknown key 'epoch' in [cove]. Did you mean 'epochs'?"),
     (("--method", "cove", "--preset", "papr"), "Unknown preset 'papr' for cove. Did you mean 'paper'?"),
     (("--method", "sasrc",), "Unknown method 'sasrc'. Did you mean 'sasrec'?"),

@@ -330,5 +330,5 @@ def test_every_all_reduce_goes_through_the_checked_helper():
 
 
 def _line_of_all_reduce() -> int:
-    source = (REPO / "bench" / "distributed.py").read_text(encoding="utf-8").splitlines()
+    source = (REPO / "bench" / "train" / "distributed.py").read_text(encoding="utf-8").splitlines()
     return next(i for i, line in enumerate(source, 1) if "dist.all_reduce(tensor)" in line)
