@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.errors import BenchError, did_you_mean, shown
 from bench.settings import check_value
-from bench.store.textfiles import read_text
+from bench.textfiles import read_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench.store.textfiles import read_text
+from bench.textfiles import read_text
 
 HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_]+)\.presets\.([A-Za-z0-9_\"'-]+)\s*\]")
 

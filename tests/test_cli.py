@@ -334,7 +334,7 @@ def test_demo_prints_one_table_of_converged_rows_with_budget_cuts_marked(real_da
 
 
 def test_demo_rows_keep_a_subsample_row_only_when_it_beats_pop():
-    from bench.runs.demo import choose_rows
+    from bench.report.demo import choose_rows
 
     def record(method: str, hr: float, n: int, **extra: object) -> dict:
         return {"method": method, "dataset": "d", "split_hash": "s", "eval_target": "test", "mask_history": False,

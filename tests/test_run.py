@@ -204,7 +204,7 @@ def test_force_trains_from_scratch(isolated: Path, monkeypatch: pytest.MonkeyPat
 
 def test_an_identical_run_in_progress_is_refused(isolated: Path, monkeypatch: pytest.MonkeyPatch):
     from bench.errors import BenchError
-    from bench.store.locks import work_dir_lock
+    from bench.train.locks import work_dir_lock
 
     config = spy_config(isolated, monkeypatch)
     path = run("workspy", "tiny", config=config, dry_run=True).path

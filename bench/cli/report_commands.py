@@ -85,7 +85,7 @@ def show_command(
 
 def render_record(path: Path, record: dict, label: str) -> list[str]:
     """The facts a reader asks of one run first, in the order they ask; everything else is in the JSON."""
-    from bench.runs.demo import training_text
+    from bench.report.demo import training_text
 
     sub = record.get("subsample") or {}
     info = record.get("method_info") or {}
@@ -126,8 +126,8 @@ def baselines_command(
     """The ID baselines to compare a new method against, trained one after another to early stopping
     (cheapest first; recorded runs are reused, interrupted RecBole and native SASRec runs resume)."""
     from bench.registry import configured_registry
+    from bench.report.demo import DemoTable, render_demo
     from bench.report.leaderboard import write_leaderboard
-    from bench.runs.demo import DemoTable, render_demo
     from bench.runs.run import checked_config, run
     from bench.runs.setup import run_paths
 
@@ -156,8 +156,8 @@ def demo_command(
     only: Annotated[str | None, typer.Option(help="Comma-separated subset of the [demo] methods")] = None,
 ) -> None:
     """The main job: run (or reuse) the [demo] runs of bench.toml on real data and print the table once."""
+    from bench.report.demo import choose_rows, render_demo
     from bench.report.leaderboard import write_leaderboard
-    from bench.runs.demo import choose_rows, render_demo
     from bench.runs.run import run
     from bench.runs.setup import run_paths
     from bench.store.results import iter_records

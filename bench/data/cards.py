@@ -11,7 +11,7 @@ from typing import Any
 
 from bench.config import REPO_ROOT
 from bench.errors import BenchError, did_you_mean, shown
-from bench.store.textfiles import read_text
+from bench.textfiles import read_text
 
 CARDS_DIR = REPO_ROOT / "datasets"
 # A dataset's name is a folder under results/runs/ and the cache: one plain path component, never "..", "/",

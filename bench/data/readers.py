@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, shown
-from bench.store.textfiles import open_text, read_text
+from bench.textfiles import open_text, read_text
 
 
 @dataclass

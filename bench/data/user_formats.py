@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.data.readers import RawData, clean_title
 from bench.errors import BenchError, shown
-from bench.store.textfiles import open_text, read_text
+from bench.textfiles import open_text, read_text
 
 TEXT_FIELDS = ("description", "brand", "categories")
 

@@ -24,7 +24,7 @@ from bench.report.significance import ALPHA, SIGN_FLIPS
 from bench.report.speed_tables import load_speed, render_speed
 from bench.report.tables import METRIC_COLUMNS, POSITION_TEXT, Group, Row, leaderboard_rows
 from bench.store.results import atomic_write_text, iter_records
-from bench.store.textfiles import read_text
+from bench.textfiles import read_text
 
 Record = dict[str, Any]
 

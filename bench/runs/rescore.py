@@ -19,9 +19,9 @@ def rescore(path: Path, record: dict[str, Any], config: dict[str, Any], log: Any
     """Returns the updated record (also written); raises BenchError when it cannot be done honestly."""
     from bench.runs.run import PER_REQUEST_KEY, eval_settings, train_and_evaluate
     from bench.runs.setup import run_work_dir, set_up
-    from bench.store.locks import work_dir_lock
     from bench.store.request_ranks import save_ranks
     from bench.store.results import git_revision, now_iso, write_record
+    from bench.train.locks import work_dir_lock
 
     if record.get("ranks"):
         return record

@@ -20,7 +20,6 @@ from bench.errors import BenchError
 from bench.registry import configured_registry
 from bench.runs.setup import run_work_dir, set_up
 from bench.runs.validate import check_settings, setting_warnings
-from bench.store.locks import training_slot, work_dir_lock
 from bench.store.request_ranks import save_ranks
 from bench.store.results import (
     check_writable,
@@ -32,6 +31,7 @@ from bench.store.results import (
     save_record,
     training_summary,
 )
+from bench.train.locks import training_slot, work_dir_lock
 from bench.train.resources import set_torch_threads
 
 # Evaluation subsamples use a fixed seed, so every method is scored on the same users.

@@ -285,7 +285,7 @@ def measure_speed(
     hardware = hardware_info(device)
     measured: dict[str, Any] = {}
     fit_dataset = quick_fit_dataset(dataset, QUICK_FIT_USERS, seed) if quick_fit else dataset
-    from bench.store.locks import training_slot
+    from bench.train.locks import training_slot
 
     # Timings need the cores to themselves: wait for any training under this cache folder.
     with training_slot(paths.cache_dir, f"bench speed --dataset {dataset.name}", log):

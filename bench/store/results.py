@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.config import REPO_ROOT
 from bench.errors import BenchError
-from bench.store.textfiles import read_text
+from bench.textfiles import read_text
 
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = (
