@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_backbone, word_tokenizer
 
 from bench.errors import BenchError
-from bench.train.backbone import load_backbone, save_random_backbone, smollm2_gguf, tiny_backbone, word_tokenizer
+from bench.train.backbone import load_backbone, save_random_backbone, smollm2_gguf
 
 
 def test_tiny_backbone_runs_batched_with_left_padding():

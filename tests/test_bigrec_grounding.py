@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import synthetic_titles
 
-from bench.data.synthetic import synthetic_titles
 from bench.train.text_embeddings import cache_file, title_embeddings
 from methods.bigrec.adjust import GAMMA_GRID, adjusted_distance, minmax_rows, popularity
 from methods.bigrec.grounding import ItemIndex, numpy_distances
@@ -142,7 +142,8 @@ def test_adjustment_formula_hand_computed():
 
 def test_base_llm_embedding_is_batch_independent_and_grounds_exact_titles():
     torch = pytest.importorskip("torch")
-    from bench.train.backbone import tiny_backbone
+    from tiny import tiny_backbone
+
     from methods.bigrec.embedders import BaseLLMEmbedder
 
     titles = synthetic_titles(30) + ["red", "a much longer title with many words in it 7"]

@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tiny
 from conftest import tiny_model_threads
+from tiny import rule_dataset, synthetic_titles
 
 from bench.config import load_config, method_config
-from bench.data.synthetic import rule_dataset, synthetic_titles
 from bench.errors import BenchError
 from bench.method import RunContext, seed_everything
 from bench.runs.evaluate import evaluate
@@ -40,7 +41,7 @@ def tiny_backbone(monkeypatch: pytest.MonkeyPatch, isolated: Path) -> Any:
 
     def load(spec: str, device: str, cache_dir: Path, dtype: Any = None) -> tuple[Any, Any]:
         assert spec == "tiny"
-        model, tokenizer = bench.train.backbone.tiny_backbone([build_prompt(synthetic_titles(100))], seed=0)
+        model, tokenizer = tiny.tiny_backbone([build_prompt(synthetic_titles(100))], seed=0)
         return model.to(device), tokenizer
 
     monkeypatch.setattr(bench.train.backbone, "load_backbone", load)

@@ -39,10 +39,18 @@ def test_a_kill_before_the_state_is_replaced_leaves_the_previous_epoch_whole(tmp
                                                                            "best": "best-e0001.pt"}
 
 
-def test_a_legacy_work_dir_is_read_through_its_fixed_names(tmp_path: Path):
+def test_a_work_dir_whose_state_names_no_files_is_refused_in_one_line(tmp_path: Path):
+    """A work dir from before the state named its files (fixed names, no "files" key) is not guessed at."""
+    import pytest
+    import torch
+
+    from bench.errors import BenchError
+    from bench.train.lifecycle import EpochTrainer, LoopSettings
+
     (tmp_path / "last.pt").write_text("old")
-    (tmp_path / "progress.json").write_text(json.dumps({"epochs_done": 4}))
-    store = CheckpointDir(tmp_path, legacy={"last": "last.pt", "best": "best.pt"})
-    state = store.read_state()
-    assert state["files"] == {"last": "last.pt"} and store.path(state, "last").read_text() == "old"
-    assert store.path(state, "best") is None
+    (tmp_path / "progress.json").write_text(json.dumps({"epochs_done": 4, "fingerprint": {"run": 1}}))
+    model = torch.nn.Linear(2, 1)
+    loop = EpochTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), LoopSettings("toy", 5, 0),
+                        work_dir=tmp_path, device="cpu", validate=None, log=lambda _: None, fingerprint={"run": 1})
+    with pytest.raises(BenchError, match=r"cannot resume from it \(its state names no checkpoint file\); delete it"):
+        loop.train(lambda epoch: [[0]], lambda rows: (model(torch.ones(1, 2)).sum(), 1))

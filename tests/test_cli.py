@@ -103,7 +103,7 @@ def test_sweep_records_one_run_per_grid_point(isolated: Path):
 
 def test_cove_runs_on_a_random_backbone_folder_with_recorded_threads(isolated: Path):
     """`bench backbone random` + `--model FOLDER` + `--threads`: the path of the CPU compression sweep."""
-    from bench.train.backbone import word_tokenizer
+    from tiny import word_tokenizer
 
     word_tokenizer(["Here is a list of items"]).save_pretrained(isolated / "tok")
     folder = isolated / "random-h16-l1"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import tiny_backbone
 
-from bench.train.backbone import tiny_backbone
 from methods.cove.item_layers import ItemHead
 from methods.cove.model import CoVEModel, attach_lora
 

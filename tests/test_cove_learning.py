@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_model_threads
+from tiny import rule_dataset, tiny_backbone
 
-from bench.data.synthetic import rule_dataset
 from bench.method import RunContext, seed_everything
 from bench.runs.evaluate import evaluate
-from bench.train.backbone import tiny_backbone
 from methods.cove.method import CoVEMethod
 from methods.cove.prompts import prompt_texts
 

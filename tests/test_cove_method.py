@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model_threads
+from tiny import rule_dataset, tiny_backbone
 
-from bench.data.synthetic import rule_dataset
 from bench.errors import BenchError
 from bench.method import RunContext
-from bench.train.backbone import tiny_backbone
 from bench.train.checkpoints import committed_file
 from methods.cove.method import CoVEMethod, parse_settings
 from methods.cove.prompts import item_token, prompt_texts

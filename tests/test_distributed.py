@@ -38,8 +38,9 @@ def records(isolated: Path) -> dict[str, dict]:
 def tiny_lm_folder(isolated: Path, tmp_path: Path, method: str) -> Path:
     """A random tiny Llama saved as a local model folder, its vocabulary taken from the method's prompts
     on the tiny fixture (the --model a torchrun launch loads)."""
+    from tiny import tiny_backbone
+
     from bench.data.prepare import prepare
-    from bench.train.backbone import tiny_backbone
     from methods.bigrec.prompts import build_prompt
     from methods.cove.prompts import prompt_texts
 

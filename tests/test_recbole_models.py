@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_model_threads
+from tiny import rule_dataset
 
-from bench.data.synthetic import rule_dataset
 from bench.data.types import Catalogue, Dataset
 from bench.method import RunContext
 from bench.runs.evaluate import evaluate

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import rule_dataset
 
-from bench.data.synthetic import rule_dataset
 from bench.method import Method, RunContext
 from bench.runs.evaluate import evaluate
 from bench.runs.run import run
@@ -262,8 +262,7 @@ def test_another_model_at_the_same_path_is_a_new_run(isolated: Path):
     import shutil
 
     import torch
-
-    from bench.train.backbone import tiny_backbone
+    from tiny import tiny_backbone
 
     folder = isolated / "lm"
     overrides = ["cove.epochs=1", "cove.max_train_users=8", "cove.use_titles=false", "eval.max_eval_users=4"]

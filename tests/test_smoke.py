@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_model_threads
+from tiny import tiny_backbone
 
 from bench.runs.smoke import SMOKE_REQUESTS, smoke
-from bench.train.backbone import tiny_backbone
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import tiny_model_threads
+from tiny import rule_dataset
 
-from bench.data.synthetic import rule_dataset
 from bench.errors import BenchError
 from bench.method import RunContext, seed_everything
 from bench.runs.evaluate import evaluate

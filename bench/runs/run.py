@@ -50,9 +50,8 @@ def subsample_indices(count: int, max_users: int) -> list[int]:
 
 def subsample_cases(cases: EvalCases, max_users: int) -> EvalCases:
     """A seeded subsample of requests (all when max_users is 0 or covers everything)."""
-    if max_users <= 0 or max_users >= len(cases):
-        return cases
-    return cases.subset(subsample_indices(len(cases), max_users))
+    chosen = subsample_indices(len(cases), max_users)
+    return cases if len(chosen) == len(cases) else cases.subset(chosen)
 
 
 def eval_settings(effective: dict[str, Any], method: str) -> dict[str, Any]:
@@ -153,17 +152,12 @@ def run(
     set_torch_threads(threads)
     effective = checked_config(config, method, overrides=overrides, preset=preset, model=model, device=device,
                                seed=seed, max_train_minutes=max_train_minutes)
-    setup = set_up(dataset_name, config, results_dir)
+    setup = set_up(dataset_name, config, results_dir, device)
     registry = setup.registry
     world_size = world()[1]
     if world_size > 1 and not registry.load(method).data_parallel:
         raise BenchError(f"{method}: no data-parallel training here; run it as one process (without torchrun). "
                          "Data-parallel methods: the ones whose class sets data_parallel = True")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise BenchError("--device cuda: no CUDA device is available on this machine")
     paths = setup.paths
     if not dry_run:
         check_writable(paths.results_dir / "runs", paths.cache_dir)

@@ -62,9 +62,15 @@ class Setup:
         return {**card_facts(self.card), "count_mismatches": mismatches or None}
 
 
-def set_up(dataset_name: str, config: dict[str, Any] | None = None, results_dir: Path | None = None) -> Setup:
+def set_up(dataset_name: str, config: dict[str, Any] | None = None, results_dir: Path | None = None,
+           device: str = "cpu") -> Setup:
     """Read the config (unless given), the registry of its plugins and the dataset's card: a bad card (an
-    unsafe name, a missing file) fails here, before anything is written."""
+    unsafe name, a missing file) or a CUDA device this machine lacks fails here, before anything is written."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BenchError("--device cuda: no CUDA device is available on this machine")
     config = config if config is not None else load_config()
     paths = run_paths(config, results_dir)
     return Setup(config, configured_registry(config), paths, load_card(dataset_name, paths.data_dir))

@@ -232,15 +232,10 @@ def measure_speed(
     if num_prompts < 1 or repeats < 1 or batch_size < 1:
         raise BenchError("--num-prompts, --repeats and --batch-size must be at least 1")
     config = config if config is not None else load_config()
-    setup = set_up(dataset_name, config, results_dir)  # a bad card fails before any method is built
+    setup = set_up(dataset_name, config, results_dir, device)  # a bad card fails before any method is built
     registry = setup.registry
     for method in methods:
         registry.target(method)
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise BenchError("--device cuda: no CUDA device is available on this machine")
     routed = route_overrides(list(overrides), methods)
     named: dict[str, Path] = {}
     for path in records:

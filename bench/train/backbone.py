@@ -9,12 +9,8 @@
 The hub is never contacted and no remote code runs. Tokenizers come back ready for batched
 inference: left padding (the last position is the next-token position) and a pad token.
 
-For tests, `tiny_backbone(texts)` builds a randomly initialised two-layer Llama and a
-word-level tokenizer over the words of `texts` in well under a second, so learning tests run
-without SmolLM2:
-
-    model, tokenizer = tiny_backbone(["Here is a list", 'red lipstick "0"'])
-    # or separately: word_tokenizer(texts) and tiny_llama(len(tokenizer))
+`tiny_llama` builds a randomly initialised small Llama (`bench backbone random`; the tests' tiny models in
+tests/tiny.py).
 """
 
 from __future__ import annotations
@@ -194,27 +190,6 @@ def backbone_name(model: Any, spec: str) -> str:
 # -- tiny test backbone -------------------------------------------------------------------
 
 
-def word_tokenizer(texts: list[str]) -> Any:
-    """A word-level PreTrainedTokenizerFast over the words and punctuation runs of `texts`.
-
-    Offline and instant; ids 0/1/2 are <pad>/<eos>/<unk>; left padding like the real loader.
-    Tokens added later with `add_tokens` (e.g. item tokens) are matched before splitting.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    splitter = pre_tokenizers.Whitespace()
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
-    for text in texts:
-        for word, _ in splitter.pre_tokenize_str(text):
-            vocab.setdefault(word, len(vocab))
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = splitter
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>")
-    return prepare_tokenizer(fast)
-
-
 def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2,
                pad_id: int = 0, eos_id: int = 1) -> Any:
     """A randomly initialised Llama (same module names as SmolLM2: q_proj ... down_proj), tied
@@ -233,12 +208,6 @@ def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2
     model = LlamaForCausalLM(config)
     model.eval()
     return model
-
-
-def tiny_backbone(texts: list[str], seed: int = 0, hidden: int = 64, layers: int = 2) -> tuple[Any, Any]:
-    """(tiny_llama, word_tokenizer) over the vocabulary of `texts`: a drop-in for load_backbone in tests."""
-    tokenizer = word_tokenizer(texts)
-    return tiny_llama(len(tokenizer), seed=seed, hidden=hidden, layers=layers), tokenizer
 
 
 def save_random_backbone(out: Path, tokenizer_dir: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:

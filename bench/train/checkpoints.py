@@ -34,20 +34,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 class CheckpointDir:
     """A work dir's committed state (`progress.json`) and the files it names by role ("last", "best",
-    "optimizer", ...). `legacy` names the files of work dirs written before the state named its files."""
+    "optimizer", ...)."""
 
-    def __init__(self, folder: Path, legacy: dict[str, str] | None = None, state_name: str = STATE) -> None:
-        self.folder, self.legacy, self.state_name = Path(folder), dict(legacy or {}), state_name
+    def __init__(self, folder: Path, state_name: str = STATE) -> None:
+        self.folder, self.state_name = Path(folder), state_name
 
     def read_state(self) -> dict[str, Any] | None:
         path = self.folder / self.state_name
-        if not path.exists():  # a legacy work dir whose files carry their own state, or nothing at all
-            found = {role: name for role, name in self.legacy.items() if (self.folder / name).exists()}
-            return {"files": found} if found else None
-        state = json.loads(path.read_text(encoding="utf-8"))
-        state.setdefault("files", {role: name for role, name in self.legacy.items()
-                                   if (self.folder / name).exists()})
-        return state
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
     def path(self, state: dict[str, Any] | None, role: str) -> Path | None:
         """The committed file of `role`, or None when the state names none."""
@@ -82,8 +76,7 @@ class CheckpointDir:
         return committed
 
 
-def committed_file(folder: Path, role: str, state_name: str = STATE, legacy: dict[str, str] | None = None,
-                   ) -> Path | None:
+def committed_file(folder: Path, role: str, state_name: str = STATE) -> Path | None:
     """The file of `role` that a work dir's committed state names (tests, tools: where is the best?)."""
-    store = CheckpointDir(folder, legacy=legacy, state_name=state_name)
+    store = CheckpointDir(folder, state_name=state_name)
     return store.path(store.read_state(), role)

@@ -69,11 +69,11 @@ class TrainingLoop:
 
     def __init__(self, hooks: Any, settings: LoopSettings, *, model: torch.nn.Module, work_dir: Path,
                  validate: Callable[[], float] | None, log: Callable[[str], None], fingerprint: dict[str, Any],
-                 state_name: str = STATE, legacy: dict[str, str] | None = None,
+                 state_name: str = STATE,
                  extra_state: dict[str, Any] | None = None) -> None:
         self.hooks, self.s, self.model, self.validate, self.log = hooks, settings, model, validate, log
         self.work_dir, self.fingerprint = Path(work_dir), fingerprint
-        self.checkpoints = CheckpointDir(self.work_dir, legacy=legacy, state_name=state_name)
+        self.checkpoints = CheckpointDir(self.work_dir, state_name=state_name)
         self.state: dict[str, Any] = copy.deepcopy({**STATE_DEFAULTS, **(extra_state or {})})
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -204,9 +204,6 @@ class TrainingLoop:
         return False
 
 
-LEGACY_FILES = {"last": "last.pt", "best": "best.pt"}  # work dirs from before the state named its files
-
-
 class EpochTrainer:
     """The hooks of a small from-scratch model: `epoch_batches(epoch)` lists an epoch's batches, each one
     optimizer step; `step(batch) -> (loss, examples)` computes a loss that is a mean over those examples.
@@ -219,7 +216,7 @@ class EpochTrainer:
                  fingerprint: dict[str, Any], scheduler: Any = None) -> None:
         self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
         self.loop = TrainingLoop(self, settings, model=model, work_dir=work_dir, validate=validate, log=log,
-                                 fingerprint={"fingerprint": fingerprint}, legacy=LEGACY_FILES)
+                                 fingerprint={"fingerprint": fingerprint})
         self.trainable = [param for param in model.parameters() if param.requires_grad]
         self._batches: Callable[[int], list[Any]] = lambda epoch: []
         self._step: Callable[[Any], tuple[torch.Tensor, int]] | None = None

@@ -116,6 +116,6 @@ class PromptEncoder:
 
 def prompt_texts(catalogue: Catalogue) -> list[str]:
     """Every text piece a CoVE prompt uses: the vocabulary a tiny test tokenizer must cover
-    (see bench.train.backbone.tiny_backbone)."""
+    (see tests/tiny.py)."""
     titles = [catalogue.title_or(i) for i in range(len(catalogue))]
     return [INSTRUCTION, ",", *(f': "{t}",' for t in titles)]

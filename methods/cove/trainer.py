@@ -38,8 +38,6 @@ from methods.cove.model import CoVEModel
 from methods.cove.sharding import full_tensors, is_sharded, local_optimizer_state, reshard_optimizer_state
 
 PROGRESS = "cove_progress.json"
-# Work dirs written before the progress file named its files.
-LEGACY_FILES = {"last": "cove_last.safetensors", "best": "cove_best.safetensors", "optimizer": "cove_optimizer.pt"}
 
 
 @dataclass(frozen=True)
@@ -159,7 +157,7 @@ class Trainer:
         training = {"seed": seed, "precision": precision, "budget_minutes": budget_minutes}
         self.loop = TrainingLoop(self, loop, model=model, work_dir=work_dir, validate=validate, log=log,
                                  fingerprint={"fingerprint": fingerprint, "training": training},
-                                 state_name=PROGRESS, legacy=LEGACY_FILES,
+                                 state_name=PROGRESS,
                                  extra_state={"real_tokens": 0, "padded_tokens": 0})
         self.micro_done = 0
 
