@@ -70,3 +70,11 @@ def start_fitting_run(isolated: Path) -> subprocess.Popen:
     while "fitting" not in process.stdout.readline():
         assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.stderr else ""
     return process
+
+
+def committed_file(folder: Path, role: str, state_name: str = "progress.json") -> Path | None:
+    """The file of `role` that a work dir's committed state names (where is the best?)."""
+    from bench.train.checkpoints import CheckpointDir
+
+    store = CheckpointDir(folder, state_name=state_name)
+    return store.path(store.read_state(), role)

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import committed_file
 
 from bench.train import checkpoints
-from bench.train.checkpoints import CheckpointDir, committed_file
+from bench.train.checkpoints import CheckpointDir
 
 
 def writer(text: str):  # noqa: ANN201 - a file writer for CheckpointDir.commit

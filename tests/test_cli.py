@@ -312,10 +312,11 @@ def test_make_demo_reuses_every_committed_record(real_data_dir: Path):
         assert outcome.reused, f"{entry['method']}: {outcome.path.name} is not committed"
 
 
-def test_demo_prints_one_table_of_converged_rows_with_budget_cuts_marked(real_data_dir: Path, tmp_path: Path):
-    """Issue 23 item 8: the table once; each method's strongest converged row (sasrec_native included, the
-    converged gru4rec over the demo's 40-minute one); a budget-cut row says so; 256-user rows no better
-    than pop are left out of the demo's table (the leaderboard keeps them)."""
+def test_demo_prints_one_table_of_converged_rows_only(real_data_dir: Path, tmp_path: Path):
+    """Issue 23 item 8 and 26: the table once; each method's strongest converged row (sasrec_native included,
+    the converged gru4rec over the demo's 40-minute one); a method whose runs were all cut by a budget is
+    named under the table, never a row; 256-user rows no better than pop are left out of the demo's table
+    (the leaderboard keeps them)."""
     import shutil
 
     shutil.copytree(REPO / "results", tmp_path / "results")  # the demo rewrites the tables it reads from
@@ -326,8 +327,9 @@ def test_demo_prints_one_table_of_converged_rows_with_budget_cuts_marked(real_da
     assert all(len(line) <= 100 for line in lines)
     rows = {line.split()[0]: line for line in lines if line.split() and line.split()[1:2] == ["full"]}
     assert [line.split()[0] for line in lines].count("method") == 1  # printed once
-    assert {"pop", "sasrec_native", "gru4rec", "sasrec"} <= set(rows)
-    assert "CUT 40 min, 3/200 ep" in rows["sasrec"] and "early stop, 24/200 ep" in rows["gru4rec"]
+    assert {"pop", "sasrec_native", "gru4rec"} <= set(rows) and "sasrec" not in rows
+    assert "early stop, 24/200 ep" in rows["gru4rec"] and not any("CUT" in row for row in rows.values())
+    assert "not-converged tables): sasrec (CUT 40 min, 3/200 ep)." in " ".join(lines)
     assert not any("256/22,363 req" in line for line in lines[:len(rows) + 2])
     assert "Not shown (HR@10 not significantly above pop's" in result.stdout
     assert lines[-1].startswith("full tables:")

@@ -8,12 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model_threads
+from conftest import committed_file, tiny_model_threads
 from tiny import rule_dataset, tiny_backbone
 
 from bench.errors import BenchError
 from bench.method import RunContext
-from bench.train.checkpoints import committed_file
 from methods.cove.method import CoVEMethod, parse_settings
 from methods.cove.prompts import item_token, prompt_texts
 from methods.cove.trainer import Sample, batch_loss

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from bench.train.checkpoints import committed_file
+from conftest import committed_file
 
 torch = pytest.importorskip("torch")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():

@@ -76,8 +76,12 @@ def test_table_columns_bolding_and_groups(tmp_path: Path):
     results = tmp_path / "results"
     sasrec_path = make_record(results, "sasrec", metrics(0.03, **{"hr@20": 0.10}))
     record = json.loads(sasrec_path.read_text())
-    record["method_info"] = {"epochs_run": 3, "epochs_max": 200, "stopped_by": "max_train_minutes"}
+    record["method_info"] = {"epochs_run": 31, "epochs_max": 200, "stopped_by": "early_stopping"}
     write_record(sasrec_path, record)
+    cut_path = make_record(results, "gru4rec", metrics(0.09), name="cut")  # the best numbers, but cut short
+    cut = json.loads(cut_path.read_text())
+    cut["method_info"] = {"epochs_run": 3, "epochs_max": 200, "stopped_by": "max_train_minutes"}
+    write_record(cut_path, cut)
     make_record(results, "pop", metrics(0.01, **{"hr@20": 0.20}))
     make_record(results, "cove", metrics(0.05), target="valid", ratio=2, backbone="SmolLM2-135M")
     make_record(results, "gru4rec", metrics(0.04), requests=10)
@@ -96,8 +100,13 @@ def test_table_columns_bolding_and_groups(tmp_path: Path):
     assert test_table.index("| sasrec |") < test_table.index("| pop |")  # sorted by NDCG@10
     assert sasrec[header.index("position")] == "test" and sasrec[header.index("data")] == "full"
     assert sasrec[header.index("date")] == "2026-01-02" and sasrec[header.index("device")] == "cpu"
-    assert sasrec[header.index("training")] == "3/200 epochs, stopped by max_train_minutes"
+    assert sasrec[header.index("training")] == "31/200 epochs, stopped by early_stopping"
     assert pop[header.index("training")] == "–"
+    # A run its time budget stopped is never ranked beside converged runs: a table of its own.
+    assert "| gru4rec |" not in test_table
+    cut_table = section(markdown, "### beauty · last item (test) · all 100 requests · not converged: training "
+                                  "stopped by its time budget")
+    assert row_of(cut_table, "gru4rec")[header.index("training")] == "3/200 epochs, stopped by max_train_minutes"
 
     # Other positions and other request sets are separate tables, never ranked together.
     valid_table = section(markdown, "### beauty · second-to-last item (valid) · all 100 requests")

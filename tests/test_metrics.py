@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.runs.metrics import metrics_from_ranks, ndcg_single, target_ranks
+from bench.runs.metrics import metrics_from_ranks, target_ranks
 
 
 def test_rank_is_number_of_items_scored_higher():
@@ -42,9 +42,7 @@ def test_k_larger_than_catalogue_counts_every_rank():
     assert out["ndcg@20"] == pytest.approx((1 / math.log2(4) + 1.0) / 2)
 
 
-def test_single_formula_and_errors():
-    assert ndcg_single(0, 5) == 1.0
-    assert ndcg_single(5, 5) == 0.0
+def test_bad_scores_are_errors():
     with pytest.raises(ValueError, match="NaN"):
         target_ranks(np.array([[np.nan, 1.0]]), np.array([0]))
     with pytest.raises(ValueError, match="empty"):

@@ -22,9 +22,11 @@ def _terminate_like_ctrl_c(signum: int, frame: object) -> None:
     _terminated.append(signum)
     raise KeyboardInterrupt
 
+
 def _interrupted_code() -> int:
     typer.echo(INTERRUPTED, err=True)
     return EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED
+
 
 def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
     """The class `name` from click and from the copy of click that typer bundles (typer >= 0.25 raises
@@ -39,6 +41,7 @@ def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
     except ImportError:  # an older typer that uses click itself
         pass
     return tuple(cls for module in modules if (cls := getattr(module, name, None)) is not None)
+
 
 def main() -> None:
     """Exit codes: 0 done, 1 a check said no (e.g. `run --dry-run`), 2 bad input or usage, 130 Ctrl-C,

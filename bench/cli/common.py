@@ -46,6 +46,7 @@ def _version(value: bool) -> None:
         typer.echo(f"bench (recbench) {version}")
         raise typer.Exit(0)
 
+
 @app.callback()
 def _main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
@@ -53,12 +54,15 @@ def _main_options(
 ) -> None:
     """recbench: LLM-based sequential recommenders on shared Amazon splits, full ranking."""
 
+
 def echo_json(value: object) -> None:
     typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
 
 def to_stderr(message: str) -> None:
     """Progress lines when stdout carries JSON."""
     typer.echo(message, err=True)
+
 
 def ordered_metrics(metrics: dict[str, float]) -> list[tuple[str, float]]:
     """NDCG then HR, each by increasing K (a plain sort puts hr@10 before hr@5)."""
@@ -68,10 +72,12 @@ def ordered_metrics(metrics: dict[str, float]) -> list[tuple[str, float]]:
 
     return sorted(metrics.items(), key=key)
 
+
 def bench_config():
     from bench.config import load_config
 
     return load_config()
+
 
 def print_record(outcome: Any) -> None:
     record = outcome.record

@@ -42,6 +42,7 @@ def leaderboard_command(
     for path in written.paths:
         typer.echo(f"wrote {path}")
 
+
 @app.command("compare")
 def compare_command(
     run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="A record file, or a method label with --dataset "
@@ -69,6 +70,7 @@ def compare_command(
     typer.echo("\n".join(render(f"{method_label(first[1])} ({first[0].name})",
                                 f"{method_label(second[1])} ({second[0].name})", result)))
 
+
 @app.command("show")
 def show_command(
     record: Annotated[str, typer.Argument(metavar="RECORD", help="A record file, or a method label with --dataset")],
@@ -82,6 +84,7 @@ def show_command(
 
     path, found = resolve_record(record, run_paths(bench_config(), results_dir).results_dir, dataset)
     typer.echo("\n".join(render_record(path, found, method_label(found))))
+
 
 def render_record(path: Path, record: dict, label: str) -> list[str]:
     """The facts a reader asks of one run first, in the order they ask; everything else is in the JSON."""
@@ -110,6 +113,7 @@ def render_record(path: Path, record: dict, label: str) -> list[str]:
     if info.get("deviations"):
         lines.append(f"deviations: {info['deviations']}")
     return lines
+
 
 @app.command("baselines")
 def baselines_command(
@@ -150,6 +154,7 @@ def baselines_command(
     written = write_leaderboard(run_paths(config, results_dir).results_dir)
     typer.echo("\n".join(render_demo(DemoTable(records))))
     typer.echo(f"full tables: {written.paths[0]}")
+
 
 @app.command("demo")
 def demo_command(

@@ -52,6 +52,7 @@ def list_command(json_: JsonOption = False) -> None:
         for name, text in named.items():
             typer.echo(f"  {method + '.' + name:<24} {text}".rstrip())
 
+
 @app.command("run")
 def run_command(
     method: Annotated[str, typer.Option(help="Method name (see `bench list`)")],
@@ -114,6 +115,7 @@ def run_command(
     if dry_run:
         raise typer.Exit(0 if recorded else 1)
 
+
 @app.command("sweep")
 def sweep_command(
     method: Annotated[str, typer.Option(help="Method name (see `bench list`)")],
@@ -153,6 +155,7 @@ def sweep_command(
                       results_dir=results_dir, threads=threads, config=config)
         print_record(outcome)
 
+
 @app.command("rescore")
 def rescore_command(
     records: Annotated[list[Path], typer.Argument(help="Record files made before per-request ranks were stored")],
@@ -170,6 +173,7 @@ def rescore_command(
     for path, record in read:
         record = rescore(path, record, config, log=typer.echo)
         typer.echo(f"{path}: per-request ranks in {record['ranks']['file']} ({record['ranks']['positions']})")
+
 
 @app.command("speed")
 def speed_command(
@@ -205,6 +209,7 @@ def speed_command(
                             threads=threads, seed=seed, results_dir=results_dir, log=typer.echo)
     typer.echo("\n".join(render_speed([outcome.record])))
     typer.echo(f"wrote {outcome.path}")
+
 
 @app.command("smoke")
 def smoke_command(
@@ -248,12 +253,14 @@ def data_init(
                                   if counts["short_users_dropped"] else ""))
     typer.echo(f"run: bench run --method pop --dataset {card}")
 
+
 @data_app.command("prepare")
 def data_prepare(name: str, force: Annotated[bool, typer.Option(help="Rebuild the cache")] = False) -> None:
     """Read a dataset's sources, split it and cache the prepared form."""
     _, _, info = _prepare(name, force)
     typer.echo(f"{name}: {info['users']} users, {info['items']} items, {info['interactions']} interactions; "
                f"split {info['split']} ({info['split_hash']}); cached at {info['cache']}")
+
 
 @data_app.command("info")
 def data_info(name: str) -> None:
@@ -269,6 +276,7 @@ def data_info(name: str) -> None:
     if setup.card.expected:
         typer.echo("counts match the dataset card")
 
+
 @data_app.command("download")
 def data_download(name: str) -> None:
     """Download the raw Amazon files a card lists into the data dir (needs a network)."""
@@ -277,6 +285,7 @@ def data_download(name: str) -> None:
 
     for path in download(name, run_paths(bench_config()).data_dir):
         typer.echo(f"have {path}")
+
 
 @backbone_app.command("random")
 def backbone_random(
@@ -295,6 +304,7 @@ def backbone_random(
     path = save_random_backbone(out, tokenizer_dir, hidden=hidden, layers=layers, seed=seed)
     typer.echo(f"wrote {path} (random weights, hidden {hidden}, {layers} layers, seed {seed}); use --model {path}")
 
+
 @cache_app.command("ls")
 def cache_ls(json_: JsonOption = False) -> None:
     """Every run's work dir with its size, and whether its record exists (else it is a resume point)."""
@@ -312,6 +322,7 @@ def cache_ls(json_: JsonOption = False) -> None:
         typer.echo(f"{entry.bytes / 2**20:9.1f} MB  {entry.dataset}/{entry.run}  {state}")
     typer.echo(f"{sum(e.bytes for e in entries) / 2**20:9.1f} MB in {len(entries)} work dirs under "
                f"{paths.cache_dir / 'work'}")
+
 
 @cache_app.command("clean")
 def cache_clean(

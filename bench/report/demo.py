@@ -1,9 +1,10 @@
-"""`bench demo`'s table: the strongest converged row of each [demo] method, budget-cut rows marked.
+"""`bench demo`'s table: the strongest converged row of each [demo] method.
 
 The demo's own runs are cheap stand-ins (40-minute budgets, 256-user subsamples); a reader of the table
-wants each method at its best comparable record, and must see when a row stopped at a budget rather
-than converging. Subsample rows that cannot be told apart from popularity say nothing about a method,
-so they stay in the leaderboard only.
+wants each method at its best comparable record. A run a time budget stopped before it converged is never
+a row (a baseline cut short makes every other method look better): a method with only such runs is named
+under the table, its rows are in the leaderboard's "not converged" tables. Subsample rows that cannot be
+told apart from popularity say nothing about a method, so they stay in the leaderboard only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.store.results import training_summary
+from bench.store.results import budget_cut, training_summary
 
 Record = dict[str, Any]
 Z95 = 1.959964  # two-sided 95 %
@@ -21,11 +22,6 @@ Z95 = 1.959964  # two-sided 95 %
 
 def stopped_by(record: Record) -> str | None:
     return training_summary(record)["stopped_by"]
-
-
-def budget_cut(record: Record) -> bool:
-    """Training was stopped by its time budget, not by early stopping or its epoch count."""
-    return stopped_by(record) == "max_train_minutes"
 
 
 def epochs_text(record: Record) -> str:
@@ -77,32 +73,36 @@ class DemoTable:
     rows: list[Record]
     replaced: list[tuple[Record, Record]] = field(default_factory=list)  # (demo run, the row shown instead)
     left_out: list[Record] = field(default_factory=list)  # subsample rows not distinguishable from pop
+    not_converged: list[Record] = field(default_factory=list)  # methods whose every full-data run was cut
 
 
 def choose_rows(demo_records: list[Record], all_records: list[Record], floor: str | None = None) -> DemoTable:
-    """Per [demo] method: its strongest converged full-data record among the comparable ones (else its
-    strongest budget-cut one); the demo's subsample runs only when their HR@10 is significantly above the
-    `floor` method's ([demo] floor in bench.toml: popularity), or always where there is no floor."""
+    """Per [demo] method: its strongest converged full-data record among the comparable ones (a method with
+    budget-cut runs only is listed as not converged); the demo's subsample runs only when their HR@10 is
+    significantly above the `floor` method's ([demo] floor in bench.toml: popularity), or always where there
+    is no floor."""
     if not demo_records:
         return DemoTable([])
     reference = demo_records[0]
     pool = [r for r in all_records if comparable(r, reference) and r.get("metrics")]
     methods = list(dict.fromkeys(r["method"] for r in demo_records))
     rows: list[Record] = []
+    cut: list[Record] = []
     for method in methods:
         full = [r for r in pool if r["method"] == method and not r.get("subsample")]
         converged = [r for r in full if not budget_cut(r)]
-        if full:
-            rows.append(max(converged or full, key=lambda r: r["metrics"].get("ndcg@10", 0.0)))
+        if converged or full:
+            best = max(converged or full, key=lambda r: r["metrics"].get("ndcg@10", 0.0))
+            (rows if converged else cut).append(best)
     pop = next((r for r in rows if r["method"] == floor), None)
-    table = DemoTable(rows)
+    table = DemoTable(rows, not_converged=cut)
     for record in demo_records:
         if record.get("subsample"):
             if pop is None or hr10_lower_bound(record) > pop["metrics"].get("hr@10", 0.0):
                 rows.append(record)
             else:
                 table.left_out.append(record)
-        elif not any(record is row or record.get("config_hash") == row.get("config_hash") for row in rows):
+        elif not any(record is row or record.get("config_hash") == row.get("config_hash") for row in rows + cut):
             shown = next((r for r in rows if r["method"] == record["method"]), None)
             if shown is not None:
                 table.replaced.append((record, shown))
@@ -129,9 +129,10 @@ def render_demo(table: DemoTable) -> list[str]:
         lines.append(f"{method_label(record)[:21]:<21} {data_text(record)[:18]:<18} {metrics.get('ndcg@10', 0):>8.4f} "
                      f"{metrics.get('hr@10', 0):>7.4f} {training_text(record)[:21]:<21} "
                      f"{fmt_number(train_seconds(record)):>9} {fmt_number(record.get('samples_per_sec')):>9}")
-    if any(budget_cut(r) for r in table.rows):
-        lines.append("CUT: training stopped by its time budget, not converged (no converged record of that "
-                     "method yet).")
+    if table.not_converged:
+        names = ", ".join(f"{method_label(r)} ({training_text(r)})" for r in table.not_converged)
+        lines.append(f"Not converged, so not shown (no run of theirs ended by early stopping or its epochs; in "
+                     f"the leaderboard's not-converged tables): {names}.")
     for demo_run, shown in table.replaced:
         lines.append(f"{method_label(demo_run)}: the demo's run ({training_text(demo_run)}, NDCG@10 "
                      f"{demo_run['metrics'].get('ndcg@10', 0):.4f}) is shown by the converged record "

@@ -13,8 +13,10 @@ def defined(value: Any) -> float | None:
     """A metric value, or None where it is undefined (missing or NaN), so every column treats both alike."""
     return None if value is None or math.isnan(float(value)) else float(value)
 
+
 def fmt_metric(value: Any) -> str:
     return "–" if defined(value) is None else f"{float(value):.4f}"
+
 
 def fmt_number(value: Any) -> str:
     """Speeds and seconds: 3 significant figures, thousands separated."""

@@ -56,6 +56,7 @@ def swept_text(record: Record) -> str | None:
     key, value = swept_setting(record["method"]), swept_value(record)
     return None if value is None else f"{KEY_SHORT.get(key, key)}={_short_value(value)}"
 
+
 def train_scope(record: Record) -> str:
     sub = record.get("subsample") or {}
     bits = []
@@ -64,6 +65,7 @@ def train_scope(record: Record) -> str:
     if sub.get("train"):
         bits.append("train " + ",".join(f"{k}={v}" for k, v in sorted(sub["train"].items())))
     return "subsample (" + "; ".join(bits) + ")" if bits else "full"
+
 
 def training_text(record: Record) -> str:
     """Epochs run of the maximum and why training stopped, so an undertrained row is visible."""
@@ -78,15 +80,18 @@ def training_text(record: Record) -> str:
         text = f"{text} (resumed after epoch {resumed}; train s counts this call only)"
     return f"{text}; shared the machine with other runs (--parallel)" if record.get("exclusive") is False else text
 
+
 @functools.lru_cache(maxsize=4)
 def _bench_config(path: str) -> dict[str, Any]:
     return load_config(Path(path))
+
 
 def bench_defaults() -> dict[str, Any]:
     """bench.toml (BENCH_CONFIG, ./bench.toml or the repo's), or {} where there is none: labels then fall back
     to the method's own setting."""
     path = config_path()
     return _bench_config(str(path.resolve())) if path.exists() else {}
+
 
 def _short_value(value: Any) -> str:
     """3e-3 rather than 0.003, on/off for flags, long strings and lists cut to LABEL_VALUE_CHARS."""
@@ -100,6 +105,7 @@ def _short_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
     return text if len(text) <= LABEL_VALUE_CHARS else text[:LABEL_VALUE_CHARS - 1] + "…"
 
+
 def _baseline(record: Record, config: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """(preset, bench.toml defaults plus that preset) the record's section is compared with. A record
     without a preset key whose method names a preset as its setting (tiger's small_t5, recorded before
@@ -112,6 +118,7 @@ def _baseline(record: Record, config: dict[str, Any]) -> tuple[str | None, dict[
     if method not in config:
         return preset, {}
     return preset, method_config(config, method, preset if preset in presets else None)[method]
+
 
 def setting_overrides(record: Record, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Keys of the record's method section that differ from bench.toml's defaults plus its preset: what
@@ -127,6 +134,7 @@ def setting_overrides(record: Record, config: dict[str, Any] | None = None) -> d
             and key != swept_setting(method)
             and value != base[key] and neutral.get(f"{method}.{key}", object()) != value}
 
+
 def method_label(record: Record, config: dict[str, Any] | None = None) -> str:
     """`method[setting,key=value,...]`: the setting the method reports (method_info.setting), else the
     preset, then every result-changing key that differs from that preset (short form), so two settings of
@@ -138,6 +146,7 @@ def method_label(record: Record, config: dict[str, Any] | None = None) -> str:
     parts += [f"{KEY_SHORT.get(key, key)}={_short_value(value)}"
               for key, value in setting_overrides(record, config).items()]
     return f"{record['method']}[{','.join(parts)}]" if parts else record["method"]
+
 
 def effect_key(record: Record, config: dict[str, Any] | None = None) -> str:
     """What decides a run's numbers besides its seed: the config without hash-neutral keys at their neutral

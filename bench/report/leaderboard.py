@@ -30,7 +30,9 @@ Record = dict[str, Any]
 
 REFERENCE_COLUMNS = ("dataset", "method", "compression_ratio", "eval_target", "source")
 PROTOCOL_LINE = ("Full ranking over every item; one relevant item per request; ties count against the "
-                 "target. Bold = best in its table (only rows scored on the same requests share a table), and "
+                 "target. Rows whose training a time budget stopped before it converged have tables of their own "
+                 "(\"not converged\"), never ranked beside converged rows. "
+                 "Bold = best in its table (only rows scored on the same requests share a table), and "
                  "every row whose paired difference from the best is not significant (two-sided paired randomisation "
                  f"(sign-flip) test on per-request values, exact or from {SIGN_FLIPS:,} seeded sign flips, "
                  "Holm-corrected within the table, α = 0.05). ± = half-width of the 95 % bootstrap interval over "
@@ -49,6 +51,7 @@ UNTESTED_NOTE = (f"{UNTESTED_MARK} untested: this row or the column's best has n
 class WrittenLeaderboard:
     markdown_text: str
     paths: list[Path]
+
 
 def render_group(rows: list[Row]) -> list[str]:
     metrics = [m for m in METRIC_COLUMNS if any(row[m] is not None for row in rows)]
@@ -80,6 +83,7 @@ def render_group(rows: list[Row]) -> list[str]:
         lines.append(cells)
     return markdown_table(header, lines) + (["", UNTESTED_NOTE] if marked else [])
 
+
 def render_published(rows: list[Row]) -> list[str]:
     metrics = [m for m in METRIC_COLUMNS if any(row[m] is not None for row in rows)]
     header = ["method", "ratio", *(METRIC_TITLES[m] for m in metrics), "position", "source"]
@@ -87,6 +91,7 @@ def render_published(rows: list[Row]) -> list[str]:
               POSITION_TEXT.get(row["eval_target"], row["eval_target"]), f"{row['source']} ({row['file']})"]
              for row in rows]
     return markdown_table(header, lines)
+
 
 def load_reference(reference_dir: Path) -> list[Row]:
     """Published numbers from reference/*.csv, checked so a typo fails loudly with its line."""
@@ -112,6 +117,7 @@ def load_reference(reference_dir: Path) -> list[Row]:
             rows.append(row)
     return rows
 
+
 def render_compact(records: list[Record]) -> list[str]:
     """A short plain table of some runs (the demo's): one line each, under 100 characters; the label column
     is wide enough for a setting with one override (bigrec[default,epochs=1])."""
@@ -127,6 +133,7 @@ def render_compact(records: list[Record]) -> list[str]:
                      f"{metrics.get('hr@10', 0):>7.4f} {fmt_number(record.get('train_seconds')):>9} "
                      f"{fmt_number(record.get('samples_per_sec')):>10}")
     return lines
+
 
 def render_markdown(
     tables: dict[str, dict[Group, list[Row]]],
@@ -156,12 +163,13 @@ def render_markdown(
         lines += render_speed(speed)
     return "\n".join(lines).rstrip("\n") + "\n"
 
+
 def render_csv(tables: dict[str, dict[Group, list[Row]]]) -> str:
     buffer = io.StringIO()
     intervals = [f"{m}_{part}" for m in METRIC_COLUMNS for part in ("ci_low", "ci_high", "p_vs_best", "seed_sd")]
     columns = ["dataset", "method", "backbone", "swept", *METRIC_COLUMNS, "position", "mask_history",
-               "eval_requests", "data", "training", "seed", "train_s", "samples_per_sec", "device", "date", "record",
-               *intervals]
+               "eval_requests", "converged", "data", "training", "seed", "train_s", "samples_per_sec", "device",
+               "date", "record", *intervals]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for dataset, groups in tables.items():
@@ -176,8 +184,9 @@ def render_csv(tables: dict[str, dict[Group, list[Row]]]) -> str:
                     extra[f"{metric}_p_vs_best"] = None if math.isnan(p) else round(p, 6)
                 plain = {key: value for key, value in row.items() if key in columns}
                 writer.writerow({"dataset": dataset, "mask_history": group.mask_history,
-                                 "eval_requests": group.requests, **plain, **extra})
+                                 "eval_requests": group.requests, "converged": group.converged, **plain, **extra})
     return buffer.getvalue()
+
 
 def render_readme(leaderboard_md: str, plots: list[Path], results_dir: Path) -> str:
     """results/README.md: the current standing with plots, linked relatively."""
@@ -194,6 +203,7 @@ def render_readme(leaderboard_md: str, plots: list[Path], results_dir: Path) -> 
             relative = path.relative_to(results_dir).as_posix()
             lines += [f"![{path.stem}]({relative})", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
 
 def write_leaderboard(results_dir: Path, strict: bool = False) -> WrittenLeaderboard:
     """Write leaderboard.md/.csv, plots/*.png and README.md under results_dir (corrupt records are

@@ -15,10 +15,12 @@ def load_speed(results_dir: Path) -> list[Record]:
     """Speed records written by `bench speed` (results/speed/*.json), sorted by file name."""
     return [record for _, record in read_json_files(results_dir / "speed")]
 
+
 def speed_order(record: Record) -> list[str]:
     """Methods in the order they were measured (the JSON file itself has sorted keys)."""
     order = [m for m in record.get("measured_in_order") or [] if m in record["methods"]]
     return order + sorted(m for m in record["methods"] if m not in order)
+
 
 def weights_text(entry: Record, record: Record) -> str:
     """Which weights a speed entry was timed with: trained (a recorded run's), quick-fit or full-fit.
@@ -28,11 +30,13 @@ def weights_text(entry: Record, record: Record) -> str:
         kind = "quick_fit" if record["config"].get("quick_fit") else "full_fit"
     return (kind or "–").replace("_", "-")
 
+
 def device_text(record: Record) -> str:
     """The device kind, with the process count of a torchrun launch (e.g. "cuda x4 (nccl)")."""
     device = str(record.get("device"))
     world = (record.get("distributed") or {}).get("world_size", 1)
     return device if world == 1 else f"{device} x{world} ({record['distributed'].get('backend')})"
+
 
 def render_speed(speed: list[Record]) -> list[str]:
     lines = ["## Inference speed", "",
@@ -69,6 +73,7 @@ def render_speed(speed: list[Record]) -> list[str]:
         lines += speed_ratio_lines(record)
         lines.append("")
     return lines
+
 
 def entry_label(name: str, entry: Record) -> str:
     setting = (entry.get("method_info") or {}).get("setting")
@@ -117,6 +122,7 @@ def _decoding(entry: Record) -> dict[str, Any]:
     return {"tokens": entry.get("generated_tokens_per_sample"), "cap": info.get("max_new_tokens"),
             "capped": info.get("generated_at_cap_fraction"), "fixed": info.get("decode_length_fixed")}
 
+
 def length_set_by_cap(entry: Record) -> bool:
     """A generative method whose decoding stopped at max_new_tokens on most requests (or, in records
     that predate the per-request count, averaged within 10% of the cap), unless the length was fixed
@@ -127,6 +133,7 @@ def length_set_by_cap(entry: Record) -> bool:
     if d["capped"] is not None:
         return d["capped"] > 0.5
     return d["tokens"] >= 0.9 * d["cap"]
+
 
 def decoding_text(entry: Record) -> str:
     """Generated tokens per sample next to the cap: '60.5 (cap 64)' or '12 (fixed)'."""

@@ -17,6 +17,7 @@ from bench.report.significance import bootstrap_ci, holm, sign_flip_p_values
 from bench.report.speed_tables import device_text
 from bench.runs.metrics import METRIC_NAMES, per_request_metrics
 from bench.store.request_ranks import load_ranks
+from bench.store.results import budget_cut
 
 Record = dict[str, Any]
 Row = dict[str, Any]
@@ -34,9 +35,12 @@ class Group:
     requests: int
     requests_total: int
     protocol: str = "leave_one_out"
+    # False: training stopped by a time budget before it converged. Such rows get tables of their own,
+    # never ranked beside converged rows (a baseline cut short would make any method look better).
+    converged: bool = True
 
     def sort_key(self) -> tuple:
-        return (self.target != "test", self.mask_history, -self.requests)
+        return (self.target != "test", self.mask_history, -self.requests, not self.converged)
 
     def title(self) -> str:
         names = POSITION_TEXT if self.protocol == "leave_one_out" else SPLIT_POSITION_TEXT
@@ -47,19 +51,24 @@ class Group:
             parts.append(f"all {self.requests:,} requests")
         if self.mask_history:
             parts.append("history items masked")
+        if not self.converged:
+            parts.append("not converged: training stopped by its time budget")
         return " · ".join(parts)
 
     def slug(self) -> str:
         """Short stable name for file names (plots)."""
         slug = self.target + ("-masked" if self.mask_history else "")
-        return slug + (f"-sub{self.requests}" if self.requests < self.requests_total else "")
+        slug += f"-sub{self.requests}" if self.requests < self.requests_total else ""
+        return slug + ("" if self.converged else "-budget")
+
 
 def record_group(record: Record) -> Group:
     sub = record.get("subsample") or {}
     requests = int(record.get("num_eval_requests") or sub.get("eval_requests") or 0)
     total = int(sub.get("eval_requests_total") or requests)
     return Group(record.get("eval_target", "test"), bool(record.get("mask_history", False)), requests, total,
-                 record.get("split_protocol", "leave_one_out"))
+                 record.get("split_protocol", "leave_one_out"), not budget_cut(record))
+
 
 def record_row(path: Path, record: Record, ranks: dict[str, Any] | None = None) -> Row:
     """One table row; `ranks` (bench.store.request_ranks.load_ranks) adds the per-request values of the row's
@@ -88,6 +97,7 @@ def record_row(path: Path, record: Record, ranks: dict[str, Any] | None = None) 
         "record": f"{record['dataset']}/{path.name}",
     }
 
+
 def check_split_hashes(records: list[tuple[Path, Record]]) -> None:
     """Refuse to compare records of one dataset made on different splits."""
     by_dataset: dict[str, dict[str, list[str]]] = {}
@@ -98,6 +108,7 @@ def check_split_hashes(records: list[tuple[Path, Record]]) -> None:
             listing = ", ".join(f"{h} ({', '.join(sorted(names))})" for h, names in sorted(hashes.items()))
             raise BenchError(f"dataset {dataset!r}: records were made on different splits: {listing}; "
                              "move the stale ones out of results/runs")
+
 
 def other_positions(record: Record) -> list[Record]:
     """The same trained model scored at other positions (eval.extra_targets) as records of their own,
@@ -111,6 +122,7 @@ def other_positions(record: Record) -> list[Record]:
                       "subsample": None if sub is None else {**sub, "eval_requests": scored["num_eval_requests"]},
                       "position_note": scored.get("note")})
     return views
+
 
 def leaderboard_rows(records: list[tuple[Path, Record]]) -> dict[str, dict[Group, list[Row]]]:
     """dataset -> comparable group -> rows, best NDCG@10 first; refuses mixed split hashes."""
@@ -135,6 +147,7 @@ def leaderboard_rows(records: list[tuple[Path, Record]]) -> dict[str, dict[Group
                                                                  row["record"]))
             annotate_significance(ordered[dataset][group])
     return ordered
+
 
 def aggregate_seeds(rows: list[Row]) -> list[Row]:
     """Runs that differ only by seed become one row: metrics averaged, `seed_sd` the standard deviation
@@ -165,6 +178,7 @@ def aggregate_seeds(rows: list[Row]) -> list[Row]:
             merged[key] = float(np.mean(numbers)) if numbers else None
         out.append(merged)
     return out
+
 
 def annotate_significance(rows: list[Row]) -> None:
     """Each row with per-request values gets `ci` {metric: (low, high)}; every other row of a column is

@@ -7,8 +7,6 @@ so constant or degenerate scorers cannot look good by accident.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 DEFAULT_KS = (5, 10, 20)
@@ -54,8 +52,3 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] | list[int] = DEFA
     if np.asarray(ranks).size == 0:
         raise ValueError("no ranks to average: the evaluation set is empty")
     return {name: float(values.mean()) for name, values in per_request_metrics(ranks, ks).items()}
-
-
-def ndcg_single(rank: int, k: int) -> float:
-    """Reference formula for one request (used in docs and hand-checked tests)."""
-    return 1.0 / math.log2(rank + 2) if rank < k else 0.0

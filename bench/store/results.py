@@ -182,3 +182,8 @@ def training_summary(record: dict[str, Any]) -> dict[str, Any]:
         or bool(nested.get("resumed")) or bool(info.get("loaded_finished_training")),
         "train_seconds_all_calls": info.get("train_seconds_all_calls", nested.get("train_seconds_all_calls")),
     }
+
+
+def budget_cut(record: dict[str, Any]) -> bool:
+    """Training was stopped by its time budget, not by early stopping or its epoch count: not converged."""
+    return training_summary(record)["stopped_by"] == "max_train_minutes"

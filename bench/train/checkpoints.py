@@ -74,9 +74,3 @@ class CheckpointDir:
         for stale in set(before.values()) - set(files.values()):
             (self.folder / stale).unlink(missing_ok=True)
         return committed
-
-
-def committed_file(folder: Path, role: str, state_name: str = STATE) -> Path | None:
-    """The file of `role` that a work dir's committed state names (tests, tools: where is the best?)."""
-    store = CheckpointDir(folder, state_name=state_name)
-    return store.path(store.read_state(), role)

@@ -73,9 +73,6 @@ class LineProgress:
     def set_postfix(self, ordered_dict: dict[str, Any] | None = None, refresh: bool = True, **values: Any) -> None:
         self.postfix = {**(ordered_dict or {}), **values}
 
-    def set_description(self, desc: str, refresh: bool = True) -> None:
-        self.desc = desc
-
     def close(self) -> None:
         if self.lines:  # a phase that logged while running also says when it ended
             self._emit(time.monotonic(), done=True)
