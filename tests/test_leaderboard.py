@@ -602,3 +602,41 @@ def test_speed_bars_mark_quick_fit_weights_and_use_one_number_format(tmp_path: P
     record["methods"]["bigrec"]["samples_per_sec"] = {"median": 0.395, "min": 0.39, "max": 0.4}
     assert speed_bars(record).log_scale and speed_bars(record).labels[1] == "0.395/s"
     assert plot_speed(record, tmp_path / "speed.png").stat().st_size > 1000
+
+
+def test_a_subsample_table_holds_every_full_run_restricted_to_its_requests(tmp_path: Path):
+    """Issue 26: BIGRec-like on 25 seeded requests of 100 sits beside the full runs restricted to exactly
+    those requests (from their per-request ranks: mean of the same requests, paired test, interval); a full
+    run without ranks cannot be restricted and is not added (its twin)."""
+    import numpy as np
+
+    from bench.runs.metrics import metrics_from_ranks
+    from bench.store.request_ranks import save_ranks
+
+    results = tmp_path / "results"
+    requests = np.arange(100)
+    full_ranks = {"strong": np.where(requests % 2 == 0, 0, 50), "weak": np.full(100, 60)}
+    for name, ranks in full_ranks.items():
+        path = make_record(results, name, metrics_from_ranks(ranks), name=name)
+        record = json.loads(path.read_text())
+        record["ranks"] = save_ranks(path, {"test": (requests, ranks)})
+        write_record(path, record)
+    make_record(results, "noranks", metrics(0.01), name="noranks")
+    chosen = np.arange(0, 100, 4)  # 25 requests, all even: `strong` hit every one of them
+    sub_ranks = np.full(25, 3)
+    path = make_record(results, "generative", metrics_from_ranks(sub_ranks), requests=25, name="generative")
+    record = json.loads(path.read_text())
+    record["ranks"] = save_ranks(path, {"test": (chosen, sub_ranks)})
+    write_record(path, record)
+
+    markdown = write_leaderboard(results).markdown_text
+    table = section(markdown, "### beauty · last item (test) · seeded subsample of 25 of 100 requests")
+    header = [cell.strip() for cell in table.strip().splitlines()[0].strip("|").split("|")]
+    hr1 = header.index("HR@5")
+    strong, generative = row_of(table, "strong"), row_of(table, "generative")
+    assert strong[hr1].startswith("**1.0000") and "±" in strong[hr1]  # 1.0 on these 25, 0.5 on all 100
+    assert "restricted to these requests" in strong[header.index("data")]
+    assert generative[hr1].startswith("**1.0000")
+    assert row_of(table, "weak")[hr1].startswith("0.0000") and "| noranks |" not in table
+    full = section(markdown, "### beauty · last item (test) · all 100 requests")
+    assert row_of(full, "strong")[hr1].startswith("**0.5000") and "| generative |" not in full

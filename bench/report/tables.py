@@ -4,7 +4,7 @@ share a table, seeds merged, intervals and paired tests against each column's be
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,7 @@ def leaderboard_rows(records: list[tuple[Path, Record]]) -> dict[str, dict[Group
     ordered: dict[str, dict[Group, list[Row]]] = {}
     for dataset in sorted(tables):
         groups = tables[dataset]
+        add_full_runs_to_subsamples(groups)
         ordered[dataset] = {}
         for group in sorted(groups, key=Group.sort_key):
             ordered[dataset][group] = sorted(
@@ -147,6 +148,32 @@ def leaderboard_rows(records: list[tuple[Path, Record]]) -> dict[str, dict[Group
                                                                  row["record"]))
             annotate_significance(ordered[dataset][group])
     return ordered
+
+
+def restricted(row: Row, requests: np.ndarray) -> Row | None:
+    """A full-data row's numbers on `requests` alone, from its per-request values (no re-run); None when it
+    has no per-request ranks or did not score every one of those requests."""
+    if row["_values"] is None:
+        return None
+    where = np.searchsorted(row["_requests"], requests)
+    if (where >= len(row["_requests"])).any() or not np.array_equal(row["_requests"][where], requests):
+        return None
+    values = row["_values"][where]
+    return {**row, "_requests": requests, "_values": values, "_same_but_seed": row["_same_but_seed"] + "|restricted",
+            **{metric: float(values[:, j].mean()) for j, metric in enumerate(METRIC_COLUMNS)},
+            "data": f"{row['data']} run, restricted to these requests (its per-request ranks)"}
+
+
+def add_full_runs_to_subsamples(groups: dict[Group, list[Row]]) -> None:
+    """Paired subsample tables: every converged full-data run with per-request ranks joins each converged
+    subsample table of its position, restricted to that table's seeded requests, so a method evaluated on a
+    subsample (BIGRec's 2,000 requests) is ranked and tested against all the others on exactly its requests."""
+    for group, rows in list(groups.items()):
+        reference = next((row["_requests"] for row in rows if row["_requests"] is not None), None)
+        if group.requests >= group.requests_total or not group.converged or reference is None:
+            continue
+        full = groups.get(replace(group, requests=group.requests_total), [])
+        rows += [view for row in full if (view := restricted(row, np.sort(reference))) is not None]
 
 
 def aggregate_seeds(rows: list[Row]) -> list[Row]:
