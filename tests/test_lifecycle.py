@@ -71,3 +71,25 @@ def test_twin_restarting_the_epoch_does_not_reach_the_same_weights(tmp_path: Pat
     straight = train(tmp_path / "straight")
     restarted, _ = killed_then_resumed(tmp_path / "killed", restart_epoch=True)
     assert not same(straight, restarted)
+
+
+def test_a_commit_inside_an_epoch_waits_for_every_rank_s_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Under torchrun every rank must join a commit (sharded weights are gathered), so the 'time to commit'
+    verdict is the ranks' shared one: when the shared verdict says no, no rank commits inside the epoch
+    (only at epoch ends); with the verdict left alone (the twin), this one-rank run commits after each step."""
+    import bench.train.lifecycle as lifecycle
+
+    commits: list[str] = []
+    real_commit = lifecycle.TrainingLoop.commit
+
+    def counting(self: Any, best: bool, tag: str) -> None:
+        commits.append(tag)
+        real_commit(self, best, tag)
+
+    monkeypatch.setattr(lifecycle.TrainingLoop, "commit", counting)
+    train(tmp_path / "shared")
+    assert any("s" in tag for tag in commits)  # e0000s000001, ... inside the epochs
+    commits.clear()
+    monkeypatch.setattr(lifecycle, "past_deadline_everywhere", lambda past: False)  # another rank: not yet
+    train(tmp_path / "vetoed")
+    assert commits == [f"e{epoch:04d}" for epoch in range(1, EPOCHS + 1)]

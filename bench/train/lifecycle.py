@@ -155,7 +155,9 @@ class TrainingLoop:
                 if deadline is not None and past_deadline_everywhere(now > deadline):
                     out_of_time = True
                     break
-                if s.commit_every_seconds and now - last_commit > s.commit_every_seconds and index + 1 < len(steps):
+                # Every rank joins a commit (sharded tensors are gathered): the clock's verdict is shared.
+                if (s.commit_every_seconds and index + 1 < len(steps)
+                        and past_deadline_everywhere(now - last_commit > s.commit_every_seconds)):
                     p["train_seconds"] = now - started
                     self.commit(best=False, tag=f"e{epoch:04d}s{index + 1:06d}")
                     last_commit = time.perf_counter()
