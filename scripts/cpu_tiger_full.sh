@@ -3,9 +3,10 @@
 # [tiger.presets.cpu_long]): every prefix of every training sequence, validation NDCG@10 on 2,000 seeded
 # users every 2 epochs, early stopping (5 validations) or 60 epochs, then all 22,363 test requests ranked
 # by 20-beam constrained search. Runs for many hours: start it in the background at the start of a
-# session, run it again in the next one. A checkpoint is committed after every epoch (bench.train.checkpoints),
-# so an interrupted run resumes after its last finished epoch; the record is written only when training
-# has stopped by early stopping or its epoch budget. THREADS=1 leaves a core for tests.
+# session, run it again in the next one. A checkpoint is committed after every epoch and every 10 minutes
+# inside one (bench.train.lifecycle), so an interrupted run resumes at the step after its last commit; the
+# record is written only when training has stopped by early stopping or its epoch budget. THREADS=1 leaves
+# a core for tests. Stop it with SIGTERM (background jobs ignore SIGINT).
 set -euo pipefail
 dataset=${1:-beauty}
 shift || true
