@@ -1,4 +1,4 @@
-"""`bench list`, `run`, `sweep`, `rescore`, `speed`, `smoke`, `data`, `backbone` and `cache`: the commands
+"""`bench list`, `run`, `sweep`, `rescore`, `evaluate`, `speed`, `smoke`, `data`, `backbone` and `cache`: the commands
 that train, score, time and prepare what they need."""
 
 from __future__ import annotations
@@ -173,6 +173,32 @@ def rescore_command(
     for path, record in read:
         record = rescore(path, record, config, log=typer.echo)
         typer.echo(f"{path}: per-request ranks in {record['ranks']['file']} ({record['ranks']['positions']})")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    record: Annotated[Path, typer.Argument(help="A record under results/runs/ whose trained weights are still here")],
+    set_: SetOption = None,
+    force: Annotated[bool, typer.Option(help="Score again even if this evaluation is already recorded")] = False,
+    results_dir: Annotated[Path | None, typer.Option(help="Where records go (default results/)")] = None,
+    threads: ThreadsOption = None,
+    parallel: ParallelOption = False,
+    json_: JsonOption = False,
+) -> None:
+    """Score a recorded run's own trained weights again under other evaluation options (eval.mask_history,
+    eval.extra_targets, eval.ks), e.g. RecBole's protocol, which masks the user's history items; recorded as
+    its own run that names the weights it used (weights_from). Nothing is trained."""
+    from bench.runs.reevaluate import reevaluate
+    from bench.train.resources import set_torch_threads
+
+    set_torch_threads(threads)
+    outcome = reevaluate(record, set_ or [], bench_config(), results_dir=results_dir, force=force, parallel=parallel,
+                         **({"log": to_stderr} if json_ else {}))
+    if json_:
+        echo_json({"path": str(outcome.path), "status": "reused" if outcome.reused else "recorded",
+                   "record": outcome.record})
+    else:
+        print_record(outcome)
 
 
 @app.command("speed")

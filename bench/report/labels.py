@@ -76,7 +76,9 @@ def training_text(record: Record) -> str:
     text = f"{ran}/{most} epochs" if most is not None else f"{ran} epochs"
     text = f"{text}, stopped by {stopped}" if stopped else text
     resumed = summary["resumed_after_epoch"]
-    if resumed is not None:
+    if record.get("weights_from"):  # bench evaluate loaded a finished run: its training is that run's
+        text = f"{text}; run {record['weights_from']['config_hash']}'s training"
+    elif resumed is not None:
         text = f"{text} (resumed after epoch {resumed}; train s counts this call only)"
     return f"{text}; shared the machine with other runs (--parallel)" if record.get("exclusive") is False else text
 
@@ -145,6 +147,8 @@ def method_label(record: Record, config: dict[str, Any] | None = None) -> str:
     parts = [part for i, part in enumerate(parts) if i == 0 or SETTING_FLAG_KEYS.get(part) not in section]
     parts += [f"{KEY_SHORT.get(key, key)}={_short_value(value)}"
               for key, value in setting_overrides(record, config).items()]
+    if record.get("weights_from"):  # bench evaluate: another run's weights, its epoch chosen its own way
+        parts.append(f"weights={record['weights_from']['config_hash']}")
     return f"{record['method']}[{','.join(parts)}]" if parts else record["method"]
 
 
@@ -163,5 +167,6 @@ def effect_key(record: Record, config: dict[str, Any] | None = None) -> str:
         ignored = NO_EFFECT_KEYS["eval" if name == "eval" else "method"]
         effective[name] = {key: value for key, value in section.items() if key != "preset" and key not in ignored
                            and neutral.get(f"{name}.{key}", object()) != value}
+    reused = (record.get("weights_from") or {}).get("config_hash")
     return json.dumps([method, effective, record.get("max_train_minutes"), record.get("device"),
-                       record.get("model_identity")], sort_keys=True, default=str)
+                       record.get("model_identity"), *([reused] if reused else [])], sort_keys=True, default=str)

@@ -42,7 +42,9 @@ PROTOCOL_LINE = ("Full ranking over every item; one relevant item per request; t
                  "against its column's best (this row or the best has none, or they were scored on other "
                  "requests), never bold whatever its value. Runs that differ only by seed share one row: the mean "
                  "over seeds, `sd` its standard deviation, the seed column says how many; its ± and test use the "
-                 "per-request values averaged over the seeds.")
+                 "per-request values averaged over the seeds. `weights=H` in a label: run H's own trained weights "
+                 "scored again under this table's options (`bench evaluate`, nothing retrained); the epoch is the one "
+                 "run H chose under its options.")
 UNTESTED_MARK = "†"
 UNTESTED_NOTE = (f"{UNTESTED_MARK} untested: this row or the column's best has no per-request ranks (or they were "
                  "scored on other requests), so it is not bold whatever its value; `bench rescore` adds ranks to "

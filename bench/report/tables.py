@@ -50,7 +50,7 @@ class Group:
         else:
             parts.append(f"all {self.requests:,} requests")
         if self.mask_history:
-            parts.append("history items masked")
+            parts.append("history items masked (RecBole's protocol: the user's earlier items are never ranked)")
         if not self.converged:
             parts.append("not converged: training stopped by its time budget")
         return " · ".join(parts)

@@ -169,20 +169,9 @@ def run(
         for warning in setting_warnings(effective, method, dataset.num_items):
             print(warning, file=sys.stderr)
     budget = float(max_train_minutes) if max_train_minutes else None
-    identity = {"method": method, "dataset": dataset.name, "split_hash": dataset.split.hash,
-                "config": hashed_config(effective, config.get("hash_neutral", {})), "seed": seed,
-                "device": device, "max_train_minutes": budget}
-    catalogue = dataset.catalogue.hash
-    if config.get("catalogue_hash_neutral", {}).get(dataset.name) != catalogue:
-        # Item ids, titles and text (the split hash covers the sequences): another catalogue is another run.
-        # Left out where it is the catalogue the records made before this key were trained on (bench.toml).
-        identity["catalogue_hash"] = catalogue
-    if world_size > 1:  # data-parallel training is another computation (batch split, reduction order)
-        identity["world_size"] = world_size
     backbone = backbone_identity(effective[method])
-    if backbone is not None:  # the model's content, not only its path
-        identity["model_identity"] = backbone
-    hash_ = config_hash(identity)
+    hash_ = config_hash(run_identity(config, effective, method, dataset, seed=seed, device=device, budget=budget,
+                                     world_size=world_size, backbone=backbone))
     path = record_path(paths.results_dir, dataset.name, method, hash_)
     if path.exists() and not force:
         try:
@@ -238,6 +227,25 @@ def run(
         log(f"warning: per-request ranks not written beside {path} ({error.strerror})")
         record["ranks"] = None
     return RunOutcome(record, save_record(path, record, paths.cache_dir, log), reused=False)
+
+
+def run_identity(config: dict[str, Any], effective: dict[str, Any], method: str, dataset: Dataset, *, seed: int,
+                 device: str, budget: float | None, world_size: int = 1,
+                 backbone: dict[str, str] | None = None) -> dict[str, Any]:
+    """What a run's config hash covers: everything that decides its numbers (not threads, not paths)."""
+    identity = {"method": method, "dataset": dataset.name, "split_hash": dataset.split.hash,
+                "config": hashed_config(effective, config.get("hash_neutral", {})), "seed": seed,
+                "device": device, "max_train_minutes": budget}
+    catalogue = dataset.catalogue.hash
+    if config.get("catalogue_hash_neutral", {}).get(dataset.name) != catalogue:
+        # Item ids, titles and text (the split hash covers the sequences): another catalogue is another run.
+        # Left out where it is the catalogue the records made before this key were trained on (bench.toml).
+        identity["catalogue_hash"] = catalogue
+    if world_size > 1:  # data-parallel training is another computation (batch split, reduction order)
+        identity["world_size"] = world_size
+    if backbone is not None:  # the model's content, not only its path
+        identity["model_identity"] = backbone
+    return identity
 
 
 def _quiet(message: str) -> None:

@@ -37,22 +37,28 @@ def check_settings(method_cls: Any, config: dict[str, Any], method: str, preset:
     defaults = {key: value for key, value in config.get(method, {}).items() if key != "presets"}
     for source, section in ((where, base), ("--set/--model", effective)):
         method_cls.check_config(section[method], defaults, f"{source}:")
-        for key, value in section["eval"].items():
-            check_like_default(f"{source}: eval.{key}", config.get("eval", {}).get(key), value)
-            if key in EVAL_CHOICES and value not in EVAL_CHOICES[key]:
-                raise BenchError(f"{source}: eval.{key}: expected one of {', '.join(EVAL_CHOICES[key])}, "
-                                 f"got {shown(value)}")
-        if section["eval"].get("mask_history") and not method_cls.scores_every_item:
-            raise BenchError(f"{source}: eval.mask_history = true: {method} ranks only the items of its beams, so "
-                             "masking history items out of them would leave its top-K metrics inexact; use "
-                             "mask_history = false for it")
-        extras = section["eval"].get("extra_targets", [])
-        if not all(extra in EVAL_CHOICES["target"] for extra in extras):
-            raise BenchError(f"{source}: eval.extra_targets: expected a list of test/valid, got {shown(extras)}")
-        ks = section["eval"].get("ks", [5, 10, 20])
-        if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
-            raise BenchError(f"{source}: eval.ks: expected a list of positive integers, e.g. [5, 10, 20], "
-                             f"got {shown(ks)}")
+        check_eval_section(method_cls, method, config, section["eval"], source)
+
+
+def check_eval_section(method_cls: Any, method: str, config: dict[str, Any], section: dict[str, Any],
+                       source: str) -> None:
+    """The [eval] keys of one run (bench run, and bench evaluate's changes to a recorded run's)."""
+    for key, value in section.items():
+        check_like_default(f"{source}: eval.{key}", config.get("eval", {}).get(key), value)
+        if key in EVAL_CHOICES and value not in EVAL_CHOICES[key]:
+            raise BenchError(f"{source}: eval.{key}: expected one of {', '.join(EVAL_CHOICES[key])}, "
+                             f"got {shown(value)}")
+    if section.get("mask_history") and not method_cls.scores_every_item:
+        raise BenchError(f"{source}: eval.mask_history = true: {method} ranks only the items of its beams, so "
+                         "masking history items out of them would leave its top-K metrics inexact; use "
+                         "mask_history = false for it")
+    extras = section.get("extra_targets", [])
+    if not all(extra in EVAL_CHOICES["target"] for extra in extras):
+        raise BenchError(f"{source}: eval.extra_targets: expected a list of test/valid, got {shown(extras)}")
+    ks = section.get("ks", [5, 10, 20])
+    if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
+        raise BenchError(f"{source}: eval.ks: expected a list of positive integers, e.g. [5, 10, 20], "
+                         f"got {shown(ks)}")
 
 
 # Keys that, at 0, leave a method untrained: its row would look like any other in the leaderboard.

@@ -1,0 +1,128 @@
+"""`bench evaluate`: a recorded run's own trained weights scored again under other evaluation options,
+recorded as a run of its own that names the weights it reused.
+
+Published numbers are often measured under another protocol than ours (RecBole masks every item of the
+user's history before ranking; the transformer benchmark too), so comparing with them needs the same
+trained model evaluated both ways, not a second training. Only options that leave training and epoch
+selection untouched may change; the new record keeps the source's training facts and says that its epoch
+was chosen under the source's options.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any
+
+from bench.config import apply_override, config_hash
+from bench.errors import BenchError, shown
+
+# [eval] keys that change how a trained model is scored, never how it was trained or which epoch was kept.
+# (target would change the training split; max_eval_users and max_valid_users the selection requests.)
+REEVALUABLE_KEYS = ("mask_history", "extra_targets", "ks", "batch_size")
+
+
+def evaluation_changes(record: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """The record's effective config with `overrides` applied; each must be `eval.<key>` of
+    REEVALUABLE_KEYS and the result must differ from the record's own options."""
+    if not overrides:
+        raise BenchError(f"{source}: give the evaluation options to change, e.g. --set eval.mask_history=true")
+    effective = copy.deepcopy(record.get("config") or {})
+    if not isinstance(effective.get("eval"), dict):
+        raise BenchError(f"{source}: the record has no [eval] config; it cannot be evaluated again")
+    for assignment in overrides:
+        key = assignment.partition("=")[0].strip()
+        section, _, leaf = key.partition(".")
+        if section != "eval" or leaf not in REEVALUABLE_KEYS:
+            raise BenchError(f"--set {shown(assignment)}: bench evaluate changes only "
+                             f"{', '.join('eval.' + k for k in REEVALUABLE_KEYS)} (anything else changes training "
+                             "or the epoch chosen: use bench run)")
+        effective["eval"].setdefault(leaf, None)  # a key added to bench.toml after the record was made
+        apply_override({"eval": effective["eval"]}, assignment)
+    if effective["eval"] == record["config"]["eval"]:
+        raise BenchError(f"{source}: --set changes nothing the record was not already evaluated with")
+    return effective
+
+
+def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, results_dir: Path | None = None,
+               force: bool = False, parallel: bool = False, log: Any = print) -> Any:
+    """Score the weights of the record at `path` with `overrides`; returns a bench.runs.run.RunOutcome.
+    Waits for other training under the same cache unless `parallel`, so its samples/s are its own."""
+    import contextlib
+
+    from bench.runs.recorded_weights import recorded_weights
+    from bench.runs.run import (
+        PER_REQUEST_KEY,
+        RunOutcome,
+        eval_settings,
+        run_identity,
+        train_and_evaluate,
+    )
+    from bench.runs.setup import run_work_dir, set_up
+    from bench.runs.validate import check_eval_section
+    from bench.store.request_ranks import save_ranks
+    from bench.store.results import check_writable, read_record, record_path, save_record
+    from bench.train.locks import training_slot, work_dir_lock
+
+    if not path.is_file():
+        raise BenchError(f"{path}: no such record file")
+    source = read_record(path)
+    if source.get("weights_from"):
+        raise BenchError(f"{path.name}: itself a re-evaluation of {source['weights_from']['record']}; "
+                         "evaluate that record instead")
+    method = source["method"]
+    effective = evaluation_changes(source, overrides, path.name)
+    device = source.get("device", "cpu")
+    setup = set_up(source["dataset"], config, results_dir, device)
+    registry = setup.registry
+    method_cls = registry.load(method)
+    check_eval_section(method_cls, method, config, effective["eval"], "--set")
+    paths = setup.paths
+    check_writable(paths.results_dir / "runs", paths.cache_dir)
+    dataset, info = setup.prepare()
+    weights = recorded_weights(path, method, dataset, paths.cache_dir, registry)  # same split, weights here
+    budget = source.get("max_train_minutes")
+    identity = run_identity(config, effective, method, dataset, seed=int(source.get("seed", 0)), device=device,
+                            budget=budget, backbone=source.get("model_identity"))
+    identity["weights_from"] = source["config_hash"]  # not a run that selected its epoch this way
+    hash_ = config_hash(identity)
+    target = record_path(paths.results_dir, dataset.name, method, hash_)
+    if target.exists() and not force:
+        return RunOutcome(read_record(target), target, reused=True)
+    work_dir = run_work_dir(paths.cache_dir, dataset.name, method, hash_)
+    slot = contextlib.nullcontext() if parallel else training_slot(paths.cache_dir, f"bench evaluate {path.name}", log)
+    with work_dir_lock(work_dir), slot:
+        if weights.work_dir is not None:  # a copy: the source's checkpoints are never touched
+            shutil.copytree(weights.work_dir, work_dir, dirs_exist_ok=True)
+        record = train_and_evaluate(method_cls, method, dataset, info, effective, eval_settings(effective, method),
+                                    device=device, seed=int(source.get("seed", 0)), work_dir=work_dir,
+                                    cache_dir=paths.cache_dir, budget=budget, progress=True, log=log,
+                                    resume_only=method_cls.loads_finished_runs)
+    if source.get("method_info", {}).get("best_epoch") != record["method_info"].get("best_epoch"):
+        raise BenchError(f"{path.name}: the reloaded weights say best epoch {record['method_info'].get('best_epoch')}"
+                         f", the record {source['method_info'].get('best_epoch')}: not the recorded weights")
+    # The training was the source's: its cost, not this call's (which only loaded the weights).
+    training = {key: source.get(key) for key in ("train_seconds", "train_seconds_total", "training_calls",
+                                                  "train_peak_memory_mb")}
+    record.update(config=effective, config_hash=hash_, seed=source.get("seed", 0), device=device,
+                  max_train_minutes=budget, model_identity=source.get("model_identity"),
+                  exclusive=not parallel, dataset_card=source.get("dataset_card"),
+                  load_seconds=record["train_seconds"], **training,
+                  weights_from={"record": f"runs/{source['dataset']}/{path.name}", "config_hash": source["config_hash"],
+                                "git_rev": source.get("git_rev"),
+                                "selection": "the source run's epoch, chosen on validation under its own evaluation "
+                                             f"options ({_options_text(source['config']['eval'])})"})
+    chosen_on = int(source.get("num_valid_requests") or 0)
+    valid = (record.get("metrics_by_position") or {}).get("valid")
+    if valid and source.get("eval_target", "test") == "test" and chosen_on and \
+            (source.get("method_info") or {}).get("best_epoch") is not None:
+        valid["note"] = (f"same trained model; {chosen_on} of these requests chose the source run's epoch "
+                         "(optimistic)")
+    per_request = record.pop(PER_REQUEST_KEY)
+    record["ranks"] = save_ranks(target, per_request)
+    return RunOutcome(record, save_record(target, record, paths.cache_dir, log), reused=False)
+
+
+def _options_text(section: dict[str, Any]) -> str:
+    return ", ".join(f"{key} = {section.get(key)}" for key in REEVALUABLE_KEYS[:1])
