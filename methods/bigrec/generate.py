@@ -23,7 +23,8 @@ def generate(
     device: str = "cpu",
     precision: str = "fp32",
 ) -> Generation:
-    """Left-padded batch, deterministic beam search (no sampling), stop at EOS.
+    """Left-padded batch, deterministic beam search (no sampling), stop at EOS; the prompt is encoded once
+    per request and shared by its beams (bench.train.beam_search: the same beams as plain `generate`).
 
     As the authors' `inference.py`: `num_beams` beams, one returned sequence (they return 4 but
     ground only the first), length penalty and early stopping at transformers' defaults.
@@ -32,6 +33,7 @@ def generate(
     """
     import torch
 
+    from bench.train.beam_search import beam_generate
     from bench.train.precision import autocast
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -40,9 +42,10 @@ def generate(
     ids = torch.tensor([[pad_id] * (width - len(e)) + e for e in encoded], device=device)
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
     with torch.no_grad(), autocast(device, precision):
-        output = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
+        output = beam_generate(
+            model,
+            ids,
+            mask,
             num_beams=num_beams,
             num_return_sequences=1,
             do_sample=False,

@@ -227,6 +227,14 @@ class BIGRecMethod(Method):
             distance = adjusted_distance(distance, self.side, self.gamma)
         return -np.asarray(distance, dtype=np.float32)
 
+    def _decoding(self) -> str | None:
+        from bench.train.beam_search import shares_prompt
+
+        if getattr(self, "model", None) is None:
+            return None
+        shared = ", the prompt encoded once per request and shared by its beams" if shares_prompt(self.model) else ""
+        return "Hugging Face beam search" + shared
+
     def describe(self) -> dict[str, Any]:
         from bench.train.lifecycle import training_facts
 
@@ -245,6 +253,7 @@ class BIGRecMethod(Method):
             "distance": "cosine" if s.embedder == "minilm" else "l2",
             "grounding": "top beam only, every item scored, score = -distance",
             "num_beams": s.num_beams,
+            "decoding": self._decoding(),
             "max_new_tokens": s.max_new_tokens,
             "generated_tokens_per_sample": (round(self._generated_tokens / self._generated_samples, 3)
                                             if self._generated_samples else None),
