@@ -94,7 +94,7 @@ def test_bf16_ranks_like_fp32_with_the_same_adapter(tiny_backbone: None, tmp_pat
     """precision=bf16 (forced; emulated where the CPU lacks it): frozen weights in bf16, LoRA fp32,
     and the adapter trained in fp32 grounds to the same items; a bf16 epoch trains like an fp32 one."""
     import bench.train.precision
-    from methods.bigrec.trainer import adapter_state, load_adapter_state
+    from bench.train.lora_trainer import adapter_state, load_adapter_state
 
     monkeypatch.setattr(bench.train.precision, "cpu_supports_bf16", lambda: True)
     dataset, full = fitted("next", tmp_path / "fp32")
@@ -131,7 +131,7 @@ def test_a_run_killed_inside_an_epoch_resumes_to_the_uninterrupted_weights(
         tiny_backbone: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Mid-epoch commits (every CHECKPOINT_EVERY_SECONDS; here after every step): a run killed at its
     third optimizer step resumes at the step after the last commit and ends where the straight run ends."""
-    import methods.bigrec.trainer as trainer_module
+    import bench.train.lora_trainer as trainer_module
 
     dataset = rule_dataset(num_items=10, num_users=24, length=5, rule="next", seed=1)
     config = {**TINY, "epochs": 2, "batch_size": 4, "grad_accum": 2}
@@ -156,7 +156,7 @@ def test_a_run_killed_inside_an_epoch_resumes_to_the_uninterrupted_weights(
     resumed.fit(dataset)
     assert any("step 2 of epoch 1" in line for line in logs), logs
     assert resumed.progress["optimizer_steps"] == straight.progress["optimizer_steps"]
-    from methods.bigrec.trainer import adapter_state
+    from bench.train.lora_trainer import adapter_state
 
     a, b = adapter_state(straight.model), adapter_state(resumed.model)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
@@ -190,7 +190,7 @@ def test_early_stopping_keeps_best_epoch(tiny_backbone: None, tmp_path: Path):
     snapshots: list[dict[str, Any]] = []
 
     def validate(method: Any) -> float:
-        from methods.bigrec.trainer import adapter_state
+        from bench.train.lora_trainer import adapter_state
 
         snapshots.append(adapter_state(method.model))
         return next(scores)
@@ -200,7 +200,7 @@ def test_early_stopping_keeps_best_epoch(tiny_backbone: None, tmp_path: Path):
     progress = method.progress
     assert progress["stopped_by"] == "early_stopping" and progress["epochs_done"] == 4
     assert progress["best_epoch"] == 2 and progress["epoch_scores"] == [0.5, 0.7, 0.6, 0.4]
-    from methods.bigrec.trainer import adapter_state
+    from bench.train.lora_trainer import adapter_state
 
     final = adapter_state(method.model)
     assert all(torch.equal(final[k], snapshots[1][k]) for k in final)

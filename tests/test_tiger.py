@@ -17,9 +17,9 @@ from bench.runs.evaluate import evaluate
 
 torch = pytest.importorskip("torch")
 
+from methods.semantic_ids.ids import id_statistics, with_collision_digit  # noqa: E402
+from methods.semantic_ids.rqvae import train_rqvae  # noqa: E402
 from methods.tiger.model import CatalogueConstraint, IDTrie, TokenLayout, build_t5  # noqa: E402
-from methods.tiger.rqvae import train_rqvae  # noqa: E402
-from methods.tiger.semantic_ids import id_statistics, with_collision_digit  # noqa: E402
 from methods.tiger.settings import parse_settings  # noqa: E402
 
 SMALL = dict(levels=2, codebook_size=8, latent_dim=8, rqvae_hidden=[32], rqvae_epochs=200, max_history=3,
@@ -134,7 +134,7 @@ def test_settings_refuse_bad_values():
 def test_unused_code_restarts_keep_ids_spread_out(restart: bool, monkeypatch: pytest.MonkeyPatch):
     """Text-embedding-like inputs (unit vectors in 384 dimensions): with restarts most codes stay in use
     and few items collide; the twin without restarts collapses onto a few codes."""
-    from methods.tiger.rqvae import RQVAE
+    from methods.semantic_ids.rqvae import RQVAE
 
     if not restart:
         monkeypatch.setattr(RQVAE, "restart_unused_codes", lambda self, x, generator=None: 0)
@@ -155,7 +155,7 @@ def test_text_fields_choose_what_the_semantic_id_encoder_reads(tmp_path: Path, m
     with text_fields the card's item text is added; a bad list is refused by name."""
     import dataclasses
 
-    import methods.tiger.semantic_ids as semantic_ids
+    import methods.semantic_ids.ids as semantic_ids
 
     base = rule_dataset(num_items=4, num_users=10, length=4, rule="next", seed=0)
     text = [{"brand": f"B{i}", "categories": ["Beauty", "Skin"]} if i % 2 == 0 else {} for i in range(4)]

@@ -123,7 +123,7 @@ class BIGRecMethod(Method):
     def fit(self, dataset: Dataset) -> None:
         import torch
 
-        from methods.bigrec.trainer import LoRATrainer
+        from bench.train.lora_trainer import LoRATrainer
 
         self._load(dataset)
         s, ctx = self.settings, self.context
@@ -141,7 +141,7 @@ class BIGRecMethod(Method):
         trainer = LoRATrainer(self.model, self.tokenizer.pad_token_id, examples, s, ctx.work_dir,
                               key_extra={"settings": s.as_dict(), "dataset": dataset.name,
                                          "split": dataset.split.hash},
-                              seed=ctx.seed, device=ctx.device, precision=self.precision,
+                              name="bigrec", seed=ctx.seed, device=ctx.device, precision=self.precision,
                               budget_minutes=min(budgets) if budgets else None,
                               # one epoch leaves nothing to choose: validating would only cost time
                               validate=(lambda: validate(0.0)) if ctx.validate is not None and s.epochs > 1 else None,

@@ -9,8 +9,9 @@ inference template two (a slip); we use the training template for both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from bench.train.lora_trainer import IGNORE_INDEX, TrainExample
 
 INSTRUCTION = (
     "Given a list of items the user has bought before, please recommend a new item "
@@ -22,7 +23,6 @@ TEMPLATE = (
     "context. Write a response that appropriately completes the request. \n\n"
     "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 )
-IGNORE_INDEX = -100
 
 
 def shorten_title(title: str, max_words: int) -> str:
@@ -53,12 +53,6 @@ def build_prompt(history_titles: list[str]) -> str:
 
 def build_response(target_title: str) -> str:
     return quote(target_title)
-
-
-@dataclass(frozen=True)
-class TrainExample:
-    input_ids: list[int]
-    labels: list[int]
 
 
 def encode_example(

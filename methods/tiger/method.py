@@ -78,40 +78,12 @@ class TigerMethod(Method):
     # -- semantic IDs ---------------------------------------------------------------------
 
     def _semantic_ids(self, dataset: Dataset) -> np.ndarray:
-        from bench.train.text_embeddings import MiniLMEmbedder
-        from methods.tiger.semantic_ids import cache_key, load_or_build
+        from methods.semantic_ids.catalogue import catalogue_semantic_ids
 
-        s, root = self.settings, self.context.cache_dir
-        texts = [dataset.catalogue.describe(i, s.item_fields) for i in range(dataset.num_items)]
-        rq = {"hidden": s.hidden_widths, "latent_dim": s.latent_dim, "levels": s.levels,
-              "codebook_size": s.codebook_size, "beta": s.beta, "epochs": s.rqvae_epochs, "lr": s.rqvae_lr,
-              "batch_size": s.rqvae_batch_size, "seed": self.context.seed}
-        # Keyed without loading the encoder: cached IDs (e.g. carried to a GPU machine) need no encoder.
-        path = root / "tiger" / "semantic_ids" / f"{cache_key(MiniLMEmbedder.id, texts, rq)}.npy"
-        ids, facts, reused = load_or_build(path, lambda: self._build_ids(texts, root))
-        text = dataset.catalogue.text or []
-        self.id_facts = {**facts, "encoder": MiniLMEmbedder.id, "cache": "reused" if reused else "built",
-                         "file": path.name, "text_fields": list(s.item_fields),
-                         # Share of items that have each asked-for field (a field no item has adds nothing).
-                         "text_field_coverage": {f: 1.0 if f == "title" else
-                                                 round(sum(1 for t in text if t.get(f)) / max(len(texts), 1), 4)
-                                                 for f in s.item_fields}}
+        ids, self.id_facts = catalogue_semantic_ids(dataset, self.settings.rqvae, self.context.cache_dir,
+                                                    device=self.context.device, seed=self.context.seed,
+                                                    log=self.context.log)
         return ids
-
-    def _build_ids(self, texts: list[str], root: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        from bench.train.text_embeddings import MiniLMEmbedder, title_embeddings
-        from methods.tiger.rqvae import train_rqvae
-        from methods.tiger.semantic_ids import id_statistics, with_collision_digit
-
-        s = self.settings
-        vectors, _ = title_embeddings(MiniLMEmbedder(device=self.context.device), texts, root,
-                                      folder="tiger/text_embeddings")
-        self.context.log(f"tiger: training the RQ-VAE on {len(texts)} item embeddings ({s.rqvae_epochs} epochs)")
-        model, losses = train_rqvae(torch.from_numpy(vectors), s.hidden_widths, s.latent_dim, s.levels,
-                                    s.codebook_size, s.beta, s.rqvae_epochs, s.rqvae_lr, s.rqvae_batch_size,
-                                    self.context.seed)
-        ids = with_collision_digit(model.codes(torch.from_numpy(vectors)).numpy())
-        return ids, {**id_statistics(ids, s.codebook_size), **{k: round(v, 6) for k, v in losses.items()}}
 
     # -- training -------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.settings import fraction_below_one, non_empty_strings, parse_section, positive_ints
+from methods.semantic_ids.catalogue import RQVAESettings
 
 CHOICES = {"encoder": ("minilm",), "precision": ("fp32", "bf16", "auto")}
 POSITIVE = ("levels", "codebook_size", "latent_dim", "rqvae_batch_size", "max_history", "d_model", "num_layers",
@@ -66,6 +67,11 @@ class TigerSettings:
     @property
     def hidden_widths(self) -> list[int]:
         return list(self.rqvae_hidden)
+
+    @property
+    def rqvae(self) -> RQVAESettings:
+        return RQVAESettings(self.item_fields, self.hidden_widths, self.latent_dim, self.levels, self.codebook_size,
+                             self.beta, self.rqvae_epochs, self.rqvae_lr, self.rqvae_batch_size)
 
 
 HOOKS = {"text_fields": non_empty_strings('item text fields such as ["title", "brand", "categories"]'),

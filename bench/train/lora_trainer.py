@@ -1,8 +1,8 @@
-"""BIGRec step 1: LoRA fine-tuning of a causal LM on (prompt, quoted next title) examples.
+"""LoRA fine-tuning of a causal LM on (prompt, response) token examples: BIGRec's titles, LC-Rec's item codes.
 
 The harness's one training lifecycle (bench.train.lifecycle) instead of `transformers.Trainer`, so the
-budget, early stopping on `context.validate` and mid-epoch resume are every method's. Schedule as the authors'
-Alpaca-LoRA script: AdamW, linear warm-up for `warmup_steps` optimiser steps, then linear
+budget, early stopping on `context.validate` and mid-epoch resume are every method's. Schedule as BIGRec's
+authors' Alpaca-LoRA script: AdamW, linear warm-up for `warmup_steps` optimiser steps, then linear
 decay to zero over all planned steps; the loss is the mean over labelled tokens of a
 micro-batch, divided by the accumulation count.
 
@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,16 @@ from bench.train.distributed import (
 from bench.train.lifecycle import LoopSettings, StepResult, TrainingLoop, Writers
 from bench.train.precision import autocast
 from bench.train.resources import trim_heap
-from methods.bigrec.prompts import IGNORE_INDEX, TrainExample
+
+IGNORE_INDEX = -100  # a label that takes no part in the loss (transformers' and F.cross_entropy's default)
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    """One tokenised example: the prompt and response ids, and labels (IGNORE_INDEX where no loss)."""
+
+    input_ids: list[int]
+    labels: list[int]
 
 # A mid-epoch checkpoint at most this often, so an interrupted CPU run loses little.
 CHECKPOINT_EVERY_SECONDS = 600.0
@@ -103,6 +113,7 @@ class LoRATrainer:
         work_dir: Path,
         key_extra: dict[str, Any],
         *,
+        name: str,
         seed: int,
         device: str,
         precision: str,
@@ -111,7 +122,9 @@ class LoRATrainer:
         log: Callable[[str], None] = print,
         resume_only: bool = False,
     ) -> None:
-        """`settings`: the [bigrec] section (methods.bigrec.settings.BIGRecSettings); `precision` as resolved."""
+        """`settings`: the method's parsed section (learning_rate, batch_size, grad_accum, warmup_steps, epochs,
+        patience); `name` labels its progress and checkpoints; `precision` as resolved."""
+        self.name = name
         self.model, self.pad_id, self.examples, self.settings, self.log = model, pad_id, examples, settings, log
         self.seed, self.device, self.precision = seed, device, precision
         self.trainable = [p for p in model.parameters() if p.requires_grad]
@@ -121,7 +134,7 @@ class LoRATrainer:
         total = self.steps_per_epoch * settings.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_warmup_decay(settings.warmup_steps, total))
-        loop = LoopSettings("bigrec", settings.epochs, settings.patience, seed, budget_minutes, resume_only,
+        loop = LoopSettings(name, settings.epochs, settings.patience, seed, budget_minutes, resume_only,
                             commit_every_seconds=CHECKPOINT_EVERY_SECONDS)
         key = setup_key(examples, {**key_extra, "seed": seed, "device": device, "precision": precision})
         self.loop = TrainingLoop(self, loop, model=model, work_dir=work_dir, validate=validate, log=log,
@@ -130,8 +143,9 @@ class LoRATrainer:
     def train(self) -> dict[str, Any]:
         ranks = world()[1]
         if ranks > self.settings.batch_size:
-            self.log(f"bigrec: warning: {ranks} ranks share micro-batches of {self.settings.batch_size} examples, "
-                     "so some ranks sit idle in every micro-batch; raise bigrec.batch_size to at least the rank count")
+            self.log(f"{self.name}: warning: {ranks} ranks share micro-batches of {self.settings.batch_size} examples, "
+                     f"so some ranks sit idle in every micro-batch; raise {self.name}.batch_size to at least the rank "
+                     "count")
         return self.loop.train()
 
     # -- TrainingHooks --------------------------------------------------------------------
