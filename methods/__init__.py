@@ -8,6 +8,7 @@ METHODS: dict[str, str] = {
     "cove": "methods.cove.method:CoVEMethod",
     "bigrec": "methods.bigrec.method:BIGRecMethod",
     "tiger": "methods.tiger.method:TigerMethod",
+    "lcrec": "methods.lcrec.method:LCRecMethod",
 }
 
 # The ID baselines `bench baselines` trains, cheapest first: what a new method is compared against.

@@ -18,6 +18,8 @@
 #   sasrec   SASRec until RecBole's early stopping (8-minute budget; 3 epochs on the CPU)
 #   gru4rec  GRU4Rec likewise (7 epochs on the CPU)
 #   tiger    TIGER `--preset gpu` (the paper's T5, 6-minute budget; semantic IDs built by `pack`)
+#   lcrec    LC-Rec `--preset gpu` on the same backbone as CoVE (TIGER's semantic IDs as item tokens,
+#            4-minute budget, 4,096 seeded test requests)
 #   speed    `bench speed --trained` for every recorded method on the same 64 requests, batch 1 then 32
 #            (trained weights of the runs still on this machine; a method whose work dir is gone gets
 #            the quick fit, and the record says so per method)
@@ -26,7 +28,7 @@
 set -euo pipefail
 data=.cache/gpu_data
 wheels=.cache/gpu_wheels
-SEQUENCE="cove bigrec sasrec gru4rec tiger speed"
+SEQUENCE="cove bigrec sasrec gru4rec tiger lcrec speed"
 device=${BENCH_GPU_DEVICE:-cuda}  # cpu only to rehearse this script without a GPU
 model=${BENCH_GPU_MODEL:-}
 stamp=/tmp/bench-gpu-stamp
@@ -56,13 +58,14 @@ step() {  # one step of the sequence (or any method) with the GPU settings; reco
   local name=$1 dataset=$2; shift 2
   local common=(--dataset "$dataset" --device "$device" --results-dir results)
   case "$name" in
-    cove|bigrec) bench run --method "$name" "${common[@]}" --preset gpu --set eval.max_valid_users=1000 \
+    cove|bigrec|lcrec) bench run --method "$name" "${common[@]}" --preset gpu --set eval.max_valid_users=1000 \
                    ${model:+--model "$model"} "$@" ;;
     sasrec|gru4rec) bench run --method "$name" "${common[@]}" --max-train-minutes 8 "$@" ;;
     tiger) if has_method tiger; then bench run --method tiger "${common[@]}" --preset gpu "$@"
            else echo "tiger: not in methods/ yet, skipped" >&2; fi ;;
     speed) local methods=cove,bigrec,sasrec
            has_method tiger && methods=$methods,tiger
+           has_method lcrec && methods=$methods,lcrec
            for batch in 1 32; do
              bench speed --dataset "$dataset" --device "$device" --methods "$methods" --num-prompts 64 \
                --repeats 3 --batch-size "$batch" --trained --results-dir results ${model:+--model "$model"} "$@"
@@ -76,7 +79,7 @@ done_already() {  # is this step's record in results/ (committed, or made earlie
   case "$name" in
     speed) compgen -G "results/speed/$dataset-${device}-b32*.json" >/dev/null ;;
     tiger) step_recorded tiger "$dataset" --preset gpu ;;
-    cove|bigrec) step_recorded "$name" "$dataset" --preset gpu --set eval.max_valid_users=1000 \
+    cove|bigrec|lcrec) step_recorded "$name" "$dataset" --preset gpu --set eval.max_valid_users=1000 \
                    ${model:+--model "$model"} ;;
     *) step_recorded "$name" "$dataset" --max-train-minutes 8 ;;
   esac
