@@ -109,8 +109,11 @@ case "${1:-}" in
     # The device gets a copy of the tree without .git: the record's git_rev comes from here.
     echo "$(git rev-parse HEAD)$(git status --porcelain --untracked-files=no | grep -q . && echo +dirty)" \
       >"$data/GIT_REV"
-    ids=$(.venv/bin/python scripts/tiger_semantic_ids.py "$dataset" | tail -1)
-    mkdir -p "$data/tiger_ids" && cp "$ids" "${ids%.npy}.json" "$data/tiger_ids/"
+    mkdir -p "$data/tiger_ids"
+    for named in "$dataset" tiny; do  # tiny: `bench smoke` builds LC-Rec on it
+      ids=$(.venv/bin/python scripts/tiger_semantic_ids.py "$named" | tail -1)
+      cp "$ids" "${ids%.npy}.json" "$data/tiger_ids/"
+    done
     rm -rf "$wheels" && mkdir -p "$wheels"
     .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \

@@ -14,17 +14,18 @@ from bench.runs.smoke import SMOKE_REQUESTS, smoke
 
 @pytest.fixture
 def tiny_lm(isolated: Path) -> str:
-    """A random tiny Llama whose word tokenizer covers the tiny fixture's CoVE and BIGRec prompts."""
+    """A random tiny Llama whose word tokenizer covers the tiny fixture's CoVE, BIGRec and LC-Rec prompts."""
     from bench.config import load_config
     from bench.data.prepare import prepare
     from bench.runs.setup import run_paths
     from methods.bigrec.prompts import build_prompt
     from methods.cove.prompts import prompt_texts
+    from methods.lcrec.prompts import INSTRUCTION, SEPARATOR
 
     paths = run_paths(load_config())
     dataset, _ = prepare("tiny", paths.data_dir, paths.cache_dir)
     titles = [dataset.catalogue.title_or(i) for i in range(dataset.num_items)]
-    model, tokenizer = tiny_backbone([*prompt_texts(dataset.catalogue), build_prompt(titles)])
+    model, tokenizer = tiny_backbone([*prompt_texts(dataset.catalogue), build_prompt(titles), INSTRUCTION + SEPARATOR])
     folder = isolated / "tiny-lm"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -33,10 +34,10 @@ def tiny_lm(isolated: Path) -> str:
 
 def run_smoke(device: str, tiny_lm: str, isolated: Path) -> None:
     lines: list[str] = []
-    summaries = smoke(["cove", "bigrec"], device, model=tiny_lm, log=lines.append)
-    assert [s["method"] for s in summaries] == ["cove", "bigrec"]
+    summaries = smoke(["cove", "bigrec", "lcrec"], device, model=tiny_lm, log=lines.append)
+    assert [s["method"] for s in summaries] == ["cove", "bigrec", "lcrec"]
     assert all(s["requests"] == SMOKE_REQUESTS and s["device"] == device for s in summaries)
-    assert len(lines) == 2 and all(line.endswith(": ok") for line in lines)
+    assert len(lines) == 3 and all(line.endswith(": ok") for line in lines)
     assert not list((isolated / "results").rglob("*.json"))  # a check, not a result
 
 

@@ -240,7 +240,7 @@ def speed_command(
 @app.command("smoke")
 def smoke_command(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cuda",
-    methods: Annotated[str, typer.Option(help="Comma-separated methods")] = "cove,bigrec",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods")] = "cove,bigrec,lcrec",
     model: Annotated[str | None, typer.Option(help="Backbone for methods that have one")] = None,
 ) -> None:
     """One-minute check before long runs: each method builds on the device, trains one step, ranks 8 requests."""
