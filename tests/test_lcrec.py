@@ -117,7 +117,8 @@ def test_codes_become_tokens_and_the_trie_knows_the_catalogue():
     ids = np.array([[0, 3, 0], [0, 3, 1], [2, 1, 0]])
     tokens = add_code_tokens(tokenizer, ids)
     assert tokenizer.convert_ids_to_tokens(tokens[1].tolist()) == ["<a_0>", "<b_3>", "<c_1>"]
-    assert tokenizer(code_token(0, 2) + code_token(1, 1), add_special_tokens=False)["input_ids"] == tokens[2][:2].tolist()
+    written = tokenizer(code_token(0, 2) + code_token(1, 1), add_special_tokens=False)["input_ids"]
+    assert written == tokens[2][:2].tolist()
     trie = CodeTrie(tokens)
     assert trie.allowed(()) == sorted({int(tokens[0][0]), int(tokens[2][0])})
     assert trie.allowed(tuple(tokens[0][:2].tolist())) == sorted(int(t) for t in tokens[:2, 2])
