@@ -148,3 +148,26 @@ def test_settings_are_checked_before_anything_loads():
         parse_settings({"levels": 8})
     with pytest.raises(BenchError, match=r"\[lcrec\]\.precision"):
         parse_settings({"precision": "fp8"})
+
+
+def test_an_untied_output_head_trains_its_code_rows_too(tiny_lcrec: None, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):
+    """Backbones with a separate lm_head (Llama-3-8B, Qwen3-8B): the new tokens' output rows must train as well,
+    or every code token keeps its initial, near-identical logit row."""
+    from transformers import LlamaForCausalLM
+
+    import bench.train.backbone
+
+    def untied(spec: str, device: str, cache_dir: Path, dtype: Any = None) -> tuple[Any, Any]:
+        model, tokenizer = tiny.tiny_backbone([INSTRUCTION + SEPARATOR], seed=0)
+        config = model.config
+        config.tie_word_embeddings = False
+        torch.manual_seed(0)
+        return LlamaForCausalLM(config).eval(), tokenizer
+
+    monkeypatch.setattr(bench.train.backbone, "load_backbone", untied)
+    dataset = rule_dataset(num_items=12, num_users=30, length=5, rule="next", seed=3)
+    method = make({**TINY, "epochs": 1}, tmp_path / "work")
+    method.fit(dataset)
+    trainable = [name for name, p in method.model.named_parameters() if p.requires_grad and "lora" not in name]
+    assert any("embed_tokens" in name for name in trainable) and any("lm_head" in name for name in trainable)

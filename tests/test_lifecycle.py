@@ -90,6 +90,14 @@ def test_a_commit_inside_an_epoch_waits_for_every_rank_s_clock(tmp_path: Path, m
     train(tmp_path / "shared")
     assert any("s" in tag for tag in commits)  # e0000s000001, ... inside the epochs
     commits.clear()
-    monkeypatch.setattr(lifecycle, "past_deadline_everywhere", lambda past: False)  # another rank: not yet
+    real_sums = lifecycle.sums_over_ranks
+    calls: list[int] = []
+
+    def vetoed(values: list[float]) -> list[float]:  # another rank's clock: not yet time to commit
+        calls.append(len(values))
+        return [*real_sums(values)[:4], 0.0]
+
+    monkeypatch.setattr(lifecycle, "sums_over_ranks", vetoed)
     train(tmp_path / "vetoed")
     assert commits == [f"e{epoch:04d}" for epoch in range(1, EPOCHS + 1)]
+    assert calls and set(calls) == {5}  # loss, weight, examples and both clock verdicts: one collective a step

@@ -105,7 +105,13 @@ def shared_prompt_attention(module: Any, query: torch.Tensor, key: SharedStates,
     beams, group = rows // requests, query_heads // kv_heads
     scale = scaling if scaling is not None else dim ** -0.5
     # Query head h reads kv head h // group (transformers' repeat_kv order).
-    q = query.reshape(requests, beams, kv_heads, group, dim).float()
+    with torch.autocast(query.device.type, enabled=False):  # fp32 even under a bf16 autocast
+        out = _shared_attention(query.reshape(requests, beams, kv_heads, group, dim).float(), key, value, scale)
+    return out.reshape(rows, 1, query_heads, -1).to(query.dtype), None
+
+
+def _shared_attention(q: torch.Tensor, key: SharedStates, value: SharedStates, scale: float) -> torch.Tensor:
+    requests, beams, kv_heads, _, dim = q.shape
     prompt_scores = torch.einsum("bmhgd,bhld->bmhgl", q, key.prompt.float()) * scale
     prompt_scores = prompt_scores.masked_fill(~key.prompt_mask[:, None, None, None, :], float("-inf"))
     own_keys = key.beams.reshape(requests, beams, kv_heads, -1, dim).float()
@@ -113,9 +119,8 @@ def shared_prompt_attention(module: Any, query: torch.Tensor, key: SharedStates,
     weights = torch.cat([prompt_scores, own_scores], dim=-1).softmax(dim=-1)
     split = key.prompt.shape[-2]
     own_values = value.beams.reshape(requests, beams, kv_heads, -1, value.beams.shape[-1]).float()
-    out = (torch.einsum("bmhgl,bhld->bmhgd", weights[..., :split], value.prompt.float())
-           + torch.einsum("bmhgt,bmhtd->bmhgd", weights[..., split:], own_values))
-    return out.reshape(rows, 1, query_heads, -1).to(query.dtype), None
+    return (torch.einsum("bmhgl,bhld->bmhgd", weights[..., :split], value.prompt.float())
+            + torch.einsum("bmhgt,bmhtd->bmhgd", weights[..., split:], own_values))
 
 
 AttentionInterface.register(ATTENTION_NAME, shared_prompt_attention)
@@ -126,7 +131,8 @@ def shares_prompt(model: Any) -> bool:
     config = getattr(model, "config", None)
     return (config is not None and not getattr(config, "is_encoder_decoder", False)
             and getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
-            and not getattr(config, "sliding_window", None))
+            and not getattr(config, "sliding_window", None)
+            and not getattr(config, "attn_logit_softcapping", None))
 
 
 @contextlib.contextmanager
@@ -146,7 +152,7 @@ def _encoded_prompts(model: Any, input_ids: torch.Tensor, attention_mask: torch.
     prefix, mask = input_ids[:, :-1], attention_mask[:, :-1].bool()
     if prefix.shape[1]:
         out = model(input_ids=prefix, attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
-                    use_cache=True)
+                    use_cache=True, logits_to_keep=1)  # the keys/values are wanted, not every position's logits
         encoded = getattr(out, "cache", None) or out.past_key_values
         pairs = [(layer.keys, layer.values) for layer in encoded.layers]
     else:  # one-token prompts: nothing to share

@@ -150,13 +150,19 @@ def average_gradients(parameters: list[Any]) -> None:
 
 def sum_over_ranks(value: float) -> float:
     """The sum of `value` over ranks (one process: `value`)."""
+    return value if world()[1] == 1 else sums_over_ranks([value])[0]
+
+
+def sums_over_ranks(values: list[float]) -> list[float]:
+    """Each value summed over ranks, all in one all-reduce (a training step's loss, counts and clock
+    verdicts travel together instead of one collective each)."""
     if world()[1] == 1:
-        return value
+        return [float(value) for value in values]
     import torch
     import torch.distributed as dist
 
-    tensor = torch.tensor([float(value)], dtype=torch.float64, device=collective_device(dist.get_backend()))
-    return float(all_reduce_sum(tensor).item())
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=collective_device(dist.get_backend()))
+    return [float(v) for v in all_reduce_sum(tensor).tolist()]
 
 
 def wait_together(try_acquire: Callable[[], bool], poll_seconds: float = 5.0) -> None:

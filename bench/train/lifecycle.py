@@ -22,7 +22,7 @@ import torch
 from bench.errors import BenchError
 from bench.method import nothing_to_load
 from bench.train.checkpoints import STATE, CheckpointDir
-from bench.train.distributed import barrier, is_main, past_deadline_everywhere, sum_gradients, sum_over_ranks, world
+from bench.train.distributed import barrier, is_main, sum_gradients, sum_over_ranks, sums_over_ranks, world
 from bench.train.progress import progress_bar
 
 Writers = dict[str, tuple[str, Callable[[Path], None]]]
@@ -140,9 +140,13 @@ class TrainingLoop:
                 # Dropout seeded by step and rank: a run resumed inside an epoch draws what it would have.
                 torch.manual_seed(s.seed * 1_000_003 + epoch * 100_003 + index + 7919 * rank)
                 result = self.hooks.step(steps[index])
-                totals = [result.loss_sum, result.weight, result.examples]
-                if ranks > 1:  # every rank's share, not rank 0's alone
-                    totals = [sum_over_ranks(value) for value in totals]
+                now = time.perf_counter()
+                # Every rank's share of the step, and the clocks' verdicts (clocks differ: one rank stopping or
+                # committing alone would leave the others waiting in the next collective), in one all-reduce.
+                shared = sums_over_ranks([result.loss_sum, result.weight, result.examples,
+                                          deadline is not None and now > deadline,
+                                          bool(s.commit_every_seconds) and now - last_commit > s.commit_every_seconds])
+                totals, past_deadline, commit_due = shared[:3], shared[3] > 0, shared[4] > 0
                 p["optimizer_steps"] += 1
                 p["steps_done_in_epoch"] = index + 1
                 p["epoch_loss_sum"] += totals[0]
@@ -151,13 +155,11 @@ class TrainingLoop:
                 bar.update(sizes[index])
                 if p["epoch_loss_weight"]:
                     bar.set_postfix(loss=f"{p['epoch_loss_sum'] / p['epoch_loss_weight']:.4f}", refresh=False)
-                now = time.perf_counter()
-                if deadline is not None and past_deadline_everywhere(now > deadline):
+                if past_deadline:
                     out_of_time = True
                     break
                 # Every rank joins a commit (sharded tensors are gathered): the clock's verdict is shared.
-                if (s.commit_every_seconds and index + 1 < len(steps)
-                        and past_deadline_everywhere(now - last_commit > s.commit_every_seconds)):
+                if commit_due and index + 1 < len(steps):
                     p["train_seconds"] = now - started
                     self.commit(best=False, tag=f"e{epoch:04d}s{index + 1:06d}")
                     last_commit = time.perf_counter()

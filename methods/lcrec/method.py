@@ -22,12 +22,21 @@ from methods.lcrec.settings import LCRecSettings, parse_settings
 
 
 def deviations(s: LCRecSettings) -> list[str]:
+    """How this run differs from the authors' code (RUCAIBox/LC-Rec: finetune.py, run.sh, data.py, prompt.py)."""
     out = ["trained on the sequential task only (LC-Rec adds item-index/language alignment tasks)",
-           "ID-only prompts; the loss covers a user's whole sequence in one pass (LC-Rec: one instruction "
-           "example per prefix)",
-           "semantic IDs from the RQ-VAE over MiniLM item-text embeddings shared with TIGER, plus a collision "
-           "digit (LC-Rec: RQ-VAE with uniform semantic mapping over LLaMA text embeddings)",
-           f"LoRA rank {s.lora_rank} on {', '.join(s.lora_targets)} and the new code tokens' embeddings only"]
+           "one fixed ID-only prompt; the loss covers a user's whole sequence in one pass (LC-Rec: one of 17 "
+           "Alpaca-style templates sampled per example, one example per prefix, tested over all templates)",
+           f"semantic IDs: {s.levels} levels x {s.codebook_size} from the RQ-VAE over MiniLM item-text embeddings "
+           "shared with TIGER, plus a collision digit (LC-Rec: 4 levels x 256 over LLaMA title+description "
+           "embeddings, Sinkhorn on the last level for collided items)",
+           f"LoRA rank {s.lora_rank} (alpha {s.lora_alpha}) on {', '.join(s.lora_targets)} and the new code tokens' "
+           f"rows, lr {s.learning_rate:g}, {s.epochs} epochs, last epoch kept (LC-Rec's run.sh: full fine-tuning, "
+           "lr 5e-5, 4 epochs, cosine, best checkpoint on validation)",
+           f"histories up to {s.max_history} items (LC-Rec and genrec: 20)",
+           "decoding: exactly one semantic ID per beam, constrained to the catalogue trie, no EOS (LC-Rec: any "
+           "code seen at each position, then EOS, up to 10 new tokens, ranked by sequence score with EOS)"]
+    if s.beam_size != 20:
+        out.append(f"beam size {s.beam_size} (LC-Rec: 20)")
     if s.model == "smollm2":
         out.append("backbone SmolLM2-135M-Instruct (LC-Rec: LLaMA-7B; the genrec reproduction: Qwen3-1.7B)")
     return out
@@ -70,9 +79,12 @@ class LCRecMethod(Method):
         torch.manual_seed(ctx.seed)  # the new rows' initial values (trained and saved in full afterwards)
         base.resize_token_embeddings(len(tokenizer))
         new_tokens = sorted(int(t) for t in np.unique(self.item_tokens))
+        # Tied heads follow the embedding's trainable rows (PEFT ties them); an untied head needs its own.
+        tied = getattr(base.config, "tie_word_embeddings", True)
+        trainable = new_tokens if tied else {"embed_tokens": new_tokens, "lm_head": new_tokens}
         lora = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
                           target_modules=list(s.lora_targets), bias="none", task_type="CAUSAL_LM",
-                          trainable_token_indices=new_tokens)
+                          trainable_token_indices=trainable)
         try:
             self.model = get_peft_model(base, lora)
         except ValueError as error:
@@ -141,7 +153,9 @@ class LCRecMethod(Method):
             out = beam_generate(self.model, ids, mask, num_beams=beams, num_return_sequences=beams,
                                 max_new_tokens=depth, min_new_tokens=depth, do_sample=False,
                                 prefix_allowed_tokens_fn=allowed, eos_token_id=self.tokenizer.eos_token_id,
-                                pad_token_id=pad)
+                                pad_token_id=pad,
+                                # a model folder's own generation_config must not reshape the beams
+                                repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0)
         codes = out[:, width:width + depth].view(len(histories), beams, depth).tolist()
         scores = torch.full((len(histories), self.num_items), float("-inf"))
         for row, beam_codes in enumerate(codes):
