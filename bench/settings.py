@@ -72,23 +72,21 @@ def parse_section(cls: type[T], section: dict[str, Any], name: str, *,
     return cls(**values)
 
 
-def module_names(value: Any) -> list[str]:
-    """A hook: a list of module names (LoRA targets), also given as "q_proj,v_proj" on the command line."""
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("a list of module names, e.g. [\"q_proj\", \"v_proj\"]")
-    return list(value)
-
-
-def non_empty_strings(what: str) -> Hook:
-    """A hook: a non-empty list of non-empty strings (`what` says which, e.g. item text fields)."""
+def non_empty_strings(what: str, split_commas: bool = False) -> Hook:
+    """A hook: a non-empty list of non-empty strings (`what` says which, e.g. item text fields);
+    `split_commas` also takes "a,b" as given on the command line."""
     def check(value: Any) -> list[str]:
-        if not (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
+        if split_commas and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not (isinstance(value, list | tuple) and value and all(isinstance(v, str) and v for v in value)):
             raise ValueError(f"a list of {what}")
         return list(value)
 
     return check
+
+
+# LoRA targets: also given as "q_proj,v_proj" with --set.
+module_names = non_empty_strings('module names, e.g. ["q_proj", "v_proj"]', split_commas=True)
 
 
 def positive_ints(what: str) -> Hook:

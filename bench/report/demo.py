@@ -14,6 +14,8 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.report.formatting import fmt_number
+from bench.report.labels import method_label
 from bench.store.results import budget_cut, training_summary
 
 Record = dict[str, Any]
@@ -119,9 +121,6 @@ def data_text(record: Record) -> str:
 
 def render_demo(table: DemoTable) -> list[str]:
     """The demo's table, one line per row (under 100 characters), and what was replaced or left out."""
-    from bench.report.formatting import fmt_number
-    from bench.report.labels import method_label
-
     lines = [f"{'method':<21} {'data':<18} {'NDCG@10':>8} {'HR@10':>7} {'training':<21} {'train s':>9} "
              f"{'samples/s':>9}"]
     for record in table.rows:

@@ -173,7 +173,8 @@ def add_full_runs_to_subsamples(groups: dict[Group, list[Row]]) -> None:
         if group.requests >= group.requests_total or not group.converged or reference is None:
             continue
         full = groups.get(replace(group, requests=group.requests_total), [])
-        rows += [view for row in full if (view := restricted(row, np.sort(reference))) is not None]
+        wanted = np.sort(reference)  # once per table, not once per joining row
+        rows += [view for row in full if (view := restricted(row, wanted)) is not None]
 
 
 def aggregate_seeds(rows: list[Row]) -> list[Row]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.settings import non_empty_strings, parse_section, word_or_number
+from bench.settings import module_names, parse_section, word_or_number
 from bench.train.precision import PRECISIONS
 
 
@@ -53,7 +53,7 @@ CHOICES = {"embedder": ("base_llm", "minilm"), "loss": ("response", "all_tokens"
 POSITIVE = ("num_beams", "max_new_tokens", "lora_rank", "batch_size", "grad_accum", "eval_batch_size")
 HOOKS = {"gamma": word_or_number(("auto",)), "decode_length": word_or_number(("eos", "mean_title"), integer=True,
                                                                             minimum=1),
-         "lora_targets": non_empty_strings("module names")}
+         "lora_targets": module_names}
 
 
 def parse_settings(section: dict[str, Any]) -> BIGRecSettings:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.errors import BenchError
-from bench.settings import non_empty_strings, parse_section, positive_ints
+from bench.settings import module_names, non_empty_strings, parse_section, positive_ints
 from bench.train.precision import PRECISIONS
 from methods.semantic_ids.catalogue import RQVAESettings
 
@@ -58,7 +58,7 @@ CHOICES = {"precision": PRECISIONS}
 POSITIVE = ("levels", "codebook_size", "latent_dim", "rqvae_epochs", "rqvae_batch_size", "lora_rank", "batch_size",
             "grad_accum", "max_history", "beam_size", "eval_batch_size")
 HOOKS = {"text_fields": non_empty_strings('item text fields such as ["title", "brand"]'),
-         "rqvae_hidden": positive_ints("layer widths"), "lora_targets": non_empty_strings("module names")}
+         "rqvae_hidden": positive_ints("layer widths"), "lora_targets": module_names}
 
 
 def parse_settings(section: dict[str, Any]) -> LCRecSettings:
