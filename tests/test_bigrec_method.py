@@ -257,10 +257,11 @@ def test_settings_from_bench_toml_and_errors():
         parse_settings(method_config(config, "bigrec", preset)["bigrec"])
     for bad, message in [({"beams": 4}, "unknown key"), ({"loss": "prompt"}, "loss"),
                          ({"gamma": -1}, "gamma"), ({"num_beams": 0}, "num_beams"),
-                         ({"lora_targets": "q_proj"}, "lora_targets"), ({"epochs": "3"}, "epochs")]:
+                         ({"lora_targets": []}, "lora_targets"), ({"epochs": "3"}, "epochs")]:
         with pytest.raises(BenchError, match=message):
             parse_settings(bad)
     assert parse_settings({"learning_rate": 1, "gamma": 2}).learning_rate == 1.0
+    assert parse_settings({"lora_targets": "q_proj,v_proj"}).lora_targets == ["q_proj", "v_proj"]  # as --set gives
 
 
 @pytest.mark.slow

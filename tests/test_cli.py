@@ -36,7 +36,7 @@ def test_unknown_method_is_one_line_with_choices(isolated: Path):
     result = bench("run", "--method", "coev", "--dataset", "tiny")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: Unknown method 'coev'. Did you mean 'cove'? Available: bigrec, cove, "
-                                     "gru4rec, pop, sasrec, sasrec_native, tiger")
+                                     "gru4rec, lcrec, pop, sasrec, sasrec_native, tiger")
 
 
 def test_missing_data_dir_is_one_line(isolated: Path):
