@@ -111,8 +111,8 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
                   load_seconds=record["train_seconds"], **training,
                   weights_from={"record": f"runs/{source['dataset']}/{path.name}", "config_hash": source["config_hash"],
                                 "git_rev": source.get("git_rev"),
-                                "selection": "the source run's epoch, chosen on validation under its own evaluation "
-                                             f"options ({_options_text(source['config']['eval'])})"})
+                                "selection": "the source run's epoch, chosen on validation with mask_history = "
+                                             f"{source['config']['eval'].get('mask_history')}"})
     chosen_on = int(source.get("num_valid_requests") or 0)
     valid = (record.get("metrics_by_position") or {}).get("valid")
     if valid and source.get("eval_target", "test") == "test" and chosen_on and \
@@ -122,7 +122,3 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
     per_request = record.pop(PER_REQUEST_KEY)
     record["ranks"] = save_ranks(target, per_request)
     return RunOutcome(record, save_record(target, record, paths.cache_dir, log), reused=False)
-
-
-def _options_text(section: dict[str, Any]) -> str:
-    return ", ".join(f"{key} = {section.get(key)}" for key in REEVALUABLE_KEYS[:1])
