@@ -176,7 +176,8 @@ def test_budget_stop_validates_the_partial_epoch_like_cove(tiny_backbone: None, 
         scores.append(0.25)
         return 0.25
 
-    method = make({**TINY, "epochs": 3, "batch_size": 8, "grad_accum": 2}, tmp_path / "work", validate=validate,
+    method = make({**TINY, "epochs": 3, "batch_size": 8, "grad_accum": 2, "selection": "ndcg"}, tmp_path / "work",
+                  validate=validate,
                   max_train_minutes=1e-6)
     method.fit(dataset)
     progress = method.progress
@@ -195,7 +196,8 @@ def test_early_stopping_keeps_best_epoch(tiny_backbone: None, tmp_path: Path):
         snapshots.append(adapter_state(method.model))
         return next(scores)
 
-    method = make({**TINY, "epochs": 6, "patience": 2, "batch_size": 8}, tmp_path / "work", validate=validate)
+    method = make({**TINY, "epochs": 6, "patience": 2, "batch_size": 8, "selection": "ndcg"}, tmp_path / "work",
+                  validate=validate)
     method.fit(dataset)
     progress = method.progress
     assert progress["stopped_by"] == "early_stopping" and progress["epochs_done"] == 4
@@ -204,6 +206,27 @@ def test_early_stopping_keeps_best_epoch(tiny_backbone: None, tmp_path: Path):
 
     final = adapter_state(method.model)
     assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
+
+
+def test_validation_loss_picks_the_epoch_as_the_authors(tiny_backbone: None, tmp_path: Path):
+    from bench.train.lora_trainer import mean_token_loss
+
+    dataset = rule_dataset(num_items=10, num_users=40, length=5, rule="next", seed=3)
+    method = make({**TINY, "epochs": 4, "valid_loss_users": 16}, tmp_path / "work")
+    method.fit(dataset)
+    progress = method.progress
+    scores = progress["epoch_scores"]
+    assert len(scores) == 4 and all(score < 0 for score in scores)  # negated losses: higher is better
+    assert scores[-1] > scores[0]  # the rule is learnable: the validation loss falls
+    assert progress["best_epoch"] == 1 + int(np.argmax(scores))
+    # The weights left in place are the chosen epoch's, and the loss is a mean over tokens, not over batches.
+    examples = method._valid_loss_examples(dataset)
+    assert len(examples) == 16 and method.describe()["valid_loss_examples"] == 16
+    pad = method.tokenizer.pad_token_id
+    one = mean_token_loss(method.model, examples, pad, batch_size=1, device="cpu", precision="fp32")
+    many = mean_token_loss(method.model, examples, pad, batch_size=16, device="cpu", precision="fp32")
+    assert one == pytest.approx(many, rel=1e-4) and -one == pytest.approx(max(scores), rel=1e-4)
+    assert method.describe()["epoch_selection"] == "validation loss (as the authors)"
 
 
 def test_gamma_auto_uses_cached_generations(tiny_backbone: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

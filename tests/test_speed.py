@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,27 @@ def test_cli_prints_table_and_writes_record(fakes: dict[str, Any], isolated: Pat
     assert "| cove |" in result.output and "cove / bigrec samples/s" in result.output
     record = json.loads((isolated / "results" / "speed" / "tiny-cpu.json").read_text())
     assert record["hardware"]["torch_threads"] == 1 and record["config"]["threads"] == 1
+
+
+def test_a_labelled_comparison_keeps_the_main_record_and_bad_labels_are_refused(fakes: dict[str, Any],
+                                                                               isolated: Path):
+    from bench.report.speed_tables import render_speed
+
+    main = measure_speed("tiny", ["cove", "bigrec"], num_prompts=2, repeats=1, config=fakes, log=lambda _: None)
+    labelled = measure_speed("tiny", ["cove"], num_prompts=2, repeats=1, config=fakes, label="same_backbone",
+                             log=lambda _: None)
+    assert labelled.path == isolated / "results" / "speed" / "tiny-cpu-same_backbone.json"
+    assert main.path.exists() and json.loads(main.path.read_text())["measured_in_order"] == ["cove", "bigrec"]
+    assert "batch 1 · quick-fit weights · same backbone" in "\n".join(render_speed([labelled.record]))
+    for bad in ("../x", "Same", "a-b", "x" * 41):
+        with pytest.raises(BenchError, match="--label"):
+            measure_speed("tiny", ["cove"], config=fakes, label=bad, log=lambda _: None)
+    # From the command line: one line, exit 2, before any method is built (the process has no fakes).
+    result = subprocess.run([sys.executable, "-m", "bench.cli", "speed", "--dataset", "tiny", "--methods", "cove",
+                             "--label", "../x"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "--label '../x'" in result.stderr
+    assert sorted(p.name for p in (isolated / "results" / "speed").iterdir()) == ["tiny-cpu-same_backbone.json",
+                                                                               "tiny-cpu.json"]
 
 
 class FakeTrainable(FakeCoVE):

@@ -221,6 +221,9 @@ def speed_command(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (1 is stable on a shared, busy CPU)")] = None,
     seed: int = 0,
     results_dir: Annotated[Path | None, typer.Option(help="Where results/speed/ goes (default results/)")] = None,
+    label: Annotated[str | None, typer.Option(
+        help="Name of this comparison (e.g. same_backbone), added to the record's file name so it does not "
+             "replace the main speed record")] = None,
 ) -> None:
     """Inference samples/sec of several methods in one process on the same requests; records speed JSON."""
     from bench.report.speed_tables import render_speed
@@ -232,7 +235,7 @@ def speed_command(
                             num_prompts=num_prompts, repeats=repeats, batch_size=batch_size, overrides=set_ or [],
                             model=model, quick_fit=not full_fit, trained=trained,
                             records=[Path(r.strip()) for r in (records or "").split(",") if r.strip()],
-                            threads=threads, seed=seed, results_dir=results_dir, log=typer.echo)
+                            threads=threads, seed=seed, results_dir=results_dir, label=label, log=typer.echo)
     typer.echo("\n".join(render_speed([outcome.record])))
     typer.echo(f"wrote {outcome.path}")
 

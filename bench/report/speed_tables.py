@@ -45,8 +45,9 @@ def render_speed(speed: list[Record]) -> list[str]:
     for record in speed:
         hardware = record.get("hardware", {}).get("name") or record.get("device")
         kinds = " / ".join(sorted({weights_text(e, record) for e in record["methods"].values()}))
+        label = f" · {str(record['label']).replace('_', ' ')}" if record.get("label") else ""
         lines += [f"### {record['dataset']} · {record['device']} ({hardware}) · batch {record.get('batch_size')} · "
-                  f"{kinds} weights", "",
+                  f"{kinds} weights{label}", "",
                   f"{record.get('num_prompts')} requests × {record.get('repeats')} repetitions, batch size "
                   f"{record.get('batch_size')}, {record.get('hardware', {}).get('torch_threads', '?')} torch "
                   f"thread(s), backbone {record.get('backbone') or '–'}; "

@@ -17,6 +17,7 @@ which uses bench.train.resources.Stopwatch): scoring only, device-synchronised.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import tempfile
 from dataclasses import dataclass
@@ -50,20 +51,33 @@ class SpeedOutcome:
     path: Path
 
 
-def speed_name(dataset: str, device: str, batch_size: int = 1, trained: bool = False) -> str:
-    """One speed record per dataset, device kind, batch size and kind of weights (batch 1 and quick-fit
-    weights keep the plain name); the plot takes the same name."""
+# A comparison's label goes into file names: lower-case words joined by '_' (no path, no dash).
+LABEL_PATTERN = re.compile(r"[a-z0-9]+(_[a-z0-9]+)*")
+
+
+def speed_name(dataset: str, device: str, batch_size: int = 1, trained: bool = False, label: str | None = None) -> str:
+    """One speed record per dataset, device kind, batch size, kind of weights and comparison label (batch 1,
+    quick-fit weights and no label keep the plain name); the plot takes the same name."""
     suffix = ("" if batch_size == 1 else f"-b{batch_size}") + ("-trained" if trained else "")
-    return f"{dataset}-{device.split(':')[0]}{suffix}"
+    return f"{dataset}-{device.split(':')[0]}{suffix}" + (f"-{label}" if label else "")
 
 
 def record_speed_name(record: dict[str, Any]) -> str:
     trained = any((entry.get("weights") or {}).get("kind") == "trained" for entry in record["methods"].values())
-    return speed_name(record["dataset"], record["device"], int(record.get("batch_size") or 1), trained)
+    return speed_name(record["dataset"], record["device"], int(record.get("batch_size") or 1), trained,
+                      record.get("label"))
 
 
-def speed_path(results_dir: Path, dataset: str, device: str, batch_size: int = 1, trained: bool = False) -> Path:
-    return results_dir / "speed" / f"{speed_name(dataset, device, batch_size, trained)}.json"
+def speed_path(results_dir: Path, dataset: str, device: str, batch_size: int = 1, trained: bool = False,
+               label: str | None = None) -> Path:
+    return results_dir / "speed" / f"{speed_name(dataset, device, batch_size, trained, label)}.json"
+
+
+def check_label(label: str | None) -> None:
+    """A label names files: refuse anything but lower-case words joined by '_' before any work."""
+    if label is not None and (len(label) > 40 or not LABEL_PATTERN.fullmatch(label)):
+        raise BenchError(f"--label {label!r}: expected lower-case letters and digits, words joined by '_' (at most "
+                         "40 characters), e.g. same_backbone")
 
 
 def route_overrides(overrides: list[str], methods: list[str]) -> dict[str, list[str]]:
@@ -213,18 +227,21 @@ def measure_speed(
     seed: int = 0,
     results_dir: Path | None = None,
     config: dict[str, Any] | None = None,
+    label: str | None = None,
     log: Any = print,
 ) -> SpeedOutcome:
     """Measure every method on the same seeded requests in this process; record atomically.
 
     `records` (and, for the methods they leave out, `trained`: the best recorded run still on this machine)
-    give methods their trained weights; the others get the quick fit (or the full fit).
+    give methods their trained weights; the others get the quick fit (or the full fit). `label` names a
+    comparison of its own (e.g. same_backbone), so it does not replace the main speed record.
     """
     from bench.config import load_config
     from bench.runs.run import build_effective_config, eval_settings, subsample_cases
     from bench.runs.setup import set_up
     from bench.store.results import atomic_write_text, git_revision, now_iso, package_versions, read_record
 
+    check_label(label)
     if not methods:
         raise BenchError("--methods: name at least one method")
     if len(set(methods)) != len(methods):
@@ -316,6 +333,7 @@ def measure_speed(
     weights = weights.strip()
     record = {
         "schema": SPEED_SCHEMA,
+        "label": label,
         "dataset": dataset.name,
         "split_hash": dataset.split.hash,
         "eval_target": target,
@@ -343,6 +361,6 @@ def measure_speed(
         "git_rev": git_revision(),
         "created": now_iso(),
     }
-    path = speed_path(paths.results_dir, dataset.name, device, batch_size, trained=bool(reused))
+    path = speed_path(paths.results_dir, dataset.name, device, batch_size, trained=bool(reused), label=label)
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return SpeedOutcome(record, path)

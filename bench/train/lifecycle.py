@@ -45,6 +45,8 @@ class LoopSettings:
     resume_only: bool = False      # RunContext.resume_only: load a finished run, never train
     validate_every: int = 1        # epochs between validations (the last epoch is always validated)
     commit_every_seconds: float | None = None  # also commit inside an epoch this often (long epochs)
+    # What `validate` returns (higher is better); a loss is returned negated ("negative validation loss").
+    metric: str = "validation NDCG@10"
 
 
 @dataclass
@@ -198,7 +200,7 @@ class TrainingLoop:
         p["epoch_scores"].append(round(score, 6))
         p["validated_epochs"].append(epoch)
         note = " (partial epoch: time budget)" if partial else ""
-        head = f"{self.s.name}: epoch {epoch} loss {p['epoch_losses'][-1]:.4f}, validation NDCG@10 {score:.4f}"
+        head = f"{self.s.name}: epoch {epoch} loss {p['epoch_losses'][-1]:.4f}, {self.s.metric} {score:.4f}"
         if p["best_score"] is None or score > p["best_score"]:
             p.update(best_score=score, best_epoch=epoch, bad_epochs=0)
             self.log(f"{head} (best){note}")

@@ -29,6 +29,7 @@ from bench.train.distributed import (
     is_main,
     my_slice,
     share_weight,
+    sums_over_ranks,
     world,
 )
 from bench.train.lifecycle import LoopSettings, StepResult, TrainingLoop, Writers
@@ -100,6 +101,28 @@ def load_adapter_state(model: Any, state: dict[str, torch.Tensor]) -> None:
     set_peft_model_state_dict(model, state)
 
 
+def mean_token_loss(model: Any, examples: list[TrainExample], pad_id: int, *, batch_size: int, device: str,
+                    precision: str) -> float:
+    """The mean loss per labelled token over `examples`, without gradients (BIGRec's authors pick the epoch by
+    this validation loss); under torchrun each rank takes its slice and the sums are shared."""
+    was_training = model.training
+    model.eval()
+    totals = [0.0, 0.0]
+    mine = my_slice(list(range(len(examples))))
+    with torch.no_grad():
+        for start in range(0, len(mine), batch_size):
+            batch = collate([examples[p] for p in mine[start:start + batch_size]], pad_id)
+            terms = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            if terms:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with autocast(device, precision):
+                    totals[0] += float(model(**batch).loss) * terms
+                totals[1] += terms
+    totals = sums_over_ranks(totals)
+    model.train(was_training)
+    return totals[0] / max(1.0, totals[1])
+
+
 class LoRATrainer:
     """Trains the adapter of a peft model in place on the shared lifecycle (bench.train.lifecycle), with a
     commit every CHECKPOINT_EVERY_SECONDS inside an epoch too, so an interrupted CPU run loses little."""
@@ -121,9 +144,11 @@ class LoRATrainer:
         validate: Callable[[], float] | None = None,
         log: Callable[[str], None] = print,
         resume_only: bool = False,
+        metric: str = "validation NDCG@10",
     ) -> None:
         """`settings`: the method's parsed section (learning_rate, batch_size, grad_accum, warmup_steps, epochs,
-        patience); `name` labels its progress and checkpoints; `precision` as resolved."""
+        patience); `name` labels its progress and checkpoints; `precision` as resolved; `metric` names what
+        `validate` returns (higher is better)."""
         self.name = name
         self.model, self.pad_id, self.examples, self.settings, self.log = model, pad_id, examples, settings, log
         self.seed, self.device, self.precision = seed, device, precision
@@ -135,7 +160,7 @@ class LoRATrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_warmup_decay(settings.warmup_steps, total))
         loop = LoopSettings(name, settings.epochs, settings.patience, seed, budget_minutes, resume_only,
-                            commit_every_seconds=CHECKPOINT_EVERY_SECONDS)
+                            commit_every_seconds=CHECKPOINT_EVERY_SECONDS, metric=metric)
         key = setup_key(examples, {**key_extra, "seed": seed, "device": device, "precision": precision})
         self.loop = TrainingLoop(self, loop, model=model, work_dir=work_dir, validate=validate, log=log,
                                  fingerprint={"key": key})

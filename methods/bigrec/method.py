@@ -9,6 +9,7 @@ recorded with every result.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,8 @@ MAX_SEQUENCE_TOKENS = 1024
 DEVIATIONS = [
     "backbone: the configured model (SmolLM2-135M-Instruct by default), not LLaMA-7B in 8-bit",
     "prompt wording generic ('items ... bought') instead of per-domain ('video games ... played')",
-    "early stopping on validation NDCG@10 of the shared evaluator (gamma = 0), not validation loss",
+    "validation loss on a seeded subsample of validation users (valid_loss_users; the authors used their whole "
+    "validation file)",
     "default loss on response tokens only (loss='response'); the authors trained on all tokens",
     "training samples from the harness split (train_samples), not the authors' 10-item sliding windows",
     "embedding forward passes position ids from the attention mask (authors' left padding shifted them)",
@@ -123,7 +125,7 @@ class BIGRecMethod(Method):
     def fit(self, dataset: Dataset) -> None:
         import torch
 
-        from bench.train.lora_trainer import LoRATrainer
+        from bench.train.lora_trainer import LoRATrainer, mean_token_loss
 
         self._load(dataset)
         s, ctx = self.settings, self.context
@@ -138,20 +140,40 @@ class BIGRecMethod(Method):
                     for sample in samples]
         budgets = [m for m in (ctx.max_train_minutes, s.max_train_minutes or None) if m]
         validate = self._validate_fn(dataset)
+        valid_examples = self._valid_loss_examples(dataset) if s.selection == "valid_loss" else []
+        if s.selection == "valid_loss":
+            # The authors' criterion; one epoch leaves nothing to choose, so it is not computed then.
+            select = (lambda: -mean_token_loss(self.model, valid_examples, self.tokenizer.pad_token_id,
+                                               batch_size=s.batch_size, device=ctx.device,
+                                               precision=self.precision)) if valid_examples and s.epochs > 1 else None
+            metric = "negative validation loss"
+        else:
+            select = (lambda: validate(0.0)) if validate is not None and s.epochs > 1 else None
+            metric = "validation NDCG@10"
         trainer = LoRATrainer(self.model, self.tokenizer.pad_token_id, examples, s, ctx.work_dir,
                               key_extra={"settings": s.as_dict(), "dataset": dataset.name,
                                          "split": dataset.split.hash},
                               name="bigrec", seed=ctx.seed, device=ctx.device, precision=self.precision,
                               budget_minutes=min(budgets) if budgets else None,
-                              # one epoch leaves nothing to choose: validating would only cost time
-                              validate=(lambda: validate(0.0)) if ctx.validate is not None and s.epochs > 1 else None,
-                              log=ctx.log, resume_only=ctx.resume_only)
+                              validate=select, metric=metric, log=ctx.log, resume_only=ctx.resume_only)
         with torch.enable_grad():
             self.progress = trainer.train() if samples else None
         self.model.eval()
         self._choose_gamma(validate)
         self._query_cache = None
         self._generated_tokens = self._generated_samples = self._generated_at_cap = 0
+
+    def _valid_loss_examples(self, dataset: Dataset) -> list[Any]:
+        """The validation examples whose loss picks the epoch: each validation request (history, target) of a
+        seeded subsample of `valid_loss_users`, encoded as a training example."""
+        s, valid = self.settings, dataset.split.valid
+        positions = [j for j in range(len(valid)) if valid.histories[j]]
+        if 0 < s.valid_loss_users < len(positions):
+            positions = sorted(random.Random(self.context.seed + 1).sample(positions, s.valid_loss_users))
+        self._info["valid_loss_examples"] = len(positions)
+        return [encode_example(self.tokenizer, self._prompt(valid.histories[j]),
+                               build_response(self.item_texts[valid.targets[j]]), s.loss, MAX_SEQUENCE_TOKENS)
+                for j in positions]
 
     def _exact_new_tokens(self) -> int | None:
         """decode_length as a token count: None (stop at EOS), a number, or the mean response length
@@ -269,6 +291,8 @@ class BIGRecMethod(Method):
             "max_history": s.max_history,
             "max_title_words": s.max_title_words,
             "gamma": self.gamma,
+            "epoch_selection": ("validation loss (as the authors)" if s.selection == "valid_loss"
+                                else "validation NDCG@10"),
             "gamma_selection": ("fixed" if s.gamma != "auto" else "grid on validation NDCG@10"
                                 if self.context.validate is not None else "auto without a validator: gamma 0"),
             "side_score": s.side_score if self.gamma else None,

@@ -26,6 +26,11 @@ class BIGRecSettings:
     grad_accum: int = 32
     epochs: int = 50
     patience: int = 5
+    # Early stopping and the best epoch: "valid_loss" (the authors: loss on validation examples, here a seeded
+    # subsample of `valid_loss_users`, 0 = all) or "ndcg" (validation NDCG@10 of the shared evaluator, which
+    # decodes every validation request each epoch: far slower).
+    selection: str = "valid_loss"
+    valid_loss_users: int = 512
     warmup_steps: int = 20
     loss: str = "response"
     train_samples: str = "last"
@@ -49,7 +54,8 @@ class BIGRecSettings:
 
 
 CHOICES = {"embedder": ("base_llm", "minilm"), "loss": ("response", "all_tokens"),
-           "train_samples": ("last", "all_prefixes"), "side_score": ("popularity",), "precision": PRECISIONS}
+           "train_samples": ("last", "all_prefixes"), "selection": ("valid_loss", "ndcg"),
+           "side_score": ("popularity",), "precision": PRECISIONS}
 POSITIVE = ("num_beams", "max_new_tokens", "lora_rank", "batch_size", "grad_accum", "eval_batch_size")
 HOOKS = {"gamma": word_or_number(("auto",)), "decode_length": word_or_number(("eos", "mean_title"), integer=True,
                                                                             minimum=1),
