@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.report.formatting import METRIC_TITLES, fmt_metric, fmt_number, markdown_table
+from bench.report.frontier import render_frontier
 from bench.report.labels import method_label
 from bench.report.plots import write_plots
 from bench.report.scale_report import load_scale, render_scale
@@ -144,6 +145,7 @@ def render_markdown(
     published: list[Row] | None = None,
     speed: list[Record] | None = None,
     title: str = "# Leaderboard",
+    frontier: list[str] | None = None,
 ) -> str:
     published = published or []
     lines = [title, "", PROTOCOL_LINE, ""]
@@ -165,6 +167,7 @@ def render_markdown(
                       *render_published(mine), ""]
     if speed:
         lines += render_speed(speed)
+    lines += frontier or []
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -216,7 +219,7 @@ def write_leaderboard(results_dir: Path, strict: bool = False) -> WrittenLeaderb
     tables = leaderboard_rows(records)
     published = load_reference(results_dir / "reference")
     speed = load_speed(results_dir)
-    markdown = render_markdown(tables, published, speed)
+    markdown = render_markdown(tables, published, speed, frontier=render_frontier(records, speed))
     md_path, csv_path = results_dir / "leaderboard.md", results_dir / "leaderboard.csv"
     atomic_write_text(md_path, markdown)
     atomic_write_text(csv_path, render_csv(tables))

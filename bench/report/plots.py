@@ -1,4 +1,5 @@
-"""Figures from recorded runs: CoVE compression sweep and inference speed (matplotlib, Agg, PNG).
+"""Figures from recorded runs: CoVE compression sweep, inference speed and the speed-accuracy frontier
+(matplotlib, Agg, PNG).
 
 Data extraction (`setting_sweeps`) is separate from drawing so tests can check the numbers
 without rendering. A plot without data is skipped, not drawn empty. PNGs carry no timestamp or
@@ -17,6 +18,7 @@ from typing import Any
 
 from bench.config import config_hash
 from bench.report.formatting import METRIC_TITLES, fmt_number
+from bench.report.frontier import FrontierPoint, frontier_panels, frontier_views, size_text
 from bench.report.labels import swept_setting, swept_value
 from bench.report.speed_tables import speed_order, speed_ratios, weights_text
 from bench.report.tables import record_group
@@ -233,12 +235,53 @@ def plot_speed(record: dict[str, Any], path: Path) -> Path:
         plt.close(fig)
 
 
+def plot_frontier(dataset: str, device: str, panels: list[tuple[int, dict[str, Any], list[FrontierPoint]]],
+                  path: Path) -> Path:
+    """NDCG@10 against inference samples/sec (log), one panel per batch size (each from one speed run), one
+    point per method labelled with its size; hollow points were timed with quick-fit weights (their speed does
+    not follow the weights)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    for axis, (batch_size, speed_record, points) in zip(axes[0], panels):
+        for point in points:
+            hollow = point.weights != "trained"
+            axis.scatter([point.samples_per_sec], [point.ndcg10], s=46, edgecolor="tab:blue",
+                         facecolor="white" if hollow else "tab:blue", zorder=3)
+            axis.annotate(f"{point.label} ({size_text(point.parameters)})", (point.samples_per_sec, point.ndcg10),
+                          textcoords="offset points", xytext=(5, 4), fontsize=7)
+        axis.set_xscale("log")
+        axis.set_xlabel("inference samples/sec (log scale)")
+        axis.set_ylabel("test NDCG@10 (best full-data row)")
+        hardware = (speed_record.get("hardware") or {}).get("name") or device
+        axis.set_title(f"batch {batch_size} · {hardware} · speed/{points[0].speed_record}", fontsize=8)
+        axis.grid(True, alpha=0.3)
+        axis.margins(x=0.25, y=0.15)
+    fig.suptitle(f"speed-accuracy frontier · {dataset} · {device} · filled: speed of trained weights, hollow: "
+                 "quick-fit weights whose speed does not follow training", fontsize=8)
+    fig.tight_layout()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def frontier_plots(records: list[tuple[Path, dict[str, Any]]], speed: list[dict[str, Any]],
+                   plots_dir: Path) -> list[Path]:
+    written = []
+    for dataset, device in frontier_views(speed):
+        panels = frontier_panels(records, speed, dataset, device)
+        if panels:
+            written.append(plot_frontier(dataset, device, panels, plots_dir / f"frontier-{dataset}-{device}.png"))
+    return written
+
+
 def write_plots(records: list[tuple[Path, dict[str, Any]]], speed: list[dict[str, Any]], plots_dir: Path) -> list[Path]:
     """Draw every plot that has data; remove PNGs left from data that is gone (the folder is generated)."""
     written = [plot_sweep(s, plots_dir / f"{s.method}-{s.key}-{s.dataset}-{s.group.slug()}-{s.setting}.png")
                for s in setting_sweeps(records)]
     written += [plot_speed(record, plots_dir / f"speed-{record_speed_name(record)}.png")
                 for record in speed if record.get("methods")]
+    written += frontier_plots(records, speed, plots_dir)
     if plots_dir.exists():
         for stale in sorted(set(plots_dir.glob("*.png")) - set(written)):
             stale.unlink()

@@ -92,13 +92,17 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
         return RunOutcome(read_record(target), target, reused=True)
     work_dir = run_work_dir(paths.cache_dir, dataset.name, method, hash_)
     slot = contextlib.nullcontext() if parallel else training_slot(paths.cache_dir, f"bench evaluate {path.name}", log)
+    # The source's validation requests chose the epoch these weights come from (none chose it without one).
+    chosen = ((source.get("method_info") or {}).get("best_epoch") is not None
+              and source.get("eval_target", "test") == "test")
+    chosen_on = int(source.get("num_valid_requests") or 0) if chosen else 0
     with work_dir_lock(work_dir), slot:
         if weights.work_dir is not None:  # a copy: the source's checkpoints are never touched
             shutil.copytree(weights.work_dir, work_dir, dirs_exist_ok=True)
         record = train_and_evaluate(method_cls, method, dataset, info, effective, eval_settings(effective, method),
                                     device=device, seed=int(source.get("seed", 0)), work_dir=work_dir,
                                     cache_dir=paths.cache_dir, budget=budget, progress=True, log=log,
-                                    resume_only=method_cls.loads_finished_runs)
+                                    resume_only=method_cls.loads_finished_runs, chosen_on=chosen_on)
     if source.get("method_info", {}).get("best_epoch") != record["method_info"].get("best_epoch"):
         raise BenchError(f"{path.name}: the reloaded weights say best epoch {record['method_info'].get('best_epoch')}"
                          f", the record {source['method_info'].get('best_epoch')}: not the recorded weights")
@@ -113,12 +117,6 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
                                 "git_rev": source.get("git_rev"),
                                 "selection": "the source run's epoch, chosen on validation with mask_history = "
                                              f"{source['config']['eval'].get('mask_history')}"})
-    chosen_on = int(source.get("num_valid_requests") or 0)
-    valid = (record.get("metrics_by_position") or {}).get("valid")
-    if valid and source.get("eval_target", "test") == "test" and chosen_on and \
-            (source.get("method_info") or {}).get("best_epoch") is not None:
-        valid["note"] = (f"same trained model; {chosen_on} of these requests chose the source run's epoch "
-                         "(optimistic)")
     per_request = record.pop(PER_REQUEST_KEY)
     record["ranks"] = save_ranks(target, per_request)
     return RunOutcome(record, save_record(target, record, paths.cache_dir, log), reused=False)

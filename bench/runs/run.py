@@ -289,7 +289,11 @@ def train_and_evaluate(
     progress: bool,
     log: Any,
     resume_only: bool = False,
+    chosen_on: int | None = None,
 ) -> dict[str, Any]:
+    """Fit (or, with `resume_only`, load) one method, rank every request of its target (and extra targets),
+    and return the record's body. `chosen_on`: validation requests that chose the epoch when that choice was
+    made elsewhere (bench evaluate: the source run's)."""
     from dataclasses import replace
 
     from bench.data.split import selection_split
@@ -342,12 +346,17 @@ def train_and_evaluate(
                           mask_history=bool(settings.get("mask_history", False)), device=device,
                           progress=progress, desc=f"evaluate {extra}")
         per_request[extra] = (np.asarray(subsample_indices(len(dataset.split.cases(extra)), max_users)), scored.ranks)
-        chose = extra == "valid" and target == "test" and bool(validations)
-        by_position[extra] = {"metrics": scored.metrics, "num_eval_requests": scored.num_cases,
-                              "note": "same trained model; " + (
-                                  f"{len(valid_cases)} of these requests also chose the epoch (optimistic)"
-                                  if chose else "these requests took no part in training or selection")}
+        by_position[extra] = {"metrics": scored.metrics, "num_eval_requests": scored.num_cases}
     described = instance.describe()
+    # How many validation requests chose the epoch: the harness's validator's, a method's own selection
+    # (BIGRec's validation loss), or, for weights loaded from another run, that run's (`chosen_on`).
+    if chosen_on is None:
+        chosen_on = len(valid_cases) if validations else int(described.get("valid_loss_examples") or 0)
+    for extra, scored_extra in by_position.items():
+        chose = extra == "valid" and target == "test" and chosen_on > 0
+        scored_extra["note"] = "same trained model; " + (
+            f"{chosen_on} of these requests also chose the epoch (optimistic)" if chose
+            else "these requests took no part in training or selection")
     train_subsample = described.pop("train_subsample", None)
     subsample = None
     if len(eval_cases) < len(dataset.split.cases(target)) or train_subsample:

@@ -325,9 +325,11 @@ def measure_speed(
         fitted = "; ".join(f"{m}: {', '.join(applied_quick[m]) or 'its own settings'}" for m in quick)
         weights += (f"{'Weights' if not reused else 'The other methods’ weights'} are NOT trained: speed depends on "
                     f"architecture and decoding, so {', '.join(quick)} {'was' if len(quick) == 1 else 'were'} "
-                    f"fitted on the training sequences of {QUICK_FIT_USERS} seeded users only ({fitted}). A "
-                    "generative method's decoding length depends on its weights, so it is fixed to the catalogue's "
-                    "mean title length (decode_length = mean_title); see generated_tokens_per_sample.")
+                    f"fitted on the training sequences of {QUICK_FIT_USERS} seeded users only ({fitted}).")
+        if any(a.split("=")[0].endswith(".decode_length") for m in quick for a in applied_quick[m]):
+            weights += (" A generative method's decoding length depends on its weights, so it is fixed to the "
+                        "catalogue's mean title length (decode_length = mean_title); see "
+                        "generated_tokens_per_sample.")
     elif not quick_fit and len(reused) < len(methods):
         weights += "Each other method was fitted with its full bench.toml settings before timing."
     weights = weights.strip()

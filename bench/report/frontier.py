@@ -1,0 +1,151 @@
+"""The speed-accuracy frontier: each method's best full-data accuracy against its measured inference speed.
+
+Why a separate module: the two coordinates come from different records. Accuracy is the method's best row
+of the main table (all test requests, history not masked, training converged); speed is a `bench speed`
+entry (same requests, same hardware, one process), because a run record's own samples/sec depends on
+whatever else the machine was doing. A speed entry is used only when it says what a trained model's speed
+is: trained weights, or a method whose work per request does not depend on its weights (one scoring pass,
+or decoding of a fixed length). Quick-fit entries are marked, so a reader can tell them apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report.formatting import defined
+from bench.report.labels import method_label
+from bench.report.speed_tables import length_set_by_cap, weights_text
+from bench.store.results import budget_cut
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    method: str            # the run's method
+    label: str             # the row's label (setting included), as in the tables
+    ndcg10: float          # test NDCG@10 of the method's best main-table row
+    samples_per_sec: float  # median of the speed entry
+    parameters: int | None  # the model's size (an LLM backbone's, else the model's own)
+    weights: str           # trained / quick-fit / full-fit: which weights the speed was timed with
+    record: str            # the accuracy's run record
+    speed_record: str      # the speed's `bench speed` record (dataset-device-...)
+
+
+def main_table(record: Record) -> bool:
+    """A row a reader takes for the method: test position, every request, unmasked, converged."""
+    sub = record.get("subsample")
+    return (record.get("eval_target", "test") == "test" and not sub and not record.get("mask_history")
+            and not budget_cut(record) and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
+
+
+def best_rows(records: list[tuple[Path, Record]], dataset: str) -> dict[str, tuple[Path, Record]]:
+    """method -> its best main-table record of `dataset` by test NDCG@10 (ties: the earlier file name)."""
+    best: dict[str, tuple[Path, Record]] = {}
+    for path, record in sorted(records, key=lambda item: item[0].name):
+        if record.get("dataset") != dataset or not main_table(record):
+            continue
+        held = best.get(record["method"])
+        if held is None or record["metrics"]["ndcg@10"] > held[1]["metrics"]["ndcg@10"]:
+            best[record["method"]] = (path, record)
+    return best
+
+
+def speed_tells_trained_speed(entry: Record, record: Record) -> bool:
+    """Trained weights, or a speed that does not follow the weights: no decoding, or decoding of a length
+    that is fixed (semantic IDs) or was not set by the token cap."""
+    if weights_text(entry, record) == "trained":
+        return True
+    fixed = (entry.get("method_info") or {}).get("decode_length_fixed")
+    return entry.get("generated_tokens_per_sample") is None or (bool(fixed) and not length_set_by_cap(entry))
+
+
+def size_of(*infos: Record | None) -> int | None:
+    for info in infos:
+        size = (info or {}).get("backbone_params") or (info or {}).get("parameters")
+        if size:
+            return int(size)
+    return None
+
+
+def frontier_points(records: list[tuple[Path, Record]], speed_record: Record) -> list[FrontierPoint]:
+    """One point per method of `speed_record` (one `bench speed` run: same requests, same machine) that has a
+    main-table row on its dataset and a usable entry."""
+    from bench.runs.speed import record_speed_name
+
+    dataset = str(speed_record.get("dataset"))
+    rows = best_rows(records, dataset)
+    points = []
+    for method, entry in sorted((speed_record.get("methods") or {}).items()):
+        if method not in rows or not speed_tells_trained_speed(entry, speed_record):
+            continue
+        path, record = rows[method]
+        points.append(FrontierPoint(
+            method=method, label=method_label(record), ndcg10=float(record["metrics"]["ndcg@10"]),
+            samples_per_sec=float(entry["samples_per_sec"]["median"]),
+            parameters=size_of(entry.get("method_info"), record.get("method_info")),
+            weights=weights_text(entry, speed_record), record=f"{dataset}/{path.name}",
+            speed_record=record_speed_name(speed_record)))
+    return points
+
+
+def frontier_panels(records: list[tuple[Path, Record]], speed: list[Record], dataset: str,
+                    device: str) -> list[tuple[int, Record, list[FrontierPoint]]]:
+    """Per batch size, the points of the one speed record of (dataset, device kind) that places the most
+    methods (ties: more of them timed with trained weights, then the newest): speeds of one run on one machine
+    are never mixed with another's."""
+    panels: dict[int, tuple[tuple[int, int, str], Record, list[FrontierPoint]]] = {}
+    for speed_record in speed:
+        if speed_record.get("dataset") != dataset or str(speed_record.get("device")).split(":")[0] != device:
+            continue
+        points = frontier_points(records, speed_record)
+        if not points:
+            continue
+        key = (len(points), sum(p.weights == "trained" for p in points), str(speed_record.get("created", "")))
+        size = int(speed_record.get("batch_size") or 1)
+        if size not in panels or key > panels[size][0]:
+            panels[size] = (key, speed_record, points)
+    return [(size, speed_record, points) for size, (_, speed_record, points) in sorted(panels.items())]
+
+
+def frontier_views(speed: list[Record]) -> list[tuple[str, str]]:
+    """(dataset, device kind) pairs with speed records: one figure each."""
+    return sorted({(str(r["dataset"]), str(r["device"]).split(":")[0]) for r in speed if r.get("methods")})
+
+
+def size_text(parameters: int | None) -> str:
+    if not parameters:
+        return "size ?"
+    if parameters >= 1e9:
+        return f"{parameters / 1e9:.3g}B"
+    if parameters >= 1e6:
+        return f"{parameters / 1e6:.3g}M"
+    return f"{parameters / 1e3:.3g}K"
+
+
+def render_frontier(records: list[tuple[Path, Record]], speed: list[Record]) -> list[str]:
+    """The frontier plots' points as tables, so the numbers behind each figure can be read and checked."""
+    from bench.report.formatting import fmt_metric, fmt_number, markdown_table
+
+    lines: list[str] = []
+    for dataset, device in frontier_views(speed):
+        for size, speed_record, points in frontier_panels(records, speed, dataset, device):
+            if not lines:
+                lines += ["## Speed-accuracy frontier", "",
+                          "Each method's best main-table row (test, all requests, unmasked, converged) against its "
+                          "median samples/s in one `bench speed` run (per batch size, the run that places the most "
+                          "methods: speeds of different runs or machines are never mixed). Speed timed with "
+                          "quick-fit weights is used only where a method's work per request does not follow its "
+                          "weights (one scoring pass, or decoding of fixed length); the plot draws those points "
+                          "hollow.", ""]
+            hardware = (speed_record.get("hardware") or {}).get("name") or device
+            rows = [[p.label, size_text(p.parameters) if p.parameters else "–", fmt_metric(p.ndcg10), fmt_number(p.samples_per_sec), p.weights,
+                     p.record] for p in sorted(points, key=lambda p: -p.samples_per_sec)]
+            lines += [f"### {dataset} · {device} · batch {size}", "",
+                      f"Speed record `speed/{points[0].speed_record}.json` ({hardware}"
+                      + (f", {str(speed_record['created'])[:10]}" if speed_record.get("created") else "") + ").",
+                      "", *markdown_table(["method", "size", "NDCG@10", "samples/s (median)", "speed weights",
+                                           "accuracy record"], rows), ""]
+    return lines

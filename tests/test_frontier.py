@@ -1,0 +1,105 @@
+"""The speed-accuracy frontier: which accuracy row and which speed entry make each method's point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.report.frontier import (
+    best_rows,
+    frontier_panels,
+    frontier_points,
+    frontier_views,
+    render_frontier,
+    size_text,
+)
+
+
+def run(method: str, ndcg: float, *, target: str = "test", masked: bool = False, subsample: bool = False,
+        stopped_by: str = "early_stopping", params: int = 1000) -> dict[str, Any]:
+    return {"method": method, "dataset": "toy", "eval_target": target, "mask_history": masked,
+            "subsample": {"eval_requests": 10, "eval_requests_total": 100} if subsample else None,
+            "metrics": {"ndcg@10": ndcg}, "config": {method: {}},
+            "method_info": {"stopped_by": stopped_by, "parameters": params}}
+
+
+def entry(rate: float, weights: dict[str, Any] | None = None, tokens: float | None = None,
+          info: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"samples_per_sec": {"median": rate, "min": rate, "max": rate}, "weights": weights or {"kind": "quick_fit"},
+            "generated_tokens_per_sample": tokens, "method_info": info or {}}
+
+
+def speed(methods: dict[str, Any], batch: int = 1, created: str = "2026-01-01", device: str = "cpu",
+          label: str | None = None) -> dict[str, Any]:
+    return {"dataset": "toy", "device": device, "batch_size": batch, "created": created, "methods": methods,
+            "measured_in_order": list(methods), "label": label}
+
+
+RECORDS = [
+    (Path("a-1.json"), run("a", 0.030)),
+    (Path("a-2.json"), run("a", 0.040)),                      # a's best main-table row
+    (Path("a-3.json"), run("a", 0.090, masked=True)),         # masked: another protocol
+    (Path("a-4.json"), run("a", 0.080, subsample=True)),      # a subsample
+    (Path("a-5.json"), run("a", 0.070, stopped_by="max_train_minutes")),  # cut by its budget
+    (Path("a-6.json"), run("a", 0.060, target="valid")),      # another position
+    (Path("gen-1.json"), run("gen", 0.020, params=5_000_000)),
+    (Path("capped-1.json"), run("capped", 0.010)),
+]
+
+
+def test_best_rows_take_only_main_table_records():
+    best = best_rows(RECORDS, "toy")
+    assert {m: p.name for m, (p, _) in best.items()} == {"a": "a-2.json", "gen": "gen-1.json",
+                                                          "capped": "capped-1.json"}
+    assert best_rows(RECORDS, "other") == {}
+
+
+def test_each_point_uses_a_speed_that_tells_a_trained_models_speed():
+    quick = speed({"a": entry(999.0),
+                   # a fixed decoding length (semantic IDs): its speed does not follow the weights
+                   "gen": entry(3.0, tokens=4, info={"decode_length_fixed": "4 ID tokens on each of 20 beams"}),
+                   # decoding that stops at EOS, timed with quick-fit weights: unusable
+                   "capped": entry(0.5, tokens=60.0, info={"max_new_tokens": 64}),
+                   "unrecorded": entry(10.0)})
+    points = {p.method: p for p in frontier_points(RECORDS, quick)}
+    assert set(points) == {"a", "gen"}  # capped: no usable speed; unrecorded: no main-table row
+    assert points["a"].samples_per_sec == 999.0 and points["a"].weights == "quick-fit"
+    assert points["a"].record == "toy/a-2.json" and points["a"].ndcg10 == pytest.approx(0.040)
+    assert points["gen"].samples_per_sec == 3.0 and points["gen"].parameters == 5_000_000
+    assert size_text(points["gen"].parameters) == "5M" and points["gen"].speed_record == "toy-cpu"
+
+
+def test_a_panel_takes_one_speed_run_never_a_mix():
+    trained = {"kind": "trained", "record": "runs/toy/a-2.json"}
+    fixed = {"decode_length_fixed": "4 ID tokens on each of 20 beams"}
+    one = speed({"a": entry(40.0, trained)}, created="2027-01-01")
+    both = speed({"a": entry(30.0, trained), "gen": entry(3.0, tokens=4, info=fixed)}, created="2026-01-01")
+    both_quick = speed({"a": entry(20.0), "gen": entry(2.0, tokens=4, info=fixed)}, created="2028-01-01")
+    b32 = speed({"a": entry(7.0, trained)}, batch=32)
+    gpu = speed({"a": entry(8.0, trained)}, device="cuda:0")
+    panels = frontier_panels(RECORDS, [one, both, both_quick, b32, gpu], "toy", "cpu")
+    assert [size for size, _, _ in panels] == [1, 32]
+    # Batch 1: the run placing both methods, and of those the one with trained weights, although older.
+    assert panels[0][1] is both and [p.samples_per_sec for p in panels[0][2]] == [30.0, 3.0]
+    assert [p.samples_per_sec for p in panels[1][2]] == [7.0]
+    assert [p.samples_per_sec for _, _, ps in frontier_panels(RECORDS, [gpu], "toy", "cuda") for p in ps] == [8.0]
+    assert frontier_views([one, gpu]) == [("toy", "cpu"), ("toy", "cuda")]
+
+
+def test_leaderboard_draws_and_tabulates_the_frontier(tmp_path: Path):
+    from bench.report.plots import frontier_plots
+
+    records = [speed({"a": entry(40.0, {"kind": "trained", "record": "runs/toy/a-2.json"}),
+                      "gen": entry(3.0, tokens=4, info={"decode_length_fixed": "4 ID tokens on each of 20 beams"})})]
+    lines = "\n".join(render_frontier(RECORDS, records))
+    assert "## Speed-accuracy frontier" in lines and "### toy · cpu · batch 1" in lines
+    assert "| a | 1K | 0.0400 | 40 | trained | toy/a-2.json |" in lines
+    assert "| gen | 5M | 0.0200 | 3 | quick-fit | toy/gen-1.json |" in lines
+    assert "Speed record `speed/toy-cpu-trained.json`" in lines
+    written = frontier_plots(RECORDS, records, tmp_path)
+    assert [p.name for p in written] == ["frontier-toy-cpu.png"] and written[0].stat().st_size > 1000
+    again = frontier_plots(RECORDS, records, tmp_path / "again")
+    assert again[0].read_bytes() == written[0].read_bytes()  # same records, same bytes
+    assert render_frontier(RECORDS, [speed({"capped": entry(0.5, tokens=60.0, info={"max_new_tokens": 64})})]) == []
