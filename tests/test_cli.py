@@ -285,15 +285,18 @@ def test_hash_neutral_keys_at_their_neutral_value_keep_the_hash():
     from bench.config import config_hash, hashed_config, load_config
 
     config = load_config()
-    effective = method_config(config, "bigrec")
+    # BIGRec as it ran before validation loss became its default selection: every neutral key at its value
+    effective = method_config(config, "bigrec", overrides=["bigrec.selection=ndcg"])
     neutral = config["hash_neutral"]
     assert effective["bigrec"]["decode_length"] == neutral["bigrec.decode_length"]
     # the config as it was before the neutral keys existed
     without = {section: {k: v for k, v in values.items() if f"{section}.{k}" not in neutral}
                for section, values in effective.items()}
     assert config_hash(hashed_config(effective, neutral)) == config_hash(without)
-    changed = method_config(config, "bigrec", overrides=["bigrec.decode_length=12"])
+    changed = method_config(config, "bigrec", overrides=["bigrec.selection=ndcg", "bigrec.decode_length=12"])
     assert config_hash(hashed_config(changed, neutral)) != config_hash(without)
+    default = method_config(config, "bigrec")  # today's default (validation loss) is another run
+    assert config_hash(hashed_config(default, neutral)) != config_hash(without)
     assert effective["bigrec"]["decode_length"] == "eos"  # the record keeps the full config
 
 
