@@ -245,6 +245,38 @@ def test_length_bucketed_scoring_returns_scores_in_request_order(tiny_lm: str, t
     assert bucketed.describe()["scoring_padding_fraction"] < plain.describe()["scoring_padding_fraction"]
 
 
+def test_scoring_chunks_bound_padding_and_cover_every_request_once():
+    from methods.cove.method import CoVESettings, scoring_chunks
+
+    lengths = [40, 3, 5, 38, 4, 50, 6, 41, 3, 39]
+    plain = scoring_chunks(lengths, CoVESettings(eval_batch_size=4))
+    assert plain == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]  # request order, eval_batch_size at a time
+    sorted_only = scoring_chunks(lengths, CoVESettings(length_buckets=32))
+    assert sorted_only == [sorted(range(10), key=lambda i: lengths[i])]  # one forward: 51% of it padding
+    bounded = scoring_chunks(lengths, CoVESettings(length_buckets=32, max_padding=0.25))
+    assert sorted(i for chunk in bounded for i in chunk) == list(range(10))
+    for chunk in bounded:
+        width = max(lengths[i] for i in chunk)
+        assert width * len(chunk) - sum(lengths[i] for i in chunk) <= 0.25 * width * len(chunk)
+    assert [len(chunk) for chunk in bounded] == [4, 1, 5]  # 3-5 tokens, then 6 alone, then 38-50
+    capped = scoring_chunks(lengths, CoVESettings(length_buckets=3, max_padding=0.25))
+    assert max(len(chunk) for chunk in capped) == 3
+
+
+def test_padding_bounded_scoring_gives_the_same_top_20(tiny_lm: str, tmp_path: Path):
+    cases = DATASET.split.test
+    users = list(range(len(cases)))
+    histories = [h[:1 + (i * 7) % max(1, len(h))] for i, h in enumerate(cases.histories)]  # mixed lengths
+    plain = make(tiny_lm, tmp_path / "a", epochs=0)
+    plain.fit(DATASET)
+    bounded = make(tiny_lm, tmp_path / "b", epochs=0, length_buckets=32, max_padding=0.1)
+    bounded.fit(DATASET)
+    expected, got = plain.score(users, histories), bounded.score(users, histories)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.equal(torch.topk(got, 20).indices, torch.topk(expected, 20).indices)
+    assert bounded.describe()["scoring_padding_fraction"] <= 0.1 < plain.describe()["scoring_padding_fraction"]
+
+
 def test_bf16_precision_keeps_scores_close_and_trainable_parts_fp32(tiny_lm: str, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch):
     """bf16 (forced here, emulated where the CPU lacks it) stores the frozen weights in bf16 and runs

@@ -52,6 +52,10 @@ class CoVESettings:
     max_train_minutes: float = 0.0
     precision: str = "fp32"
     length_buckets: int = 0
+    # Scoring: with length_buckets, a length-sorted forward closes once its padding would pass this fraction
+    # of its tokens (0 = off: forwards of length_buckets prompts). Fewer padded tokens, the same scores up to
+    # float rounding of other batch shapes.
+    max_padding: float = 0.0
     fsdp: bool = False
     preset: str | None = None  # set by the harness when --preset is used
 
@@ -320,18 +324,14 @@ class CoVEMethod(Method):
         prompts = [self.encoder.prompt(h) for h in histories]
         # length_buckets: forward prompts of similar length together (less padding), states put back
         # in request order; otherwise in request order, eval_batch_size at a time.
-        chunk = s.length_buckets or s.eval_batch_size
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if s.length_buckets else \
-            list(range(len(prompts)))
         hidden = torch.empty(len(prompts), self.model.item_head.dim, device=device)
         with torch.no_grad(), autocast(device, self.precision):
-            for start in range(0, len(order), chunk):
-                rows = order[start:start + chunk]
+            for number, rows in enumerate(scoring_chunks([len(p) for p in prompts], s)):
                 ids, mask = pad_left([prompts[i] for i in rows], self.tokenizer.pad_token_id, device)
                 hidden[rows] = self.model.hidden_states(ids, mask)[:, -1].float()
                 self._scored_tokens += int(mask.sum())
                 self._padded_tokens += mask.numel()
-                if (start // chunk) % 25 == 24 and device == "cpu":
+                if number % 25 == 24 and device == "cpu":
                     trim_heap()  # prompts of varying length fragment the heap (bench.train.resources.trim_heap)
         return hidden
 
@@ -371,6 +371,32 @@ class CoVEMethod(Method):
             **self._info,
         }
         return info
+
+
+def scoring_chunks(lengths: list[int], s: CoVESettings) -> list[list[int]]:
+    """The request positions of each scoring forward. Without length_buckets: request order, eval_batch_size
+    at a time. With it: sorted by length, at most length_buckets per forward, and with max_padding a forward
+    also closes before the next (longer) prompt would make its padding exceed that fraction of its tokens."""
+    if not s.length_buckets:
+        return [list(range(start, min(start + s.eval_batch_size, len(lengths))))
+                for start in range(0, len(lengths), s.eval_batch_size)]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for position in order:
+        width = lengths[position]  # the longest so far: sorted ascending
+        full = len(current) >= s.length_buckets
+        too_padded = s.max_padding > 0 and current and \
+            width * (len(current) + 1) - (real + width) > s.max_padding * width * (len(current) + 1)
+        if full or too_padded:
+            chunks.append(current)
+            current, real = [], 0
+        current.append(position)
+        real += width
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 LOSS_DESCRIPTIONS = {"item": "item token only", "sequence": "item token at every item position",
