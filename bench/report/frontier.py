@@ -141,8 +141,9 @@ def render_frontier(records: list[tuple[Path, Record]], speed: list[Record]) -> 
                           "weights (one scoring pass, or decoding of fixed length); the plot draws those points "
                           "hollow.", ""]
             hardware = (speed_record.get("hardware") or {}).get("name") or device
-            rows = [[p.label, size_text(p.parameters) if p.parameters else "–", fmt_metric(p.ndcg10), fmt_number(p.samples_per_sec), p.weights,
-                     p.record] for p in sorted(points, key=lambda p: -p.samples_per_sec)]
+            rows = [[p.label, size_text(p.parameters) if p.parameters else "–", fmt_metric(p.ndcg10),
+                     fmt_number(p.samples_per_sec), p.weights, p.record]
+                    for p in sorted(points, key=lambda p: -p.samples_per_sec)]
             lines += [f"### {dataset} · {device} · batch {size}", "",
                       f"Speed record `speed/{points[0].speed_record}.json` ({hardware}"
                       + (f", {str(speed_record['created'])[:10]}" if speed_record.get("created") else "") + ").",
