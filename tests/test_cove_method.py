@@ -275,6 +275,8 @@ def test_padding_bounded_scoring_gives_the_same_top_20(tiny_lm: str, tmp_path: P
     assert torch.allclose(got, expected, atol=1e-5)
     assert torch.equal(torch.topk(got, 20).indices, torch.topk(expected, 20).indices)
     assert bounded.describe()["scoring_padding_fraction"] <= 0.1 < plain.describe()["scoring_padding_fraction"]
+    # The same real tokens per request either way; only the padding differs.
+    assert bounded.describe()["tokens_per_request"] == plain.describe()["tokens_per_request"] > 1
 
 
 def test_bf16_precision_keeps_scores_close_and_trainable_parts_fp32(tiny_lm: str, tmp_path: Path,

@@ -91,8 +91,15 @@ def test_every_ranked_item_comes_from_a_whole_catalogue_code(tiny_lcrec: None, t
     dataset = rule_dataset(num_items=12, num_users=20, length=5, rule="next", seed=1)
     method = make({**TINY, "epochs": 0}, tmp_path / "work")  # untrained
     method.fit(dataset)
+    assert method.describe()["tokens_per_request"] is None  # nothing scored yet
     scores = method.score([0, 1, 2], [[0, 1], [5], [3, 4, 5]])
     assert scores.shape == (3, 12)
+    # What a request cost: its prompt once, then 3 code steps on each of 5 beams; the shortest prompt was padded.
+    prompts = [len(method.pieces.request(h, TINY.get("max_history", 50))) for h in ([0, 1], [5], [3, 4, 5])]
+    info = method.describe()
+    assert info["prompt_tokens_per_request"] == round(sum(prompts) / 3, 2)
+    assert info["tokens_per_request"] == round(sum(prompts) / 3 + 3 * 5, 2)
+    assert info["scoring_padding_fraction"] == round(1 - sum(prompts) / (3 * max(prompts)), 4) > 0
     for row in scores:
         ranked = row[torch.isfinite(row)]
         assert len(ranked) == 5 and len(set(ranked.tolist())) == 5

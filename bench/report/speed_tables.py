@@ -41,7 +41,8 @@ def device_text(record: Record) -> str:
 def render_speed(speed: list[Record]) -> list[str]:
     lines = ["## Inference speed", "",
              "Measured by `bench speed`: all methods in one process, on the same seeded requests and "
-             "hardware; warm-up excluded; median (min–max) over repetitions.", ""]
+             "hardware; warm-up excluded; median (min–max) over repetitions. Tokens processed per request: "
+             "its prompt without padding, plus steps × beams for beam search (methods that report it).", ""]
     for record in speed:
         hardware = record.get("hardware", {}).get("name") or record.get("device")
         kinds = " / ".join(sorted({weights_text(e, record) for e in record["methods"].values()}))
@@ -53,7 +54,7 @@ def render_speed(speed: list[Record]) -> list[str]:
                   f"thread(s), backbone {record.get('backbone') or '–'}; "
                   f"{record.get('weights', '')}", ""]
         header = ["method", "weights", "samples/s (median)", "min–max", "peak memory MB", "process before load MB",
-                  "generated tokens/sample (cap)", "machine load (1 min)"]
+                  "generated tokens/sample (cap)", "tokens processed/request", "machine load (1 min)"]
         rows = []
         capped = []
         for name in speed_order(record):
@@ -69,6 +70,7 @@ def render_speed(speed: list[Record]) -> list[str]:
                          f"{fmt_number(speed_['min'])}–{fmt_number(speed_['max'])}",
                          fmt_number(entry.get("peak_memory_mb")), fmt_number(entry.get("process_baseline_mb")),
                          decoding_text(entry),
+                         fmt_number((entry.get("method_info") or {}).get("tokens_per_request")),
                          f"{fmt_number(load.get('before'))}→{fmt_number(load.get('after'))}" if load else "–"])
         lines += markdown_table(header, rows)
         lines += speed_ratio_lines(record)

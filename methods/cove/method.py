@@ -155,7 +155,7 @@ class CoVEMethod(Method):
         self.model: Any = None
         self.encoder: Any = None
         self.precision = "fp32"
-        self._scored_tokens = self._padded_tokens = 0
+        self._scored_tokens = self._padded_tokens = self._scored_requests = 0
         self._info: dict[str, Any] = {}
 
     # -- setup ----------------------------------------------------------------------------
@@ -290,7 +290,8 @@ class CoVEMethod(Method):
                           fingerprint=fingerprint, resume_only=ctx.resume_only)
         progress = trainer.train()
         self._refresh_scoring_model(training_model)
-        self._scored_tokens = self._padded_tokens = 0  # describe() reports the evaluation's padding only
+        # describe() reports the evaluation's padding and tokens only
+        self._scored_tokens = self._padded_tokens = self._scored_requests = 0
         from bench.train.distributed import sum_over_ranks
         from bench.train.lifecycle import training_facts
 
@@ -322,6 +323,7 @@ class CoVEMethod(Method):
         self.model.eval()
         device, s = self.context.device, self.settings
         prompts = [self.encoder.prompt(h) for h in histories]
+        self._scored_requests += len(prompts)
         # length_buckets: forward prompts of similar length together (less padding), states put back
         # in request order; otherwise in request order, eval_batch_size at a time.
         hidden = torch.empty(len(prompts), self.model.item_head.dim, device=device)
@@ -366,6 +368,9 @@ class CoVEMethod(Method):
             "precision": self.precision,
             "scoring_padding_fraction": (round(1 - self._scored_tokens / self._padded_tokens, 4)
                                          if self._padded_tokens else None),
+            # Tokens a request costs: its prompt, one forward pass (no generation).
+            "tokens_per_request": (round(self._scored_tokens / self._scored_requests, 2)
+                                   if self._scored_requests else None),
             "setting": setting_name(s),
             "deviations": deviations(s),
             **self._info,

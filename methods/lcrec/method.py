@@ -54,6 +54,7 @@ class LCRecMethod(Method):
         self.report: dict[str, Any] = {}
         self.id_facts: dict[str, Any] = {}
         self.precision = "fp32"
+        self._prompt_tokens = self._padded_prompt_tokens = self._requests = 0  # evaluation's, for describe()
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -145,6 +146,9 @@ class LCRecMethod(Method):
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         depth, beams = self.trie.depth, self.beams
+        self._requests += len(prompts)
+        self._prompt_tokens += sum(map(len, prompts))
+        self._padded_prompt_tokens += width * len(prompts)
 
         def allowed(_: int, sequence: torch.Tensor) -> list[int]:
             return self.trie.allowed(tuple(sequence[width:].tolist())) or [pad]
@@ -170,10 +174,11 @@ class LCRecMethod(Method):
 
         s = self.settings
         loaded = self.model is not None
+        prompt_tokens = round(self._prompt_tokens / self._requests, 2) if self._requests and loaded else None
         return {
             "backbone": getattr(self, "backbone_label", None),
-            "backbone_parameters": getattr(self, "backbone_params", None),
-            "trainable_parameters": getattr(self, "trainable_params", None),
+            "backbone_params": getattr(self, "backbone_params", None),
+            "trainable_params": getattr(self, "trainable_params", None),
             "semantic_ids": self.id_facts,
             "id_length": self.trie.depth if loaded else None,
             "code_tokens_added": int(len(np.unique(self.item_tokens))) if loaded else None,
@@ -186,6 +191,12 @@ class LCRecMethod(Method):
             "beam_size": s.beam_size,
             "precision": self.precision,
             "generated_tokens_per_sample": self.trie.depth if loaded else None,
+            # Tokens a request costs: its prompt once (shared by the beams), then depth steps of `beams` tokens.
+            "prompt_tokens_per_request": prompt_tokens,
+            "tokens_per_request": (None if prompt_tokens is None
+                                   else round(prompt_tokens + self.trie.depth * self.beams, 2)),
+            "scoring_padding_fraction": (round(1 - self._prompt_tokens / self._padded_prompt_tokens, 4)
+                                         if self._padded_prompt_tokens else None),
             "decode_length_fixed": f"{self.trie.depth} ID tokens on each of {self.beams} beams" if loaded else None,
             **training_facts(self.report, s.epochs, s.patience),
             "setting": s.preset,
