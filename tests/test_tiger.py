@@ -101,6 +101,43 @@ def test_rqvae_training_reduces_reconstruction_and_repeats_under_a_seed():
     assert torch.equal(first.codes(points), second.codes(points))
 
 
+def test_rq_kmeans_codes_recover_planted_clusters_and_explain_more_with_each_level():
+    from methods.semantic_ids.rqkmeans import rq_kmeans
+
+    torch.manual_seed(0)
+    centres = torch.randn(8, 12) * 4
+    points = torch.cat([centres + 0.05 * torch.randn(8, 12) for _ in range(4)])  # 4 near copies of 8 centres
+    one, one_facts = rq_kmeans(points, 1, 8, seed=0)
+    two, two_facts = rq_kmeans(points, 2, 8, seed=0)
+    assert one.shape == (32, 1) and two.shape == (32, 2)
+    first = one[:, 0].view(4, 8)
+    assert (first == first[0]).all() and len(set(first[0].tolist())) == 8  # each planted cluster one code
+    assert two_facts["unexplained_variance"] < one_facts["unexplained_variance"] < 0.01
+    assert torch.equal(rq_kmeans(points, 2, 8, seed=0)[0], two)  # repeats under a seed
+
+
+def test_rq_kmeans_ids_are_an_option_with_their_own_cache_and_facts(tmp_path: Path):
+    from methods.semantic_ids.catalogue import RQVAESettings
+
+    dataset = rule_dataset(num_items=20, num_users=30, length=5, rule="next", seed=0)
+    plain = make(tmp_path / "a", epochs=0)
+    plain.fit(dataset)
+    kmeans = make(tmp_path / "b", epochs=0, semantic_ids="rqkmeans")
+    kmeans.fit(dataset)
+    facts = kmeans.describe()["semantic_ids"]
+    assert facts["quantiser"] == "rqkmeans" and plain.describe()["semantic_ids"]["quantiser"] == "rqvae"
+    assert facts["file"] != plain.describe()["semantic_ids"]["file"] and 0 <= facts["unexplained_variance"] < 1
+    assert facts["items"] == 20 and 0 <= facts["collision_rate"] <= 1 and len(facts["codebook_use"]) == 2
+    scores = kmeans.score([0], [[1, 2]])
+    assert int(torch.isfinite(scores).sum()) == 5  # beams over the rqkmeans catalogue
+    # The RQ-VAE's cache key is what it was before other quantisers existed (cached IDs stay found).
+    rqvae = RQVAESettings(("title",), [512, 256, 128], 32, 3, 256, 0.25, 200, 0.001, 1024)
+    assert rqvae.key(0) == {"hidden": [512, 256, 128], "latent_dim": 32, "levels": 3, "codebook_size": 256,
+                            "beta": 0.25, "epochs": 200, "lr": 0.001, "batch_size": 1024, "seed": 0}
+    with pytest.raises(BenchError, match=r"\[tiger\]\.semantic_ids"):
+        parse_settings({"semantic_ids": "kmeans"})
+
+
 @pytest.mark.parametrize("rule", ["next", "random"])
 def test_tiger_learns_the_chain_only_when_there_is_one(rule: str, tmp_path: Path):
     dataset = rule_dataset(num_items=20, num_users=200, length=6, rule=rule, seed=0)

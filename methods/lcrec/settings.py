@@ -24,6 +24,7 @@ class LCRecSettings:
     rqvae_epochs: int = 200
     rqvae_lr: float = 1e-3
     rqvae_batch_size: int = 1024
+    semantic_ids: str = "rqvae"       # "rqvae" or "rqkmeans", as [tiger]
     # LoRA and the new code tokens' embeddings are trained; the backbone is frozen.
     lora_rank: int = 8
     lora_alpha: int = 16
@@ -50,11 +51,12 @@ class LCRecSettings:
     @property
     def rqvae(self) -> RQVAESettings:
         return RQVAESettings(tuple(self.text_fields), list(self.rqvae_hidden), self.latent_dim, self.levels,
-                             self.codebook_size, self.beta, self.rqvae_epochs, self.rqvae_lr, self.rqvae_batch_size)
+                             self.codebook_size, self.beta, self.rqvae_epochs, self.rqvae_lr, self.rqvae_batch_size,
+                             self.semantic_ids)
 
 
 MAX_LEVELS = 7  # methods.lcrec.codes.LEVEL_LETTERS has 8: the levels and the collision digit
-CHOICES = {"precision": PRECISIONS}
+CHOICES = {"precision": PRECISIONS, "semantic_ids": ("rqvae", "rqkmeans")}
 POSITIVE = ("levels", "codebook_size", "latent_dim", "rqvae_epochs", "rqvae_batch_size", "lora_rank", "batch_size",
             "grad_accum", "max_history", "beam_size", "eval_batch_size")
 HOOKS = {"text_fields": non_empty_strings('item text fields such as ["title", "brand"]'),

@@ -1,5 +1,6 @@
 """One catalogue's semantic IDs, built once and reused by every method asking with the same settings: item
-texts embedded by MiniLM, an RQ-VAE trained on them, its codes plus the collision digit (TIGER Sec. 3.1)."""
+texts embedded by MiniLM, an RQ-VAE trained on them (or residual k-means on the embeddings themselves), its
+codes plus the collision digit (TIGER Sec. 3.1)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,15 @@ class RQVAESettings:
     epochs: int
     lr: float
     batch_size: int
+    quantiser: str = "rqvae"  # "rqvae" (TIGER) or "rqkmeans" (residual k-means on the embeddings; GRID)
 
     def key(self, seed: int) -> dict[str, Any]:
+        if self.quantiser == "rqkmeans":  # no network: only the levels, codebook and iterations decide
+            from methods.semantic_ids.rqkmeans import ITERATIONS
+
+            return {"quantiser": "rqkmeans", "levels": self.levels, "codebook_size": self.codebook_size,
+                    "iterations": ITERATIONS, "seed": seed}
+        # The RQ-VAE's key as it was before other quantisers existed, so cached IDs stay found.
         return {"hidden": self.hidden_widths, "latent_dim": self.latent_dim, "levels": self.levels,
                 "codebook_size": self.codebook_size, "beta": self.beta, "epochs": self.epochs, "lr": self.lr,
                 "batch_size": self.batch_size, "seed": seed}
@@ -65,8 +73,17 @@ def _build(texts: list[str], s: RQVAESettings, cache_dir: Path, device: str, see
 
     vectors, _ = title_embeddings(MiniLMEmbedder(device=device), texts, cache_dir,
                                   folder=f"{CACHE_FOLDER}/text_embeddings")
+    if s.quantiser == "rqkmeans":
+        from methods.semantic_ids.rqkmeans import rq_kmeans
+
+        log(f"semantic IDs: residual k-means on {len(texts)} item embeddings ({s.levels} levels)")
+        codes, facts = rq_kmeans(torch.from_numpy(vectors), s.levels, s.codebook_size, seed)
+        ids = with_collision_digit(codes.numpy())
+        return ids, {**id_statistics(ids, s.codebook_size), "quantiser": "rqkmeans",
+                     **{k: round(v, 6) for k, v in facts.items()}}
     log(f"semantic IDs: training the RQ-VAE on {len(texts)} item embeddings ({s.epochs} epochs)")
     model, losses = train_rqvae(torch.from_numpy(vectors), s.hidden_widths, s.latent_dim, s.levels,
                                 s.codebook_size, s.beta, s.epochs, s.lr, s.batch_size, seed)
     ids = with_collision_digit(model.codes(torch.from_numpy(vectors)).numpy())
-    return ids, {**id_statistics(ids, s.codebook_size), **{k: round(v, 6) for k, v in losses.items()}}
+    return ids, {**id_statistics(ids, s.codebook_size), "quantiser": "rqvae",
+                 **{k: round(v, 6) for k, v in losses.items()}}

@@ -24,11 +24,12 @@ def mlp(widths: list[int]) -> nn.Sequential:
 
 
 def kmeans(points: torch.Tensor, k: int, iterations: int = 20,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """Lloyd's k-means from k distinct random points; an emptied cluster is re-seeded at the point
-    farthest from its centre, so all k codes start in use."""
+           generator: torch.Generator | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
+    """Lloyd's k-means from `start`, else from k distinct random points; an emptied cluster is re-seeded at
+    the point farthest from its centre, so all k codes start in use."""
     k = min(k, points.shape[0])
-    centres = points[torch.randperm(points.shape[0], generator=generator)[:k]].clone()
+    centres = start.clone() if start is not None else \
+        points[torch.randperm(points.shape[0], generator=generator)[:k]].clone()
     for _ in range(iterations):
         distances = torch.cdist(points, centres)
         assign = distances.argmin(1)

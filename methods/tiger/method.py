@@ -113,10 +113,11 @@ class TigerMethod(Method):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min((step + 1) / warmup, (warmup / max(step + 1, warmup)) ** 0.5))
         budgets = [m for m in (ctx.max_train_minutes, s.max_train_minutes or None) if m]
-        # text_fields at the title alone is how runs were made before the key existed: left out, so their
-        # finished work dirs still load (any other value changes the IDs, hence the fingerprint).
+        # Keys at the value runs had before the key existed (text_fields at the title alone, fp32, RQ-VAE IDs)
+        # are left out, so their work dirs still resume and load (any other value is part of the fingerprint).
         neutral = ({"max_train_minutes"} | ({"text_fields"} if s.item_fields == ("title",) else set())
-                   | ({"precision"} if s.precision == "fp32" else set()))
+                   | ({"precision"} if s.precision == "fp32" else set())
+                   | ({"semantic_ids"} if s.semantic_ids == "rqvae" else set()))
         fingerprint = {"settings": {k: v for k, v in s.as_dict().items() if k not in neutral},
                        "dataset": dataset.name, "split": dataset.split.hash, "ids": self.id_facts.get("file"),
                        "seed": ctx.seed}

@@ -8,7 +8,7 @@ from typing import Any
 from bench.settings import fraction_below_one, non_empty_strings, parse_section, positive_ints
 from methods.semantic_ids.catalogue import RQVAESettings
 
-CHOICES = {"encoder": ("minilm",), "precision": ("fp32", "bf16", "auto")}
+CHOICES = {"encoder": ("minilm",), "precision": ("fp32", "bf16", "auto"), "semantic_ids": ("rqvae", "rqkmeans")}
 POSITIVE = ("levels", "codebook_size", "latent_dim", "rqvae_batch_size", "max_history", "d_model", "num_layers",
             "num_heads", "d_kv", "d_ff", "batch_size", "beam_size", "eval_batch_size", "validate_every")
 PAPER_T5 = (4, 128, 6, 64, 1024)  # layers per stack, d_model, heads, d_kv, d_ff (Rajput et al. 2023, Sec. 4)
@@ -27,6 +27,7 @@ class TigerSettings:
     rqvae_epochs: int = 200
     rqvae_lr: float = 0.001
     rqvae_batch_size: int = 1024
+    semantic_ids: str = "rqvae"       # "rqvae" (the paper) or "rqkmeans" (residual k-means, no network; GRID)
     # The seq2seq model: the paper's T5 from config, randomly initialised.
     max_history: int = 20             # most recent items in the encoder input
     user_tokens: int = 0              # hashed user-ID buckets prepended to the input (0 = none; paper: 2000)
@@ -71,7 +72,7 @@ class TigerSettings:
     @property
     def rqvae(self) -> RQVAESettings:
         return RQVAESettings(self.item_fields, self.hidden_widths, self.latent_dim, self.levels, self.codebook_size,
-                             self.beta, self.rqvae_epochs, self.rqvae_lr, self.rqvae_batch_size)
+                             self.beta, self.rqvae_epochs, self.rqvae_lr, self.rqvae_batch_size, self.semantic_ids)
 
 
 HOOKS = {"text_fields": non_empty_strings('item text fields such as ["title", "brand", "categories"]'),
