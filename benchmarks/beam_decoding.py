@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from pathlib import Path
 
 import torch
 
 from bench.config import load_config, resolve_path
-from bench.store.results import atomic_write_text, now_iso
+from bench.store.perf import write_perf
 from bench.train.backbone import load_backbone
 from bench.train.beam_search import beam_generate
-from bench.train.resources import hardware_info, load_average
+from bench.train.resources import load_average
 
 SHAPES = {"bigrec": {"prompt": 300, "beams": 4, "new": 16}, "lcrec": {"prompt": 60, "beams": 20, "new": 4}}
 
@@ -78,12 +76,7 @@ def main() -> None:
                        "speedup": round(plain_s / shared_s, 2), "same_beams": same}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    hardware = {**hardware_info("cpu"), "load_average_1min": {"before": load_before, "after": load_average()}}
-    out = Path("results/perf") / f"beam_decoding-{hardware['name'].split(',')[0].replace(' ', '_').lower()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps({"created": now_iso(), "model": args.model, "threads": args.threads,
-                                       "hardware": hardware, "cpu_shared_with_other_jobs": os.getloadavg()[0] > 1.5,
-                                       "rows": rows}, indent=1) + "\n")
+    out = write_perf("beam_decoding", rows, load_before, model=args.model, threads=args.threads)
     print(f"wrote {out}")
 
 

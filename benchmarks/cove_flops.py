@@ -1,11 +1,13 @@
 """CoVE inference against this machine's limit: model FLOPs per token, achieved tokens/s, and the
-fraction of the measured matmul peak, in fp32 and in bf16 (where the CPU has native bf16).
+fraction of the measured matmul peak, in fp32 and in bf16 (where the CPU has native bf16), eager and, with
+--compile, through torch.compile (inductor), which must give the same top-20 items.
 
-Not a test: prints figures. The peak is a large matmul of the backbone's own shape; the achieved
-rate is the real CoVE scoring path (CoVEModel.item_scores: decoder forward over left-padded ID-only
-prompts, then the item head at the last position), untrained weights (speed does not depend on them).
+Not a test: prints figures and writes them to results/perf/cove_flops-<machine>.json. The peak is a large
+matmul of the backbone's own shape; the achieved rate is the real CoVE scoring path (CoVEModel.item_scores:
+decoder forward over left-padded ID-only prompts, then the item head at the last position), untrained
+weights (speed does not depend on them).
 
-    .venv/bin/python benchmarks/cove_flops.py --threads 2 --batch-size 32 --tokens 56
+    .venv/bin/python benchmarks/cove_flops.py --threads 2 --batch-size 32 --tokens 56 --compile
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import time
 import torch
 
 from bench.config import load_config, resolve_path
+from bench.store.perf import write_perf
 from bench.train.backbone import load_backbone
 from bench.train.precision import cpu_supports_bf16
+from bench.train.resources import load_average
 from methods.cove.model import CoVEModel, attach_lora
 
 
@@ -50,7 +54,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=56, help="prompt length (Beauty ID-only: ~39 + 2 per item)")
     parser.add_argument("--items", type=int, default=12101)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd scoring")
     args = parser.parse_args()
+    load_before = load_average()
     torch.set_num_threads(args.threads)
     cache = resolve_path(load_config(), "cache_dir", "BENCH_CACHE_DIR", ".cache")
     lm, _ = load_backbone("smollm2", "cpu", cache)
@@ -68,6 +74,7 @@ def main() -> None:
     ids = torch.randint(0, vocab, (args.batch_size, args.tokens))
     ids[:, -1] = vocab + 5  # an item token, as in a real prompt
     mask = torch.ones_like(ids)
+    rows = []
     for precision in precisions:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         if precision == "bf16":
@@ -75,18 +82,38 @@ def main() -> None:
                 if not param.requires_grad:
                     param.data = param.data.to(torch.bfloat16)
         peak = matmul_peak(config.hidden_size, config.intermediate_size, dtype)
-        times = []
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            model.item_scores(ids, mask)  # warm-up
-            for _ in range(args.repeats):
+        modes = {"eager": model.item_scores}
+        if args.compile:
+            modes["compiled"] = torch.compile(model.item_scores, dynamic=False)
+        reference = None
+        for mode, score in modes.items():
+            times = []
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 start = time.perf_counter()
-                model.item_scores(ids, mask)
-                times.append(time.perf_counter() - start)
-        seconds = sorted(times)[len(times) // 2]
-        tokens_per_sec = args.batch_size * args.tokens / seconds
-        achieved = (args.batch_size * args.tokens * per_token + args.batch_size * head) / seconds / 1e9
-        print(f"{precision}: matmul peak {peak:.0f} GFLOP/s; CoVE scoring {tokens_per_sec:,.0f} tokens/s = "
-              f"{args.batch_size / seconds:.1f} requests/s = {achieved:.0f} GFLOP/s, {achieved / peak:.0%} of peak")
+                out = score(ids, mask)  # warm-up (and, compiled, the compilation)
+                warmup = time.perf_counter() - start
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    out = score(ids, mask)
+                    times.append(time.perf_counter() - start)
+            top = out.float().topk(20).indices
+            reference = top if reference is None else reference
+            seconds = sorted(times)[len(times) // 2]
+            tokens_per_sec = args.batch_size * args.tokens / seconds
+            achieved = (args.batch_size * args.tokens * per_token + args.batch_size * head) / seconds / 1e9
+            row = {"precision": precision, "mode": mode, "batch": args.batch_size, "tokens": args.tokens,
+                   "tokens_per_s": round(tokens_per_sec, 1), "requests_per_s": round(args.batch_size / seconds, 2),
+                   "gflop_per_s": round(achieved, 1), "peak_gflop_per_s": round(peak, 1),
+                   "fraction_of_peak": round(achieved / peak, 3), "first_call_s": round(warmup, 2),
+                   "same_top20_as_eager": bool(torch.equal(top, reference))}
+            rows.append(row)
+            print(f"{precision} {mode}: matmul peak {peak:.0f} GFLOP/s; CoVE scoring {tokens_per_sec:,.0f} tokens/s "
+                  f"= {args.batch_size / seconds:.1f} requests/s = {achieved:.0f} GFLOP/s, {achieved / peak:.0%} of "
+                  f"peak (first call {warmup:.1f} s; same top-20 as eager: {row['same_top20_as_eager']})",
+                  flush=True)
+    out = write_perf("cove_flops", rows, load_before, model="smollm2", threads=args.threads,
+                     mflop_per_token=round(per_token / 1e6, 1), item_head_mflop_per_request=round(head / 1e6, 1))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

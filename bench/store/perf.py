@@ -1,0 +1,33 @@
+"""Benchmark figures under results/perf/<benchmark>-<machine>.json: what `benchmarks/*.py` measured, with the
+machine, its threads and how busy it was, so `bench leaderboard` can show them beside the run tables."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+PERF_FOLDER = Path("results/perf")
+
+
+def machine_slug(name: str) -> str:
+    """'AMD EPYC, 2 cores' -> 'amd_epyc': the machine part of a perf file's name."""
+    return name.split(",")[0].strip().replace(" ", "_").replace("(", "").replace(")", "").lower()
+
+
+def write_perf(benchmark: str, rows: list[dict[str, Any]], load_before: float | None, *,
+               folder: Path = PERF_FOLDER, **facts: Any) -> Path:
+    """Write one benchmark's rows atomically; `facts` (model, threads, ...) go beside them. A machine busy
+    with other jobs (1-minute load above 1.5 at the end) is said so: its figures are lower bounds."""
+    from bench.store.results import atomic_write_text, now_iso
+    from bench.train.resources import hardware_info, load_average
+
+    after = load_average()
+    hardware = {**hardware_info("cpu"), "load_average_1min": {"before": load_before, "after": after}}
+    path = folder / f"{benchmark}-{machine_slug(hardware['name'])}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"benchmark": benchmark, "created": now_iso(), **facts, "hardware": hardware,
+              "cpu_shared_with_other_jobs": os.getloadavg()[0] > 1.5, "rows": rows}
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    return path
