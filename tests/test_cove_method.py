@@ -246,20 +246,20 @@ def test_length_bucketed_scoring_returns_scores_in_request_order(tiny_lm: str, t
 
 
 def test_scoring_chunks_bound_padding_and_cover_every_request_once():
-    from methods.cove.method import CoVESettings, scoring_chunks
+    from methods.cove.scoring import scoring_chunks
 
     lengths = [40, 3, 5, 38, 4, 50, 6, 41, 3, 39]
-    plain = scoring_chunks(lengths, CoVESettings(eval_batch_size=4))
+    plain = scoring_chunks(lengths, 4)
     assert plain == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]  # request order, eval_batch_size at a time
-    sorted_only = scoring_chunks(lengths, CoVESettings(length_buckets=32))
+    sorted_only = scoring_chunks(lengths, 32, length_buckets=32)
     assert sorted_only == [sorted(range(10), key=lambda i: lengths[i])]  # one forward: 51% of it padding
-    bounded = scoring_chunks(lengths, CoVESettings(length_buckets=32, max_padding=0.25))
+    bounded = scoring_chunks(lengths, 32, length_buckets=32, max_padding=0.25)
     assert sorted(i for chunk in bounded for i in chunk) == list(range(10))
     for chunk in bounded:
         width = max(lengths[i] for i in chunk)
         assert width * len(chunk) - sum(lengths[i] for i in chunk) <= 0.25 * width * len(chunk)
     assert [len(chunk) for chunk in bounded] == [4, 1, 5]  # 3-5 tokens, then 6 alone, then 38-50
-    capped = scoring_chunks(lengths, CoVESettings(length_buckets=3, max_padding=0.25))
+    capped = scoring_chunks(lengths, 32, length_buckets=3, max_padding=0.25)
     assert max(len(chunk) for chunk in capped) == 3
 
 

@@ -316,6 +316,7 @@ class CoVEMethod(Method):
 
         from bench.train.precision import autocast
         from bench.train.resources import trim_heap
+        from methods.cove.scoring import scoring_chunks
         from methods.cove.trainer import pad_left
 
         if self.model is None:
@@ -328,7 +329,8 @@ class CoVEMethod(Method):
         # in request order; otherwise in request order, eval_batch_size at a time.
         hidden = torch.empty(len(prompts), self.model.item_head.dim, device=device)
         with torch.no_grad(), autocast(device, self.precision):
-            for number, rows in enumerate(scoring_chunks([len(p) for p in prompts], s)):
+            chunks = scoring_chunks([len(p) for p in prompts], s.eval_batch_size, s.length_buckets, s.max_padding)
+            for number, rows in enumerate(chunks):
                 ids, mask = pad_left([prompts[i] for i in rows], self.tokenizer.pad_token_id, device)
                 hidden[rows] = self.model.hidden_states(ids, mask)[:, -1].float()
                 self._scored_tokens += int(mask.sum())
@@ -376,32 +378,6 @@ class CoVEMethod(Method):
             **self._info,
         }
         return info
-
-
-def scoring_chunks(lengths: list[int], s: CoVESettings) -> list[list[int]]:
-    """The request positions of each scoring forward. Without length_buckets: request order, eval_batch_size
-    at a time. With it: sorted by length, at most length_buckets per forward, and with max_padding a forward
-    also closes before the next (longer) prompt would make its padding exceed that fraction of its tokens."""
-    if not s.length_buckets:
-        return [list(range(start, min(start + s.eval_batch_size, len(lengths))))
-                for start in range(0, len(lengths), s.eval_batch_size)]
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    real = 0
-    for position in order:
-        width = lengths[position]  # the longest so far: sorted ascending
-        full = len(current) >= s.length_buckets
-        too_padded = s.max_padding > 0 and current and \
-            width * (len(current) + 1) - (real + width) > s.max_padding * width * (len(current) + 1)
-        if full or too_padded:
-            chunks.append(current)
-            current, real = [], 0
-        current.append(position)
-        real += width
-    if current:
-        chunks.append(current)
-    return chunks
 
 
 LOSS_DESCRIPTIONS = {"item": "item token only", "sequence": "item token at every item position",
