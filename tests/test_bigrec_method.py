@@ -319,3 +319,29 @@ def test_long_prompts_drop_oldest_titles(tmp_path: Path):
     assert "middle" in prompt and "new" in prompt and "old" not in prompt
     assert len(prompt) <= MAX_PROMPT_TOKENS
     assert '"new"' in method._prompt([2])
+
+
+def test_length_sorted_steps_keep_each_steps_examples_and_cut_padding(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from bench.train.lora_trainer import LoRATrainer, TrainExample
+
+    lengths = [3, 40, 5, 38, 4, 50, 6, 41, 3, 39, 7, 45, 2, 36, 8, 44]
+    examples = [TrainExample([1] * n, [1] * n) for n in lengths]
+
+    def trainer(sorted_steps: bool) -> LoRATrainer:
+        settings = SimpleNamespace(learning_rate=1e-3, batch_size=2, grad_accum=4, warmup_steps=1, epochs=1,
+                                   patience=0, length_sorted_steps=sorted_steps)
+        return LoRATrainer(torch.nn.Linear(2, 2), 0, examples, settings, tmp_path / str(sorted_steps), {},
+                           name="toy", seed=0, device="cpu", precision="fp32", budget_minutes=None)
+
+    def padded(steps: list[list[list[int]]]) -> int:
+        return sum(max(lengths[e] for e in micro) * len(micro) for step in steps for micro in step)
+
+    plain, ranked = trainer(False).epoch_steps(0), trainer(True).epoch_steps(0)
+    assert len(plain) == len(ranked) == 2 and all(len(step) == 4 for step in ranked)
+    for a, b in zip(plain, ranked):
+        assert sorted(e for micro in a for e in micro) == sorted(e for micro in b for e in micro)  # same examples
+        flat = [lengths[e] for micro in b for e in micro]
+        assert flat == sorted(flat)
+    assert padded(ranked) < 0.8 * padded(plain)

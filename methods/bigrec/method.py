@@ -257,6 +257,16 @@ class BIGRecMethod(Method):
         shared = ", the prompt encoded once per request and shared by its beams" if shares_prompt(self.model) else ""
         return "Hugging Face beam search" + shared
 
+    def _deviations(self) -> list[str]:
+        s, out = self.settings, list(DEVIATIONS)
+        if s.length_sorted_steps:
+            out.append("micro-batches regrouped by length within each optimizer step (the same examples per step; "
+                       "the authors' were random)")
+        if self.exact_new_tokens:
+            out.append(f"decoding fixed at {self.exact_new_tokens} new tokens (decode_length = {s.decode_length!r}; "
+                       "published: stop at EOS)")
+        return out
+
     def describe(self) -> dict[str, Any]:
         from bench.train.lifecycle import training_facts
 
@@ -297,9 +307,7 @@ class BIGRecMethod(Method):
                                 if self.context.validate is not None else "auto without a validator: gamma 0"),
             "side_score": s.side_score if self.gamma else None,
             **(training_facts(self.progress, s.epochs, s.patience) if getattr(self, "progress", None) else {}),
-            "deviations": DEVIATIONS + ([f"decoding fixed at {self.exact_new_tokens} new tokens (decode_length = "
-                                         f"{s.decode_length!r}; published: stop at EOS)"]
-                                        if self.exact_new_tokens else []),
+            "deviations": self._deviations(),
             **self._info,
         }
         subsample = getattr(self, "_train_subsample", None)

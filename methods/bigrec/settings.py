@@ -30,6 +30,9 @@ class BIGRecSettings:
     # subsample of `valid_loss_users`, 0 = all) or "ndcg" (validation NDCG@10 of the shared evaluator, which
     # decodes every validation request each epoch: far slower).
     selection: str = "valid_loss"
+    # Micro-batches regrouped by length inside each optimizer step (the same examples per step, less padding;
+    # the authors' micro-batches were random).
+    length_sorted_steps: bool = False
     valid_loss_users: int = 512
     warmup_steps: int = 20
     loss: str = "response"
