@@ -74,6 +74,9 @@ class Method(ABC):
     # True when the method implements encode() and score_items(): the evaluator then ranks huge catalogues
     # in item chunks (memory O(batch x chunk)) instead of asking score() for a batch x N matrix.
     scores_item_slices: bool = False
+    # Settings of the method's section that change only how a trained model scores, never its training or the
+    # epoch it keeps (BIGRec's grounding gamma): `bench evaluate` may change them on a recorded run's weights.
+    evaluation_keys: tuple[str, ...] = ()
 
     # A method with a typed settings parser of its own sets this (staticmethod; raises BenchError); its
     # result is `self.settings`.

@@ -345,3 +345,21 @@ def test_length_sorted_steps_keep_each_steps_examples_and_cut_padding(tmp_path: 
         flat = [lengths[e] for micro in b for e in micro]
         assert flat == sorted(flat)
     assert padded(ranked) < 0.8 * padded(plain)
+
+
+def test_the_grounding_gamma_loads_the_same_trained_adapter(tiny_backbone: None, tmp_path: Path):
+    """gamma only re-scores (BIGRecMethod.evaluation_keys): a finished run's work dir loads under another
+    gamma without training again, which is what `bench evaluate --set bigrec.gamma=auto` relies on."""
+    from bench.train.lora_trainer import adapter_state
+
+    dataset = rule_dataset(num_items=10, num_users=16, length=5, rule="next", seed=4)
+    trained = make({**TINY, "epochs": 1, "batch_size": 8}, tmp_path / "work")
+    trained.fit(dataset)
+    loaded = make({**TINY, "epochs": 1, "batch_size": 8, "gamma": 0.5}, tmp_path / "work", resume_only=True)
+    loaded.fit(dataset)
+    assert loaded.progress["optimizer_steps"] == trained.progress["optimizer_steps"] and loaded.gamma == 0.5
+    a, b = adapter_state(trained.model), adapter_state(loaded.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(BenchError, match="no finished bigrec training"):  # a training setting: another run
+        make({**TINY, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3}, tmp_path / "work",
+             resume_only=True).fit(dataset)

@@ -99,3 +99,22 @@ def test_changes_that_need_training_are_refused_before_any_compute(isolated: Pat
     work.rmdir()
     gone = bench("evaluate", str(source), "--set", 'eval.extra_targets=["valid"]')
     assert gone.returncode == 2 and "are gone from this machine" in gone.stderr
+
+
+def test_a_methods_evaluation_keys_may_change_and_others_may_not():
+    import pytest
+
+    from bench.errors import BenchError
+    from bench.runs.reevaluate import evaluation_changes
+
+    record = {"method": "bigrec", "config": {"eval": {"mask_history": False}, "bigrec": {"gamma": 0.0, "epochs": 50}}}
+    changed = evaluation_changes(record, ["bigrec.gamma=auto"], "r.json", ("gamma", "side_score"))
+    assert changed["bigrec"] == {"gamma": "auto", "epochs": 50} and changed["eval"] == record["config"]["eval"]
+    assert record["config"]["bigrec"]["gamma"] == 0.0  # the source record is not touched
+    for assignment, message in (("bigrec.epochs=3", "changes only eval.mask_history"),
+                                ("bigrec.gamma=0.0", "changes nothing"),
+                                ("cove.gamma=1", "changes only")):
+        with pytest.raises(BenchError, match=message):
+            evaluation_changes(record, [assignment], "r.json", ("gamma", "side_score"))
+    with pytest.raises(BenchError, match="bigrec.gamma"):  # not this method's evaluation key
+        evaluation_changes({**record, "method": "sasrec_native"}, ["bigrec.gamma=auto"], "r.json")

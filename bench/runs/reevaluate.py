@@ -4,7 +4,8 @@ recorded as a run of its own that names the weights it reused.
 Published numbers are often measured under another protocol than ours (RecBole masks every item of the
 user's history before ranking; the transformer benchmark too), so comparing with them needs the same
 trained model evaluated both ways, not a second training. Only options that leave training and epoch
-selection untouched may change; the new record keeps the source's training facts and says that its epoch
+selection untouched may change (the [eval] keys below, and a method's own `evaluation_keys`, e.g. BIGRec's
+grounding gamma); the new record keeps the source's training facts and says that its epoch
 was chosen under the source's options.
 """
 
@@ -23,24 +24,26 @@ from bench.errors import BenchError, shown
 REEVALUABLE_KEYS = ("mask_history", "extra_targets", "ks", "batch_size")
 
 
-def evaluation_changes(record: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
-    """The record's effective config with `overrides` applied; each must be `eval.<key>` of
-    REEVALUABLE_KEYS and the result must differ from the record's own options."""
+def evaluation_changes(record: dict[str, Any], overrides: list[str], source: str,
+                       method_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The record's effective config with `overrides` applied; each must be `eval.<key>` of REEVALUABLE_KEYS
+    or `<method>.<key>` of the method's `evaluation_keys`, and the result must differ from the record's."""
     if not overrides:
         raise BenchError(f"{source}: give the evaluation options to change, e.g. --set eval.mask_history=true")
     effective = copy.deepcopy(record.get("config") or {})
     if not isinstance(effective.get("eval"), dict):
         raise BenchError(f"{source}: the record has no [eval] config; it cannot be evaluated again")
+    method = record["method"]
+    allowed = [f"eval.{k}" for k in REEVALUABLE_KEYS] + [f"{method}.{k}" for k in method_keys]
     for assignment in overrides:
         key = assignment.partition("=")[0].strip()
         section, _, leaf = key.partition(".")
-        if section != "eval" or leaf not in REEVALUABLE_KEYS:
-            raise BenchError(f"--set {shown(assignment)}: bench evaluate changes only "
-                             f"{', '.join('eval.' + k for k in REEVALUABLE_KEYS)} (anything else changes training "
-                             "or the epoch chosen: use bench run)")
-        effective["eval"].setdefault(leaf, None)  # a key added to bench.toml after the record was made
-        apply_override({"eval": effective["eval"]}, assignment)
-    if effective["eval"] == record["config"]["eval"]:
+        if key not in allowed:
+            raise BenchError(f"--set {shown(assignment)}: bench evaluate changes only {', '.join(allowed)} "
+                             "(anything else changes training or the epoch chosen: use bench run)")
+        effective.setdefault(section, {}).setdefault(leaf, None)  # a key added after the record was made
+        apply_override({section: effective[section]}, assignment)
+    if all(effective.get(s) == record["config"].get(s) for s in ("eval", method)):
         raise BenchError(f"{source}: --set changes nothing the record was not already evaluated with")
     return effective
 
@@ -72,12 +75,14 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
         raise BenchError(f"{path.name}: itself a re-evaluation of {source['weights_from']['record']}; "
                          "evaluate that record instead")
     method = source["method"]
-    effective = evaluation_changes(source, overrides, path.name)
     device = source.get("device", "cpu")
     setup = set_up(source["dataset"], config, results_dir, device)
     registry = setup.registry
     method_cls = registry.load(method)
+    effective = evaluation_changes(source, overrides, path.name, method_cls.evaluation_keys)
     check_eval_section(method_cls, method, config, effective["eval"], "--set")
+    if method_cls.settings_parser is not None:  # a bad value of an evaluation key fails here, in one line
+        method_cls.settings_parser(effective[method])
     paths = setup.paths
     check_writable(paths.results_dir / "runs", paths.cache_dir)
     dataset, info = setup.prepare()

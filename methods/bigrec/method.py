@@ -53,6 +53,8 @@ class BIGRecMethod(Method):
     name = "bigrec"
     data_parallel = True  # its trainer splits every micro-batch over torchrun's ranks and averages gradients
     loads_finished_runs = True
+    # The second grounding step (gamma, its side score) re-scores the same weights: not part of training's key.
+    evaluation_keys = ("gamma", "side_score")
 
     settings_parser = staticmethod(parse_settings)
 
@@ -151,7 +153,8 @@ class BIGRecMethod(Method):
             select = (lambda: validate(0.0)) if validate is not None and s.epochs > 1 else None
             metric = "validation NDCG@10"
         trainer = LoRATrainer(self.model, self.tokenizer.pad_token_id, examples, s, ctx.work_dir,
-                              key_extra={"settings": s.as_dict(), "dataset": dataset.name,
+                              key_extra={"settings": {k: v for k, v in s.as_dict().items()
+                                                      if k not in self.evaluation_keys}, "dataset": dataset.name,
                                          "split": dataset.split.hash},
                               name="bigrec", seed=ctx.seed, device=ctx.device, precision=self.precision,
                               budget_minutes=min(budgets) if budgets else None,
