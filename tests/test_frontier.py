@@ -18,10 +18,10 @@ from bench.report.frontier import (
 
 
 def run(method: str, ndcg: float, *, target: str = "test", masked: bool = False, subsample: bool = False,
-        stopped_by: str = "early_stopping", params: int = 1000) -> dict[str, Any]:
-    return {"method": method, "dataset": "toy", "eval_target": target, "mask_history": masked,
+        stopped_by: str = "early_stopping", params: int = 1000, lr: float = 0.1, seed: int = 0) -> dict[str, Any]:
+    return {"method": method, "dataset": "toy", "eval_target": target, "mask_history": masked, "seed": seed,
             "subsample": {"eval_requests": 10, "eval_requests_total": 100} if subsample else None,
-            "metrics": {"ndcg@10": ndcg}, "config": {method: {}},
+            "metrics": {"ndcg@10": ndcg}, "config": {method: {"lr": lr}},
             "method_info": {"stopped_by": stopped_by, "parameters": params}}
 
 
@@ -38,8 +38,9 @@ def speed(methods: dict[str, Any], batch: int = 1, created: str = "2026-01-01", 
 
 
 RECORDS = [
-    (Path("a-1.json"), run("a", 0.030)),
-    (Path("a-2.json"), run("a", 0.040)),                      # a's best main-table row
+    (Path("a-1.json"), run("a", 0.030, lr=0.5)),              # another setting of a
+    (Path("a-2.json"), run("a", 0.040)),                      # a's best main-table row: two seeds, mean .045
+    (Path("a-7.json"), run("a", 0.050, seed=1)),
     (Path("a-3.json"), run("a", 0.090, masked=True)),         # masked: another protocol
     (Path("a-4.json"), run("a", 0.080, subsample=True)),      # a subsample
     (Path("a-5.json"), run("a", 0.070, stopped_by="max_train_minutes")),  # cut by its budget
@@ -51,8 +52,9 @@ RECORDS = [
 
 def test_best_rows_take_only_main_table_records():
     best = best_rows(RECORDS, "toy")
-    assert {m: p.name for m, (p, _) in best.items()} == {"a": "a-2.json", "gen": "gen-1.json",
-                                                          "capped": "capped-1.json"}
+    assert {m: [p.name for p in paths] for m, (paths, _, _) in best.items()} == {
+        "a": ["a-2.json", "a-7.json"], "gen": ["gen-1.json"], "capped": ["capped-1.json"]}
+    assert best["a"][2] == pytest.approx(0.045)  # seeds merged, as the main table merges them
     assert best_rows(RECORDS, "other") == {}
 
 
@@ -66,9 +68,17 @@ def test_each_point_uses_a_speed_that_tells_a_trained_models_speed():
     points = {p.method: p for p in frontier_points(RECORDS, quick)}
     assert set(points) == {"a", "gen"}  # capped: no usable speed; unrecorded: no main-table row
     assert points["a"].samples_per_sec == 999.0 and points["a"].weights == "quick-fit"
-    assert points["a"].record == "toy/a-2.json" and points["a"].ndcg10 == pytest.approx(0.040)
+    assert points["a"].record == "toy/a-2.json (+1 seeds)" and points["a"].ndcg10 == pytest.approx(0.045)
     assert points["gen"].samples_per_sec == 3.0 and points["gen"].parameters == 5_000_000
     assert size_text(points["gen"].parameters) == "5M" and points["gen"].speed_record == "toy-cpu"
+
+
+def test_weights_of_another_run_or_setting_are_said_or_refused():
+    other_run = speed({"a": entry(40.0, {"kind": "trained", "record": "runs/toy/a-1.json"})})
+    assert frontier_points(RECORDS, other_run)[0].weights == "trained, another run"  # a-1 is another setting
+    other_setting = speed({"gen": entry(3.0, tokens=4, info={"decode_length_fixed": "4 ID tokens on each of 20 beams",
+                                                             "setting": "small"})})
+    assert frontier_points(RECORDS, other_setting) == []  # quick-fit weights of another setting: another model
 
 
 def test_a_panel_takes_one_speed_run_never_a_mix():
@@ -95,7 +105,7 @@ def test_leaderboard_draws_and_tabulates_the_frontier(tmp_path: Path):
                       "gen": entry(3.0, tokens=4, info={"decode_length_fixed": "4 ID tokens on each of 20 beams"})})]
     lines = "\n".join(render_frontier(RECORDS, records))
     assert "## Speed-accuracy frontier" in lines and "### toy · cpu · batch 1" in lines
-    assert "| a | 1K | 0.0400 | 40 | trained | toy/a-2.json |" in lines
+    assert "| a | 1K | 0.0450 | 40 | trained | toy/a-2.json (+1 seeds) |" in lines
     assert "| gen | 5M | 0.0200 | 3 | quick-fit | toy/gen-1.json |" in lines
     assert "Speed record `speed/toy-cpu-trained.json`" in lines
     written = frontier_plots(RECORDS, records, tmp_path)

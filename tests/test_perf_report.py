@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bench.report.perf_report import render_perf
-from bench.store.perf import machine_slug, write_perf
+from bench.store.perf import busy, machine_slug, write_perf
 
 
 def test_write_perf_names_the_file_by_benchmark_and_machine_and_keeps_the_rows(tmp_path: Path):
@@ -18,8 +18,10 @@ def test_write_perf_names_the_file_by_benchmark_and_machine_and_keeps_the_rows(t
     assert record["rows"] == rows and record["threads"] == 2 and record["benchmark"] == "cove_flops"
     assert record["hardware"]["load_average_1min"]["before"] == 0.5 and "name" in record["hardware"]
     assert not list(path.parent.glob("*.tmp"))
-    assert machine_slug("AMD EPYC, 2 cores") == "amd_epyc"
-    assert machine_slug("Intel(R) Xeon(R) Processor, 2 cores") == "intelr_xeonr_processor"
+    assert machine_slug("AMD EPYC, 2 cores") == "amd_epyc_2c"
+    assert machine_slug("Intel(R) Xeon(R) Processor, 16 cores") == "intelr_xeonr_processor_16c"
+    assert record["cpu_shared_with_other_jobs"] is False  # load 0.5 before, on any number of cores
+    assert busy(2.1, 2) and not busy(0.9, 2) and not busy(2.1, 16) and not busy(None, 2)
 
     lines = "\n".join(render_perf(tmp_path))
     assert "## Performance benchmarks" in lines and "`benchmarks/cove_flops.py`" in lines

@@ -49,8 +49,8 @@ def test_masked_evaluation_reuses_the_weights_and_only_lifts_targets(isolated: P
     assert record["method_info"]["best_epoch"] == source_record["method_info"]["best_epoch"]
     assert record["train_seconds"] == source_record["train_seconds"]  # the source's training, not a new one
     chosen_on = source_record["num_valid_requests"]
-    assert record["metrics_by_position"]["valid"]["note"] == (f"same trained model; {chosen_on} of these requests "
-                                                              "also chose the epoch (optimistic)")
+    assert record["metrics_by_position"]["valid"]["note"] == (f"same trained model; {chosen_on} seeded requests of "
+                                                              "this position also chose the epoch (optimistic)")
     # Masking the user's other items removes competitors only: no target ranks lower, and on this data the
     # history holds items the model ranks above some targets, so some rise (not the same scoring twice).
     unmasked = load_ranks(source, source_record)["test"]

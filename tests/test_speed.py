@@ -154,7 +154,7 @@ def test_a_labelled_comparison_keeps_the_main_record_and_bad_labels_are_refused(
     assert labelled.path == isolated / "results" / "speed" / "tiny-cpu-same_backbone.json"
     assert main.path.exists() and json.loads(main.path.read_text())["measured_in_order"] == ["cove", "bigrec"]
     assert "batch 1 · quick-fit weights · same backbone" in "\n".join(render_speed([labelled.record]))
-    for bad in ("../x", "Same", "a-b", "x" * 41):
+    for bad in ("../x", "Same", "a-b", "x" * 41, "trained", "b32"):  # the last two would hit main records
         with pytest.raises(BenchError, match="--label"):
             measure_speed("tiny", ["cove"], config=fakes, label=bad, log=lambda _: None)
     # From the command line: one line, exit 2, before any method is built (the process has no fakes).

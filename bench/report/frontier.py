@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report.formatting import defined
-from bench.report.labels import method_label
+from bench.report.labels import effect_key, method_label
 from bench.report.speed_tables import length_set_by_cap, weights_text
 from bench.store.results import budget_cut
 
@@ -26,11 +26,11 @@ Record = dict[str, Any]
 class FrontierPoint:
     method: str            # the run's method
     label: str             # the row's label (setting included), as in the tables
-    ndcg10: float          # test NDCG@10 of the method's best main-table row
+    ndcg10: float          # test NDCG@10 of the method's best main-table row (mean over its seeds)
     samples_per_sec: float  # median of the speed entry
     parameters: int | None  # the model's size (an LLM backbone's, else the model's own)
-    weights: str           # trained / quick-fit / full-fit: which weights the speed was timed with
-    record: str            # the accuracy's run record
+    weights: str           # trained / "trained, another run" / quick-fit / full-fit: the weights timed
+    record: str            # the accuracy's run record (and how many more seeds the row averages)
     speed_record: str      # the speed's `bench speed` record (dataset-device-...)
 
 
@@ -41,23 +41,30 @@ def main_table(record: Record) -> bool:
             and not budget_cut(record) and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
 
 
-def best_rows(records: list[tuple[Path, Record]], dataset: str) -> dict[str, tuple[Path, Record]]:
-    """method -> its best main-table record of `dataset` by test NDCG@10 (ties: the earlier file name)."""
-    best: dict[str, tuple[Path, Record]] = {}
+def best_rows(records: list[tuple[Path, Record]], dataset: str) -> dict[str, tuple[list[Path], Record, float]]:
+    """method -> (its best main-table row's records, one of them, their mean test NDCG@10): runs that differ
+    only by seed are one row, as in the main table (bench.report.labels.effect_key); ties: the earlier name."""
+    groups: dict[tuple[str, str], list[tuple[Path, Record]]] = {}
     for path, record in sorted(records, key=lambda item: item[0].name):
-        if record.get("dataset") != dataset or not main_table(record):
-            continue
-        held = best.get(record["method"])
-        if held is None or record["metrics"]["ndcg@10"] > held[1]["metrics"]["ndcg@10"]:
-            best[record["method"]] = (path, record)
+        if record.get("dataset") == dataset and main_table(record):
+            groups.setdefault((record["method"], effect_key(record)), []).append((path, record))
+    best: dict[str, tuple[list[Path], Record, float]] = {}
+    for (method, _), runs in groups.items():
+        mean = sum(float(r["metrics"]["ndcg@10"]) for _, r in runs) / len(runs)
+        if method not in best or mean > best[method][2]:
+            best[method] = ([p for p, _ in runs], runs[0][1], mean)
     return best
 
 
-def speed_tells_trained_speed(entry: Record, record: Record) -> bool:
+def speed_tells_trained_speed(entry: Record, record: Record, row: Record | None = None) -> bool:
     """Trained weights, or a speed that does not follow the weights: no decoding, or decoding of a length
-    that is fixed (semantic IDs) or was not set by the token cap."""
+    that is fixed (semantic IDs) or was not set by the token cap; quick-fit weights only of the row's own
+    setting (a default CoVE timed in place of the `cpu` preset's would be another model)."""
     if weights_text(entry, record) == "trained":
         return True
+    if row is not None and (entry.get("method_info") or {}).get("setting") != (row.get("method_info") or {}).get(
+            "setting"):
+        return False
     fixed = (entry.get("method_info") or {}).get("decode_length_fixed")
     return entry.get("generated_tokens_per_sample") is None or (bool(fixed) and not length_set_by_cap(entry))
 
@@ -79,14 +86,21 @@ def frontier_points(records: list[tuple[Path, Record]], speed_record: Record) ->
     rows = best_rows(records, dataset)
     points = []
     for method, entry in sorted((speed_record.get("methods") or {}).items()):
-        if method not in rows or not speed_tells_trained_speed(entry, speed_record):
+        if method not in rows:
             continue
-        path, record = rows[method]
+        paths, record, mean = rows[method]
+        if not speed_tells_trained_speed(entry, speed_record, record):
+            continue
+        weights = weights_text(entry, speed_record)
+        timed = Path(str((entry.get("weights") or {}).get("record", ""))).name
+        if weights == "trained" and timed not in {p.name for p in paths}:
+            weights = "trained, another run"  # the same method's weights, not this row's
         points.append(FrontierPoint(
-            method=method, label=method_label(record), ndcg10=float(record["metrics"]["ndcg@10"]),
+            method=method, label=method_label(record), ndcg10=mean,
             samples_per_sec=float(entry["samples_per_sec"]["median"]),
             parameters=size_of(entry.get("method_info"), record.get("method_info")),
-            weights=weights_text(entry, speed_record), record=f"{dataset}/{path.name}",
+            weights=weights, record=f"{dataset}/{paths[0].name}" + (f" (+{len(paths) - 1} seeds)" if len(paths) > 1
+                                                                   else ""),
             speed_record=record_speed_name(speed_record)))
     return points
 

@@ -129,12 +129,14 @@ def setting_overrides(record: Record, config: dict[str, Any] | None = None) -> d
     config = bench_defaults() if config is None else config
     method = record["method"]
     _, base = _baseline(record, config)
-    neutral = config.get("hash_neutral", {})
-    section = record.get("config", {}).get(method) or {}
+    # A record made before a hash-neutral key existed ran at its neutral value: filled in, so a neutral value
+    # that is no longer the default (bigrec.selection = ndcg) is named like any other difference.
+    neutral = {key.split(".", 1)[1]: value for key, value in config.get("hash_neutral", {}).items()
+               if key.startswith(f"{method}.")}
+    section = {**neutral, **(record.get("config", {}).get(method) or {})}
     return {key: value for key, value in sorted(section.items())
             if key in base and key != "preset" and key not in NO_EFFECT_KEYS["method"] and key not in SHOWN_ELSEWHERE
-            and key != swept_setting(method)
-            and value != base[key] and neutral.get(f"{method}.{key}", object()) != value}
+            and key != swept_setting(method) and value != base[key]}
 
 
 def method_label(record: Record, config: dict[str, Any] | None = None) -> str:

@@ -256,8 +256,8 @@ def plot_frontier(dataset: str, device: str, panels: list[tuple[int, dict[str, A
         axis.set_title(f"batch {batch_size} · {hardware} · speed/{points[0].speed_record}", fontsize=8)
         axis.grid(True, alpha=0.3)
         axis.margins(x=0.25, y=0.15)
-    fig.suptitle(f"speed-accuracy frontier · {dataset} · {device} · filled: speed of trained weights, hollow: "
-                 "quick-fit weights whose speed does not follow training", fontsize=8)
+    fig.suptitle(f"speed-accuracy frontier · {dataset} · {device} · filled: timed with the row's trained weights, "
+                 "hollow: other weights whose speed does not follow training", fontsize=8)
     fig.tight_layout()
     try:
         return _save(fig, path)

@@ -98,9 +98,11 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
     work_dir = run_work_dir(paths.cache_dir, dataset.name, method, hash_)
     slot = contextlib.nullcontext() if parallel else training_slot(paths.cache_dir, f"bench evaluate {path.name}", log)
     # The source's validation requests chose the epoch these weights come from (none chose it without one).
-    chosen = ((source.get("method_info") or {}).get("best_epoch") is not None
-              and source.get("eval_target", "test") == "test")
-    chosen_on = int(source.get("num_valid_requests") or 0) if chosen else 0
+    info = source.get("method_info") or {}
+    validated = bool(info.get("validated_epochs") or info.get("epoch_scores"))
+    chosen = validated and source.get("eval_target", "test") == "test"
+    # A method that chose its epoch itself (BIGRec's validation loss) says on how many requests.
+    chosen_on = int(info.get("valid_loss_examples") or source.get("num_valid_requests") or 0) if chosen else 0
     with work_dir_lock(work_dir), slot:
         if weights.work_dir is not None:  # a copy: the source's checkpoints are never touched
             shutil.copytree(weights.work_dir, work_dir, dirs_exist_ok=True)
@@ -120,8 +122,10 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
                   load_seconds=record["train_seconds"], **training,
                   weights_from={"record": f"runs/{source['dataset']}/{path.name}", "config_hash": source["config_hash"],
                                 "git_rev": source.get("git_rev"),
-                                "selection": "the source run's epoch, chosen on validation with mask_history = "
-                                             f"{source['config']['eval'].get('mask_history')}"})
+                                "selection": "the source run's epoch, chosen by "
+                                             + (str(info["epoch_selection"]) if info.get("epoch_selection") else
+                                                "validation NDCG@10 with mask_history = "
+                                                f"{source['config']['eval'].get('mask_history')}")})
     per_request = record.pop(PER_REQUEST_KEY)
     record["ranks"] = save_ranks(target, per_request)
     return RunOutcome(record, save_record(target, record, paths.cache_dir, log), reused=False)

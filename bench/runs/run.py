@@ -355,7 +355,7 @@ def train_and_evaluate(
     for extra, scored_extra in by_position.items():
         chose = extra == "valid" and target == "test" and chosen_on > 0
         scored_extra["note"] = "same trained model; " + (
-            f"{chosen_on} of these requests also chose the epoch (optimistic)" if chose
+            f"{chosen_on} seeded requests of this position also chose the epoch (optimistic)" if chose
             else "these requests took no part in training or selection")
     train_subsample = described.pop("train_subsample", None)
     subsample = None

@@ -78,6 +78,9 @@ def check_label(label: str | None) -> None:
     if label is not None and (len(label) > 40 or not LABEL_PATTERN.fullmatch(label)):
         raise BenchError(f"--label {label!r}: expected lower-case letters and digits, words joined by '_' (at most "
                          "40 characters), e.g. same_backbone")
+    if label is not None and (label == "trained" or re.fullmatch(r"b\d+", label)):
+        raise BenchError(f"--label {label!r}: reserved (speed record names use it for trained weights or a batch "
+                         "size); choose another, e.g. same_backbone")
 
 
 def route_overrides(overrides: list[str], methods: list[str]) -> dict[str, list[str]]:

@@ -4,7 +4,6 @@ machine, its threads and how busy it was, so `bench leaderboard` can show them b
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +11,24 @@ PERF_FOLDER = Path("results/perf")
 
 
 def machine_slug(name: str) -> str:
-    """'AMD EPYC, 2 cores' -> 'amd_epyc': the machine part of a perf file's name."""
-    return name.split(",")[0].strip().replace(" ", "_").replace("(", "").replace(")", "").lower()
+    """'AMD EPYC, 2 cores' -> 'amd_epyc_2c': the machine part of a perf file's name (the core count too, so
+    two machines of one CPU family keep files of their own)."""
+    cpu, _, rest = name.partition(",")
+    cores = "".join(ch for ch in rest if ch.isdigit())
+    slug = cpu.strip().replace(" ", "_").replace("(", "").replace(")", "").lower()
+    return f"{slug}_{cores}c" if cores else slug
+
+
+def busy(load_before: float | None, cores: int | None) -> bool:
+    """Other jobs held the CPU when the benchmark started: the 1-minute load before it, over half the cores
+    (the load after it includes the benchmark's own threads)."""
+    return load_before is not None and load_before > 0.5 * max(1, cores or 1)
 
 
 def write_perf(benchmark: str, rows: list[dict[str, Any]], load_before: float | None, *,
                folder: Path = PERF_FOLDER, **facts: Any) -> Path:
     """Write one benchmark's rows atomically; `facts` (model, threads, ...) go beside them. A machine busy
-    with other jobs (1-minute load above 1.5 at the end) is said so: its figures are lower bounds."""
+    with other jobs when it started (`busy`) is said so: its figures are lower bounds."""
     from bench.store.results import atomic_write_text, now_iso
     from bench.train.resources import hardware_info, load_average
 
@@ -28,6 +37,6 @@ def write_perf(benchmark: str, rows: list[dict[str, Any]], load_before: float | 
     path = folder / f"{benchmark}-{machine_slug(hardware['name'])}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": benchmark, "created": now_iso(), **facts, "hardware": hardware,
-              "cpu_shared_with_other_jobs": os.getloadavg()[0] > 1.5, "rows": rows}
+              "cpu_shared_with_other_jobs": busy(load_before, hardware.get("cpu_count")), "rows": rows}
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     return path

@@ -31,8 +31,6 @@ MAX_SEQUENCE_TOKENS = 1024
 DEVIATIONS = [
     "backbone: the configured model (SmolLM2-135M-Instruct by default), not LLaMA-7B in 8-bit",
     "prompt wording generic ('items ... bought') instead of per-domain ('video games ... played')",
-    "validation loss on a seeded subsample of validation users (valid_loss_users; the authors used their whole "
-    "validation file)",
     "default loss on response tokens only (loss='response'); the authors trained on all tokens",
     "training samples from the harness split (train_samples), not the authors' 10-item sliding windows",
     "embedding forward passes position ids from the attention mask (authors' left padding shifted them)",
@@ -142,12 +140,13 @@ class BIGRecMethod(Method):
                     for sample in samples]
         budgets = [m for m in (ctx.max_train_minutes, s.max_train_minutes or None) if m]
         validate = self._validate_fn(dataset)
-        valid_examples = self._valid_loss_examples(dataset) if s.selection == "valid_loss" else []
+        # Only when an epoch is chosen (more than one): a single epoch leaves nothing to select.
+        valid_examples = self._valid_loss_examples(dataset) if s.selection == "valid_loss" and s.epochs > 1 else []
         if s.selection == "valid_loss":
             # The authors' criterion; one epoch leaves nothing to choose, so it is not computed then.
             select = (lambda: -mean_token_loss(self.model, valid_examples, self.tokenizer.pad_token_id,
                                                batch_size=s.batch_size, device=ctx.device,
-                                               precision=self.precision)) if valid_examples and s.epochs > 1 else None
+                                               precision=self.precision)) if valid_examples else None
             metric = "negative validation loss"
         else:
             select = (lambda: validate(0.0)) if validate is not None and s.epochs > 1 else None
@@ -262,9 +261,13 @@ class BIGRecMethod(Method):
 
     def _deviations(self) -> list[str]:
         s, out = self.settings, list(DEVIATIONS)
+        out.append("epoch chosen by the loss of a seeded sample of validation requests (valid_loss_users; the "
+                   "authors used their whole validation file)" if s.selection == "valid_loss" else
+                   "epoch chosen by validation NDCG@10 of the shared evaluator (gamma = 0), not validation loss")
         if s.length_sorted_steps:
             out.append("micro-batches regrouped by length within each optimizer step (the same examples per step; "
-                       "the authors' were random)")
+                       "each micro-batch's token-mean loss still weighs 1/grad_accum, so a token of a short "
+                       "micro-batch weighs more than in the authors' random micro-batches)")
         if self.exact_new_tokens:
             out.append(f"decoding fixed at {self.exact_new_tokens} new tokens (decode_length = {s.decode_length!r}; "
                        "published: stop at EOS)")

@@ -126,6 +126,7 @@ class LCRecMethod(Method):
                               log=ctx.log, resume_only=ctx.resume_only)
         self.report = trainer.train() if examples else {}
         self.model.eval()
+        self._prompt_tokens = self._padded_prompt_tokens = self._requests = 0  # validation's decoding not counted
 
     # -- ranking --------------------------------------------------------------------------
 
