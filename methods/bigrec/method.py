@@ -143,7 +143,7 @@ class BIGRecMethod(Method):
         # Only when an epoch is chosen (more than one): a single epoch leaves nothing to select.
         valid_examples = self._valid_loss_examples(dataset) if s.selection == "valid_loss" and s.epochs > 1 else []
         if s.selection == "valid_loss":
-            # The authors' criterion; one epoch leaves nothing to choose, so it is not computed then.
+            # The authors' criterion.
             select = (lambda: -mean_token_loss(self.model, valid_examples, self.tokenizer.pad_token_id,
                                                batch_size=s.batch_size, device=ctx.device,
                                                precision=self.precision)) if valid_examples else None
