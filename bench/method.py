@@ -122,6 +122,12 @@ class Method(ABC):
         """Scores of items start..end-1 for the encoded requests: a (B, end - start) array or tensor."""
         raise NotImplementedError(f"{self.name} does not score item slices (scores_item_slices is False)")
 
+    def score_targets(self, encoded: Any, targets: list[int]) -> Any | None:
+        """Each request's score of its own target, (B,), bit for bit what score_items gives that item, or
+        None (the default) to have the evaluator find it by scoring the targets' slices. Only worth it
+        where an item's score does not depend on which slice it is scored in (a gather, not a matmul)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """Facts worth recording with the result (backbone, parameter counts, training mode)."""
         return {}

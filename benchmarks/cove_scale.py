@@ -53,17 +53,20 @@ class Scorer:
     def encode(self, users: list[int], histories: list[list[int]]) -> torch.Tensor:
         ids = torch.stack([self.prompt(h) for h in histories])
         with torch.no_grad():
-            return self.model.hidden_states(ids, torch.ones_like(ids))[:, -1].float()
+            return self.model.item_head.project(self.model.hidden_states(ids, torch.ones_like(ids))[:, -1])
 
-    def score_items(self, hidden: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    def score_items(self, encoded: torch.Tensor, start: int, end: int) -> torch.Tensor:
         with torch.no_grad():
-            return self.model.item_head.logits(hidden, start, end)
+            return self.model.item_head.logits_from(encoded, start, end)
+
+    def score_targets(self, encoded: torch.Tensor, targets: list[int]) -> torch.Tensor | None:
+        with torch.no_grad():
+            return self.model.item_head.target_logits_from(encoded, torch.as_tensor(targets))
 
 
 def one_point(items: int, ratio: int, model_spec: str, batch: int, requests: int, history: int) -> dict:
     from bench.train.backbone import load_backbone, tiny_llama
-    from methods.cove.item_layers import item_table_bytes
-    from methods.cove.method import item_softmax_form
+    from methods.cove.item_layers import item_softmax_form, item_table_bytes
     from methods.cove.model import CoVEModel, attach_lora
     from methods.cove.trainer import sequence_item_loss
 

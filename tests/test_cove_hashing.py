@@ -170,3 +170,38 @@ def test_ignored_and_out_of_range_targets_follow_one_rule_in_both_paths(ratio: i
     for wrong in (-1, -7, 50):
         with pytest.raises(IndexError):
             head.cross_entropy(hidden[:2], torch.tensor([3, wrong]), chunk=chunk)
+
+
+def test_target_logits_are_bit_for_bit_the_slice_logits():
+    """The evaluator takes each target's score from target_logits_from and counts the slices' items scoring
+    at least as high: any rounding difference between the two paths would move ties, so they must agree
+    exactly, whatever slice the target sits in (and ratio 1, a matmul, declines)."""
+    from methods.cove.item_layers import ItemHead
+
+    torch.manual_seed(0)
+    head = ItemHead(5000, 24, ratio=8, num_hashes=4)
+    hidden = torch.randn(32, 24)
+    projected = head.project(hidden)
+    targets = torch.randint(0, 5000, (32,))
+    direct = head.target_logits_from(projected, targets)
+    for start, end in ((0, 5000), (0, 4096), (1000, 5000), (17, 2600)):
+        inside = (targets >= start) & (targets < end)
+        rows = torch.nonzero(inside).flatten()
+        sliced = head.logits_from(projected, start, end)[rows, targets[rows] - start]
+        assert torch.equal(sliced, direct[rows])
+    assert ItemHead(50, 8, ratio=1).target_logits_from(torch.randn(3, 8), torch.tensor([1, 2, 3])) is None
+
+
+def test_project_once_then_slices_equal_the_direct_logits():
+    """CoVE's encode projects the states once per batch and score_items reads slices of that projection."""
+    from methods.cove.item_layers import ItemHead
+
+    torch.manual_seed(1)
+    head = ItemHead(300, 16, ratio=4, num_hashes=3)
+    hidden = torch.randn(6, 16)
+    projected = head.project(hidden)
+    assert projected.shape == (75, 6)
+    whole = head.logits(hidden, 0, 300)
+    assert torch.equal(torch.cat([head.logits_from(projected, s, min(s + 64, 300)) for s in range(0, 300, 64)], 1),
+                       whole)
+    assert torch.allclose(whole, hidden @ head.vectors(torch.arange(300)).T, atol=1e-5)

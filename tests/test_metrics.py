@@ -101,3 +101,44 @@ def test_committed_ranks_reproduce_their_recorded_metrics():
             assert metrics_from_ranks(stored[position][1], ks) == metrics, f"{path.name} {position}"
             checked += 1
     assert checked >= len(list((results / "runs").glob("*/*.ranks.npz")))
+
+
+class _SliceScorer:
+    """A method that scores item slices of a fixed score matrix, with an optional target-score shortcut."""
+
+    name = "slices"
+
+    def __init__(self, scores: np.ndarray, shortcut: str) -> None:
+        self.scores, self.shortcut = scores, shortcut
+
+    def encode(self, users: list[int], histories: list[list[int]]) -> np.ndarray:
+        return self.scores[users]
+
+    def score_items(self, encoded: np.ndarray, start: int, end: int) -> np.ndarray:
+        return encoded[:, start:end].copy()
+
+    def score_targets(self, encoded: np.ndarray, targets: list[int]) -> np.ndarray | None:
+        if self.shortcut == "none":
+            return None
+        direct = encoded[np.arange(len(targets)), targets]
+        return direct + 0.5 if self.shortcut == "off" else direct
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_streamed_ranks_equal_full_ranks_with_or_without_the_target_shortcut(mask: bool):
+    """Chunked ranking gives the ranks of the full matrix, ties included, whether the targets' scores come
+    from score_targets or from a pass over their slices; a shortcut that is off by a little changes them
+    (so the shortcut is really used)."""
+    from bench.runs.evaluate import mask_history_items, streamed_ranks
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, size=(9, 40)).astype(np.float32)  # many ties
+    histories = [list(rng.integers(0, 40, size=3)) for _ in range(9)]
+    targets = list(rng.integers(0, 40, size=9))
+    full = scores if not mask else mask_history_items(scores, histories, targets)
+    expected = target_ranks(full, targets)
+    for shortcut in ("none", "exact"):
+        got = streamed_ranks(_SliceScorer(scores, shortcut), list(range(9)), histories, targets, 40, 7, mask)
+        assert np.array_equal(got, expected)
+    off = streamed_ranks(_SliceScorer(scores, "off"), list(range(9)), histories, targets, 40, 7, mask)
+    assert not np.array_equal(off, expected)

@@ -52,8 +52,9 @@ def streams(method: Method, num_items: int, item_chunk: int | None) -> bool:
 
 def streamed_ranks(method: Any, users: list[int], histories: list[list[int]], targets: list[int], num_items: int,
                    chunk: int, mask_history: bool) -> np.ndarray:
-    """Exact target ranks without a batch x N matrix: the catalogue is scored chunk by chunk twice (the
-    targets' scores first, then how many items score at least as high: ties count against the target)."""
+    """Exact target ranks without a batch x N matrix: the catalogue is scored chunk by chunk, once to count
+    how many items score at least as high as each target (ties count against the target), after the
+    targets' own scores (from `score_targets`, or a pass over the slices that hold them)."""
     encoded = method.encode(users, histories)
     targets_np = np.asarray(targets, dtype=np.int64)
     seen = [np.asarray([i for i in h if i != t], dtype=np.int64) for h, t in zip(histories, targets)] \
@@ -72,12 +73,17 @@ def streamed_ranks(method: Any, users: list[int], histories: list[list[int]], ta
                 scores[row, inside - start] = -np.inf
         return scores
 
-    target_scores = np.empty(len(targets), dtype=np.float64)
-    for start in range(0, num_items, chunk):
-        end = min(start + chunk, num_items)
-        rows = np.flatnonzero((targets_np >= start) & (targets_np < end))
-        if len(rows):
-            target_scores[rows] = chunk_scores(start, end)[rows, targets_np[rows] - start]
+    direct = method.score_targets(encoded, targets)
+    target_scores = None if direct is None else _as_numpy(direct).reshape(len(targets))
+    if target_scores is None:  # one pass over the slices that hold a target
+        for start in range(0, num_items, chunk):
+            end = min(start + chunk, num_items)
+            rows = np.flatnonzero((targets_np >= start) & (targets_np < end))
+            if len(rows):
+                scores = chunk_scores(start, end)
+                if target_scores is None:  # the scores' own dtype: float32 compared as float32 (exact, faster)
+                    target_scores = np.full(len(targets), np.nan, dtype=scores.dtype)
+                target_scores[rows] = scores[rows, targets_np[rows] - start]
     at_least = np.zeros(len(targets), dtype=np.int64)
     for start in range(0, num_items, chunk):
         at_least += (chunk_scores(start, min(start + chunk, num_items)) >= target_scores[:, None]).sum(axis=1)

@@ -45,10 +45,11 @@ class ItemTable(nn.Module):
         sqrt(k), so rows are drawn sqrt(k) wider."""
         mean = reference.float().mean(0)
         std = reference.float().std(0) * self.num_hashes**0.5
-        # Noise from the CPU generator, so a seed gives the same tables on every device.
+        # Noise from the CPU generator, so a seed gives the same tables on every device; scaled in place
+        # (the same std·noise + mean), so building a table costs one table-sized temporary, not three.
         noise = torch.randn(self.weight.shape, dtype=torch.float32).to(reference.device)
         with torch.no_grad():
-            self.weight.copy_(mean + std * noise)
+            self.weight.copy_(noise.mul_(std).add_(mean))
 
     def vectors(self, items: torch.Tensor) -> torch.Tensor:
         """v(i) = (1/k) Σ_j W[h_j(i)] for item indices of any shape -> (..., d)."""
@@ -72,9 +73,12 @@ ITEM_CHUNK = 65536  # items gathered at a time by the hashed head: bounds its me
 class ItemHead(ItemTable):
     """Output head over items: logit(h, i) = (1/k) Σ_j h · W[h_j(i)] = h · v(i).
 
-    Hashed: one `h @ W.T` over the |S| shared rows, then each item's k columns gathered and averaged,
-    item chunk by item chunk, so no N x d item matrix is ever built (at 10M items and d = 576 it
-    would be 23 GB whatever the ratio). Ratio 1: a plain matmul with the item rows.
+    Hashed: the products of every shared row with every state, P = W·hᵀ (|S| x B), are computed once
+    (`project`), then each item's logit is the mean of its k rows of P (`logits_from`, one fused
+    `embedding_bag` per item slice). No N x d item matrix is ever built (at 10M items and d = 576 it
+    would be 23 GB whatever the ratio), and a slice of the catalogue costs k row reads per item, not a
+    matmul: P is laid out |S| x B so each read serves all B requests at once. Ratio 1: a plain matmul
+    with the item rows.
     Logits are always fp32, also under bf16 autocast: ranks count ties against the target, and
     bf16's 8-bit mantissa makes many of N logits equal (a biased comparison with fp32 scorers).
     """
@@ -83,29 +87,48 @@ class ItemHead(ItemTable):
         return self.logits(hidden, 0, self.num_items)
 
     def logits(self, hidden: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        """(..., end - start) fp32 logits of items start..end-1: a slice of the catalogue, for callers
-        that stream the catalogue in chunks (bench.runs.evaluate)."""
+        """(..., end - start) fp32 logits of items start..end-1 for (..., d) states."""
+        flat = self.logits_from(self.project(hidden.reshape(-1, hidden.shape[-1])), start, end)
+        return flat.reshape(*hidden.shape[:-1], end - start)
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """What every item slice reads, computed once per batch of (B, d) states: hashed, P = W·hᵀ
+        (|S| x B, fp32); ratio 1, the fp32 states themselves."""
         with torch.autocast(device_type=autocast_device_type(hidden), enabled=False):
             h = hidden.float()
+            return h if self.ratio == 1 else self.weight.float() @ h.T
+
+    def logits_from(self, projected: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """(B, end - start) fp32 logits of items start..end-1 from `project`'s output (for callers that
+        stream the catalogue in slices, bench.runs.evaluate). Hashed: a transposed view."""
+        with torch.autocast(device_type=autocast_device_type(projected), enabled=False):
             if self.ratio == 1:
-                return h @ self.weight[start:end].float().T
-            projected = h @ self.weight.float().T  # (..., |S|)
-            parts = [projected[..., self.codes[first:min(first + ITEM_CHUNK, end)].long()].mean(-1)
-                     for first in range(start, end, ITEM_CHUNK)]
-            return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+                return projected @ self.weight[start:end].float().T
+            return F.embedding_bag(self.codes[start:end], projected, mode="mean").T
+
+    def item_major_logits(self, projected: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """The same logits as an (end - start, B) view: hashed, the layout they are computed in."""
+        return self.logits_from(projected, start, end).T
+
+    def target_logits_from(self, projected: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+        """(B,) logit of request b's target b, bit for bit what `logits_from` gives that item in any slice
+        (hashed: the same per-item mean of k rows); None at ratio 1, where a matmul's result can depend on
+        the slice's shape."""
+        if self.ratio == 1:
+            return None
+        with torch.autocast(device_type=autocast_device_type(projected), enabled=False):
+            return F.embedding_bag(self.codes[targets], projected, mode="mean").diagonal()
 
     def cross_entropy(self, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = ITEM_CHUNK) -> torch.Tensor:
         """Mean item cross-entropy of (T, d) states against (T,) target items, exact at any catalogue size.
 
         Up to `chunk` items it is F.cross_entropy over the full logits. Beyond, a (T, N) logit matrix
-        would not fit (640 targets x 10M items x 4 B = 26 GB), so the log-sum-exp is taken item chunk by
-        item chunk and each chunk's logits are recomputed in the backward pass (activation
-        checkpointing) instead of stored: peak memory O(T x chunk), the same loss and gradients. This is
-        the idea of Cut Cross-Entropy (Wijmans et al. 2024, "Cut Your Losses in Large-Vocabulary Language
-        Models") in plain PyTorch, without its fused kernel; nothing is sampled.
+        would not fit (640 targets x 10M items x 4 B = 26 GB), so the log-sum-exp is taken item slice by
+        item slice and each slice's logits are recomputed in the backward pass instead of stored
+        (ChunkedLogSumExp): peak memory O(T x chunk), the same loss and gradients. This is the idea of
+        Cut Cross-Entropy (Wijmans et al. 2024, "Cut Your Losses in Large-Vocabulary Language Models")
+        in plain PyTorch, without its fused kernel; nothing is sampled.
         """
-        from torch.utils.checkpoint import checkpoint
-
         if self.num_items <= chunk:
             return F.cross_entropy(self.logits(hidden, 0, self.num_items), targets, ignore_index=IGNORE_INDEX)
         # F.cross_entropy's rules, which the full path follows: IGNORE_INDEX targets drop out of the mean
@@ -120,21 +143,53 @@ class ItemHead(ItemTable):
             return hidden.float().sum() * float("nan")
         with torch.autocast(device_type=autocast_device_type(hidden), enabled=False):
             h = hidden.float()
-            # Hashed: the |S|-wide projection once; each chunk gathers its items' k columns from it.
-            source = h if self.ratio == 1 else h @ self.weight.float().T
-
-            def chunk_lse(source: torch.Tensor, start: int, end: int) -> torch.Tensor:
-                if self.ratio == 1:
-                    logits = source @ self.weight[start:end].float().T
-                else:
-                    logits = source[..., self.codes[start:end].long()].mean(-1)
-                return logits.logsumexp(-1)
-
-            parts = [checkpoint(chunk_lse, source, first, min(first + chunk, self.num_items), use_reentrant=False)
-                     for first in range(0, self.num_items, chunk)]
-            lse = torch.stack(parts, dim=-1).logsumexp(-1)
+            lse = ChunkedLogSumExp.apply(self.project(h), self.weight if self.ratio == 1 else None, self, chunk)
             target_logits = (h * self.vectors(targets).float()).sum(-1)
             return (lse - target_logits).mean()
+
+
+class ChunkedLogSumExp(torch.autograd.Function):
+    """log Σ_i exp(logit(t, i)) over all N items for each of T states, one item slice at a time, from
+    `ItemHead.project`'s output; backward recomputes each slice's logits and accumulates the gradient
+    into ONE buffer the size of its input (per-slice autograd would zero and add a |S| x T gradient for
+    every slice: 153 x 1.6 GB at 10M items). Inputs: the projection and, for ratio 1, the item rows
+    (hashed: None; the rows reach the loss through the projection's own autograd graph)."""
+
+    @staticmethod
+    def forward(ctx: object, projected: torch.Tensor, weight: torch.Tensor | None,  # type: ignore[override]
+                head: ItemHead, chunk: int) -> torch.Tensor:
+        parts = [head.item_major_logits(projected, first, min(first + chunk, head.num_items)).logsumexp(0)
+                 for first in range(0, head.num_items, chunk)]
+        lse = torch.stack(parts).logsumexp(0)
+        ctx.save_for_backward(projected, weight, lse)  # saved, not re-read from the head: FSDP reshards it
+        ctx.head, ctx.chunk = head, chunk
+        return lse
+
+    @staticmethod
+    def backward(ctx: object, grad_lse: torch.Tensor) -> tuple:  # type: ignore[override]
+        projected, weight, lse = ctx.saved_tensors
+        head, chunk = ctx.head, ctx.chunk
+        grad_projected = torch.zeros_like(projected)
+        rows = None if weight is None else weight.float()
+        grad_weight = torch.zeros_like(rows) if rows is not None and ctx.needs_input_grad[1] else None
+        for first in range(0, head.num_items, chunk):
+            end = min(first + chunk, head.num_items)
+            # d lse_t / d logit(t, i) = softmax(t, i), laid out item-major (items x T) as computed.
+            logits = head.item_major_logits(projected, first, end) if rows is None else \
+                (projected @ rows[first:end].T).T  # ratio 1: the saved rows, as forward's
+            weights = (logits - lse).exp_().mul_(grad_lse)
+            if rows is not None:
+                grad_projected += weights.T @ rows[first:end]
+                if grad_weight is not None:
+                    grad_weight[first:end] = weights @ projected
+            else:  # logit(t, i) = mean_j P[code_j(i), t]: each of the item's k code rows gets weight / k
+                weights /= head.num_hashes
+                codes = head.codes[first:end].long()
+                for j in range(head.num_hashes):
+                    grad_projected.index_add_(0, codes[:, j], weights)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_projected, grad_weight, None, None
 
 
 def autocast_device_type(tensor: torch.Tensor) -> str:

@@ -310,8 +310,9 @@ class CoVEMethod(Method):
         return self.score_items(self.encode(users, histories), 0, self.model.num_items)
 
     def encode(self, users: list[int], histories: list[list[int]]) -> Any:
-        """The last-position hidden state of each request's prompt (B, d): all the item head needs, so a
-        huge catalogue can be scored a slice at a time (bench.runs.evaluate streams it)."""
+        """What the item head reads for each request, computed once per batch: the last-position hidden
+        states (B, d) projected by `ItemHead.project`, so a huge catalogue can be scored a slice at a time
+        (bench.runs.evaluate streams it) without redoing the |S| x d product per slice."""
         import torch
 
         from bench.train.precision import autocast
@@ -337,14 +338,24 @@ class CoVEMethod(Method):
                 self._padded_tokens += mask.numel()
                 if number % 25 == 24 and device == "cpu":
                     trim_heap()  # prompts of varying length fragment the heap (bench.train.resources.trim_heap)
-        return hidden
+        return self.model.item_head.project(hidden)
 
-    def score_items(self, hidden: Any, start: int, end: int) -> Any:
+    def score_items(self, encoded: Any, start: int, end: int) -> Any:
         """fp32 logits of items start..end-1 for encoded requests, on the CPU."""
         import torch
 
         with torch.no_grad():
-            return self.model.item_head.logits(hidden, start, end).cpu()
+            return self.model.item_head.logits_from(encoded, start, end).cpu()
+
+    def score_targets(self, encoded: Any, targets: list[int]) -> Any | None:
+        """Each request's target logit straight from the hashed head (saves the evaluator a pass over the
+        targets' slices); None at ratio 1."""
+        import torch
+
+        with torch.no_grad():
+            index = torch.as_tensor(targets, device=self.model.item_head.codes.device)
+            scores = self.model.item_head.target_logits_from(encoded, index)
+            return None if scores is None else scores.cpu()
 
     def describe(self) -> dict[str, Any]:
         from methods.cove.item_layers import item_softmax_form
