@@ -95,3 +95,39 @@ def test_one_token_prompts_have_nothing_to_share_and_still_match(counted_attenti
     assert torch.equal(model.generate(input_ids=ids, attention_mask=mask, **settings),
                        beam_generate(model, ids, mask, **settings))
     assert counted_attention
+
+
+def test_vectorised_trie_constraint_equals_the_per_beam_callback(counted_attention: list[int]):
+    """methods.semantic_ids.trie's TrieConstraint (gathers over a node table) allows exactly what a per-beam
+    prefix callback allows: the same beams as plain Hugging Face beam search with that callback, and
+    `items` names each beam's catalogue item."""
+    import numpy as np
+    from transformers import LogitsProcessorList
+
+    from methods.semantic_ids.trie import CatalogueTrie, TrieConstraint
+
+    generator = torch.Generator().manual_seed(7)
+    catalogue = sorted({tuple(int(t) for t in torch.randint(2, VOCAB, (3,), generator=generator))
+                        for _ in range(40)})
+    trie = CatalogueTrie(np.array(catalogue))
+    ids, mask = left_padded([6, 2, 4, 5], seed=9)
+    width = ids.shape[1]
+
+    def allowed(row: int, sequence: torch.Tensor) -> list[int]:
+        prefix = tuple(int(t) for t in sequence[width:])
+        return sorted({code[len(prefix)] for code in catalogue if code[:len(prefix)] == prefix}) or [PAD]
+
+    settings = dict(num_beams=10, max_new_tokens=3, min_new_tokens=3, num_return_sequences=10, do_sample=False,
+                    eos_token_id=EOS, pad_token_id=PAD)
+    plain = sharp_model(seed=2).generate(input_ids=ids, attention_mask=mask, prefix_allowed_tokens_fn=allowed,
+                                         **settings)
+    vectorised = beam_generate(sharp_model(seed=2), ids, mask, **settings,
+                               logits_processor=LogitsProcessorList([TrieConstraint(trie, width, PAD)]))
+    assert counted_attention
+    assert torch.equal(plain, vectorised)
+    items = trie.items(vectorised[:, width:]).tolist()
+    assert all(catalogue[item] == tuple(row) for item, row in zip(items, vectorised[:, width:].tolist()))
+    # The twin that can fail: a constraint one level off lets other tokens through, and the beams change.
+    shifted = beam_generate(sharp_model(seed=2), ids, mask, **settings,
+                            logits_processor=LogitsProcessorList([TrieConstraint(trie, width - 1, PAD)]))
+    assert not torch.equal(plain, shifted)

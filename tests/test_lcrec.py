@@ -15,7 +15,8 @@ from tiny import rule_dataset
 from bench.errors import BenchError
 from bench.method import RunContext, seed_everything
 from bench.runs.evaluate import evaluate
-from methods.lcrec.codes import CodeTrie, add_code_tokens, code_token
+from methods.lcrec.codes import add_code_tokens, code_token
+from methods.semantic_ids.trie import CatalogueTrie
 from methods.lcrec.prompts import INSTRUCTION, SEPARATOR, PromptPieces
 from methods.lcrec.settings import parse_settings
 
@@ -126,14 +127,13 @@ def test_codes_become_tokens_and_the_trie_knows_the_catalogue():
     assert tokenizer.convert_ids_to_tokens(tokens[1].tolist()) == ["<a_0>", "<b_3>", "<c_1>"]
     written = tokenizer(code_token(0, 2) + code_token(1, 1), add_special_tokens=False)["input_ids"]
     assert written == tokens[2][:2].tolist()
-    trie = CodeTrie(tokens)
-    assert trie.allowed(()) == sorted({int(tokens[0][0]), int(tokens[2][0])})
-    assert trie.allowed(tuple(tokens[0][:2].tolist())) == sorted(int(t) for t in tokens[:2, 2])
-    assert trie.allowed(tuple(tokens[2].tolist())) == [] and trie.item_of[tuple(tokens[1].tolist())] == 1
+    trie = CatalogueTrie(tokens)
+    assert trie.items(torch.as_tensor(tokens)).tolist() == [0, 1, 2]
+    assert trie.items(torch.as_tensor([[tokens[0][0], tokens[2][1], tokens[0][2]]])).tolist() == [-1]
     with pytest.raises(BenchError, match="already has"):
         add_code_tokens(tokenizer, ids)
     with pytest.raises(BenchError, match="share a semantic ID"):
-        CodeTrie(np.array([[5, 6], [5, 6]]))
+        CatalogueTrie(np.array([[5, 6], [5, 6]]))
 
 
 def test_the_request_prompt_is_the_training_sequences_prefix():

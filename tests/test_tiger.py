@@ -19,7 +19,8 @@ torch = pytest.importorskip("torch")
 
 from methods.semantic_ids.ids import id_statistics, with_collision_digit  # noqa: E402
 from methods.semantic_ids.rqvae import train_rqvae  # noqa: E402
-from methods.tiger.model import CatalogueConstraint, IDTrie, TokenLayout, build_t5  # noqa: E402
+from methods.semantic_ids.trie import CatalogueTrie, TrieConstraint  # noqa: E402
+from methods.tiger.model import EOS, TokenLayout, build_t5  # noqa: E402
 from methods.tiger.settings import parse_settings  # noqa: E402
 
 SMALL = dict(levels=2, codebook_size=8, latent_dim=8, rqvae_hidden=[32], rqvae_epochs=200, max_history=3,
@@ -73,14 +74,14 @@ def test_constrained_beam_search_returns_only_catalogue_items(seed: int):
     ids = with_collision_digit(rng.integers(0, 4, size=(int(rng.integers(12, 40)), 2)))
     layout = TokenLayout((4, 4, int(ids[:, -1].max()) + 1), user_buckets=0)
     tokens = layout.item_tokens(ids)
-    trie = IDTrie(ids, layout)
+    trie = CatalogueTrie(tokens)
     torch.manual_seed(seed)
     model = build_t5(layout, 32, 1, 2, 16, 64, 0.0).eval()
     beams = min(10, len(ids))
     histories = [rng.integers(0, len(ids), size=3).tolist() for _ in range(4)]
     inputs = torch.tensor([layout.encoder_input(0, h, tokens, 3) for h in histories])
     out = model.generate(input_ids=inputs, num_beams=beams, num_return_sequences=beams, max_new_tokens=3,
-                         logits_processor=LogitsProcessorList([CatalogueConstraint(trie)]), do_sample=False,
+                         logits_processor=LogitsProcessorList([TrieConstraint(trie, 1, EOS)]), do_sample=False,
                          return_dict_in_generate=True, output_scores=True)
     items = trie.items(out.sequences[:, 1:4]).view(len(histories), beams)
     assert (items >= 0).all()

@@ -1,6 +1,6 @@
 """LC-Rec's item indices as vocabulary: each semantic-ID level gets its own tokens (`<a_12>`, `<b_7>`, `<c_200>`,
-`<d_0>` for the collision digit), so an item is written as one token per level, and the catalogue trie says
-which token may follow a prefix (decoding never leaves the catalogue)."""
+`<d_0>` for the collision digit), so an item is written as one token per level (methods.semantic_ids.trie
+keeps decoding inside the catalogue)."""
 
 from __future__ import annotations
 
@@ -33,23 +33,3 @@ def add_code_tokens(tokenizer: Any, ids: np.ndarray) -> np.ndarray:
     vocab = tokenizer.get_vocab()
     return np.array([[vocab[code_token(level, int(code))] for level, code in enumerate(row)] for row in ids],
                     dtype=np.int64)
-
-
-class CodeTrie:
-    """Prefix -> the tokens that continue it to some catalogue item, and full code -> item."""
-
-    def __init__(self, item_tokens: np.ndarray):
-        self.depth = item_tokens.shape[1]
-        self.item_of: dict[tuple[int, ...], int] = {}
-        children: dict[tuple[int, ...], set[int]] = {}
-        for item, row in enumerate(map(tuple, item_tokens.tolist())):
-            if row in self.item_of:
-                raise BenchError(f"lcrec: items {self.item_of[row]} and {item} share a semantic ID")
-            self.item_of[row] = item
-            for cut in range(self.depth):
-                children.setdefault(row[:cut], set()).add(row[cut])
-        self.children = {prefix: sorted(tokens) for prefix, tokens in children.items()}
-
-    def allowed(self, prefix: tuple[int, ...]) -> list[int]:
-        """Tokens that keep `prefix` inside the catalogue ([] once it is a whole item or off the trie)."""
-        return self.children.get(prefix, [])

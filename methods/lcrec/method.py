@@ -63,9 +63,10 @@ class LCRecMethod(Method):
 
         from bench.train.backbone import backbone_name, load_backbone
         from bench.train.precision import resolve_precision, store_frozen_in_bf16
-        from methods.lcrec.codes import CodeTrie, add_code_tokens
+        from methods.lcrec.codes import add_code_tokens
         from methods.lcrec.prompts import PromptPieces
         from methods.semantic_ids.catalogue import catalogue_semantic_ids
+        from methods.semantic_ids.trie import CatalogueTrie
 
         s, ctx = self.settings, self.context
         ids, self.id_facts = catalogue_semantic_ids(dataset, s.rqvae, ctx.cache_dir, device=ctx.device,
@@ -97,7 +98,10 @@ class LCRecMethod(Method):
         self.tokenizer = tokenizer
         self.trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.pieces = PromptPieces.build(tokenizer, self.item_tokens)
-        self.trie = CodeTrie(self.item_tokens)
+        try:
+            self.trie = CatalogueTrie(self.item_tokens)
+        except BenchError as error:
+            raise BenchError(f"lcrec: {error}") from error
         self.num_items = dataset.num_items
 
     # -- training -------------------------------------------------------------------------
@@ -138,8 +142,11 @@ class LCRecMethod(Method):
     def score(self, users: list[int], histories: list[list[int]]) -> torch.Tensor:
         """The beams' items scored by their beam order (best first); every other item gets -inf (ties below
         them), so HR/NDCG@K are exact for K <= beam_size."""
+        from transformers import LogitsProcessorList
+
         from bench.train.beam_search import beam_generate
         from bench.train.precision import autocast
+        from methods.semantic_ids.trie import TrieConstraint
 
         device, pad = self.context.device, self.tokenizer.pad_token_id
         prompts = [self.pieces.request(history, self.settings.max_history) for history in histories]
@@ -151,22 +158,19 @@ class LCRecMethod(Method):
         self._prompt_tokens += sum(map(len, prompts))
         self._padded_prompt_tokens += width * len(prompts)
 
-        def allowed(_: int, sequence: torch.Tensor) -> list[int]:
-            return self.trie.allowed(tuple(sequence[width:].tolist())) or [pad]
-
+        constraint = LogitsProcessorList([TrieConstraint(self.trie, prompt_width=width, after_last=pad)])
         with autocast(device, self.precision):  # Hugging Face's beam search adds log-probabilities in fp32
             out = beam_generate(self.model, ids, mask, num_beams=beams, num_return_sequences=beams,
                                 max_new_tokens=depth, min_new_tokens=depth, do_sample=False,
-                                prefix_allowed_tokens_fn=allowed, eos_token_id=self.tokenizer.eos_token_id,
+                                logits_processor=constraint, eos_token_id=self.tokenizer.eos_token_id,
                                 pad_token_id=pad,
                                 # a model folder's own generation_config must not reshape the beams
                                 repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0)
-        codes = out[:, width:width + depth].view(len(histories), beams, depth).tolist()
+        items = self.trie.items(out[:, width:width + depth]).view(len(histories), beams).tolist()
         scores = torch.full((len(histories), self.num_items), float("-inf"))
-        for row, beam_codes in enumerate(codes):
-            for position, code in enumerate(beam_codes):
-                item = self.trie.item_of.get(tuple(code))
-                if item is not None and scores[row, item] == float("-inf"):
+        for row, beam_items in enumerate(items):
+            for position, item in enumerate(beam_items):
+                if item >= 0 and scores[row, item] == float("-inf"):
                     scores[row, item] = float(beams - position)
         return scores
 

@@ -90,15 +90,16 @@ class TigerMethod(Method):
     def fit(self, dataset: Dataset) -> None:
         from bench.train.batching import epoch_batches
         from bench.train.lifecycle import EpochTrainer, LoopSettings
-        from methods.tiger.model import CatalogueConstraint, IDTrie, TokenLayout, build_t5
+        from methods.semantic_ids.trie import CatalogueTrie, TrieConstraint
+        from methods.tiger.model import EOS, TokenLayout, build_t5
 
         s, ctx = self.settings, self.context
         self.precision = tiger_precision(s.precision, ctx.device, ctx.log)
         ids = self._semantic_ids(dataset)
         self.layout = TokenLayout((*[s.codebook_size] * s.levels, int(ids[:, -1].max()) + 1), s.user_tokens)
         self.item_tokens = self.layout.item_tokens(ids)
-        self.trie = IDTrie(self.item_tokens - np.asarray(self.layout.offsets)[None, :], self.layout)
-        self.constraint = CatalogueConstraint(self.trie)
+        self.trie = CatalogueTrie(self.item_tokens)
+        self.constraint = TrieConstraint(self.trie, prompt_width=1, after_last=EOS)  # 1: the decoder's start
         self.num_items, self.title_kind = dataset.num_items, dataset.title_kind
         torch.manual_seed(ctx.seed)
         self.model = build_t5(self.layout, s.d_model, s.num_layers, s.num_heads, s.d_kv, s.d_ff, s.dropout)
