@@ -1,17 +1,17 @@
 """CoVE at catalogue scale: item-table bytes, a training step and full-catalogue scoring for synthetic
 catalogues of 100k to 10M items, per compression ratio, within this machine's memory.
 
-Not a test: prints figures and writes results/scale/<name>.json plus a plot (rewritten atomically after
-every point, so an interrupted sweep keeps what it measured). Each (items, ratio) point runs in its own
-process, so its peak RSS is its own, under an address-space limit (--memory-gb, default 20 of this
-machine's 24): a point that does not fit fails with an allocation error and is recorded as such, instead
-of waking the kernel's OOM killer beside other work. Scoring runs before the training step, so the
-scoring peak is measured apart from the training step's. The training step is CoVE's sequence loss, an
-exact item softmax whose log-sum-exp is chunked past 65,536 items (ItemHead.cross_entropy).
-Interaction sequences are random (cost does not depend on them); item tokens are mapped to ids
-arithmetically (base vocabulary + item), since adding 10M tokens through a tokenizer alone takes minutes
-and gigabytes. Scoring is the harness's streamed
-ranking (bench.runs.evaluate.streamed_ranks): the hashed head gathers per item chunk, never N x d.
+Not a test: prints figures and writes results/scale/<name>.json plus a plot (rewritten atomically after every
+point, so an interrupted sweep keeps what it measured), and its flat rows to results/perf/. Each (items,
+ratio) point runs in its own process, so its peak RSS is its own, under an address-space limit (--memory-gb,
+default 20 of this machine's 24): a point that does not fit fails with an allocation error and is recorded as
+such, instead of waking the kernel's OOM killer beside other work. Scoring runs before the training step, so
+the scoring peak is measured apart from the training step's. The training step is CoVE's sequence loss, an
+exact item softmax whose log-sum-exp is chunked past 65,536 items (ItemHead.cross_entropy). Interaction
+sequences are random (cost does not depend on them); item tokens are mapped to ids arithmetically (base
+vocabulary + item), since adding 10M tokens through a tokenizer alone takes minutes and gigabytes. Scoring is
+the harness's streamed ranking (bench.runs.evaluate.streamed_ranks): the hashed head gathers per item chunk,
+never N x d.
 
     .venv/bin/python benchmarks/cove_scale.py --quick                       # tiny random backbone
     .venv/bin/python benchmarks/cove_scale.py --model smollm2 --items 100000 1000000
@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 
 from bench.runs.evaluate import ITEM_CHUNK, streamed_ranks
+from bench.store.perf import write_perf
+from bench.train.resources import load_average
 
 BASE_VOCAB = 49152
 
@@ -160,6 +162,7 @@ def main() -> None:
     settings = {"model": args.model, "batch": args.batch, "requests": args.requests, "history": args.history,
                 "threads": args.threads, "memory_limit_gb": args.memory_gb}
     points = earlier_points(out, settings)
+    load_before = load_average()
     for items in args.items:
         for ratio in args.ratios:
             if any(p["items"] == items and p["ratio"] == ratio for p in points):
@@ -178,7 +181,22 @@ def main() -> None:
             write(out, points, settings)
     write(out, points, settings)
     plot([p for p in points if "failed" not in p], out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    perf = write_perf("cove_scale", [perf_row(p) for p in sorted(points, key=lambda p: (p["items"], p["ratio"]))],
+                      load_before, variant=out.stem, model=args.model, threads=args.threads, batch=args.batch,
+                      requests=args.requests, history=args.history, memory_limit_gb=args.memory_gb,
+                      full_record=str(out))
+    print(f"wrote {out}, {out.with_suffix('.png')} and {perf}")
+
+
+def perf_row(point: dict) -> dict:
+    """One point as the flat row results/perf keeps: items, ratio, requests/s, peak RSS, train step s."""
+    if "failed" in point:
+        return {"items": point["items"], "ratio": point["ratio"], "outcome": point["failed"][:80]}
+    return {"items": point["items"], "ratio": point["ratio"],
+            "scoring_requests_per_sec": point["scoring_samples_per_sec"],
+            "build_and_scoring_peak_rss_gb": round(point["rss_mb"]["scoring_peak"] / 1024, 2),
+            "train_step_seconds": point["train_step_seconds"],
+            "train_step_peak_rss_gb": round(point["rss_mb"]["peak"] / 1024, 2)}
 
 
 def run_point(items: int, ratio: int, args: argparse.Namespace) -> dict:

@@ -16,6 +16,8 @@ PERF_TITLES = {
                      "(`benchmarks/beam_decoding.py`): seconds per request, same beams",
     "cove_flops": "CoVE scoring against the machine's matmul peak (`benchmarks/cove_flops.py`): tokens/s, "
                   "GFLOP/s and the fraction of the peak, eager and torch.compile'd",
+    "cove_scale": "CoVE on synthetic catalogues up to 10M items (`benchmarks/cove_scale.py`): scoring requests/s "
+                  "(every item ranked), training-step seconds and peak RSS per item count and compression ratio",
 }
 
 

@@ -36,7 +36,8 @@ def render_scale(records: list[tuple[Path, dict[str, Any]]], results_dir: Path) 
         machine = (record.get("machine") or {}).get("name") or "?"
         lines += [f"### {path.stem}: backbone {settings.get('model', '?')}, batch {settings.get('batch', '?')}, "
                   f"{settings.get('requests', '?')} requests, {settings.get('threads', '?')} thread(s), "
-                  f"limit {settings.get('memory_limit_gb', '?')} GB ({machine})", ""]
+                  f"limit {settings.get('memory_limit_gb', '?')} GB ({machine}; code at "
+                  f"{str(record.get('git_rev') or '?')[:7]})", ""]
         header = ["items", "ratio", "item tables MiB", "scoring req/s", "build + scoring peak RSS GB",
                   "train step s", "train step peak RSS GB"]
         rows = []

@@ -26,15 +26,17 @@ def busy(load_before: float | None, cores: int | None) -> bool:
 
 
 def write_perf(benchmark: str, rows: list[dict[str, Any]], load_before: float | None, *,
-               folder: Path = PERF_FOLDER, **facts: Any) -> Path:
+               folder: Path = PERF_FOLDER, variant: str | None = None, **facts: Any) -> Path:
     """Write one benchmark's rows atomically; `facts` (model, threads, ...) go beside them. A machine busy
-    with other jobs when it started (`busy`) is said so: its figures are lower bounds."""
+    with other jobs when it started (`busy`) is said so: its figures are lower bounds. A `variant` (e.g. the
+    backbone) gets a file of its own, so a quick run never replaces the real one."""
     from bench.store.results import atomic_write_text, now_iso
     from bench.train.resources import hardware_info, load_average
 
     after = load_average()
     hardware = {**hardware_info("cpu"), "load_average_1min": {"before": load_before, "after": after}}
-    path = folder / f"{benchmark}-{machine_slug(hardware['name'])}.json"
+    name = f"{benchmark}_{variant}" if variant else benchmark
+    path = folder / f"{name}-{machine_slug(hardware['name'])}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": benchmark, "created": now_iso(), **facts, "hardware": hardware,
               "cpu_shared_with_other_jobs": busy(load_before, hardware.get("cpu_count")), "rows": rows}
