@@ -122,6 +122,12 @@ def hashed_config(effective: dict[str, Any], neutral: dict[str, Any]) -> dict[st
     return hashed
 
 
+def section_neutral(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """One method's [hash_neutral] entries as {key: neutral value} (`"tiger.precision" = "fp32"` -> precision)."""
+    prefix = f"{method}."
+    return {key[len(prefix):]: value for key, value in config.get("hash_neutral", {}).items() if key.startswith(prefix)}
+
+
 def overrides_where_present(method: str, section: dict[str, Any], values: dict[str, Any]) -> list[str]:
     """`--set` strings for the keys of `values` that the method's section has (others are skipped): how
     `bench speed` and `bench smoke` shorten any method's run without knowing its keys."""

@@ -47,6 +47,9 @@ class RunContext:
     # fit() may only load a finished training from work_dir (bench rescore, bench speed --trained): a
     # method that would train instead raises BenchError (see Method.loads_finished_runs).
     resume_only: bool = False
+    # The method's [hash_neutral] keys and their neutral values (bench.toml): a work dir's key leaves them out
+    # at those values, as run records do (bench.settings.training_identity).
+    hash_neutral: dict[str, Any] = field(default_factory=dict)
 
 
 def nothing_to_load(work_dir: Path, method: str, why: str) -> BenchError:

@@ -9,7 +9,7 @@ dataclass go through the same type rule (`check_value`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any, TypeVar
 
@@ -119,3 +119,24 @@ def fraction_below_one(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
         raise ValueError("a number in [0, 1)")
     return float(value)
+
+
+def training_identity(settings: dict[str, Any], neutral: dict[str, Any], *, leave_out: Iterable[str] = (),
+                      hashed_before: Iterable[str] = ()) -> dict[str, Any]:
+    """The settings that name a training (its work dir's key): without `leave_out` (budgets, evaluation-only
+    keys) and without keys at their `[hash_neutral]` value (RunContext.hash_neutral), the rule run records
+    follow, so adding a setting never orphans a resumable work dir. `hashed_before`: neutral keys an older
+    key scheme already hashed; they stay in, so the work dirs made then keep their identity."""
+    skip, kept = set(leave_out), set(hashed_before)
+    return {key: value for key, value in settings.items()
+            if key not in skip and (key in kept or key not in neutral or jsonable(value) != jsonable(neutral[key]))}
+
+
+def jsonable(value: Any) -> Any:
+    """Tuples as lists, so settings compare equal to bench.toml's lists and to themselves after a JSON round
+    trip (a dataclass default is often a tuple)."""
+    if isinstance(value, tuple | list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value

@@ -16,9 +16,9 @@ from bench.errors import BenchError
 from bench.method import RunContext, seed_everything
 from bench.runs.evaluate import evaluate
 from methods.lcrec.codes import add_code_tokens, code_token
-from methods.semantic_ids.trie import CatalogueTrie
 from methods.lcrec.prompts import INSTRUCTION, SEPARATOR, PromptPieces
 from methods.lcrec.settings import parse_settings
+from methods.semantic_ids.trie import CatalogueTrie
 
 torch = pytest.importorskip("torch")
 

@@ -72,3 +72,21 @@ def test_one_rule_for_every_wrong_value():
                           positive=("epochs",) if bad.get("epochs") == 0 else ())
     with pytest.raises(BenchError, match=r"eval\.ks: expected a list"):
         check_value("eval.ks", [5, 10], "abc")
+
+
+def test_training_identity_leaves_out_neutral_budget_and_evaluation_keys():
+    """A work dir's key follows the run-record rule: keys at their [hash_neutral] value drop out (a tuple
+    default equals bench.toml's list), other values stay; leave_out keys never count; keys an older scheme
+    already hashed stay in at any value."""
+    from bench.config import section_neutral
+    from bench.settings import training_identity
+
+    neutral = section_neutral({"hash_neutral": {"m.fields": ["title"], "m.precision": "fp32", "other.x": 1}}, "m")
+    assert neutral == {"fields": ["title"], "precision": "fp32"}
+    settings = {"fields": ("title",), "precision": "fp32", "lr": 0.1, "budget": 5.0, "gamma": 0.2}
+    assert training_identity(settings, neutral, leave_out=("budget", "gamma")) == {"lr": 0.1}
+    assert training_identity({**settings, "precision": "bf16"}, neutral, leave_out=("budget",)) == \
+        {"precision": "bf16", "lr": 0.1, "gamma": 0.2}
+    assert training_identity(settings, neutral, leave_out=("budget", "gamma"), hashed_before=("precision",)) == \
+        {"precision": "fp32", "lr": 0.1}
+    assert training_identity(settings, {}) == settings  # without the table every key counts

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.config import apply_override, config_hash
+from bench.config import apply_override, config_hash, section_neutral
 from bench.errors import BenchError, shown
 
 # [eval] keys that change how a trained model is scored, never how it was trained or which epoch was kept.
@@ -109,7 +109,8 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
         record = train_and_evaluate(method_cls, method, dataset, info, effective, eval_settings(effective, method),
                                     device=device, seed=int(source.get("seed", 0)), work_dir=work_dir,
                                     cache_dir=paths.cache_dir, budget=budget, progress=True, log=log,
-                                    resume_only=method_cls.loads_finished_runs, chosen_on=chosen_on)
+                                    resume_only=method_cls.loads_finished_runs, chosen_on=chosen_on,
+                                    hash_neutral=section_neutral(config, method))
     if source.get("method_info", {}).get("best_epoch") != record["method_info"].get("best_epoch"):
         raise BenchError(f"{path.name}: the reloaded weights say best epoch {record['method_info'].get('best_epoch')}"
                          f", the record {source['method_info'].get('best_epoch')}: not the recorded weights")

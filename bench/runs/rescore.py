@@ -17,6 +17,7 @@ TOLERANCE = 1e-9
 
 def rescore(path: Path, record: dict[str, Any], config: dict[str, Any], log: Any = print) -> dict[str, Any]:
     """Returns the updated record (also written); raises BenchError when it cannot be done honestly."""
+    from bench.config import section_neutral
     from bench.runs.run import PER_REQUEST_KEY, eval_settings, train_and_evaluate
     from bench.runs.setup import run_work_dir, set_up
     from bench.store.request_ranks import save_ranks
@@ -43,7 +44,8 @@ def rescore(path: Path, record: dict[str, Any], config: dict[str, Any], log: Any
                                    budget=record.get("max_train_minutes"), progress=True, log=log,
                                    # A method that can promise to only load does (a retraining would be caught
                                    # below, but only after it ran); the others rely on that check.
-                                   resume_only=registry.load(method).loads_finished_runs)
+                                   resume_only=registry.load(method).loads_finished_runs,
+                                   hash_neutral=section_neutral(config, method))
     recorded = {record.get("eval_target", "test"): record["metrics"],
                 **{p: v["metrics"] for p, v in (record.get("metrics_by_position") or {}).items()}}
     found = {again.get("eval_target", "test"): again["metrics"],

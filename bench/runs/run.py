@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import config_hash, hashed_config, load_config, method_config
+from bench.config import config_hash, hashed_config, load_config, method_config, section_neutral
 from bench.data.types import Dataset, EvalCases
 from bench.errors import BenchError
 from bench.registry import configured_registry
@@ -201,7 +201,8 @@ def run(
                 record = train_and_evaluate(registry.load(method), method, dataset, info, effective, settings,
                                             device=local_device(device), seed=seed, work_dir=work_dir,
                                             cache_dir=paths.cache_dir,
-                                            budget=budget, progress=progress and main, log=log if main else _quiet)
+                                            budget=budget, progress=progress and main, log=log if main else _quiet,
+                                            hash_neutral=section_neutral(config, method))
         except Exception:
             # A failed run leaves no empty folder behind (an interrupted one keeps its checkpoints).
             if work_dir.exists() and not any(work_dir.iterdir()):
@@ -290,10 +291,12 @@ def train_and_evaluate(
     log: Any,
     resume_only: bool = False,
     chosen_on: int | None = None,
+    hash_neutral: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit (or, with `resume_only`, load) one method, rank every request of its target (and extra targets),
     and return the record's body. `chosen_on`: validation requests that chose the epoch when that choice was
-    made elsewhere (bench evaluate: the source run's)."""
+    made elsewhere (bench evaluate: the source run's). `hash_neutral`: the method's [hash_neutral] keys
+    (bench.config.section_neutral), which its work dir's key leaves out at their neutral values."""
     from dataclasses import replace
 
     from bench.data.split import selection_split
@@ -323,7 +326,7 @@ def train_and_evaluate(
     work_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     context = RunContext(device=device, seed=seed, work_dir=work_dir, cache_dir=cache_dir, max_train_minutes=budget,
-                         validate=validate, log=log, resume_only=resume_only)
+                         validate=validate, log=log, resume_only=resume_only, hash_neutral=dict(hash_neutral or {}))
     instance = method_cls(effective[method], context)
     revision = git_revision()  # the code this run executes, even if the tree changes while it trains
     train_watch = Stopwatch(device)

@@ -141,6 +141,7 @@ def measure_method(
     log: Any,
     recorded: RecordedWeights | None = None,
     weights: dict[str, Any] | None = None,
+    hash_neutral: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit (or, with `recorded`, load a recorded run's weights from a copy of its work dir), warm up on
     one batch (not timed), then time `repeats` full passes over `cases`."""
@@ -168,7 +169,7 @@ def measure_method(
     resume_only = recorded is not None and recorded.work_dir is not None  # load, never train
     instance = method_cls(section, RunContext(device=device, seed=seed, work_dir=work_dir, cache_dir=cache_dir,
                                               max_train_minutes=budget, validate=validate, log=log,
-                                              resume_only=resume_only))
+                                              resume_only=resume_only, hash_neutral=dict(hash_neutral or {})))
     fit_watch = Stopwatch(device)
     with fit_watch.running():
         instance.fit(dataset)
@@ -239,7 +240,7 @@ def measure_speed(
     give methods their trained weights; the others get the quick fit (or the full fit). `label` names a
     comparison of its own (e.g. same_backbone), so it does not replace the main speed record.
     """
-    from bench.config import load_config
+    from bench.config import load_config, section_neutral
     from bench.runs.run import build_effective_config, eval_settings, subsample_cases
     from bench.runs.setup import set_up
     from bench.store.results import atomic_write_text, git_revision, now_iso, package_versions, read_record
@@ -316,7 +317,8 @@ def measure_speed(
                     seed=seed, repeats=repeats, batch_size=batch_size, work_dir=Path(work),
                     cache_dir=paths.cache_dir, log=log,
                     recorded=reused.get(method),
-                    weights=None if method in reused or quick_fit else {"kind": "full_fit"})
+                    weights=None if method in reused or quick_fit else {"kind": "full_fit"},
+                    hash_neutral=section_neutral(config, method))
     backbones = sorted({str(entry["backbone"]) for entry in measured.values() if entry["backbone"]})
 
     quick = [m for m in methods if m not in reused and quick_fit]

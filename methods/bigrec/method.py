@@ -17,6 +17,7 @@ import numpy as np
 from bench.data.types import Dataset
 from bench.errors import BenchError
 from bench.method import Method, RunContext
+from bench.settings import training_identity
 from methods.bigrec.adjust import GAMMA_GRID, adjusted_distance, popularity
 from methods.bigrec.prompts import build_prompt, build_response, encode_example, shorten_title, unquote
 from methods.bigrec.samples import choose_users, subsample_record, training_samples
@@ -26,6 +27,9 @@ from methods.bigrec.settings import parse_settings
 # alike); MAX_SEQUENCE_TOKENS is the last-resort cut of prompt + response. (The authors cut
 # at 512 from the right, which can drop the target itself.)
 MAX_PROMPT_TOKENS = 896
+# [hash_neutral] keys BIGRec's training key held before neutral keys left work-dir keys: they stay in, so
+# the work dirs made then (a multi-session few-shot run) still resume. Keys added later drop out at neutral.
+KEYED_BEFORE_NEUTRAL_RULE = ("decode_length", "precision", "selection", "valid_loss_users", "length_sorted_steps")
 MAX_SEQUENCE_TOKENS = 1024
 
 DEVIATIONS = [
@@ -152,8 +156,10 @@ class BIGRecMethod(Method):
             select = (lambda: validate(0.0)) if validate is not None and s.epochs > 1 else None
             metric = "validation NDCG@10"
         trainer = LoRATrainer(self.model, self.tokenizer.pad_token_id, examples, s, ctx.work_dir,
-                              key_extra={"settings": {k: v for k, v in s.as_dict().items()
-                                                      if k not in self.evaluation_keys}, "dataset": dataset.name,
+                              key_extra={"settings": training_identity(s.as_dict(), ctx.hash_neutral,
+                                                                       leave_out=self.evaluation_keys,
+                                                                       hashed_before=KEYED_BEFORE_NEUTRAL_RULE),
+                                         "dataset": dataset.name,
                                          "split": dataset.split.hash},
                               name="bigrec", seed=ctx.seed, device=ctx.device, precision=self.precision,
                               budget_minutes=min(budgets) if budgets else None,

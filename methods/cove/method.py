@@ -15,7 +15,7 @@ from typing import Any
 from bench.data.types import Dataset
 from bench.errors import BenchError
 from bench.method import Method, RunContext
-from bench.settings import module_names, parse_section
+from bench.settings import jsonable, module_names, parse_section, training_identity
 from bench.train.precision import PRECISIONS
 
 
@@ -76,6 +76,9 @@ def parse_settings(config: dict[str, Any]) -> CoVESettings:
     return settings
 
 
+# Keys that never change what a training learns, left out of the work dir's key: how a trained model scores,
+# and fsdp (how training is spread, already in the work dir's name through the world size).
+SCORING_ONLY_KEYS = ("max_eval_users", "eval_batch_size", "max_padding", "fsdp")
 # The authors' scripts (../shared/PROTOCOLS.md): what a setting is compared against.
 AUTHORS_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -269,12 +272,11 @@ class CoVEMethod(Method):
             return
         budgets = [m for m in (s.max_train_minutes, ctx.max_train_minutes or 0) if m > 0]
         fingerprint = {"dataset": dataset.name, "split": dataset.split.hash, "num_items": dataset.num_items,
-                       # Scoring-only keys and fsdp (how training is spread, already in the work dir's name
-                       # through the world size) are left out: a finished run stays loadable.
-                       "cove": {k: v for k, v in asdict(s).items()
-                                if k not in ("max_eval_users", "eval_batch_size", "fsdp")},
+                       # SCORING_ONLY_KEYS are left out: a finished run stays loadable.
+                       "cove": training_identity(asdict(s), ctx.hash_neutral, leave_out=SCORING_ONLY_KEYS,
+                                                 hashed_before=("precision", "length_buckets")),
                        "examples": len(samples)}
-        fingerprint = _jsonable(fingerprint)
+        fingerprint = jsonable(fingerprint)
         # With one epoch there is nothing to choose between: validating would only cost time
         # (for an LLM on CPU, as long as the test pass itself).
         training_model = self._training_model(dataset)
@@ -394,11 +396,3 @@ class CoVEMethod(Method):
 LOSS_DESCRIPTIONS = {"item": "item token only", "sequence": "item token at every item position",
                      "all_tokens": "all tokens"}
 
-
-def _jsonable(value: Any) -> Any:
-    """Tuples become lists, so a fingerprint equals itself after a JSON round trip."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value

@@ -107,6 +107,7 @@ class LCRecMethod(Method):
     # -- training -------------------------------------------------------------------------
 
     def fit(self, dataset: Dataset) -> None:
+        from bench.settings import training_identity
         from bench.train.lora_trainer import LoRATrainer
 
         self._load(dataset)
@@ -121,7 +122,8 @@ class LCRecMethod(Method):
         self.train_users, self.train_tokens = len(users), sum(len(e.input_ids) for e in examples)
         budgets = [m for m in (ctx.max_train_minutes, s.max_train_minutes or None) if m]
         trainer = LoRATrainer(self.model, self.tokenizer.pad_token_id, examples, s, ctx.work_dir,
-                              key_extra={"settings": s.as_dict(), "dataset": dataset.name,
+                              key_extra={"settings": training_identity(s.as_dict(), ctx.hash_neutral),
+                                         "dataset": dataset.name,
                                          "split": dataset.split.hash, "ids": self.id_facts.get("file")},
                               name="lcrec", seed=ctx.seed, device=ctx.device, precision=self.precision,
                               budget_minutes=min(budgets) if budgets else None,

@@ -15,6 +15,7 @@ import torch
 
 from bench.data.types import Dataset
 from bench.method import Method, RunContext
+from bench.settings import training_identity
 from methods.sasrec_native.settings import NativeSASRecSettings, parse_settings
 
 FORMULATION = ("one sequence per user, loss at every position in one pass (Kang & McAuley); RecBole's SASRec "
@@ -63,7 +64,7 @@ class NativeSASRecMethod(Method):
         windows = training_windows(dataset.split.train, s.max_seq_length)
         budgets = [m for m in (ctx.max_train_minutes, s.max_train_minutes or None) if m]
         validate = (lambda: ctx.validate(self)) if ctx.validate is not None else None
-        fingerprint = {"settings": {k: v for k, v in s.as_dict().items() if k != "max_train_minutes"},
+        fingerprint = {"settings": training_identity(s.as_dict(), ctx.hash_neutral, leave_out={"max_train_minutes"}),
                        "dataset": dataset.name, "split": dataset.split.hash, "items": dataset.num_items,
                        "seed": ctx.seed}
         self.report = train_sasrec(self.model, windows, s, seed=ctx.seed, work_dir=ctx.work_dir, device=ctx.device,

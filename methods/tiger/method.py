@@ -88,6 +88,7 @@ class TigerMethod(Method):
     # -- training -------------------------------------------------------------------------
 
     def fit(self, dataset: Dataset) -> None:
+        from bench.settings import training_identity
         from bench.train.batching import epoch_batches
         from bench.train.lifecycle import EpochTrainer, LoopSettings
         from methods.semantic_ids.trie import CatalogueTrie, TrieConstraint
@@ -114,12 +115,9 @@ class TigerMethod(Method):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min((step + 1) / warmup, (warmup / max(step + 1, warmup)) ** 0.5))
         budgets = [m for m in (ctx.max_train_minutes, s.max_train_minutes or None) if m]
-        # Keys at the value runs had before the key existed (text_fields at the title alone, fp32, RQ-VAE IDs)
-        # are left out, so their work dirs still resume and load (any other value is part of the fingerprint).
-        neutral = ({"max_train_minutes"} | ({"text_fields"} if s.item_fields == ("title",) else set())
-                   | ({"precision"} if s.precision == "fp32" else set())
-                   | ({"semantic_ids"} if s.semantic_ids == "rqvae" else set()))
-        fingerprint = {"settings": {k: v for k, v in s.as_dict().items() if k not in neutral},
+        # Keys at the value runs had before the key existed ([hash_neutral]: text_fields at the title alone,
+        # fp32, RQ-VAE IDs) are left out, so their work dirs still resume and load; so is the time budget.
+        fingerprint = {"settings": training_identity(s.as_dict(), ctx.hash_neutral, leave_out={"max_train_minutes"}),
                        "dataset": dataset.name, "split": dataset.split.hash, "ids": self.id_facts.get("file"),
                        "seed": ctx.seed}
         loop = EpochTrainer(self.model, optimizer, LoopSettings("tiger", s.epochs, s.patience, ctx.seed,
