@@ -177,7 +177,7 @@ class ChunkedLogSumExp(torch.autograd.Function):
             # d lse_t / d logit(t, i) = softmax(t, i), laid out item-major (items x T) as computed.
             logits = head.item_major_logits(projected, first, end) if rows is None else \
                 (projected @ rows[first:end].T).T  # ratio 1: the saved rows, as forward's
-            weights = (logits - lse).exp_().mul_(grad_lse)
+            weights = logits.sub_(lse).exp_().mul_(grad_lse)  # in place: the slice's logits are its own
             if rows is not None:
                 grad_projected += weights.T @ rows[first:end]
                 if grad_weight is not None:
