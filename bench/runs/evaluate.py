@@ -73,7 +73,7 @@ def streamed_ranks(method: Any, users: list[int], histories: list[list[int]], ta
                 scores[row, inside - start] = -np.inf
         return scores
 
-    direct = method.score_targets(encoded, targets)
+    direct = getattr(method, "score_targets", lambda *_: None)(encoded, targets)
     target_scores = None if direct is None else _as_numpy(direct).reshape(len(targets))
     if target_scores is None:  # one pass over the slices that hold a target
         for start in range(0, num_items, chunk):
@@ -86,7 +86,9 @@ def streamed_ranks(method: Any, users: list[int], histories: list[list[int]], ta
                 target_scores[rows] = scores[rows, targets_np[rows] - start]
     at_least = np.zeros(len(targets), dtype=np.int64)
     for start in range(0, num_items, chunk):
-        at_least += (chunk_scores(start, min(start + chunk, num_items)) >= target_scores[:, None]).sum(axis=1)
+        scores = chunk_scores(start, min(start + chunk, num_items))
+        target_scores = target_scores.astype(scores.dtype, copy=False)  # a shortcut's scores in the slices' dtype
+        at_least += (scores >= target_scores[:, None]).sum(axis=1)
     return at_least - 1
 
 

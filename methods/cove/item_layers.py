@@ -167,8 +167,14 @@ class ChunkedLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: object, grad_lse: torch.Tensor) -> tuple:  # type: ignore[override]
+        with torch.autocast(device_type=autocast_device_type(grad_lse), enabled=False):  # fp32, as forward
+            return ChunkedLogSumExp._backward(ctx, grad_lse)
+
+    @staticmethod
+    def _backward(ctx: object, grad_lse: torch.Tensor) -> tuple:
         projected, weight, lse = ctx.saved_tensors
         head, chunk = ctx.head, ctx.chunk
+        grad_lse = grad_lse.float()
         grad_projected = torch.zeros_like(projected)
         rows = None if weight is None else weight.float()
         grad_weight = torch.zeros_like(rows) if rows is not None and ctx.needs_input_grad[1] else None

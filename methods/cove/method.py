@@ -340,7 +340,7 @@ class CoVEMethod(Method):
                 self._padded_tokens += mask.numel()
                 if number % 25 == 24 and device == "cpu":
                     trim_heap()  # prompts of varying length fragment the heap (bench.train.resources.trim_heap)
-        return self.model.item_head.project(hidden)
+            return self.model.item_head.project(hidden)  # inside no_grad: no autograd graph on P
 
     def score_items(self, encoded: Any, start: int, end: int) -> Any:
         """fp32 logits of items start..end-1 for encoded requests, on the CPU."""

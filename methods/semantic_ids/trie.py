@@ -19,7 +19,7 @@ class CatalogueTrie:
     """Items as token-id sequences (N, depth): level l's tokens are `level_tokens[l]` (sorted), and
     `child[node, c]` is the node reached by level's c-th token (-1: no item continues that way);
     `leaf_item[node]` is the item whose tokens end at `node` (-1 elsewhere). The last node is a dead
-    end, where any path that left the catalogue stays."""
+    end, where any path that left the catalogue stays. Copies on a decoding device are made once."""
 
     def __init__(self, item_tokens: np.ndarray) -> None:
         item_tokens = np.asarray(item_tokens, dtype=np.int64)
@@ -42,32 +42,40 @@ class CatalogueTrie:
                 raise BenchError(f"items {leaf[node]} and {item} share a semantic ID (tokens "
                                  f"{item_tokens[item].tolist()}); the catalogue's IDs must be unique")
             leaf[node] = item
-        dead = len(children)
-        self.child = torch.full((dead + 1, max(len(t) for t in self.level_tokens)), -1, dtype=torch.long)
+        dead = len(children)  # its row stays all -1: a path that left the catalogue stays there
+        self.dead = dead
+        # int32: Beauty's 32k nodes x 256 columns are 33 MB, not 66.
+        self.child = torch.full((dead + 1, max(len(t) for t in self.level_tokens)), -1, dtype=torch.int32)
         for node, kids in enumerate(children):
             for column, nxt in kids.items():
                 self.child[node, column] = nxt
         self.leaf_item = torch.full((dead + 1,), -1, dtype=torch.long)
         for node, item in leaf.items():
             self.leaf_item[node] = item
-        self._walk = self.child.clone()
-        self._walk[self._walk < 0] = dead  # off the trie: stay at the dead end
+        self._copies: dict[str, tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = {}
+
+    def tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """child, leaf_item and level_tokens on `device`, copied there once (not at every decoding step)."""
+        key = str(device)
+        if key not in self._copies:
+            self._copies[key] = (self.child.to(device), self.leaf_item.to(device),
+                                 [tokens.to(device) for tokens in self.level_tokens])
+        return self._copies[key]
 
     def nodes(self, generated: torch.Tensor) -> torch.Tensor:
         """The node each row's generated tokens (rows, steps) lead to (the dead end if they left it)."""
-        device = generated.device
-        node = torch.zeros(generated.shape[0], dtype=torch.long, device=device)
-        walk = self._walk.to(device)
+        child, _, level_tokens = self.tables(generated.device)
+        node = torch.zeros(generated.shape[0], dtype=torch.long, device=generated.device)
         for level in range(generated.shape[1]):
-            tokens = self.level_tokens[level].to(device)
+            tokens = level_tokens[level]
             column = torch.searchsorted(tokens, generated[:, level].contiguous()).clamp(max=len(tokens) - 1)
-            known = tokens[column] == generated[:, level]
-            node = torch.where(known, walk[node, column], walk.shape[0] - 1)
+            nxt = child[node, column].long()
+            node = torch.where((tokens[column] == generated[:, level]) & (nxt >= 0), nxt, self.dead)
         return node
 
     def items(self, generated: torch.Tensor) -> torch.Tensor:
         """The item each row of full IDs (rows, depth) names, -1 for a sequence outside the catalogue."""
-        return self.leaf_item.to(generated.device)[self.nodes(generated)]
+        return self.tables(generated.device)[1][self.nodes(generated)]
 
 
 class TrieConstraint:
@@ -85,8 +93,9 @@ class TrieConstraint:
             out[:, self.after_last] = 0.0
             return out
         nodes = self.trie.nodes(input_ids[:, self.prompt_width:])
-        tokens = self.trie.level_tokens[step].to(scores.device)
-        allowed = self.trie.child.to(scores.device)[nodes, :len(tokens)] >= 0  # (rows, level tokens)
+        child, _, level_tokens = self.trie.tables(scores.device)
+        tokens = level_tokens[step]
+        allowed = child[nodes, :len(tokens)] >= 0  # (rows, level tokens)
         window = scores[:, tokens]
         out[:, tokens] = torch.where(allowed, window, torch.full_like(window, float("-inf")))
         return out
