@@ -11,6 +11,8 @@ from pathlib import Path
 
 from bench.errors import BenchError
 
+SLOT_POLL_SECONDS = 2.0  # how often rank 0 retries the training lock; every rank sleeps this long between tries
+
 
 @contextmanager
 def work_dir_lock(work_dir: Path) -> Iterator[None]:
@@ -49,7 +51,9 @@ def training_slot(cache_dir: Path, label: str, log: Callable[[str], None], holde
     from bench.train.distributed import wait_together
 
     if not holder:
-        wait_together(lambda: False)
+        # The same poll as the holder's: a rank sleeping longer would keep rank 0 waiting inside the
+        # collective for the difference, which a short process-group timeout turns into an abort.
+        wait_together(lambda: False, poll_seconds=SLOT_POLL_SECONDS)
         yield
         return
     lock_path = cache_dir / "training.lock"
@@ -69,7 +73,7 @@ def training_slot(cache_dir: Path, label: str, log: Callable[[str], None], holde
                     told.append(True)
                 return False
 
-        wait_together(try_acquire, poll_seconds=2.0)
+        wait_together(try_acquire, poll_seconds=SLOT_POLL_SECONDS)
         try:
             handle.seek(0)
             handle.truncate()
