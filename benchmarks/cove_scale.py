@@ -104,7 +104,7 @@ def one_point(items: int, ratio: int, model_spec: str, batch: int, requests: int
             "item_table_bytes": item_table_bytes(model.item_embedding, model.item_head),
             "hash_code_bytes": 2 * codes.numel() * codes.element_size(), "build_seconds": round(build_s, 2),
             "train_step_seconds": round(step_s, 3), "train_batch": batch, "history_items": history,
-            "train_loss": f"sequence item CE, {item_softmax_form(items, 'sequence')}",
+            "train_loss": f"sequence item CE, {item_softmax_form(items, 'sequence', ratio)}",
             "scoring_samples_per_sec": round(requests / score_s, 2), "scored_requests": requests,
             "rss_mb": {"before_model": round(baseline), "model_built": round(loaded),
                        "scoring_peak": round(scored), "peak": round(trained)},

@@ -205,3 +205,61 @@ def test_project_once_then_slices_equal_the_direct_logits():
     assert torch.equal(torch.cat([head.logits_from(projected, s, min(s + 64, 300)) for s in range(0, 300, 64)], 1),
                        whole)
     assert torch.allclose(whole, hidden @ head.vectors(torch.arange(300)).T, atol=1e-5)
+
+
+def _gathers_counted(head, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = head.item_major_logits
+    monkeypatch.setattr(head, "item_major_logits", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_hashed_training_loss_gathers_each_slice_once_and_keeps_its_gradient(monkeypatch: pytest.MonkeyPatch):
+    """With a gradient, the hashed chunked loss scatters the softmax weights in forward (one gather per
+    item slice in all); without one it only sums; a second backward (retain_graph) recomputes. All three
+    give F.cross_entropy's value and gradients."""
+    import torch.nn.functional as F
+
+    from methods.cove.item_layers import ItemHead
+
+    torch.manual_seed(0)
+    head = ItemHead(50, 16, ratio=4, num_hashes=3)
+    hidden = torch.randn(6, 16, requires_grad=True)
+    targets = torch.tensor([0, 7, 13, 49, 21, 7])
+    full = F.cross_entropy(hidden @ head.vectors(torch.arange(50)).T, targets)
+    full_grads = torch.autograd.grad(full, (hidden, head.weight))
+    calls = _gathers_counted(head, monkeypatch)
+    chunked = head.cross_entropy(hidden, targets, chunk=16)
+    first = torch.autograd.grad(chunked, (hidden, head.weight), retain_graph=True)
+    assert len(calls) == 4  # 50 items in slices of 16: each gathered once for value and gradient
+    second = torch.autograd.grad(chunked, (hidden, head.weight))
+    assert len(calls) == 8  # the retained graph's second backward recomputes the four slices
+    for grads in (first, second):
+        for mine, reference in zip(grads, full_grads):
+            assert torch.allclose(mine, reference, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(head.cross_entropy(hidden, targets, chunk=16), full, atol=1e-5)
+
+
+@pytest.mark.parametrize("underflow_guard", [True, False])
+def test_one_pass_falls_back_when_a_column_would_underflow(underflow_guard: bool, monkeypatch: pytest.MonkeyPatch):
+    """Logits spread by hundreds put every exp(logit - bound) of a column below fp32's range: the loss
+    falls back to the two-pass form and stays exact. Twin: with the guard off the one pass underflows
+    and the loss is wrong."""
+    import torch.nn.functional as F
+
+    import methods.cove.item_layers as layers
+
+    if not underflow_guard:
+        monkeypatch.setattr(layers, "SINGLE_PASS_UNDERFLOW", 1e9)  # exp(-1e9) == 0: never falls back
+    torch.manual_seed(0)
+    head = layers.ItemHead(50, 16, ratio=4, num_hashes=3)
+    with torch.no_grad():
+        head.weight.mul_(40.0)
+    hidden = (torch.randn(6, 16) * 40.0).requires_grad_()
+    targets = torch.tensor([0, 7, 13, 49, 21, 7])
+    full = F.cross_entropy(hidden @ head.vectors(torch.arange(50)).T, targets)
+    chunked = head.cross_entropy(hidden, targets, chunk=16)
+    exact = bool(torch.isclose(chunked, full, rtol=1e-5)) and torch.allclose(
+        torch.autograd.grad(chunked, hidden)[0], torch.autograd.grad(full, hidden)[0], rtol=1e-4, atol=1e-4)
+    assert exact == underflow_guard

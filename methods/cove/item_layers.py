@@ -8,6 +8,8 @@ code), so memory is 2·|S|·d instead of 2·N·d.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,6 +70,9 @@ class ItemEmbedding(ItemTable):
 
 IGNORE_INDEX = -100  # a target position that takes no part in the loss (F.cross_entropy's default)
 ITEM_CHUNK = 65536  # items gathered at a time by the hashed head: bounds its memory to B x chunk x k
+# ChunkedLogSumExp's one pass falls back to two when a column's exp-sum is below e^-this (fp32's normal
+# range ends near e^-87; 50 leaves the largest terms ~16 decimal digits above it).
+SINGLE_PASS_UNDERFLOW = 50.0
 
 
 class ItemHead(ItemTable):
@@ -143,27 +148,64 @@ class ItemHead(ItemTable):
             return hidden.float().sum() * float("nan")
         with torch.autocast(device_type=autocast_device_type(hidden), enabled=False):
             h = hidden.float()
-            lse = ChunkedLogSumExp.apply(self.project(h), self.weight if self.ratio == 1 else None, self, chunk)
+            projected = self.project(h)
+            lse = ChunkedLogSumExp.apply(projected, self.weight if self.ratio == 1 else None, self, chunk,
+                                         torch.is_grad_enabled() and projected.requires_grad)
             target_logits = (h * self.vectors(targets).float()).sum(-1)
             return (lse - target_logits).mean()
 
 
 class ChunkedLogSumExp(torch.autograd.Function):
     """log Σ_i exp(logit(t, i)) over all N items for each of T states, one item slice at a time, from
-    `ItemHead.project`'s output; backward recomputes each slice's logits and accumulates the gradient
-    into ONE buffer the size of its input (per-slice autograd would zero and add a |S| x T gradient for
-    every slice: 153 x 1.6 GB at 10M items). Inputs: the projection and, for ratio 1, the item rows
-    (hashed: None; the rows reach the loss through the projection's own autograd graph)."""
+    `ItemHead.project`'s output. Inputs: the projection and, for ratio 1, the item rows (hashed: None; the
+    rows reach the loss through the projection's own autograd graph).
+
+    Ratio 1, or without a gradient: forward keeps only the log-sum-exp, and backward recomputes each
+    slice's logits and accumulates the gradient into ONE buffer the size of its input (per-slice autograd
+    would zero and add a |S| x T gradient for every slice: 153 x 1.6 GB at 10M items).
+    Hashed, with a gradient: ONE pass. Every item's logit is a mean of k rows of P, so m_t = max_s P[s, t]
+    bounds it from above; forward sums exp(logit - m_t) <= 1 (no overflow, no running maximum) and, in
+    the same pass, scatters those weights into the rows they came from. Backward only rescales that
+    buffer by exp(m_t - lse_t)·grad_t: the slices are not gathered and exponentiated a second time.
+    Should a column's sum come out below e^-SINGLE_PASS_UNDERFLOW, that batch falls back to the two-pass
+    form, so no precision is lost to underflow. It takes a column of P spread over more than
+    SINGLE_PASS_UNDERFLOW·k/(k-1) (67 at k = 4): the item holding the column's largest entry has a logit
+    of at least m_t - (k-1)/k·(m_t - min_s P[s, t])."""
 
     @staticmethod
     def forward(ctx: object, projected: torch.Tensor, weight: torch.Tensor | None,  # type: ignore[override]
-                head: ItemHead, chunk: int) -> torch.Tensor:
+                head: ItemHead, chunk: int, with_gradient: bool = False) -> torch.Tensor:
+        ctx.head, ctx.chunk, ctx.accumulated = head, chunk, None
+        if weight is None and with_gradient:
+            lse, accumulated = ChunkedLogSumExp._one_pass(projected, head, chunk)
+            if accumulated is not None:
+                ctx.accumulated = accumulated  # not save_for_backward: backward rescales it in place, once
+                ctx.save_for_backward(projected, weight, lse)
+                return lse
         parts = [head.item_major_logits(projected, first, min(first + chunk, head.num_items)).logsumexp(0)
                  for first in range(0, head.num_items, chunk)]
         lse = torch.stack(parts).logsumexp(0)
         ctx.save_for_backward(projected, weight, lse)  # saved, not re-read from the head: FSDP reshards it
-        ctx.head, ctx.chunk = head, chunk
         return lse
+
+    @staticmethod
+    def _one_pass(projected: torch.Tensor, head: ItemHead, chunk: int) -> tuple[torch.Tensor, tuple | None]:
+        """The log-sum-exp, and (Σ_i exp(logit(t, i) - m_t)/k scattered into each of item i's k rows, m)
+        (None: a column underflowed, use the two-pass form)."""
+        bound = projected.max(0).values  # (T,) >= every item's logit: a mean of k entries of its column
+        total = torch.zeros_like(bound)
+        accumulated = torch.zeros_like(projected)
+        for first in range(0, head.num_items, chunk):
+            end = min(first + chunk, head.num_items)
+            weights = head.item_major_logits(projected, first, end).sub_(bound).exp_()  # in place: its own
+            total += weights.sum(0)
+            weights /= head.num_hashes
+            codes = head.codes[first:end].long()
+            for j in range(head.num_hashes):
+                accumulated.index_add_(0, codes[:, j], weights)
+        if bool((total < math.exp(-SINGLE_PASS_UNDERFLOW)).any()):
+            return bound, None
+        return bound + total.log(), (accumulated, bound)
 
     @staticmethod
     def backward(ctx: object, grad_lse: torch.Tensor) -> tuple:  # type: ignore[override]
@@ -175,6 +217,10 @@ class ChunkedLogSumExp(torch.autograd.Function):
         projected, weight, lse = ctx.saved_tensors
         head, chunk = ctx.head, ctx.chunk
         grad_lse = grad_lse.float()
+        if ctx.accumulated is not None:  # one pass: forward already scattered exp(logit - m_t)/k
+            # Rescaled in place and handed over: a second backward (retain_graph) takes the two-pass form.
+            (accumulated, bound), ctx.accumulated = ctx.accumulated, None
+            return accumulated.mul_((bound - lse).exp_().mul_(grad_lse)), None, None, None, None
         grad_projected = torch.zeros_like(projected)
         rows = None if weight is None else weight.float()
         grad_weight = torch.zeros_like(rows) if rows is not None and ctx.needs_input_grad[1] else None
@@ -195,7 +241,7 @@ class ChunkedLogSumExp(torch.autograd.Function):
                     grad_projected.index_add_(0, codes[:, j], weights)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_projected, grad_weight, None, None
+        return grad_projected, grad_weight, None, None, None
 
 
 def autocast_device_type(tensor: torch.Tensor) -> str:
@@ -208,9 +254,11 @@ def item_table_bytes(*tables: ItemTable) -> int:
     return sum(t.weight.numel() * t.weight.element_size() for t in tables)
 
 
-def item_softmax_form(num_items: int, loss: str) -> str:
-    """How the item cross-entropy was computed (exact either way; only memory differs)."""
+def item_softmax_form(num_items: int, loss: str, ratio: int = 1) -> str:
+    """How the item cross-entropy was computed (exact either way; only memory and time differ)."""
     if loss == "all_tokens" or num_items <= ITEM_CHUNK:
         return "full softmax over all items"
-    return (f"full softmax over all items, log-sum-exp in chunks of {ITEM_CHUNK} items recomputed in backward "
+    how = ("one pass, the gradient scattered in forward against an upper bound of the logits" if ratio > 1
+           else "recomputed in backward")
+    return (f"full softmax over all items, log-sum-exp in chunks of {ITEM_CHUNK} items, {how} "
             "(exact; cf. Cut Cross-Entropy, Wijmans et al. 2024)")

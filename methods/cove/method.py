@@ -371,7 +371,7 @@ class CoVEMethod(Method):
                            "one sample per user" if s.train_samples == "last" else "all prefixes"),
             "loss": LOSS_DESCRIPTIONS[s.loss],
             "item_softmax": item_softmax_form(self.model.item_head.num_items if self.model is not None else 0,
-                                              s.loss),
+                                              s.loss, s.compression_ratio),
             "history_truncation": f"most recent {s.max_history} items" if s.max_history else "none",
             "prompt_token_cap": f"{s.max_prompt_tokens} (oldest items dropped)",
             "title_truncation": (f"first {s.max_title_words} words" if s.max_title_words else "none")
