@@ -189,6 +189,7 @@ def test_ctrl_c_exits_130_with_a_message_and_no_record(isolated: Path):
     (("--method", "cove", "--set", "cove.epoch=3"), "unknown key 'epoch' in [cove]. Did you mean 'epochs'?"),
     (("--method", "cove", "--preset", "papr"), "Unknown preset 'papr' for cove. Did you mean 'paper'?"),
     (("--method", "sasrc",), "Unknown method 'sasrc'. Did you mean 'sasrec'?"),
+    (("--method", "sasrec", "--finish", "--force"), "--finish with --force: --finish ends the recorded config's"),
 ])
 def test_bad_values_fail_in_one_line_before_any_work(args: tuple[str, ...], message: str, isolated: Path):
     dataset = () if "--dataset" in args else ("--dataset", "tiny")

@@ -95,9 +95,79 @@ def test_a_commit_inside_an_epoch_waits_for_every_rank_s_clock(tmp_path: Path, m
 
     def vetoed(values: list[float]) -> list[float]:  # another rank's clock: not yet time to commit
         calls.append(len(values))
-        return [*real_sums(values)[:4], 0.0]
+        real = real_sums(values)
+        return [*real[:4], 0.0, *real[5:]]
 
     monkeypatch.setattr(lifecycle, "sums_over_ranks", vetoed)
     train(tmp_path / "vetoed")
     assert commits == [f"e{epoch:04d}" for epoch in range(1, EPOCHS + 1)]
-    assert calls and set(calls) == {5}  # loss, weight, examples and both clock verdicts: one collective a step
+    # loss, weight, examples, both clock verdicts and the finish request: one collective a step
+    assert calls and set(calls) == {6}
+
+
+def finish_run(work_dir: Path, request_at: int | None,
+               kill_at: int | None = None) -> tuple[dict[str, Any], int, list[str]]:
+    """Train the toy with a validator; `request_at`: the step during which `bench run --finish` is asked,
+    `kill_at`: the step at which the process dies."""
+    from bench.train.lifecycle import request_finish
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    settings = LoopSettings("toy", EPOCHS, patience=0, seed=3, validate_every=2, commit_every_seconds=1e-9)
+    data = torch.randn(BATCHES * 4, 4, generator=torch.Generator().manual_seed(1))
+    steps: list[int] = []
+
+    def step(rows: list[int]) -> tuple[torch.Tensor, int]:
+        steps.append(1)
+        if len(steps) == kill_at:
+            raise KeyboardInterrupt
+        if len(steps) == request_at:
+            request_finish(work_dir)
+        return model(data[rows]).pow(2).mean(), len(rows)
+
+    logs: list[str] = []
+    loop = EpochTrainer(model, optimizer, settings, work_dir=work_dir, device="cpu", validate=lambda: -len(steps),
+                        log=logs.append, fingerprint={"toy": 1})
+    batches = [list(range(i, i + 4)) for i in range(0, BATCHES * 4, 4)]
+    return loop.train(lambda epoch: batches, step), len(steps), logs
+
+
+@pytest.mark.parametrize("requested", [True, False])
+def test_a_finish_request_stops_a_running_training_after_its_current_step(requested: bool, tmp_path: Path):
+    """`bench run --finish` while another process trains: that process stops after the step it is in,
+    validates the partial epoch as a time budget would, and records stopped_by finish_requested. Twin:
+    without the request the same loop trains all its epochs."""
+    state, steps, logs = finish_run(tmp_path, request_at=BATCHES + 2 if requested else None)
+    if requested:
+        assert steps == BATCHES + 2 and state["optimizer_steps"] == BATCHES + 2
+        assert state["finished"] and state["stopped_by"] == "finish_requested"
+        assert state["epochs_done"] == 2 and state["validated_epochs"] == [2]
+        assert any("partial epoch: finish requested" in line for line in logs), logs
+        assert not (tmp_path / "finish.request").exists()  # honoured: a later run starts clean
+    else:
+        assert steps == EPOCHS * BATCHES and state["stopped_by"] == "epochs"
+
+
+def test_a_finish_request_ends_a_stopped_run_without_another_step(tmp_path: Path):
+    """A run killed inside its second epoch, then finished: no step is taken, the committed steps of epoch 2
+    count as a partial epoch and are validated, and the best validated epoch is kept."""
+    from bench.train.lifecycle import request_finish
+
+    with pytest.raises(KeyboardInterrupt):
+        finish_run(tmp_path, request_at=None, kill_at=BATCHES + 3)
+    request_finish(tmp_path)
+    state, steps, logs = finish_run(tmp_path, request_at=None)
+    assert steps == 0 and state["optimizer_steps"] == BATCHES + 2
+    assert state["stopped_by"] == "finish_requested" and state["epochs_done"] == 2
+    assert state["validated_epochs"] == [2] and state["best_epoch"] == 2
+    assert any("partial epoch: finish requested" in line for line in logs), logs
+
+
+def test_finishing_a_run_that_never_trained_is_refused(tmp_path: Path):
+    from bench.errors import BenchError
+    from bench.train.lifecycle import request_finish
+
+    with pytest.raises(BenchError, match="no committed training"):
+        request_finish(tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()

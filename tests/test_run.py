@@ -476,3 +476,37 @@ def test_training_totals_come_from_what_the_method_reports():
     assert training_totals(recbole_loaded, 2.0) == {"train_seconds_total": None, "training_calls": None}
     assert training_totals({"training": {"resumed": False}}, 5.0) == {"train_seconds_total": 5.0,
                                                                       "training_calls": 1}
+
+
+def test_finish_records_a_stopped_run_as_not_converged(isolated: Path):
+    """`bench run --finish` on a run killed after its first epoch: no further epoch, the record says
+    stopped_by finish_requested and the leaderboard keeps it out of the converged tables; asked while another
+    process holds the run, the request is left for that process."""
+    from bench.config import load_config
+    from bench.errors import BenchError
+    from bench.store.results import cut_short
+    from bench.train.lifecycle import FinishHandedOver
+    from bench.train.locks import work_dir_lock
+
+    config = load_config()
+    overrides = ["sasrec_native.epochs=5", "sasrec_native.patience=0"]
+    with pytest.raises(BenchError, match="no committed training"):
+        run("sasrec_native", "tiny", overrides=overrides, config=config, progress=False, finish=True)
+
+    def stop_after_first_epoch(message: str) -> None:
+        if "epoch 2 loss" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run("sasrec_native", "tiny", overrides=overrides, config=config, progress=False, threads=1,
+            log=stop_after_first_epoch)
+    path = run("sasrec_native", "tiny", overrides=overrides, config=config, dry_run=True).path
+    work_dir = isolated / "cache" / "work" / "tiny" / path.stem
+    with work_dir_lock(work_dir), pytest.raises(FinishHandedOver, match="asked it to finish"):
+        run("sasrec_native", "tiny", overrides=overrides, config=config, progress=False, finish=True)
+    assert (work_dir / "finish.request").exists() and not path.exists()
+    record = run("sasrec_native", "tiny", overrides=overrides, config=config, progress=False, threads=1,
+                 log=lambda message: None).record  # the request stands: this run finishes
+    info = record["method_info"]
+    assert info["stopped_by"] == "finish_requested" and info["epochs_run"] == 1 and info["epochs_max"] == 5
+    assert cut_short(record) and not (work_dir / "finish.request").exists()

@@ -73,6 +73,10 @@ def run_command(
     parallel: ParallelOption = False,
     allow_count_mismatch: Annotated[bool, typer.Option(help="Run although the data's counts differ from the "
                                                              "card's expected counts (recorded)")] = False,
+    finish: Annotated[bool, typer.Option(help="End this run's resumable training where it stands: validate, "
+                                              "rank the test requests with the best validated epoch and record "
+                                              "it as stopped on request (not converged). If another process "
+                                              "is training it, that process is asked to finish")] = False,
     json_: JsonOption = False,
 ) -> None:
     """Train (or reuse) one method on one dataset, evaluate by full ranking, record the result. --json prints
@@ -80,7 +84,11 @@ def run_command(
     from bench.runs.run import checked_config, run
     from bench.runs.validate import check_seed
     from bench.train.distributed import is_main
+    from bench.train.lifecycle import FinishHandedOver
 
+    if finish and (force or dry_run):
+        raise BenchError(f"--finish with {'--force' if force else '--dry-run'}: --finish ends the recorded config's "
+                         "training where it stands; run it alone")
     chosen = [seed]
     if seeds is not None:
         try:
@@ -97,10 +105,15 @@ def run_command(
     recorded = True
     documents = []
     for each in chosen:
-        outcome = run(method, dataset, overrides=set_ or [], preset=preset, model=model, device=device, seed=each,
-                      force=force, max_train_minutes=max_train_minutes, results_dir=results_dir, threads=threads,
-                      dry_run=dry_run, parallel=parallel, allow_count_mismatch=allow_count_mismatch,
-                      **({"log": to_stderr} if json_ else {}))
+        try:
+            outcome = run(method, dataset, overrides=set_ or [], preset=preset, model=model, device=device,
+                          seed=each, force=force, max_train_minutes=max_train_minutes, results_dir=results_dir,
+                          threads=threads, dry_run=dry_run, parallel=parallel,
+                          allow_count_mismatch=allow_count_mismatch, finish=finish,
+                          **({"log": to_stderr} if json_ else {}))
+        except FinishHandedOver as handed_over:  # the request stands; the other process records
+            typer.echo(str(handed_over), err=True)
+            raise typer.Exit(0) from None
         recorded = recorded and outcome.reused
         if json_:
             documents.append({"path": str(outcome.path), "recorded": outcome.reused} if dry_run else

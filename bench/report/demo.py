@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.report.formatting import fmt_number
 from bench.report.labels import method_label
-from bench.store.results import budget_cut, training_summary
+from bench.store.results import cut_short, training_summary
 
 Record = dict[str, Any]
 Z95 = 1.959964  # two-sided 95 %
@@ -37,9 +37,10 @@ def epochs_text(record: Record) -> str:
 def training_text(record: Record) -> str:
     """How training ended, short enough for the demo's training column; a budget cut is marked `CUT`."""
     epochs = epochs_text(record)
-    if budget_cut(record):
+    if cut_short(record):
         minutes = record.get("max_train_minutes") or (record.get("method_info") or {}).get("max_train_minutes")
-        budget = f"{minutes:g} min" if minutes else "budget"
+        budget = "on request" if stopped_by(record) == "finish_requested" else f"{minutes:g} min" if minutes \
+            else "budget"
         return f"CUT {budget}, {epochs}".rstrip(", ")
     endings = {"early_stopping": "early stop", "patience": "early stop", "epochs": "max epochs"}
     why = endings.get(stopped_by(record) or "")
@@ -92,7 +93,7 @@ def choose_rows(demo_records: list[Record], all_records: list[Record], floor: st
     cut: list[Record] = []
     for method in methods:
         full = [r for r in pool if r["method"] == method and not r.get("subsample")]
-        converged = [r for r in full if not budget_cut(r)]
+        converged = [r for r in full if not cut_short(r)]
         if converged or full:
             best = max(converged or full, key=lambda r: r["metrics"].get("ndcg@10", 0.0))
             (rows if converged else cut).append(best)

@@ -17,7 +17,7 @@ from typing import Any
 from bench.report.formatting import defined
 from bench.report.labels import effect_key, method_label
 from bench.report.speed_tables import length_set_by_cap, weights_text
-from bench.store.results import budget_cut
+from bench.store.results import cut_short
 
 Record = dict[str, Any]
 
@@ -38,7 +38,7 @@ def main_table(record: Record) -> bool:
     """A row a reader takes for the method: test position, every request, unmasked, converged."""
     sub = record.get("subsample")
     return (record.get("eval_target", "test") == "test" and not sub and not record.get("mask_history")
-            and not budget_cut(record) and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
+            and not cut_short(record) and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
 
 
 def best_rows(records: list[tuple[Path, Record]], dataset: str) -> dict[str, tuple[list[Path], Record, float]]:

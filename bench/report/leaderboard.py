@@ -32,7 +32,8 @@ Record = dict[str, Any]
 
 REFERENCE_COLUMNS = ("dataset", "method", "compression_ratio", "eval_target", "source")
 PROTOCOL_LINE = ("Full ranking over every item; one relevant item per request; ties count against the "
-                 "target. Rows whose training a time budget stopped before it converged have tables of their own "
+                 "target. Rows whose training a time budget (or `bench run --finish`) stopped before it converged "
+                 "have tables of their own "
                  "(\"not converged\"), never ranked beside converged rows. A subsample table also holds every "
                  "converged full-data run that has per-request ranks, restricted to the subsample's requests "
                  "(computed from those ranks, not re-run), so every method is compared on exactly the same requests. "

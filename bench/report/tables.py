@@ -17,7 +17,7 @@ from bench.report.significance import bootstrap_ci, holm, sign_flip_p_values
 from bench.report.speed_tables import device_text
 from bench.runs.metrics import METRIC_NAMES, per_request_metrics
 from bench.store.request_ranks import load_ranks
-from bench.store.results import budget_cut
+from bench.store.results import cut_short
 
 Record = dict[str, Any]
 Row = dict[str, Any]
@@ -52,7 +52,7 @@ class Group:
         if self.mask_history:
             parts.append("history items masked (RecBole's protocol: the user's earlier items are never ranked)")
         if not self.converged:
-            parts.append("not converged: training stopped by its time budget")
+            parts.append("not converged: training stopped by its time budget or on request")
         return " · ".join(parts)
 
     def slug(self) -> str:
@@ -67,7 +67,7 @@ def record_group(record: Record) -> Group:
     requests = int(record.get("num_eval_requests") or sub.get("eval_requests") or 0)
     total = int(sub.get("eval_requests_total") or requests)
     return Group(record.get("eval_target", "test"), bool(record.get("mask_history", False)), requests, total,
-                 record.get("split_protocol", "leave_one_out"), not budget_cut(record))
+                 record.get("split_protocol", "leave_one_out"), not cut_short(record))
 
 
 def record_row(path: Path, record: Record, ranks: dict[str, Any] | None = None) -> Row:

@@ -184,6 +184,7 @@ def training_summary(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def budget_cut(record: dict[str, Any]) -> bool:
-    """Training was stopped by its time budget, not by early stopping or its epoch count: not converged."""
-    return training_summary(record)["stopped_by"] == "max_train_minutes"
+def cut_short(record: dict[str, Any]) -> bool:
+    """Training was stopped by its time budget or on request (`bench run --finish`), not by early stopping or
+    its epoch count: not converged."""
+    return training_summary(record)["stopped_by"] in ("max_train_minutes", "finish_requested")

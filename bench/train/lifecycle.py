@@ -21,11 +21,16 @@ import torch
 
 from bench.errors import BenchError
 from bench.method import nothing_to_load
-from bench.train.checkpoints import STATE, CheckpointDir
+from bench.train.checkpoints import STATE, CheckpointDir, atomic_write
 from bench.train.distributed import barrier, is_main, sum_gradients, sum_over_ranks, sums_over_ranks, world
 from bench.train.progress import progress_bar
 
 Writers = dict[str, tuple[str, Callable[[Path], None]]]
+# `bench run --finish` leaves this file in a run's work dir: the loop (here or in a process already running)
+# stops after its current step as a time budget would, and the record says stopped_by FINISH_REQUESTED.
+FINISH_REQUEST = "finish.request"
+FINISH_REQUESTED = "finish_requested"
+PARTIAL_REASONS = {"max_train_minutes": "time budget", FINISH_REQUESTED: "finish requested"}
 STATE_DEFAULTS: dict[str, Any] = {
     "epochs_done": 0, "best_epoch": None, "best_score": None, "bad_epochs": 0, "finished": False, "stopped_by": None,
     "epoch_scores": [], "validated_epochs": [], "epoch_losses": [], "optimizer_steps": 0, "train_seconds": 0.0,
@@ -33,6 +38,19 @@ STATE_DEFAULTS: dict[str, Any] = {
     # Inside the epoch being trained (mid-epoch commits): steps done and the loss so far.
     "steps_done_in_epoch": 0, "epoch_loss_sum": 0.0, "epoch_loss_weight": 0.0,
 }
+
+
+class FinishHandedOver(Exception):
+    """`bench run --finish` found the run training in another process and left it the request."""
+
+
+def request_finish(work_dir: Path) -> None:
+    """Ask the training in `work_dir` to end where it stands (FINISH_REQUEST). Refused when nothing is
+    committed there: a run with no trained step has nothing to finish."""
+    if not any(work_dir.glob("*progress.json")):
+        raise BenchError(f"--finish: {work_dir} holds no committed training (no progress file); --finish ends "
+                         "a resumable run that has trained, it does not start one")
+    atomic_write(work_dir / FINISH_REQUEST, lambda path: path.write_text("requested by bench run --finish\n"))
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,8 @@ class TrainingLoop:
         started = time.perf_counter() - p["train_seconds"]
         deadline = started + s.budget_minutes * 60 if s.budget_minutes else None
         last_commit = time.perf_counter()
+        if not p["finished"] and self._finish_requested():
+            self._finish_where_it_stands(started)
         while not p["finished"] and p["epochs_done"] < s.epochs:
             epoch = p["epochs_done"]
             steps = self.hooks.epoch_steps(epoch)
@@ -137,7 +157,7 @@ class TrainingLoop:
             self.model.train()
             bar = progress_bar(total=sum(sizes), initial=sum(sizes[:p["steps_done_in_epoch"]]), unit="batch",
                                desc=f"{s.name} epoch {epoch + 1}/{s.epochs}", enabled=is_main())
-            out_of_time = False
+            out_of_time, why = False, "max_train_minutes"
             for index in range(p["steps_done_in_epoch"], len(steps)):
                 # Dropout seeded by step and rank: a run resumed inside an epoch draws what it would have.
                 torch.manual_seed(s.seed * 1_000_003 + epoch * 100_003 + index + 7919 * rank)
@@ -147,8 +167,11 @@ class TrainingLoop:
                 # committing alone would leave the others waiting in the next collective), in one all-reduce.
                 shared = sums_over_ranks([result.loss_sum, result.weight, result.examples,
                                           deadline is not None and now > deadline,
-                                          bool(s.commit_every_seconds) and now - last_commit > s.commit_every_seconds])
+                                          bool(s.commit_every_seconds) and now - last_commit > s.commit_every_seconds,
+                                          is_main() and self.finish_request_path.exists()])
                 totals, past_deadline, commit_due = shared[:3], shared[3] > 0, shared[4] > 0
+                if shared[5] > 0:
+                    past_deadline, why = True, FINISH_REQUESTED
                 p["optimizer_steps"] += 1
                 p["steps_done_in_epoch"] = index + 1
                 p["epoch_loss_sum"] += totals[0]
@@ -170,23 +193,51 @@ class TrainingLoop:
             p.update(epochs_done=epoch + 1, steps_done_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_weight=0.0)
             last = out_of_time or p["epochs_done"] >= s.epochs
             due = last or p["epochs_done"] % max(1, s.validate_every) == 0
-            improved = self._after_epoch(epoch + 1, partial=out_of_time) if due else False
+            improved = self._after_epoch(epoch + 1, partial=why if out_of_time else None) if due else False
             p["train_seconds"] = time.perf_counter() - started  # validation included (also in validate_seconds)
             if out_of_time:
-                p.update(finished=True, stopped_by="max_train_minutes")
+                p.update(finished=True, stopped_by=why)
             elif s.patience > 0 and p["bad_epochs"] >= s.patience:
                 p.update(finished=True, stopped_by="early_stopping")
             elif p["epochs_done"] >= s.epochs:
                 p.update(finished=True, stopped_by="epochs")
             self.commit(best=improved, tag=f"e{p['epochs_done']:04d}")
             last_commit = time.perf_counter()
+        if p["finished"] and is_main():
+            self.finish_request_path.unlink(missing_ok=True)  # honoured (or moot): a later run starts clean
         if self.validate is not None:
             self.load_best()
         self.model.eval()
         return dict(p)
 
-    def _after_epoch(self, epoch: int, partial: bool) -> bool:
-        """Validate (when the harness lent a validator); True when this epoch is the best so far."""
+    @property
+    def finish_request_path(self) -> Path:
+        return self.work_dir / FINISH_REQUEST
+
+    def _finish_requested(self) -> bool:
+        """Rank 0 looks for the request; every rank gets its verdict."""
+        return sum_over_ranks(1.0 if is_main() and self.finish_request_path.exists() else 0.0) > 0
+
+    def _finish_where_it_stands(self, started: float) -> None:
+        """End a resumed run without another step: steps committed inside an epoch count as a partial epoch
+        (as a time budget's), the last epoch is validated if it was not, and the state is finished."""
+        p = self.state
+        partial = p["steps_done_in_epoch"] > 0
+        if partial:
+            p["epoch_losses"].append(round(p["epoch_loss_sum"] / max(1e-12, p["epoch_loss_weight"]), 5))
+            p.update(epochs_done=p["epochs_done"] + 1, steps_done_in_epoch=0, epoch_loss_sum=0.0,
+                     epoch_loss_weight=0.0)
+        epoch = p["epochs_done"]
+        validated = p["validated_epochs"][-1] if p["validated_epochs"] else None
+        improved = self._after_epoch(epoch, partial=FINISH_REQUESTED if partial else None) \
+            if epoch and validated != epoch else False
+        p["train_seconds"] = time.perf_counter() - started
+        p.update(finished=True, stopped_by=FINISH_REQUESTED)
+        self.commit(best=improved, tag=f"e{epoch:04d}")
+
+    def _after_epoch(self, epoch: int, partial: str | None) -> bool:
+        """Validate (when the harness lent a validator); True when this epoch is the best so far. `partial`:
+        why the epoch was cut short (None: it ran to its end)."""
         p = self.state
         if self.validate is None:
             p["best_epoch"] = epoch
@@ -199,7 +250,7 @@ class TrainingLoop:
         p["validate_seconds"] += time.perf_counter() - clock
         p["epoch_scores"].append(round(score, 6))
         p["validated_epochs"].append(epoch)
-        note = " (partial epoch: time budget)" if partial else ""
+        note = f" (partial epoch: {PARTIAL_REASONS.get(partial, partial)})" if partial else ""
         head = f"{self.s.name}: epoch {epoch} loss {p['epoch_losses'][-1]:.4f}, {self.s.metric} {score:.4f}"
         if p["best_score"] is None or score > p["best_score"]:
             p.update(best_score=score, best_epoch=epoch, bad_epochs=0)

@@ -14,6 +14,21 @@ from bench.errors import BenchError
 SLOT_POLL_SECONDS = 2.0  # how often rank 0 retries the training lock; every rank sleeps this long between tries
 
 
+def work_dir_holder(work_dir: Path) -> str | None:
+    """The pid of the process training in `work_dir` now (work_dir_lock held), else None."""
+    lock_path = work_dir.with_name(work_dir.name + ".lock")
+    if not lock_path.exists():
+        return None
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 @contextmanager
 def work_dir_lock(work_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock beside `work_dir` (`<work_dir>.lock`); a second holder is refused at once
