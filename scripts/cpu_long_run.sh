@@ -6,7 +6,8 @@
 # is gone, the run starts again and says so). The record is written only when training has stopped by early
 # stopping or its epoch budget and the test requests are ranked. THREADS=1 leaves a core for tests;
 # PARALLEL=1 trains beside another long run instead of waiting for the training slot (timings then share the
-# cores, and the record says so). Stop it with SIGTERM (background jobs ignore SIGINT).
+# cores, and the record says so). Stop it with SIGTERM (background jobs ignore SIGINT). FINISH=1 ends the run
+# where it stands instead (bench run --finish): validated, tested and recorded as stopped on request.
 set -euo pipefail
 method=$1 preset=$2
 dataset=${3:-beauty}
@@ -25,6 +26,7 @@ if [ -f "$work/progress.json" ]; then
 else
   echo "cpu_long_run: no checkpoint in $work: starting from the first epoch"
 fi
-parallel=()
-[ -n "${PARALLEL:-}" ] && parallel=(--parallel)
-exec "$bench" run "${args[@]}" --threads "${THREADS:-1}" "${parallel[@]}"
+extra=()
+[ -n "${PARALLEL:-}" ] && extra+=(--parallel)
+[ -n "${FINISH:-}" ] && extra+=(--finish)
+exec "$bench" run "${args[@]}" --threads "${THREADS:-1}" "${extra[@]}"
