@@ -123,7 +123,7 @@ def finish_run(work_dir: Path, request_at: int | None,
         if len(steps) == kill_at:
             raise KeyboardInterrupt
         if len(steps) == request_at:
-            request_finish(work_dir)
+            request_finish(work_dir, work_dir / 'record.json')
         return model(data[rows]).pow(2).mean(), len(rows)
 
     logs: list[str] = []
@@ -156,7 +156,7 @@ def test_a_finish_request_ends_a_stopped_run_without_another_step(tmp_path: Path
 
     with pytest.raises(KeyboardInterrupt):
         finish_run(tmp_path, request_at=None, kill_at=BATCHES + 3)
-    request_finish(tmp_path)
+    request_finish(tmp_path, tmp_path / 'record.json')
     state, steps, logs = finish_run(tmp_path, request_at=None)
     assert steps == 0 and state["optimizer_steps"] == BATCHES + 2
     assert state["stopped_by"] == "finish_requested" and state["epochs_done"] == 2
@@ -169,5 +169,5 @@ def test_finishing_a_run_that_never_trained_is_refused(tmp_path: Path):
     from bench.train.lifecycle import request_finish
 
     with pytest.raises(BenchError, match="no committed training"):
-        request_finish(tmp_path / "nothing")
+        request_finish(tmp_path / "nothing", tmp_path / "record.json")
     assert not (tmp_path / "nothing").exists()

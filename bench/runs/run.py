@@ -31,8 +31,8 @@ from bench.store.results import (
     save_record,
     training_summary,
 )
-from bench.train.lifecycle import FinishHandedOver, request_finish
-from bench.train.locks import training_slot, work_dir_holder, work_dir_lock
+from bench.train.lifecycle import request_finish
+from bench.train.locks import training_slot, work_dir_lock
 from bench.train.resources import set_torch_threads
 
 # Evaluation subsamples use a fixed seed, so every method is scored on the same users.
@@ -135,20 +135,15 @@ def run(
     progress: bool = True,
     log: Any = print,
     threads: int | None = None,
-    dry_run: bool = False,
-    parallel: bool = False,
-    allow_count_mismatch: bool = False,
-    finish: bool = False,
+    dry_run: bool = False, parallel: bool = False,
+    allow_count_mismatch: bool = False, finish: bool = False,
 ) -> RunOutcome:
     """Train (or reuse) and evaluate one method; write its record atomically.
 
-    `threads` sets torch's CPU threads (recorded under `hardware`); it is not part of the config
-    hash because it changes speed, not results. `dry_run` resolves the config and its record path
-    and returns (the record when one exists, else an empty dict) without training anything.
-    A run waits for any other training under the same cache folder to finish, unless `parallel`
-    (recorded as `exclusive: false`). `finish` ends a resumable training where it stands (bench.train.lifecycle
-    FINISH_REQUEST): its best validated epoch is evaluated and recorded as stopped on request (not converged);
-    when another process is training this run, that process is asked to finish instead.
+    `threads` sets torch's CPU threads (recorded under `hardware`; not hashed: it changes speed, not results).
+    `dry_run` resolves the config and its record path and returns (the record if one exists, else {}),
+    computing nothing. A run waits for any other training under the same cache folder unless `parallel`
+    (recorded as `exclusive: false`). `finish`: bench.train.lifecycle.request_finish.
     """
     from bench.train.distributed import barrier, init, is_main, local_device, world
 
@@ -189,12 +184,7 @@ def run(
         return RunOutcome({}, path, reused=False)
     work_dir = run_work_dir(paths.cache_dir, dataset.name, method, hash_)
     if finish and is_main():
-        request_finish(work_dir)
-        holder = work_dir_holder(work_dir)
-        if holder is not None:
-            raise FinishHandedOver(f"{work_dir}: pid {holder} is training this run; asked it to finish: it stops "
-                                   "after its current step, validates, ranks the test requests and writes "
-                                   f"{path}")
+        request_finish(work_dir, path)
     backend = init(device)
     main = is_main()  # under torchrun only rank 0 locks, clears and writes; every rank trains and scores
     with work_dir_lock(work_dir) if main else contextlib.nullcontext():

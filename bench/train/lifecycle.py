@@ -44,13 +44,21 @@ class FinishHandedOver(Exception):
     """`bench run --finish` found the run training in another process and left it the request."""
 
 
-def request_finish(work_dir: Path) -> None:
-    """Ask the training in `work_dir` to end where it stands (FINISH_REQUEST). Refused when nothing is
-    committed there: a run with no trained step has nothing to finish."""
+def request_finish(work_dir: Path, record_path: Path) -> None:
+    """Ask the training in `work_dir` to end where it stands (FINISH_REQUEST): its best validated epoch is
+    then evaluated and recorded as stopped on request (not converged). Refused when nothing is committed
+    there (a run with no trained step has nothing to finish); FinishHandedOver when another process is
+    training the run: that process honours the request and writes the record."""
+    from bench.train.locks import work_dir_holder
+
     if not any(work_dir.glob("*progress.json")):
         raise BenchError(f"--finish: {work_dir} holds no committed training (no progress file); --finish ends "
                          "a resumable run that has trained, it does not start one")
     atomic_write(work_dir / FINISH_REQUEST, lambda path: path.write_text("requested by bench run --finish\n"))
+    holder = work_dir_holder(work_dir)
+    if holder is not None:
+        raise FinishHandedOver(f"{work_dir}: pid {holder} is training this run; asked it to finish: it stops "
+                               f"after its current step, validates, ranks the test requests and writes {record_path}")
 
 
 @dataclass(frozen=True)
