@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.report.formatting import fmt_number
-from bench.report.labels import method_label
+from bench.report.labels import method_label, train_seconds
 from bench.store.results import cut_short, training_summary
 
 Record = dict[str, Any]
@@ -45,12 +45,6 @@ def training_text(record: Record) -> str:
     endings = {"early_stopping": "early stop", "patience": "early stop", "epochs": "max epochs"}
     why = endings.get(stopped_by(record) or "")
     return ", ".join(part for part in (why, epochs) if part) or "–"
-
-
-def train_seconds(record: Record) -> float | None:
-    """Every call's training time where the record has it (a resumed run's own is its last call's)."""
-    total = record.get("train_seconds_total")
-    return total if total is not None else record.get("train_seconds")
 
 
 def hr10_lower_bound(record: Record) -> float:

@@ -67,6 +67,12 @@ def train_scope(record: Record) -> str:
     return "subsample (" + "; ".join(bits) + ")" if bits else "full"
 
 
+def train_seconds(record: Record) -> float | None:
+    """Every call's training time where the record has it (a resumed run's own is its last call's)."""
+    total = record.get("train_seconds_total")
+    return total if total is not None else record.get("train_seconds")
+
+
 def training_text(record: Record) -> str:
     """Epochs run of the maximum and why training stopped, so an undertrained row is visible."""
     summary = training_summary(record)
@@ -79,7 +85,13 @@ def training_text(record: Record) -> str:
     if record.get("weights_from"):  # bench evaluate loaded a finished run: its training is that run's
         text = f"{text}; run {record['weights_from']['config_hash']}'s training"
     elif resumed is not None:
-        text = f"{text} (resumed after epoch {resumed}; train s counts this call only)"
+        calls = record.get("training_calls")
+        scope = (f"train s sums its {calls} calls" if record.get("train_seconds_total") is not None and calls
+                 else "train s counts this call only")
+        text = f"{text} (resumed after epoch {resumed}; {scope})"
+    info = record.get("method_info") or {}
+    if info.get("examples_seen") and info.get("paper_train_samples"):  # how far from the paper's training
+        text = f"{text}; {info['examples_seen'] / 1e6:.2f}M samples seen (paper: {info['paper_train_samples']})"
     return f"{text}; shared the machine with other runs (--parallel)" if record.get("exclusive") is False else text
 
 

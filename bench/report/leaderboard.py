@@ -18,7 +18,7 @@ from typing import Any
 from bench.errors import BenchError
 from bench.report.formatting import METRIC_TITLES, fmt_metric, fmt_number, markdown_table
 from bench.report.frontier import render_frontier
-from bench.report.labels import method_label
+from bench.report.labels import method_label, train_seconds
 from bench.report.perf_report import render_perf
 from bench.report.plots import write_plots
 from bench.report.scale_report import load_scale, render_scale
@@ -137,7 +137,7 @@ def render_compact(records: list[Record]) -> list[str]:
             data += f", {sub['train']['users']:,} users"
         metrics = record["metrics"]
         lines.append(f"{method_label(record)[:30]:<30} {data[:28]:<28} {metrics.get('ndcg@10', 0):>8.4f} "
-                     f"{metrics.get('hr@10', 0):>7.4f} {fmt_number(record.get('train_seconds')):>9} "
+                     f"{metrics.get('hr@10', 0):>7.4f} {fmt_number(train_seconds(record)):>9} "
                      f"{fmt_number(record.get('samples_per_sec')):>10}")
     return lines
 
