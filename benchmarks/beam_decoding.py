@@ -22,7 +22,7 @@ from bench.config import load_config, resolve_path
 from bench.store.perf import write_perf
 from bench.train.backbone import load_backbone
 from bench.train.beam_search import beam_generate
-from bench.train.resources import load_average
+from bench.train.resources import busy_cores
 
 SHAPES = {"bigrec": {"prompt": 300, "beams": 4, "new": 16}, "lcrec": {"prompt": 60, "beams": 20, "new": 4}}
 
@@ -52,7 +52,7 @@ def main() -> None:
     config = load_config()
     model, tokenizer = load_backbone(args.model, "cpu", resolve_path(config, "cache_dir", "BENCH_CACHE_DIR", ".cache"))
     model.eval()
-    rows, load_before = [], load_average()
+    rows, busy_before = [], busy_cores()
     for name in args.shapes.split(","):
         shape = SHAPES[name]
         ids, mask = requests(args.requests, shape["prompt"], len(tokenizer), seed=0)
@@ -76,7 +76,7 @@ def main() -> None:
                        "speedup": round(plain_s / shared_s, 2), "same_beams": same}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    out = write_perf("beam_decoding", rows, load_before, model=args.model, threads=args.threads)
+    out = write_perf("beam_decoding", rows, busy_before, model=args.model, threads=args.threads)
     print(f"wrote {out}")
 
 

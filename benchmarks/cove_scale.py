@@ -32,7 +32,7 @@ import torch
 
 from bench.runs.evaluate import ITEM_CHUNK, streamed_ranks
 from bench.store.perf import write_perf
-from bench.train.resources import load_average
+from bench.train.resources import busy_cores
 
 BASE_VOCAB = 49152
 
@@ -162,7 +162,7 @@ def main() -> None:
     settings = {"model": args.model, "batch": args.batch, "requests": args.requests, "history": args.history,
                 "threads": args.threads, "memory_limit_gb": args.memory_gb}
     points = earlier_points(out, settings)
-    load_before = load_average()
+    busy_before = busy_cores()
     for items in args.items:
         for ratio in args.ratios:
             if any(p["items"] == items and p["ratio"] == ratio for p in points):
@@ -182,7 +182,7 @@ def main() -> None:
     write(out, points, settings)
     plot([p for p in points if "failed" not in p], out.with_suffix(".png"))
     perf = write_perf("cove_scale", [perf_row(p) for p in sorted(points, key=lambda p: (p["items"], p["ratio"]))],
-                      load_before, variant=out.stem, model=args.model, threads=args.threads, batch=args.batch,
+                      busy_before, variant=out.stem, model=args.model, threads=args.threads, batch=args.batch,
                       requests=args.requests, history=args.history, memory_limit_gb=args.memory_gb,
                       full_record=str(out))
     print(f"wrote {out}, {out.with_suffix('.png')} and {perf}")

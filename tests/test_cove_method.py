@@ -309,6 +309,31 @@ def test_bf16_precision_keeps_scores_close_and_trainable_parts_fp32(tiny_lm: str
     assert fallback.describe()["precision"] == "fp32" and "no native bf16" in notices[0]
 
 
+def test_training_attention_is_eager_only_on_a_bf16_cpu_unless_asked():
+    from bench.train.precision import training_attention
+
+    assert training_attention("auto", "cpu", "bf16") == "eager"
+    assert training_attention("auto", "cpu", "fp32") is None and training_attention("auto", "cuda", "bf16") is None
+    assert training_attention("sdpa", "cpu", "bf16") == "sdpa"
+    assert training_attention("eager", "cuda", "bf16") == "eager"
+
+
+def test_eager_and_sdpa_training_give_the_same_model(tiny_lm: str, tmp_path: Path):
+    """The attention kernel is a speed switch: in fp32 both kernels train the same weights (to rounding),
+    the record names the one used, and scoring goes back to the model's own kernel after training."""
+    runs = {}
+    for kernel in ("sdpa", "eager"):
+        method = make(tiny_lm, tmp_path / kernel, loss="sequence", train_attention=kernel)
+        method.fit(DATASET)
+        assert method.describe()["train_attention"] == kernel
+        assert method.model.causal_lm.config._attn_implementation == "sdpa"  # as loaded
+        runs[kernel] = probe_scores(method)
+    assert torch.allclose(runs["sdpa"], runs["eager"], atol=1e-4, rtol=1e-4)
+    changed = make(tiny_lm, tmp_path / "lr", loss="sequence", train_attention="eager", learning_rate=3e-2)
+    changed.fit(DATASET)  # the twin: a real change of training does move the scores
+    assert not torch.allclose(runs["sdpa"], probe_scores(changed), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("ratio", [1, 4])
 def test_streamed_ranking_in_item_chunks_gives_the_same_ranks(tiny_lm: str, tmp_path: Path, ratio: int):
     """bench.runs.evaluate ranks a method with encode/score_items a slice of the catalogue at a time (for

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 from bench.report.perf_report import render_perf
@@ -16,8 +18,10 @@ def test_write_perf_names_the_file_by_benchmark_and_machine_and_keeps_the_rows(t
     record = json.loads(path.read_text())
     assert path.name.startswith("cove_flops-") and path.name.endswith(".json")
     assert record["rows"] == rows and record["threads"] == 2 and record["benchmark"] == "cove_flops"
-    assert record["hardware"]["load_average_1min"]["before"] == 0.5 and "name" in record["hardware"]
+    assert record["hardware"]["busy_cores_before"] == 0.5 and "name" in record["hardware"]
     assert not list(path.parent.glob("*.tmp"))
+    native = record["hardware"]["native_bf16"]  # this machine's flag: a bf16 CPU gets a file of its own
+    assert isinstance(native, bool) and path.stem.endswith("_bf16") == native
     assert machine_slug("AMD EPYC, 2 cores") == "amd_epyc_2c"
     assert machine_slug("Intel(R) Xeon(R) Processor, 16 cores") == "intelr_xeonr_processor_16c"
     assert record["cpu_shared_with_other_jobs"] is False  # load 0.5 before, on any number of cores
@@ -38,3 +42,22 @@ def test_a_record_without_a_benchmark_key_is_named_by_its_file(tmp_path: Path):
     lines = "\n".join(render_perf(tmp_path))
     assert "`benchmarks/beam_decoding.py`" in lines and "**machine busy with other jobs**" in lines
     assert "| lcrec | 8 | 6.6 |" in lines
+
+
+def test_busy_cores_sees_another_process_spinning():
+    """The busy figure is measured while the benchmark sleeps, so a spinning process shows up at once (a
+    1-minute load average lags a whole minute behind)."""
+    import subprocess
+    import sys
+
+    from bench.train.resources import busy_cores
+
+    spin = "import time\nend = time.time() + 4\nwhile time.time() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.5)
+        seen = busy_cores(1.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert seen is not None and 0.7 <= seen <= (os.cpu_count() or 1) + 0.01

@@ -18,6 +18,8 @@ PERF_TITLES = {
                   "GFLOP/s and the fraction of the peak, eager and torch.compile'd",
     "cove_scale": "CoVE on synthetic catalogues up to 10M items (`benchmarks/cove_scale.py`): scoring requests/s "
                   "(every item ranked), training-step seconds and peak RSS per item count and compression ratio",
+    "cove_train_speed": "CoVE training against the machine's matmul peak (`benchmarks/cove_train_speed.py`): "
+                        "tokens/s of the `cpu` preset's step (forward, backward, AdamW) in fp32 and bf16",
 }
 
 

@@ -35,6 +35,19 @@ def resolve_precision(wanted: str, device: str, log: Callable[[str], Any], metho
     return "fp32"
 
 
+TRAIN_ATTENTIONS = ("auto", "sdpa", "eager")
+
+
+def training_attention(wanted: str, device: str, precision: str) -> str | None:
+    """The backbone's attention kernel while training (Hugging Face's names), None = as loaded. "auto" takes
+    the eager matmuls on a CPU in bf16: PyTorch's CPU flash-attention backward is slow for short sequences
+    (benchmarks/cove_train_speed.py: a bf16 SmolLM2 step on 16 x 48 tokens 20 % faster eager, fp32 the same);
+    elsewhere the model keeps its own (SDPA, or flash attention on CUDA)."""
+    if wanted == "auto":
+        return "eager" if device == "cpu" and precision == "bf16" else None
+    return wanted
+
+
 def autocast(device: str, precision: str = "fp32") -> Any:
     """bf16 autocast on CUDA (as the authors trained), and on the CPU when precision is bf16; else fp32."""
     import torch

@@ -123,6 +123,26 @@ def load_average() -> float | None:
         return None
 
 
+def busy_cores(seconds: float = 2.0) -> float | None:
+    """Cores other processes kept busy over the next `seconds` (this one sleeps meanwhile), from /proc/stat.
+    Unlike the 1-minute load average it does not lag: a benchmark started right after another one, or after
+    a long run was stopped, is not taken for a busy machine. None where /proc/stat is unreadable."""
+    def sample() -> tuple[int, int] | None:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)  # total, idle + iowait
+
+    first = sample()
+    time.sleep(seconds)
+    second = sample()
+    if first is None or second is None or second[0] <= first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return round((total - idle) / total * (os.cpu_count() or 1), 2)
+
+
 def hardware_info(device: str) -> dict[str, Any]:
     """What the figures were measured on: CPU or GPU name, cores and torch threads."""
     import torch

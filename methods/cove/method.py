@@ -16,7 +16,7 @@ from bench.data.types import Dataset
 from bench.errors import BenchError
 from bench.method import Method, RunContext
 from bench.settings import jsonable, module_names, parse_section, training_identity
-from bench.train.precision import PRECISIONS
+from bench.train.precision import PRECISIONS, TRAIN_ATTENTIONS
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class CoVESettings:
     eval_batch_size: int = 32
     max_train_minutes: float = 0.0
     precision: str = "fp32"
+    train_attention: str = "auto"  # bench.train.precision.training_attention
     length_buckets: int = 0
     # Scoring: with length_buckets, a length-sorted forward closes once its padding would pass this fraction
     # of its tokens (0 = off: forwards of length_buckets prompts). Fewer padded tokens, the same scores up to
@@ -61,7 +62,7 @@ class CoVESettings:
 
 
 CHOICES = {"scheduler": ("cosine", "linear", "constant"), "train_samples": ("last", "all_prefixes"),
-           "loss": ("item", "sequence", "all_tokens"), "precision": PRECISIONS}
+           "loss": ("item", "sequence", "all_tokens"), "precision": PRECISIONS, "train_attention": TRAIN_ATTENTIONS}
 
 
 POSITIVE = ("compression_ratio", "num_hashes", "batch_size", "grad_accum", "eval_batch_size")
@@ -291,6 +292,7 @@ class CoVEMethod(Method):
                           pad_id=self.tokenizer.pad_token_id, validate=validate, log=ctx.log,
                           fingerprint=fingerprint, resume_only=ctx.resume_only)
         progress = trainer.train()
+        self._info["train_attention"] = trainer.attention or self.model.causal_lm.config._attn_implementation
         self._refresh_scoring_model(training_model)
         # describe() reports the evaluation's padding and tokens only
         self._scored_tokens = self._padded_tokens = self._scored_requests = 0

@@ -32,7 +32,7 @@ from bench.train.distributed import (
     world,
 )
 from bench.train.lifecycle import LoopSettings, StepResult, TrainingLoop, Writers
-from bench.train.precision import autocast
+from bench.train.precision import autocast, training_attention
 from bench.train.resources import trim_heap
 from methods.cove.model import CoVEModel
 from methods.cove.sharding import full_tensors, is_sharded, local_optimizer_state, reshard_optimizer_state
@@ -143,6 +143,7 @@ class Trainer:
         """`settings`: the [cove] section (methods.cove.method.CoVESettings); `precision` as resolved."""
         self.model, self.samples, self.s, self.device, self.pad_id = model, samples, settings, device, pad_id
         self.seed, self.precision = seed, precision
+        self.attention = training_attention(settings.train_attention, device, precision)
         self.sharded = is_sharded(model)  # FSDP (methods/cove/sharding.py): gradients arrive averaged
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate,
@@ -162,7 +163,14 @@ class Trainer:
         self.micro_done = 0
 
     def train(self) -> dict[str, Any]:
-        return self.loop.train()
+        """Train with the attention kernel `train_attention` picks (bench.train.precision), restored after."""
+        config = self.model.causal_lm.config
+        loaded = config._attn_implementation
+        config._attn_implementation = self.attention or loaded
+        try:
+            return self.loop.train()
+        finally:
+            config._attn_implementation = loaded
 
     # -- TrainingHooks --------------------------------------------------------------------
 
