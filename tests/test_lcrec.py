@@ -178,3 +178,22 @@ def test_an_untied_output_head_trains_its_code_rows_too(tiny_lcrec: None, tmp_pa
     method.fit(dataset)
     trainable = [name for name, p in method.model.named_parameters() if p.requires_grad and "lora" not in name]
     assert any("embed_tokens" in name for name in trainable) and any("lm_head" in name for name in trainable)
+
+
+def test_the_lora_trainer_trains_with_the_attention_kernel_asked(tiny_lcrec: None, tmp_path: Path):
+    """train_attention is a speed switch on the shared LoRA trainer (BIGRec, LC-Rec): in fp32 the eager and
+    SDPA kernels train the same adapter (to rounding), the record names the kernel, and decoding goes back to
+    the model's own; a real change of training (the twin) does move the scores."""
+    dataset = rule_dataset(num_items=12, num_users=60, length=5, rule="next", seed=2)
+    histories = [[0, 1], [7, 8], [3]]
+    scores = {}
+    for kernel in ("sdpa", "eager"):
+        method = make({**TINY, "epochs": 3, "train_attention": kernel}, tmp_path / kernel)
+        method.fit(dataset)
+        assert method.describe()["train_attention"] == kernel
+        assert method.model.config._attn_implementation == "sdpa"
+        scores[kernel] = method.score([0, 1, 2], histories)
+    assert torch.allclose(scores["sdpa"], scores["eager"], atol=1e-4, rtol=1e-4)
+    other = make({**TINY, "epochs": 3, "train_attention": "eager", "learning_rate": 1e-2}, tmp_path / "lr")
+    other.fit(dataset)
+    assert not torch.allclose(scores["sdpa"], other.score([0, 1, 2], histories), atol=1e-4, rtol=1e-4)

@@ -364,4 +364,5 @@ def training_facts(progress: dict[str, Any], epochs_max: int, patience: int) -> 
         "resumed_after_epoch": progress.get("resumed_after_epoch"),
         # Every call that trained this run (the record's train_seconds is this call's stopwatch).
         "train_seconds_all_calls": round(progress.get("train_seconds") or 0.0, 3),
+        "train_attention": progress.get("train_attention"),  # the backbone's kernel in the last call (LLMs)
     }

@@ -33,7 +33,7 @@ from bench.train.distributed import (
     world,
 )
 from bench.train.lifecycle import LoopSettings, StepResult, TrainingLoop, Writers
-from bench.train.precision import autocast
+from bench.train.precision import attention_kernel, autocast, training_attention
 from bench.train.resources import trim_heap
 
 IGNORE_INDEX = -100  # a label that takes no part in the loss (transformers' and F.cross_entropy's default)
@@ -152,6 +152,7 @@ class LoRATrainer:
         self.name = name
         self.model, self.pad_id, self.examples, self.settings, self.log = model, pad_id, examples, settings, log
         self.seed, self.device, self.precision = seed, device, precision
+        self.attention = training_attention(getattr(settings, "train_attention", "auto"), device, precision)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate, weight_decay=0.0)
         micro_per_epoch = math.ceil(len(examples) / settings.batch_size)
@@ -171,7 +172,8 @@ class LoRATrainer:
             self.log(f"{self.name}: warning: {ranks} ranks share micro-batches of {self.settings.batch_size} examples, "
                      f"so some ranks sit idle in every micro-batch; raise {self.name}.batch_size to at least the rank "
                      "count")
-        return self.loop.train()
+        with attention_kernel(self.model, self.attention) as used:
+            return {**self.loop.train(), "train_attention": used}
 
     # -- TrainingHooks --------------------------------------------------------------------
 

@@ -1,12 +1,13 @@
 """Numeric precision of LLM methods: bf16 where the hardware runs it natively, fp32 otherwise.
 
-Shared by every method that runs a backbone (CoVE, BIGRec), so "auto" means the same thing for all
-of them and a record's `precision` is comparable across methods.
+Shared by every method that runs a backbone (CoVE, BIGRec, LC-Rec), so "auto" means the same thing for all
+of them and a record's `precision` is comparable across methods; so is the attention kernel they train with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,19 @@ def training_attention(wanted: str, device: str, precision: str) -> str | None:
     if wanted == "auto":
         return "eager" if device == "cpu" and precision == "bf16" else None
     return wanted
+
+
+@contextlib.contextmanager
+def attention_kernel(model: Any, kernel: str | None) -> Iterator[str]:
+    """Run a Hugging Face model (or a peft wrapper of one) with attention `kernel` (None: as loaded), the
+    loaded one restored after; yields the kernel in use, for the record."""
+    config = model.config
+    loaded = config._attn_implementation
+    config._attn_implementation = kernel or loaded
+    try:
+        yield config._attn_implementation
+    finally:
+        config._attn_implementation = loaded
 
 
 def autocast(device: str, precision: str = "fp32") -> Any:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.settings import module_names, parse_section, word_or_number
-from bench.train.precision import PRECISIONS
+from bench.train.precision import PRECISIONS, TRAIN_ATTENTIONS
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class BIGRecSettings:
     # "fp32"; "bf16" (CPU: frozen weights stored in bf16, autocast; LoRA fp32) or "auto" (bf16 where
     # the CPU runs it natively). CUDA always runs bf16, as the authors did.
     precision: str = "fp32"
+    train_attention: str = "auto"  # bench.train.precision.training_attention
     preset: str | None = None  # set by the harness when --preset is used
 
     def as_dict(self) -> dict[str, Any]:
@@ -58,7 +59,7 @@ class BIGRecSettings:
 
 CHOICES = {"embedder": ("base_llm", "minilm"), "loss": ("response", "all_tokens"),
            "train_samples": ("last", "all_prefixes"), "selection": ("valid_loss", "ndcg"),
-           "side_score": ("popularity",), "precision": PRECISIONS}
+           "side_score": ("popularity",), "precision": PRECISIONS, "train_attention": TRAIN_ATTENTIONS}
 POSITIVE = ("num_beams", "max_new_tokens", "lora_rank", "batch_size", "grad_accum", "eval_batch_size")
 HOOKS = {"gamma": word_or_number(("auto",)), "decode_length": word_or_number(("eos", "mean_title"), integer=True,
                                                                             minimum=1),

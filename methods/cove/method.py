@@ -292,7 +292,6 @@ class CoVEMethod(Method):
                           pad_id=self.tokenizer.pad_token_id, validate=validate, log=ctx.log,
                           fingerprint=fingerprint, resume_only=ctx.resume_only)
         progress = trainer.train()
-        self._info["train_attention"] = trainer.attention or self.model.causal_lm.config._attn_implementation
         self._refresh_scoring_model(training_model)
         # describe() reports the evaluation's padding and tokens only
         self._scored_tokens = self._padded_tokens = self._scored_requests = 0

@@ -32,7 +32,7 @@ from bench.train.distributed import (
     world,
 )
 from bench.train.lifecycle import LoopSettings, StepResult, TrainingLoop, Writers
-from bench.train.precision import autocast, training_attention
+from bench.train.precision import attention_kernel, autocast, training_attention
 from bench.train.resources import trim_heap
 from methods.cove.model import CoVEModel
 from methods.cove.sharding import full_tensors, is_sharded, local_optimizer_state, reshard_optimizer_state
@@ -164,13 +164,8 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         """Train with the attention kernel `train_attention` picks (bench.train.precision), restored after."""
-        config = self.model.causal_lm.config
-        loaded = config._attn_implementation
-        config._attn_implementation = self.attention or loaded
-        try:
-            return self.loop.train()
-        finally:
-            config._attn_implementation = loaded
+        with attention_kernel(self.model.causal_lm, self.attention) as used:
+            return {**self.loop.train(), "train_attention": used}
 
     # -- TrainingHooks --------------------------------------------------------------------
 

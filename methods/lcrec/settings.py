@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.settings import module_names, non_empty_strings, parse_section, positive_ints
-from bench.train.precision import PRECISIONS
+from bench.train.precision import PRECISIONS, TRAIN_ATTENTIONS
 from methods.semantic_ids.catalogue import RQVAESettings
 
 
@@ -41,6 +41,7 @@ class LCRecSettings:
     beam_size: int = 20
     eval_batch_size: int = 32
     precision: str = "auto"
+    train_attention: str = "auto"  # bench.train.precision.training_attention
     max_train_minutes: float = 0.0
     max_eval_users: int = 0           # handled by the harness
     preset: str | None = None
@@ -56,7 +57,7 @@ class LCRecSettings:
 
 
 MAX_LEVELS = 7  # methods.lcrec.codes.LEVEL_LETTERS has 8: the levels and the collision digit
-CHOICES = {"precision": PRECISIONS, "semantic_ids": ("rqvae", "rqkmeans")}
+CHOICES = {"precision": PRECISIONS, "train_attention": TRAIN_ATTENTIONS, "semantic_ids": ("rqvae", "rqkmeans")}
 POSITIVE = ("levels", "codebook_size", "latent_dim", "rqvae_epochs", "rqvae_batch_size", "lora_rank", "batch_size",
             "grad_accum", "max_history", "beam_size", "eval_batch_size")
 HOOKS = {"text_fields": non_empty_strings('item text fields such as ["title", "brand"]'),
