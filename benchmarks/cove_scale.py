@@ -162,6 +162,10 @@ def main() -> None:
     settings = {"model": args.model, "batch": args.batch, "requests": args.requests, "history": args.history,
                 "threads": args.threads, "memory_limit_gb": args.memory_gb}
     points = earlier_points(out, settings)
+    if all(any(p["items"] == i and p["ratio"] == r for p in points) for i in args.items for r in args.ratios):
+        print(f"every point is in {out} already (an earlier sweep with these settings): nothing measured or "
+              f"rewritten; delete it to measure again")
+        return
     busy_before = busy_cores()
     for items in args.items:
         for ratio in args.ratios:
