@@ -334,6 +334,25 @@ def test_eager_and_sdpa_training_give_the_same_model(tiny_lm: str, tmp_path: Pat
     assert not torch.allclose(runs["sdpa"], probe_scores(changed), atol=1e-4, rtol=1e-4)
 
 
+def test_compiled_scoring_gives_the_same_top_20_as_eager(tiny_lm: str, tmp_path: Path):
+    """compile_scoring is a speed switch: the same trained weights score the same (fp32, to rounding) through
+    torch.compile, also for a second prompt shape (the shape-generic graph), and the record says which."""
+    trained = make(tiny_lm, tmp_path / "run", loss="sequence", length_buckets=4, eval_batch_size=8)
+    trained.fit(DATASET)
+    compiled = make(tiny_lm, tmp_path / "run", loss="sequence", length_buckets=4, eval_batch_size=8,
+                    compile_scoring=True)
+    compiled.context.resume_only = True
+    compiled.fit(DATASET)
+    cases = DATASET.split.test
+    for users in (list(range(12)), list(range(12, 30))):  # two batches of other shapes
+        eager = trained.score(users, [cases.histories[u] for u in users])
+        fast = compiled.score(users, [cases.histories[u] for u in users])
+        assert torch.allclose(eager, fast, atol=1e-4, rtol=1e-4)
+        assert torch.equal(eager.topk(20).indices.sort().values, fast.topk(20).indices.sort().values)
+    assert compiled.describe()["scoring_forward"] == "torch.compile"
+    assert trained.describe()["scoring_forward"] == "eager"
+
+
 @pytest.mark.parametrize("ratio", [1, 4])
 def test_streamed_ranking_in_item_chunks_gives_the_same_ranks(tiny_lm: str, tmp_path: Path, ratio: int):
     """bench.runs.evaluate ranks a method with encode/score_items a slice of the catalogue at a time (for

@@ -50,3 +50,13 @@ def test_smoke_builds_trains_and_ranks_each_llm_method(tiny_lm: str, isolated: P
                                                           "`bench smoke --device cuda` first on a lent GPU")
 def test_smoke_on_cuda(tiny_lm: str, isolated: Path):
     run_smoke("cuda", tiny_lm, isolated)
+
+
+def test_the_cuda_smoke_also_compiles_coves_scoring():
+    """torch.compile'd scoring is one of the switches a long GPU run may use: the smoke step on CUDA turns it
+    on where the method has it (CoVE), and the CPU smoke stays quick without it."""
+    from bench.runs.smoke import smoke_overrides
+
+    assert "cove.compile_scoring=true" in smoke_overrides("cove", {"compile_scoring": False, "epochs": 3}, "cuda")
+    assert not any("compile" in o for o in smoke_overrides("cove", {"compile_scoring": False}, "cpu"))
+    assert not any("compile" in o for o in smoke_overrides("bigrec", {"epochs": 3}, "cuda"))

@@ -26,10 +26,16 @@ SMOKE_SETTINGS: dict[str, Any] = {"epochs": 1, "max_train_users": 8, "batch_size
                                   "max_eval_users": SMOKE_REQUESTS, "max_train_minutes": 0.0}
 
 
-def smoke_overrides(method: str, section: dict[str, Any]) -> list[str]:
+# On CUDA the speed switches the long runs may use are checked too (torch.compile'd scoring), so a compile
+# failure on the lent device shows here, not minutes into a run.
+CUDA_SMOKE_SETTINGS: dict[str, Any] = {"compile_scoring": True}
+
+
+def smoke_overrides(method: str, section: dict[str, Any], device: str = "cpu") -> list[str]:
     from bench.config import overrides_where_present
 
-    return [*overrides_where_present(method, section, SMOKE_SETTINGS),
+    extra = overrides_where_present(method, section, CUDA_SMOKE_SETTINGS) if device.startswith("cuda") else []
+    return [*overrides_where_present(method, section, SMOKE_SETTINGS), *extra,
             f"eval.max_eval_users={SMOKE_REQUESTS}", f"eval.max_valid_users={SMOKE_REQUESTS}"]
 
 
@@ -45,7 +51,7 @@ def smoke(methods: list[str], device: str, model: str | None = None, config: dic
         for method in methods:
             started = time.perf_counter()
             own_model = model if model is not None and "model" in config.get(method, {}) else None
-            outcome = run(method, SMOKE_DATASET, overrides=smoke_overrides(method, config.get(method, {})),
+            outcome = run(method, SMOKE_DATASET, overrides=smoke_overrides(method, config.get(method, {}), device),
                           model=own_model, device=device, force=True, results_dir=Path(folder), config=config,
                           progress=False, log=lambda _: None)
             record = outcome.record

@@ -1,6 +1,10 @@
-"""Which requests CoVE scores together in one forward pass: fewer padded tokens, the same scores."""
+"""How CoVE scores: which requests go together in one forward pass (fewer padded tokens, the same scores),
+and the forward itself, eager or compiled."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 
 def scoring_chunks(lengths: list[int], batch_size: int, length_buckets: int = 0,
@@ -28,3 +32,17 @@ def scoring_chunks(lengths: list[int], batch_size: int, length_buckets: int = 0,
     if current:
         chunks.append(current)
     return chunks
+
+
+def last_states_forward(owner: Any, compiled: bool) -> Callable[[Any, Any], Any]:
+    """(ids, mask) -> fp32 last-position hidden states of `owner.model` (read at every call, so a model
+    refreshed after training is the one scored). Compiled with torch.compile's default shape policy: the
+    first shape gets a static graph, the next a shape-generic one, so length-bucketed batches reuse it."""
+    def forward(ids: Any, mask: Any) -> Any:
+        return owner.model.hidden_states(ids, mask)[:, -1].float()
+
+    if not compiled:
+        return forward
+    import torch
+
+    return torch.compile(forward)

@@ -140,7 +140,7 @@ class Trainer:
                  budget_minutes: float | None, work_dir: Path, device: str, pad_id: int,
                  validate: Callable[[], float] | None, log: Callable[[str], None], fingerprint: dict[str, Any],
                  resume_only: bool = False) -> None:
-        """`settings`: the [cove] section (methods.cove.method.CoVESettings); `precision` as resolved."""
+        """`settings`: the [cove] section (methods.cove.settings.CoVESettings); `precision` as resolved."""
         self.model, self.samples, self.s, self.device, self.pad_id = model, samples, settings, device, pad_id
         self.seed, self.precision = seed, precision
         self.attention = training_attention(settings.train_attention, device, precision)
