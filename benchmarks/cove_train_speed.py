@@ -23,7 +23,7 @@ from bench.config import load_config, resolve_path
 from bench.store.perf import write_perf
 from bench.train.backbone import load_backbone
 from bench.train.precision import autocast, cpu_supports_bf16, store_frozen_in_bf16
-from bench.train.resources import busy_cores
+from bench.train.resources import busy_cores, matmul_peak
 from methods.cove.model import CoVEModel, attach_lora
 from methods.cove.trainer import sequence_item_loss
 
@@ -42,19 +42,6 @@ def beauty_like_batch(batch: int, tokens: int, vocab: int, items: int,
     mask = torch.ones_like(ids)
     mask[1::2, :2] = 0
     return ids, mask
-
-
-def matmul_peak(dim: int, hidden: int, dtype: torch.dtype, seconds: float = 2.0) -> float:
-    """GFLOP/s of a (2048 x dim) @ (dim x hidden) matmul, best of a few runs."""
-    a, b = torch.randn(2048, dim, dtype=dtype), torch.randn(dim, hidden, dtype=dtype)
-    a @ b
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        for _ in range(5):
-            a @ b
-        best = max(best, 5 * 2 * 2048 * dim * hidden / (time.perf_counter() - start) / 1e9)
-    return best
 
 
 def build(items: int) -> tuple[CoVEModel, int]:

@@ -143,6 +143,22 @@ def busy_cores(seconds: float = 2.0) -> float | None:
     return round((total - idle) / total * (os.cpu_count() or 1), 2)
 
 
+def matmul_peak(dim: int, hidden: int, dtype: Any, seconds: float = 2.0) -> float:
+    """GFLOP/s of a (2048 x dim) @ (dim x hidden) matmul (a backbone's MLP shape), best of a few runs: the
+    peak the benchmarks compare an achieved rate with."""
+    import torch
+
+    a, b = torch.randn(2048, dim, dtype=dtype), torch.randn(dim, hidden, dtype=dtype)
+    a @ b  # warm-up
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = max(best, 5 * 2 * 2048 * dim * hidden / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def hardware_info(device: str) -> dict[str, Any]:
     """What the figures were measured on: CPU or GPU name, cores and torch threads."""
     import torch
