@@ -32,6 +32,7 @@ import torch
 
 from bench.runs.evaluate import ITEM_CHUNK, streamed_ranks
 from bench.store.perf import write_perf
+from bench.train.precision import cpu_supports_bf16
 from bench.train.resources import busy_cores
 
 BASE_VOCAB = 49152
@@ -159,9 +160,11 @@ def main() -> None:
     if args.quick:
         args.model, args.items = "tiny", [100_000, 1_000_000]
     out = Path("results/scale") / f"{args.name or Path(args.model).name}.json"
+    # The machine is a setting too: another machine's points are never taken for this one's.
     settings = {"model": args.model, "batch": args.batch, "requests": args.requests, "history": args.history,
-                "threads": args.threads, "memory_limit_gb": args.memory_gb}
-    points = earlier_points(out, settings)
+                "threads": args.threads, "memory_limit_gb": args.memory_gb, "machine": _machine()["name"],
+                "native_bf16": cpu_supports_bf16()}
+    points = earlier_points(out, settings)  # a failed point is a recorded outcome (out of memory), not redone
     if all(any(p["items"] == i and p["ratio"] == r for p in points) for i in args.items for r in args.ratios):
         print(f"every point is in {out} already (an earlier sweep with these settings): nothing measured or "
               f"rewritten; delete it to measure again")

@@ -86,8 +86,8 @@ def training_text(record: Record) -> str:
         text = f"{text}; run {record['weights_from']['config_hash']}'s training"
     elif resumed is not None:
         calls = record.get("training_calls")
-        scope = (f"train s sums its {calls} calls" if record.get("train_seconds_total") is not None and calls
-                 else "train s counts this call only")
+        scope = ("train s counts this call only" if record.get("train_seconds_total") is None
+                 else f"train s sums its {calls} calls" if calls else "train s sums all its calls")
         text = f"{text} (resumed after epoch {resumed}; {scope})"
     info = record.get("method_info") or {}
     if info.get("examples_seen") and info.get("paper_train_samples"):  # how far from the paper's training

@@ -37,6 +37,8 @@ STATE_DEFAULTS: dict[str, Any] = {
     "validate_seconds": 0.0, "resumed_after_epoch": None, "calls": 0, "examples_seen": 0,
     # Inside the epoch being trained (mid-epoch commits): steps done and the loss so far.
     "steps_done_in_epoch": 0, "epoch_loss_sum": 0.0, "epoch_loss_weight": 0.0,
+    # LLM trainers: the backbone's attention kernel in the last step trained (bench.train.precision).
+    "train_attention": None,
 }
 
 
@@ -364,5 +366,5 @@ def training_facts(progress: dict[str, Any], epochs_max: int, patience: int) -> 
         "resumed_after_epoch": progress.get("resumed_after_epoch"),
         # Every call that trained this run (the record's train_seconds is this call's stopwatch).
         "train_seconds_all_calls": round(progress.get("train_seconds") or 0.0, 3),
-        "train_attention": progress.get("train_attention"),  # the backbone's kernel in the last call (LLMs)
+        "train_attention": progress.get("train_attention"),  # the backbone's kernel in the last step trained
     }

@@ -172,8 +172,7 @@ class LoRATrainer:
             self.log(f"{self.name}: warning: {ranks} ranks share micro-batches of {self.settings.batch_size} examples, "
                      f"so some ranks sit idle in every micro-batch; raise {self.name}.batch_size to at least the rank "
                      "count")
-        with attention_kernel(self.model, self.attention) as used:
-            return {**self.loop.train(), "train_attention": used}
+        return self.loop.train()
 
     # -- TrainingHooks --------------------------------------------------------------------
 
@@ -194,7 +193,9 @@ class LoRATrainer:
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        with autocast(self.device, self.precision):
+        # The kernel train_attention picks, for the training forward only (validation keeps the model's own).
+        with autocast(self.device, self.precision), \
+                attention_kernel(self.model, self.attention) as self.loop.state["train_attention"]:
             return self.model(**batch).loss
 
     def _backward(self, positions: list[int], window: int) -> tuple[float, int] | None:

@@ -163,9 +163,7 @@ class Trainer:
         self.micro_done = 0
 
     def train(self) -> dict[str, Any]:
-        """Train with the attention kernel `train_attention` picks (bench.train.precision), restored after."""
-        with attention_kernel(self.model.causal_lm, self.attention) as used:
-            return {**self.loop.train(), "train_attention": used}
+        return self.loop.train()
 
     # -- TrainingHooks --------------------------------------------------------------------
 
@@ -184,8 +182,10 @@ class Trainer:
             mine = [self.samples[i] for i in my_slice(batch)]  # empty when ranks outnumber samples
             # FSDP's gathers need every rank in every pass: an idle rank runs a stand-in, weighted 0.
             chosen = mine or ([self.samples[batch[0]]] if self.sharded else [])
-            loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.precision) \
-                if chosen else torch.zeros(())
+            # The forward with the kernel train_attention picks (validation and scoring keep the model's own).
+            with attention_kernel(self.model.causal_lm, self.attention) as state["train_attention"]:
+                loss = batch_loss(self.model, chosen, self.s.loss, self.pad_id, self.device, self.precision) \
+                    if chosen else torch.zeros(())
             if mine:
                 widths = [len(s.sequence if self.s.loss != "item" else s.prompt) for s in mine]
                 state["real_tokens"] += sum(widths)
