@@ -643,3 +643,37 @@ def test_a_subsample_table_holds_every_full_run_restricted_to_its_requests(tmp_p
     assert row_of(table, "weak")[hr1].startswith("0.0000") and "| noranks |" not in table
     full = section(markdown, "### beauty · last item (test) · all 100 requests")
     assert row_of(full, "strong")[hr1].startswith("**0.5000") and "| generative |" not in full
+
+
+def test_a_full_run_stopped_short_joins_the_subsamples_not_converged_table(tmp_path: Path):
+    """A budget- or request-stopped full run (TIGER's CPU run) is restricted to a subsample's requests too,
+    but in that subsample's own "not converged" table: beside BIGRec's requests, never ranked with them."""
+    import numpy as np
+
+    from bench.runs.metrics import metrics_from_ranks
+    from bench.store.request_ranks import save_ranks
+
+    results = tmp_path / "results"
+    requests = np.arange(100)
+    for name, ranks, stopped in (("converged", np.full(100, 5), "early_stopping"),
+                                 ("stopped", np.where(requests % 2 == 0, 0, 50), "finish_requested")):
+        path = make_record(results, name, metrics_from_ranks(ranks), name=name)
+        record = json.loads(path.read_text())
+        record["ranks"] = save_ranks(path, {"test": (requests, ranks)})
+        record["method_info"] = {"epochs_run": 3, "epochs_max": 60, "stopped_by": stopped}
+        write_record(path, record)
+    chosen = np.arange(0, 100, 4)
+    path = make_record(results, "generative", metrics_from_ranks(np.full(25, 3)), requests=25, name="generative")
+    record = json.loads(path.read_text())
+    record["ranks"] = save_ranks(path, {"test": (chosen, np.full(25, 3))})
+    write_record(path, record)
+
+    markdown = write_leaderboard(results).markdown_text
+    paired = section(markdown, "### beauty · last item (test) · seeded subsample of 25 of 100 requests\n")
+    assert "| converged |" in paired and "| generative |" in paired and "| stopped |" not in paired
+    short = section(markdown, "### beauty · last item (test) · seeded subsample of 25 of 100 requests · not "
+                              "converged: training stopped by its time budget or on request")
+    header = [cell.strip() for cell in short.strip().splitlines()[0].strip("|").split("|")]
+    stopped = row_of(short, "stopped")
+    assert stopped[header.index("HR@5")].startswith("1.0000")  # every chosen request is even: hit at rank 0
+    assert "restricted to these requests" in stopped[header.index("data")] and "| generative |" not in short

@@ -167,7 +167,9 @@ def restricted(row: Row, requests: np.ndarray) -> Row | None:
 def add_full_runs_to_subsamples(groups: dict[Group, list[Row]]) -> None:
     """Paired subsample tables: every converged full-data run with per-request ranks joins each converged
     subsample table of its position, restricted to that table's seeded requests, so a method evaluated on a
-    subsample (BIGRec's 2,000 requests) is ranked and tested against all the others on exactly its requests."""
+    subsample (BIGRec's 2,000 requests) is ranked and tested against all the others on exactly its requests.
+    Full runs stopped short (a time budget, on request) go to that subsample's own "not converged" table:
+    on the same requests, never ranked beside converged rows."""
     for group, rows in list(groups.items()):
         reference = next((row["_requests"] for row in rows if row["_requests"] is not None), None)
         if group.requests >= group.requests_total or not group.converged or reference is None:
@@ -175,6 +177,10 @@ def add_full_runs_to_subsamples(groups: dict[Group, list[Row]]) -> None:
         full = groups.get(replace(group, requests=group.requests_total), [])
         wanted = np.sort(reference)  # once per table, not once per joining row
         rows += [view for row in full if (view := restricted(row, wanted)) is not None]
+        short = groups.get(replace(group, requests=group.requests_total, converged=False), [])
+        views = [view for row in short if (view := restricted(row, wanted)) is not None]
+        if views:
+            groups.setdefault(replace(group, converged=False), []).extend(views)
 
 
 def aggregate_seeds(rows: list[Row]) -> list[Row]:
