@@ -168,6 +168,21 @@ def test_settings_refuse_bad_values():
     assert parse_settings(method_config(load_config(), "tiger")["tiger"]).hidden_widths == [512, 256, 128]
 
 
+def test_learning_rate_schedules_warm_up_then_decay_or_hold():
+    """The paper's inverse-sqrt after warm-up, or GRID's constant rate (the gpu preset), and a bad name refused."""
+    from methods.tiger.method import lr_factor
+
+    paper, constant = lr_factor(100, "inverse_sqrt"), lr_factor(100, "constant")
+    assert paper(0) == constant(0) == 0.01 and paper(99) == constant(99) == 1.0
+    assert paper(399) == pytest.approx(0.5) and constant(399) == 1.0 and constant(10**6) == 1.0
+    with pytest.raises(BenchError, match=r"\[tiger\]\.schedule"):
+        parse_settings({"schedule": "cosine"})
+    from bench.config import load_config, method_config
+
+    gpu = parse_settings(method_config(load_config(), "tiger", "gpu")["tiger"])
+    assert gpu.schedule == "constant" and gpu.t5_shape == (4, 128, 6, 64, 1024)
+
+
 @pytest.mark.parametrize("restart", [True, False])
 def test_unused_code_restarts_keep_ids_spread_out(restart: bool, monkeypatch: pytest.MonkeyPatch):
     """Text-embedding-like inputs (unit vectors in 384 dimensions): with restarts most codes stay in use

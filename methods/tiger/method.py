@@ -32,9 +32,10 @@ def deviations(s: TigerSettings, title_kind: str) -> list[str]:
     if s.t5_shape != PAPER_T5:
         out.append(f"T5 {s.num_layers}+{s.num_layers} layers, d_model {s.d_model}, {s.num_heads} heads x {s.d_kv}, "
                    f"d_ff {s.d_ff} (paper: 4+4, 128, 6 x 64, 1024)")
-    out.append(f"AdamW lr {s.learning_rate}, {s.warmup_steps} warm-up steps then inverse-sqrt decay, batch "
-               f"{s.batch_size}, {s.epochs} epochs at most with early stopping on validation NDCG@10 (paper: "
-               "inverse-sqrt from lr 0.01, 200k steps)")
+    decay = "inverse-sqrt decay" if s.schedule == "inverse_sqrt" else "a constant rate"
+    out.append(f"AdamW lr {s.learning_rate}, weight decay {s.weight_decay}, {s.warmup_steps} warm-up steps then "
+               f"{decay}, batch {s.batch_size}, {s.epochs} epochs at most with early stopping on validation "
+               "NDCG@10 (paper: inverse-sqrt from lr 0.01, 200k steps)")
     if s.user_tokens != 2000:
         out.append(f"{s.user_tokens} hashed user tokens (paper: 2000)")
     out.append(f"beam search ({s.beam_size} beams) constrained to catalogue IDs by a trie (paper: unconstrained "
@@ -60,6 +61,19 @@ def tiger_precision(wanted: str, device: str, log: Any) -> str:
 
 # A commit inside an epoch at most this often: a full-Beauty epoch takes most of an hour on a 2-core CPU.
 COMMIT_EVERY_SECONDS = 600.0
+
+
+def lr_factor(warmup_steps: int, schedule: str) -> Any:
+    """The learning-rate multiplier per optimizer step: linear warm-up to 1, then the paper's inverse-sqrt
+    decay, or a constant rate (GRID's reproduction, the one that reached the paper's level at this size)."""
+    warmup = max(1, warmup_steps)
+
+    def factor(step: int) -> float:
+        if step + 1 < warmup:
+            return (step + 1) / warmup
+        return 1.0 if schedule == "constant" else (warmup / (step + 1)) ** 0.5
+
+    return factor
 
 
 class TigerMethod(Method):
@@ -111,9 +125,7 @@ class TigerMethod(Method):
                   for user, history, _ in samples]
         labels = torch.from_numpy(self.item_tokens[[target for _, _, target in samples]])
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
-        warmup = max(1, s.warmup_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min((step + 1) / warmup, (warmup / max(step + 1, warmup)) ** 0.5))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(s.warmup_steps, s.schedule))
         budgets = [m for m in (ctx.max_train_minutes, s.max_train_minutes or None) if m]
         # Keys at the value runs had before the key existed ([hash_neutral]: text_fields at the title alone,
         # fp32, RQ-VAE IDs) are left out, so their work dirs still resume and load; so is the time budget.

@@ -8,7 +8,8 @@ from typing import Any
 from bench.settings import fraction_below_one, non_empty_strings, parse_section, positive_ints
 from methods.semantic_ids.catalogue import RQVAESettings
 
-CHOICES = {"encoder": ("minilm",), "precision": ("fp32", "bf16", "auto"), "semantic_ids": ("rqvae", "rqkmeans")}
+CHOICES = {"encoder": ("minilm",), "precision": ("fp32", "bf16", "auto"), "semantic_ids": ("rqvae", "rqkmeans"),
+           "schedule": ("inverse_sqrt", "constant")}
 POSITIVE = ("levels", "codebook_size", "latent_dim", "rqvae_batch_size", "max_history", "d_model", "num_layers",
             "num_heads", "d_kv", "d_ff", "batch_size", "beam_size", "eval_batch_size", "validate_every")
 PAPER_T5 = (4, 128, 6, 64, 1024)  # layers per stack, d_model, heads, d_kv, d_ff (Rajput et al. 2023, Sec. 4)
@@ -40,6 +41,7 @@ class TigerSettings:
     learning_rate: float = 0.001
     weight_decay: float = 0.0
     warmup_steps: int = 1000
+    schedule: str = "inverse_sqrt"    # after warm-up: "inverse_sqrt" (the paper) or "constant" (GRID's reproduction)
     batch_size: int = 256
     epochs: int = 30
     patience: int = 3                 # validations without improvement before stopping
