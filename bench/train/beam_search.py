@@ -16,14 +16,15 @@ Works for decoder-only models whose attention goes through `ALL_ATTENTION_FUNCTI
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.modeling_utils import AttentionInterface
+
+from bench.train.precision import attention_kernel
 
 ATTENTION_NAME = "recbench_shared_prompt"
 
@@ -135,16 +136,6 @@ def shares_prompt(model: Any) -> bool:
             and not getattr(config, "attn_logit_softcapping", None))
 
 
-@contextlib.contextmanager
-def _attention(model: Any, name: str) -> Iterator[None]:
-    before = model.config._attn_implementation
-    model.config._attn_implementation = name
-    try:
-        yield
-    finally:
-        model.config._attn_implementation = before
-
-
 def _encoded_prompts(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, beams: int,
                      capacity: int) -> Cache:
     """Run all but the last prompt token once per request; the cache `generate` continues from."""
@@ -174,7 +165,7 @@ def beam_generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
                               **generate_kwargs)
     with torch.no_grad():
         cache = _encoded_prompts(model, input_ids, attention_mask, num_beams, capacity=max_new_tokens + 1)
-        with _attention(model, ATTENTION_NAME):
+        with attention_kernel(model, ATTENTION_NAME):
             return model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
                                   max_new_tokens=max_new_tokens, prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
                                   cache=cache, **generate_kwargs)
