@@ -9,6 +9,7 @@ import numpy as np
 
 from bench.data.types import EvalCases
 from bench.method import Method
+from bench.runs.eval_progress import EvalProgress
 from bench.runs.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from bench.train.resources import Stopwatch, peak_memory_mb, reset_peak_memory
 
@@ -22,6 +23,7 @@ class EvalResult:
     peak_memory_mb: float
     peak_memory_kind: str
     ranks: np.ndarray | None = None  # 0-based target rank per request, in request order
+    calls: int = 1  # scoring calls these figures cover (more than one when a ranking was resumed)
 
 
 def _as_numpy(scores: Any) -> np.ndarray:
@@ -92,6 +94,22 @@ def streamed_ranks(method: Any, users: list[int], histories: list[list[int]], ta
     return at_least - 1
 
 
+def rank_batch(method: Method, users: list[int], histories: list[list[int]], targets: list[int], num_items: int,
+               item_chunk: int | None, mask_history: bool) -> np.ndarray:
+    """0-based target ranks of one batch of requests over every item (ties count against the target)."""
+    if streams(method, num_items, item_chunk):
+        return streamed_ranks(method, users, histories, targets, num_items, item_chunk or ITEM_CHUNK, mask_history)
+    scores = _as_numpy(method.score(users, histories))
+    if scores.shape != (len(targets), num_items):
+        raise ValueError(
+            f"method {method.name!r} returned scores of shape {scores.shape}, "
+            f"expected ({len(targets)}, {num_items}): one score per item"
+        )
+    if mask_history:
+        scores = mask_history_items(scores, histories, targets)
+    return target_ranks(scores, np.asarray(targets))
+
+
 def evaluate(
     method: Method,
     cases: EvalCases,
@@ -105,6 +123,8 @@ def evaluate(
     desc: str = "evaluate",
     item_chunk: int | None = None,
     measure_memory: bool = True,
+    resume: EvalProgress | None = None,
+    log: Any = print,
 ) -> EvalResult:
     """Score every item for every case, rank, and average the metrics.
 
@@ -113,7 +133,9 @@ def evaluate(
     ranked in item chunks (`item_chunk`, or automatically above STREAM_ABOVE_ITEMS items): the same
     ranks, bounded memory. `measure_memory=False` (validation during training) opens no fresh peak
     window, whose garbage collection costs ~0.5 s in a process holding an LLM stack (BIGRec's gamma
-    grid validates 199 times).
+    grid validates 199 times). `resume` (bench.runs.eval_progress, one process only): ranks committed by
+    an interrupted call are reused after their first batch ranks the same again, and this call commits
+    its own as it goes; seconds and peak memory then cover every call.
     """
     if len(cases) == 0:
         raise ValueError("no evaluation cases: the split has no requests at this position")
@@ -126,35 +148,37 @@ def evaluate(
     if world()[1] > 1:  # under torchrun: this rank's block of requests; gathered back in order below
         first, last = block(len(cases))
         cases = cases.subset(list(range(first, last)))
+        resume = None
     fresh_window = reset_peak_memory(device) if measure_memory else False
+    if resume is not None:
+        resume = checked_resume(method, cases, num_items, resume, batch_size, item_chunk, mask_history, log)
+    done = resume.done if resume is not None else 0
     watch = Stopwatch(device)
-    ranks: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    ranks: list[np.ndarray] = [resume.ranks if resume is not None else np.zeros(0, dtype=np.int64)]
     bar = progress_bar(total=len(cases), desc=desc, unit="req", enabled=progress)
-    with contextlib.closing(bar):
-        for start in range(0, len(cases), batch_size):
-            users = cases.users[start:start + batch_size]
-            histories = cases.histories[start:start + batch_size]
-            targets = cases.targets[start:start + batch_size]
-            if streams(method, num_items, item_chunk):
+    bar.update(done)
+    try:
+        with contextlib.closing(bar):
+            for start in range(done, len(cases), batch_size):
+                users = cases.users[start:start + batch_size]
+                histories = cases.histories[start:start + batch_size]
+                targets = cases.targets[start:start + batch_size]
                 with watch.running():
-                    ranks.append(streamed_ranks(method, users, histories, targets, num_items,
-                                                item_chunk or ITEM_CHUNK, mask_history))
+                    ranks.append(rank_batch(method, users, histories, targets, num_items, item_chunk, mask_history))
                 bar.update(len(targets))
-                continue
-            with watch.running():
-                scores = _as_numpy(method.score(users, histories))
-            if scores.shape != (len(targets), num_items):
-                raise ValueError(
-                    f"method {method.name!r} returned scores of shape {scores.shape}, "
-                    f"expected ({len(targets)}, {num_items}): one score per item"
-                )
-            if mask_history:
-                scores = mask_history_items(scores, histories, targets)
-            ranks.append(target_ranks(scores, np.asarray(targets)))
-            bar.update(len(targets))
+                if resume is not None:
+                    _commit(resume, ranks, watch.seconds, device, fresh_window, final=False)
+    except BaseException:  # Ctrl-C, SIGTERM, an error: what was ranked stays ranked
+        if resume is not None:
+            _commit(resume, ranks, watch.seconds, device, fresh_window, final=True)
+        raise
     peak, kind = peak_memory_mb(device, since_reset=fresh_window)
+    seconds = watch.seconds
+    if resume is not None:
+        _commit(resume, ranks, seconds, device, fresh_window, final=True)
+        seconds, peak = resume.seconds, max(peak, resume.peak_mb)
     # Every rank's block, in rank (= request) order; the slowest rank sets the global rate.
-    blocks = gather((np.concatenate(ranks), watch.seconds, peak))
+    blocks = gather((np.concatenate(ranks), seconds, peak))
     all_ranks = np.concatenate([b[0] for b in blocks])
     seconds = max(b[1] for b in blocks)
     return EvalResult(
@@ -165,4 +189,38 @@ def evaluate(
         peak_memory_mb=max(b[2] for b in blocks),
         peak_memory_kind=kind,
         ranks=all_ranks,
+        calls=resume.calls if resume is not None else 1,
     )
+
+
+def checked_resume(method: Method, cases: EvalCases, num_items: int, resume: EvalProgress, batch_size: int,
+                   item_chunk: int | None, mask_history: bool, log: Any) -> EvalProgress:
+    """`resume` when its first committed batch ranks the same now (outside the timed scoring), else a fresh
+    progress in its place; either way this call counts as one more."""
+    resume.calls += 1
+    if resume.done == 0:
+        return resume
+    probe = min(batch_size, resume.done)
+    again = rank_batch(method, cases.users[:probe], cases.histories[:probe], cases.targets[:probe], num_items,
+                       item_chunk, mask_history)
+    if not np.array_equal(again, resume.ranks[:probe]):
+        log(f"evaluate: the {resume.done} ranks committed in {resume.path} do not reproduce on their first "
+            f"{probe} requests (other weights or a scorer that is not deterministic here); ranking from the first")
+        return _restarted(resume)
+    log(f"evaluate: resuming after {resume.done} of {len(cases)} requests ranked by {resume.calls - 1} earlier "
+        f"call(s) ({resume.seconds:.0f} s of scoring), first {probe} re-ranked the same")
+    return resume
+
+
+def _restarted(resume: EvalProgress) -> EvalProgress:
+    return EvalProgress(resume.path, resume.fingerprint, calls=1)
+
+
+def _commit(resume: EvalProgress, ranks: list[np.ndarray], seconds: float, device: str, fresh_window: bool,
+            *, final: bool) -> None:
+    """Hand this call's ranks and seconds to the progress file (every SAVE_EVERY_SECONDS, and at the end)."""
+    resume.ranks = np.concatenate(ranks)
+    resume.seconds = resume.base_seconds + seconds
+    if resume.done and (final or resume.due()):
+        resume.peak_mb = max(resume.peak_mb, peak_memory_mb(device, since_reset=fresh_window)[0])
+        resume.save()

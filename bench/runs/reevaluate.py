@@ -54,12 +54,13 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
     Waits for other training under the same cache unless `parallel`, so its samples/s are its own."""
     import contextlib
 
+    from bench.runs.eval_progress import PATTERN, clear_progress
+    from bench.runs.identity import run_identity
     from bench.runs.recorded_weights import recorded_weights
     from bench.runs.run import (
         PER_REQUEST_KEY,
         RunOutcome,
         eval_settings,
-        run_identity,
         train_and_evaluate,
     )
     from bench.runs.setup import run_work_dir, set_up
@@ -105,7 +106,7 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
     chosen_on = int(info.get("valid_loss_examples") or source.get("num_valid_requests") or 0) if chosen else 0
     with work_dir_lock(work_dir), slot:
         if weights.work_dir is not None:  # a copy: the source's checkpoints are never touched
-            shutil.copytree(weights.work_dir, work_dir, dirs_exist_ok=True)
+            shutil.copytree(weights.work_dir, work_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(PATTERN))
         record = train_and_evaluate(method_cls, method, dataset, info, effective, eval_settings(effective, method),
                                     device=device, seed=int(source.get("seed", 0)), work_dir=work_dir,
                                     cache_dir=paths.cache_dir, budget=budget, progress=True, log=log,
@@ -129,4 +130,6 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
                                                 f"{source['config']['eval'].get('mask_history')}")})
     per_request = record.pop(PER_REQUEST_KEY)
     record["ranks"] = save_ranks(target, per_request)
-    return RunOutcome(record, save_record(target, record, paths.cache_dir, log), reused=False)
+    saved = save_record(target, record, paths.cache_dir, log)
+    clear_progress(work_dir)  # the ranks now live beside the record
+    return RunOutcome(record, saved, reused=False)

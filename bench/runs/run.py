@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import config_hash, hashed_config, load_config, method_config, section_neutral
+from bench.config import config_hash, load_config, method_config, section_neutral
 from bench.data.types import Dataset, EvalCases
 from bench.errors import BenchError
 from bench.registry import configured_registry
+from bench.runs.eval_progress import EvalProgress, clear_progress, load_progress, progress_path, requests_fingerprint
+from bench.runs.identity import backbone_identity, run_identity
 from bench.runs.setup import run_work_dir, set_up
 from bench.runs.validate import check_settings, setting_warnings
 from bench.store.request_ranks import save_ranks
@@ -228,39 +230,13 @@ def run(
     except OSError as error:  # the metrics still count; only the per-request file is lost
         log(f"warning: per-request ranks not written beside {path} ({error.strerror})")
         record["ranks"] = None
-    return RunOutcome(record, save_record(path, record, paths.cache_dir, log), reused=False)
-
-
-def run_identity(config: dict[str, Any], effective: dict[str, Any], method: str, dataset: Dataset, *, seed: int,
-                 device: str, budget: float | None, world_size: int = 1,
-                 backbone: dict[str, str] | None = None) -> dict[str, Any]:
-    """What a run's config hash covers: everything that decides its numbers (not threads, not paths)."""
-    identity = {"method": method, "dataset": dataset.name, "split_hash": dataset.split.hash,
-                "config": hashed_config(effective, config.get("hash_neutral", {})), "seed": seed,
-                "device": device, "max_train_minutes": budget}
-    catalogue = dataset.catalogue.hash
-    if config.get("catalogue_hash_neutral", {}).get(dataset.name) != catalogue:
-        # Item ids, titles and text (the split hash covers the sequences): another catalogue is another run.
-        # Left out where it is the catalogue the records made before this key were trained on (bench.toml).
-        identity["catalogue_hash"] = catalogue
-    if world_size > 1:  # data-parallel training is another computation (batch split, reduction order)
-        identity["world_size"] = world_size
-    if backbone is not None:  # the model's content, not only its path
-        identity["model_identity"] = backbone
-    return identity
+    saved = save_record(path, record, paths.cache_dir, log)
+    clear_progress(work_dir)  # the ranks now live beside the record
+    return RunOutcome(record, saved, reused=False)
 
 
 def _quiet(message: str) -> None:
     """Log lines of ranks other than 0 (they would repeat rank 0's)."""
-
-
-def backbone_identity(section: dict[str, Any]) -> dict[str, str] | None:
-    """Content fingerprint of the section's `model` (methods without a backbone: None)."""
-    if not isinstance(section.get("model"), str):
-        return None
-    from bench.train.backbone import model_identity
-
-    return model_identity(section["model"])
 
 
 def training_totals(described: dict[str, Any], this_call: float) -> dict[str, Any]:
@@ -314,14 +290,14 @@ def train_and_evaluate(
     eval_indices = subsample_indices(len(dataset.split.cases(target)), max_users)
     eval_cases = subsample_cases(dataset.split.cases(target), max_users)
     batch_size = int(effective[method].get("eval_batch_size", settings.get("batch_size", 256)))
-
+    mask_history = bool(settings.get("mask_history", False))
     validations = []
 
     def validate(model: Any) -> float:
         validations.append(1)
         result = evaluate(model, valid_cases, dataset.num_items, ks=(10,), batch_size=batch_size,
-                          mask_history=bool(settings.get("mask_history", False)), device=device,
-                          progress=progress, desc="validate", measure_memory=False)
+                          mask_history=mask_history, device=device, progress=progress, desc="validate",
+                          measure_memory=False)
         return result.metrics["ndcg@10"]
 
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -337,9 +313,13 @@ def train_and_evaluate(
     with train_watch.running():
         instance.fit(fit_dataset)
     train_peak, _ = peak_memory_mb(device, since_reset=train_window)
-    result = evaluate(instance, eval_cases, dataset.num_items, ks=ks, batch_size=batch_size,
-                      mask_history=bool(settings.get("mask_history", False)), device=device,
-                      progress=progress, desc=f"evaluate {target}")
+
+    def resumable(position: str, cases: EvalCases) -> EvalProgress:
+        return load_progress(progress_path(work_dir, position), requests_fingerprint(cases, effective, mask_history))
+
+    result = evaluate(instance, eval_cases, dataset.num_items, ks=ks, batch_size=batch_size, mask_history=mask_history,
+                      device=device, progress=progress, desc=f"evaluate {target}",
+                      resume=resumable(target, eval_cases), log=log)
     by_position = {}
     per_request = {target: (np.asarray(eval_indices), result.ranks)}
     for extra in settings.get("extra_targets") or []:
@@ -347,8 +327,8 @@ def train_and_evaluate(
             continue
         extra_cases = subsample_cases(dataset.split.cases(extra), max_users)
         scored = evaluate(instance, extra_cases, dataset.num_items, ks=ks, batch_size=batch_size,
-                          mask_history=bool(settings.get("mask_history", False)), device=device,
-                          progress=progress, desc=f"evaluate {extra}")
+                          mask_history=mask_history, device=device, progress=progress, desc=f"evaluate {extra}",
+                          resume=resumable(extra, extra_cases), log=log)
         per_request[extra] = (np.asarray(subsample_indices(len(dataset.split.cases(extra)), max_users)), scored.ranks)
         by_position[extra] = {"metrics": scored.metrics, "num_eval_requests": scored.num_cases}
     described = instance.describe()
@@ -374,7 +354,7 @@ def train_and_evaluate(
         "catalogue_hash": dataset.catalogue.hash,
         "split_protocol": dataset.split.protocol,
         "eval_target": target,
-        "mask_history": bool(settings.get("mask_history", False)),
+        "mask_history": mask_history,
         "metrics": result.metrics,
         "metrics_by_position": by_position or None,
         "num_eval_requests": result.num_cases,
@@ -383,6 +363,7 @@ def train_and_evaluate(
         "train_seconds": round(train_watch.seconds, 3),
         **training_totals(described, round(train_watch.seconds, 3)),
         "eval_seconds": round(result.seconds, 3),
+        "eval_calls": result.calls,
         "wall_seconds": round(time.time() - started, 3),
         "samples_per_sec": round(result.samples_per_sec, 3),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
