@@ -29,6 +29,7 @@ class CountingMethod(Method):
         self.interrupt_after = int(after) if after else None
 
     def score(self, users, histories):
+        CLOCK[0] += 1.0  # one fake second per batch, the interrupted one included
         if self.interrupt_after is not None and self.calls >= self.interrupt_after:
             raise KeyboardInterrupt
         self.calls += 1
@@ -38,6 +39,19 @@ class CountingMethod(Method):
             scores[row, (history[-1] + self.shift) % self.n] = 1.0
             scores[row, (history[-1] + 2) % self.n] = 0.5
         return scores
+
+
+CLOCK = [0.0]
+
+
+@pytest.fixture(autouse=True)
+def fake_clock(monkeypatch: pytest.MonkeyPatch):
+    """The evaluator's stopwatch reads a clock that only score() advances, so seconds are exact."""
+    import types
+
+    from bench.train import resources
+
+    monkeypatch.setattr(resources, "time", types.SimpleNamespace(perf_counter=lambda: CLOCK[0]))
 
 
 def fitted(shift: int = 1) -> tuple[CountingMethod, object]:
@@ -62,14 +76,17 @@ def test_interrupted_ranking_resumes_with_the_same_ranks(tmp_path: Path):
     cases = dataset.split.test
     whole = evaluate(method, cases, dataset.num_items, batch_size=8, progress=False)
     committed = interrupted_progress(tmp_path, cases, method, dataset.num_items, after_calls=3)
-    assert committed.done == 24 and committed.calls == 1 and committed.seconds > 0
+    # Three batches ranked in three fake seconds; the second the fourth took before Ctrl-C is not theirs.
+    assert committed.done == 24 and committed.calls == 1 and committed.seconds == 3.0
     method.scored, lines = 0, []
     resumed = evaluate(method, cases, dataset.num_items, batch_size=8, progress=False, resume=committed,
                        log=lines.append)
     assert np.array_equal(resumed.ranks, whole.ranks) and resumed.metrics == whole.metrics
     # The probe batch (8 requests) and the 16 not ranked before: nothing ranked twice beyond the probe.
     assert method.scored == 8 + len(cases) - 24
-    assert resumed.calls == 2 and resumed.seconds >= committed.seconds
+    # Five batches in all, five seconds: the probe batch is not timed and the interrupted one counted once.
+    assert resumed.calls == 2 and resumed.seconds == 5.0 and resumed.samples_per_sec == len(cases) / 5.0
+    assert resumed.threads_per_call is not None and len(resumed.threads_per_call) == 2
     assert "resuming after 24 of 40" in lines[0]
 
 
@@ -96,8 +113,29 @@ def test_progress_names_its_requests_and_config(tmp_path: Path):
     assert load_progress(path, requests_fingerprint(cases, {"bigrec": {"gamma": 0.5}}, False)).done == 0
     assert load_progress(path, requests_fingerprint(cases, {}, True)).done == 0
     assert load_progress(path, requests_fingerprint(cases.subset(list(range(30))), {}, False)).done == 0
-    path.write_bytes(b"not an npz")
-    assert load_progress(path, requests_fingerprint(cases, {}, False)).done == 0
+    for damaged in (b"not an npz", b"", path.read_bytes()[:100]):
+        path.write_bytes(damaged)
+        assert load_progress(path, requests_fingerprint(cases, {}, False)).done == 0
+
+
+def test_fingerprint_follows_the_weights_and_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Weights retrained in the work dir (other files, or the same names rewritten) and other code are
+    other rankings; the state file, locks and the progress files themselves are not."""
+    _, dataset = fitted()
+    cases = dataset.split.test
+    (tmp_path / "best-e0002.pt").write_bytes(b"weights")
+    before = requests_fingerprint(cases, {}, False, tmp_path)
+    (tmp_path / "progress.json").write_text("{}")
+    (tmp_path / "evaluate-test.npz").write_bytes(b"x")
+    assert requests_fingerprint(cases, {}, False, tmp_path) == before
+    (tmp_path / "best-e0003.pt").write_bytes(b"weights")
+    assert requests_fingerprint(cases, {}, False, tmp_path) != before
+    (tmp_path / "best-e0003.pt").unlink()
+    os.utime(tmp_path / "best-e0002.pt", ns=(1, 1))
+    assert requests_fingerprint(cases, {}, False, tmp_path) != before
+    this_code = requests_fingerprint(cases, {}, False)
+    monkeypatch.setattr(eval_progress, "code_identity", lambda: "another-revision")
+    assert requests_fingerprint(cases, {}, False) != this_code
 
 
 def test_run_interrupted_while_ranking_resumes_and_clears(isolated: Path, monkeypatch: pytest.MonkeyPatch):
@@ -120,3 +158,53 @@ def test_run_interrupted_while_ranking_resumes_and_clears(isolated: Path, monkey
     assert outcome.record["eval_calls"] == 2 and not saved[0].exists()
     again = run("counting", "tiny", config=config, progress=False, force=True, log=lambda _: None)
     assert again.record["eval_calls"] == 1 and again.record["metrics"] == outcome.record["metrics"]
+
+
+def test_a_trained_method_resumes_its_ranking(isolated: Path, monkeypatch: pytest.MonkeyPatch):
+    """With checkpoints in the work dir (SASRec's training loop): the restart reloads the finished training
+    without rewriting a file, so the committed ranks are reused, and the record equals a fresh one's."""
+    from bench.config import load_config
+    from bench.runs import evaluate as evaluate_module
+
+    monkeypatch.setattr(eval_progress, "SAVE_EVERY_SECONDS", 0.0)
+    config = load_config()
+    overrides = ["sasrec_native.epochs=2", "sasrec_native.eval_batch_size=8", "sasrec_native.hidden_size=16"]
+    original, batches = evaluate_module.rank_batch, []
+    original_evaluate = evaluate_module.evaluate
+
+    def interrupted(*args, **kwargs):
+        if batches:  # inside the test ranking (validation ranks too, unpatched)
+            batches.append(1)
+            if len(batches) == 4:  # after 2 batches
+                raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    def test_ranking(*args, **kwargs):
+        if kwargs.get("resume") is not None:
+            batches.append(0)
+        return original_evaluate(*args, **kwargs)
+
+    def run_quietly(**extra):
+        return run("sasrec_native", "tiny", config=config, overrides=overrides, progress=False, log=lambda _: None,
+                   **extra)
+
+    monkeypatch.setattr(evaluate_module, "rank_batch", interrupted)
+    monkeypatch.setattr(evaluate_module, "evaluate", test_ranking)
+    with pytest.raises(KeyboardInterrupt):
+        run_quietly()
+    assert load_progress(*_only_progress(isolated)).done == 16
+    monkeypatch.setattr(evaluate_module, "rank_batch", original)
+    monkeypatch.setattr(evaluate_module, "evaluate", original_evaluate)
+    resumed = run_quietly()
+    assert resumed.record["eval_calls"] == 2
+    fresh = run_quietly(force=True)
+    assert fresh.record["eval_calls"] == 1 and fresh.record["metrics"] == resumed.record["metrics"]
+
+
+def _only_progress(isolated: Path) -> tuple[Path, str]:
+    """The one progress file under the cache, with the fingerprint it was saved under."""
+    import json
+
+    (path,) = list((isolated / "cache").rglob("evaluate-test.npz"))
+    with np.load(path) as stored:
+        return path, json.loads(str(stored["meta"]))["fingerprint"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.config import REPO_ROOT
 from bench.data.types import EvalCases
+from bench.store.results import git_revision, package_versions
 from bench.train.checkpoints import atomic_write
 
 PATTERN = "evaluate-*.npz"
@@ -38,17 +41,45 @@ def clear_progress(work_dir: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def requests_fingerprint(cases: EvalCases, config: dict[str, Any], mask_history: bool) -> str:
-    """What the committed ranks depend on besides the weights: the requests (users, histories, targets, in
-    order), whether history is masked, and the run's effective config (a re-scoring with another BIGRec
-    gamma copies the same work dir and must not reuse these ranks)."""
+def requests_fingerprint(cases: EvalCases, config: dict[str, Any], mask_history: bool,
+                         work_dir: Path | None = None) -> str:
+    """What the committed ranks depend on: the requests (users, histories, targets, in order), whether history
+    is masked, the run's effective config (a re-scoring with another BIGRec gamma copies the same work dir),
+    the code and package versions (a long decode is often stopped to fix something), and the weights, as the
+    names, sizes and times of the files the training left in `work_dir` (a run resumed into more epochs, or a
+    source retrained under `bench evaluate`, has other files)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    digest.update(json.dumps([config, code_identity(), package_versions()], sort_keys=True, default=str).encode())
     digest.update(json.dumps([bool(mask_history), list(map(int, cases.users)), list(map(int, cases.targets))]).encode())
     for history in cases.histories:
         digest.update(np.asarray(history, dtype=np.int64).tobytes())
         digest.update(b"|")
+    digest.update(json.dumps(weight_files(work_dir) if work_dir is not None else []).encode())
     return digest.hexdigest()[:16]
+
+
+def weight_files(work_dir: Path) -> list[tuple[str, int, int]]:
+    """(name, bytes, mtime ns) of every file under a work dir but its state, locks, temp files and these
+    progress files: what a training committed, which a load-only call reads and never rewrites."""
+    root = Path(work_dir)
+    if not root.is_dir():
+        return []
+    skipped = (".json", ".lock", ".tmp")
+    return sorted((str(path.relative_to(root)), path.stat().st_size, path.stat().st_mtime_ns)
+                  for path in root.rglob("*")
+                  if path.is_file() and not path.name.endswith(skipped) and not path.match(PATTERN))
+
+
+def code_identity() -> str:
+    """The git revision, and for a tree with uncommitted changes a digest of those changes."""
+    revision = git_revision()
+    if not revision.endswith("+dirty"):
+        return revision
+    try:
+        diff = subprocess.run(["git", "diff", "HEAD"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return revision
+    return f"{revision}:{hashlib.sha256(diff).hexdigest()[:16]}"
 
 
 @dataclass
@@ -63,6 +94,7 @@ class EvalProgress:
     calls: int = 0
     peak_mb: float = 0.0
     base_seconds: float = 0.0  # the earlier calls' share of `seconds`
+    threads: list[int] = field(default_factory=list)  # torch CPU threads of each call that ranked requests
     saved_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -71,7 +103,7 @@ class EvalProgress:
 
     def save(self) -> None:
         meta = json.dumps({"fingerprint": self.fingerprint, "seconds": self.seconds, "calls": self.calls,
-                           "peak_mb": self.peak_mb})
+                           "peak_mb": self.peak_mb, "threads": self.threads})
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:  # np.savez on a path would append ".npz" to the temp name
@@ -94,10 +126,11 @@ def load_progress(path: Path, fingerprint: str) -> EvalProgress:
         with np.load(path, allow_pickle=False) as stored:
             meta = json.loads(str(stored["meta"]))
             ranks = np.asarray(stored["ranks"], dtype=np.int64)
-    except (OSError, ValueError, KeyError):  # unreadable: start over (it only ever saves time)
+        if meta.get("fingerprint") != fingerprint:
+            return fresh
+        seconds = float(meta["seconds"])
+        return EvalProgress(path, fingerprint, ranks=ranks, seconds=seconds, calls=int(meta["calls"]),
+                            peak_mb=float(meta["peak_mb"]), base_seconds=seconds,
+                            threads=[int(t) for t in meta.get("threads", [])])
+    except Exception:  # empty, truncated or foreign: start over (the file only ever saves time)
         return fresh
-    if meta.get("fingerprint") != fingerprint:
-        return fresh
-    seconds = float(meta["seconds"])
-    return EvalProgress(path, fingerprint, ranks=ranks, seconds=seconds, calls=int(meta["calls"]),
-                        peak_mb=float(meta["peak_mb"]), base_seconds=seconds)

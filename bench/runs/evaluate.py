@@ -24,6 +24,7 @@ class EvalResult:
     peak_memory_kind: str
     ranks: np.ndarray | None = None  # 0-based target rank per request, in request order
     calls: int = 1  # scoring calls these figures cover (more than one when a ranking was resumed)
+    threads_per_call: list[int] | None = None  # torch CPU threads of each of those calls, when more than one
 
 
 def _as_numpy(scores: Any) -> np.ndarray:
@@ -157,6 +158,7 @@ def evaluate(
     ranks: list[np.ndarray] = [resume.ranks if resume is not None else np.zeros(0, dtype=np.int64)]
     bar = progress_bar(total=len(cases), desc=desc, unit="req", enabled=progress)
     bar.update(done)
+    ranked_seconds = 0.0  # scoring seconds of the batches ranked in full (an interrupted one is ranked again)
     try:
         with contextlib.closing(bar):
             for start in range(done, len(cases), batch_size):
@@ -165,12 +167,16 @@ def evaluate(
                 targets = cases.targets[start:start + batch_size]
                 with watch.running():
                     ranks.append(rank_batch(method, users, histories, targets, num_items, item_chunk, mask_history))
+                ranked_seconds = watch.seconds
                 bar.update(len(targets))
                 if resume is not None:
-                    _commit(resume, ranks, watch.seconds, device, fresh_window, final=False)
+                    if start == done:  # a call counts once it ranks something
+                        resume.calls += 1
+                        resume.threads.append(_torch_threads())
+                    _commit(resume, ranks, ranked_seconds, device, fresh_window, final=False)
     except BaseException:  # Ctrl-C, SIGTERM, an error: what was ranked stays ranked
         if resume is not None:
-            _commit(resume, ranks, watch.seconds, device, fresh_window, final=True)
+            _commit(resume, ranks, ranked_seconds, device, fresh_window, final=True)
         raise
     peak, kind = peak_memory_mb(device, since_reset=fresh_window)
     seconds = watch.seconds
@@ -190,14 +196,14 @@ def evaluate(
         peak_memory_kind=kind,
         ranks=all_ranks,
         calls=resume.calls if resume is not None else 1,
+        threads_per_call=list(resume.threads) if resume is not None and resume.calls > 1 else None,
     )
 
 
 def checked_resume(method: Method, cases: EvalCases, num_items: int, resume: EvalProgress, batch_size: int,
                    item_chunk: int | None, mask_history: bool, log: Any) -> EvalProgress:
     """`resume` when its first committed batch ranks the same now (outside the timed scoring), else a fresh
-    progress in its place; either way this call counts as one more."""
-    resume.calls += 1
+    progress in its place."""
     if resume.done == 0:
         return resume
     probe = min(batch_size, resume.done)
@@ -207,13 +213,19 @@ def checked_resume(method: Method, cases: EvalCases, num_items: int, resume: Eva
         log(f"evaluate: the {resume.done} ranks committed in {resume.path} do not reproduce on their first "
             f"{probe} requests (other weights or a scorer that is not deterministic here); ranking from the first")
         return _restarted(resume)
-    log(f"evaluate: resuming after {resume.done} of {len(cases)} requests ranked by {resume.calls - 1} earlier "
+    log(f"evaluate: resuming after {resume.done} of {len(cases)} requests ranked by {resume.calls} earlier "
         f"call(s) ({resume.seconds:.0f} s of scoring), first {probe} re-ranked the same")
     return resume
 
 
 def _restarted(resume: EvalProgress) -> EvalProgress:
-    return EvalProgress(resume.path, resume.fingerprint, calls=1)
+    return EvalProgress(resume.path, resume.fingerprint)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _commit(resume: EvalProgress, ranks: list[np.ndarray], seconds: float, device: str, fresh_window: bool,

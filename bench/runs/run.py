@@ -231,7 +231,8 @@ def run(
         log(f"warning: per-request ranks not written beside {path} ({error.strerror})")
         record["ranks"] = None
     saved = save_record(path, record, paths.cache_dir, log)
-    clear_progress(work_dir)  # the ranks now live beside the record
+    if record["ranks"] is not None:  # the ranks now live beside the record
+        clear_progress(work_dir)
     return RunOutcome(record, saved, reused=False)
 
 
@@ -315,7 +316,8 @@ def train_and_evaluate(
     train_peak, _ = peak_memory_mb(device, since_reset=train_window)
 
     def resumable(position: str, cases: EvalCases) -> EvalProgress:
-        return load_progress(progress_path(work_dir, position), requests_fingerprint(cases, effective, mask_history))
+        return load_progress(progress_path(work_dir, position),
+                             requests_fingerprint(cases, effective, mask_history, work_dir))
 
     result = evaluate(instance, eval_cases, dataset.num_items, ks=ks, batch_size=batch_size, mask_history=mask_history,
                       device=device, progress=progress, desc=f"evaluate {target}",
@@ -364,6 +366,7 @@ def train_and_evaluate(
         **training_totals(described, round(train_watch.seconds, 3)),
         "eval_seconds": round(result.seconds, 3),
         "eval_calls": result.calls,
+        "eval_threads_per_call": result.threads_per_call,
         "wall_seconds": round(time.time() - started, 3),
         "samples_per_sec": round(result.samples_per_sec, 3),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
