@@ -86,7 +86,7 @@ def test_interrupted_ranking_resumes_with_the_same_ranks(tmp_path: Path):
     assert method.scored == 8 + len(cases) - 24
     # Five batches in all, five seconds: the probe batch is not timed and the interrupted one counted once.
     assert resumed.calls == 2 and resumed.seconds == 5.0 and resumed.samples_per_sec == len(cases) / 5.0
-    assert resumed.threads_per_call is not None and len(resumed.threads_per_call) == 2
+    assert [sorted(call) for call in resumed.calls_detail] == [["git_rev", "threads"]] * 2
     assert "resuming after 24 of 40" in lines[0]
 
 
@@ -118,9 +118,9 @@ def test_progress_names_its_requests_and_config(tmp_path: Path):
         assert load_progress(path, requests_fingerprint(cases, {}, False)).done == 0
 
 
-def test_fingerprint_follows_the_weights_and_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Weights retrained in the work dir (other files, or the same names rewritten) and other code are
-    other rankings; the state file, locks and the progress files themselves are not."""
+def test_fingerprint_follows_the_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Weights retrained in the work dir (other files, or the same names rewritten) and other package versions
+    are other rankings; the state file, locks and the progress files themselves are not."""
     _, dataset = fitted()
     cases = dataset.split.test
     (tmp_path / "best-e0002.pt").write_bytes(b"weights")
@@ -133,9 +133,9 @@ def test_fingerprint_follows_the_weights_and_code(tmp_path: Path, monkeypatch: p
     (tmp_path / "best-e0003.pt").unlink()
     os.utime(tmp_path / "best-e0002.pt", ns=(1, 1))
     assert requests_fingerprint(cases, {}, False, tmp_path) != before
-    this_code = requests_fingerprint(cases, {}, False)
-    monkeypatch.setattr(eval_progress, "code_identity", lambda: "another-revision")
-    assert requests_fingerprint(cases, {}, False) != this_code
+    these_versions = requests_fingerprint(cases, {}, False)
+    monkeypatch.setattr(eval_progress, "package_versions", lambda: {"torch": "0.0"})
+    assert requests_fingerprint(cases, {}, False) != these_versions
 
 
 def test_run_interrupted_while_ranking_resumes_and_clears(isolated: Path, monkeypatch: pytest.MonkeyPatch):

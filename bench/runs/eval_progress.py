@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import REPO_ROOT
 from bench.data.types import EvalCases
-from bench.store.results import git_revision, package_versions
+from bench.store.results import package_versions
 from bench.train.checkpoints import atomic_write
 
 PATTERN = "evaluate-*.npz"
@@ -45,11 +43,13 @@ def requests_fingerprint(cases: EvalCases, config: dict[str, Any], mask_history:
                          work_dir: Path | None = None) -> str:
     """What the committed ranks depend on: the requests (users, histories, targets, in order), whether history
     is masked, the run's effective config (a re-scoring with another BIGRec gamma copies the same work dir),
-    the code and package versions (a long decode is often stopped to fix something), and the weights, as the
-    names, sizes and times of the files the training left in `work_dir` (a run resumed into more epochs, or a
-    source retrained under `bench evaluate`, has other files)."""
+    the package versions, and the weights, as the names, sizes and times of the files the training left in
+    `work_dir` (a run resumed into more epochs, or a source retrained under `bench evaluate`, has other files).
+    Not the code revision: as a resumed training does, a ranking goes on across commits (a decode of 2,000
+    requests can outlast a session) and the record lists each call's revision (`eval_calls_detail`); delete
+    the file to rank from the first after a change to the scoring."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([config, code_identity(), package_versions()], sort_keys=True, default=str).encode())
+    digest.update(json.dumps([config, package_versions()], sort_keys=True, default=str).encode())
     digest.update(json.dumps([bool(mask_history), list(map(int, cases.users)), list(map(int, cases.targets))]).encode())
     for history in cases.histories:
         digest.update(np.asarray(history, dtype=np.int64).tobytes())
@@ -70,18 +70,6 @@ def weight_files(work_dir: Path) -> list[tuple[str, int, int]]:
                   if path.is_file() and not path.name.endswith(skipped) and not path.match(PATTERN))
 
 
-def code_identity() -> str:
-    """The git revision, and for a tree with uncommitted changes a digest of those changes."""
-    revision = git_revision()
-    if not revision.endswith("+dirty"):
-        return revision
-    try:
-        diff = subprocess.run(["git", "diff", "HEAD"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return revision
-    return f"{revision}:{hashlib.sha256(diff).hexdigest()[:16]}"
-
-
 @dataclass
 class EvalProgress:
     """Ranks of the first `len(ranks)` requests, the scoring seconds they took over `calls` calls, and the
@@ -94,7 +82,7 @@ class EvalProgress:
     calls: int = 0
     peak_mb: float = 0.0
     base_seconds: float = 0.0  # the earlier calls' share of `seconds`
-    threads: list[int] = field(default_factory=list)  # torch CPU threads of each call that ranked requests
+    details: list[dict[str, Any]] = field(default_factory=list)  # threads and git revision of each call
     saved_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -103,7 +91,7 @@ class EvalProgress:
 
     def save(self) -> None:
         meta = json.dumps({"fingerprint": self.fingerprint, "seconds": self.seconds, "calls": self.calls,
-                           "peak_mb": self.peak_mb, "threads": self.threads})
+                           "peak_mb": self.peak_mb, "details": self.details})
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:  # np.savez on a path would append ".npz" to the temp name
@@ -131,6 +119,6 @@ def load_progress(path: Path, fingerprint: str) -> EvalProgress:
         seconds = float(meta["seconds"])
         return EvalProgress(path, fingerprint, ranks=ranks, seconds=seconds, calls=int(meta["calls"]),
                             peak_mb=float(meta["peak_mb"]), base_seconds=seconds,
-                            threads=[int(t) for t in meta.get("threads", [])])
+                            details=list(meta.get("details", [])))
     except Exception:  # empty, truncated or foreign: start over (the file only ever saves time)
         return fresh

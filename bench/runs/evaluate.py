@@ -24,7 +24,7 @@ class EvalResult:
     peak_memory_kind: str
     ranks: np.ndarray | None = None  # 0-based target rank per request, in request order
     calls: int = 1  # scoring calls these figures cover (more than one when a ranking was resumed)
-    threads_per_call: list[int] | None = None  # torch CPU threads of each of those calls, when more than one
+    calls_detail: list[dict[str, Any]] | None = None  # each of those calls' threads and git revision, if several
 
 
 def _as_numpy(scores: Any) -> np.ndarray:
@@ -172,7 +172,7 @@ def evaluate(
                 if resume is not None:
                     if start == done:  # a call counts once it ranks something
                         resume.calls += 1
-                        resume.threads.append(_torch_threads())
+                        resume.details.append(_this_call())
                     _commit(resume, ranks, ranked_seconds, device, fresh_window, final=False)
     except BaseException:  # Ctrl-C, SIGTERM, an error: what was ranked stays ranked
         if resume is not None:
@@ -196,7 +196,7 @@ def evaluate(
         peak_memory_kind=kind,
         ranks=all_ranks,
         calls=resume.calls if resume is not None else 1,
-        threads_per_call=list(resume.threads) if resume is not None and resume.calls > 1 else None,
+        calls_detail=list(resume.details) if resume is not None and resume.calls > 1 else None,
     )
 
 
@@ -214,7 +214,8 @@ def checked_resume(method: Method, cases: EvalCases, num_items: int, resume: Eva
             f"{probe} requests (other weights or a scorer that is not deterministic here); ranking from the first")
         return _restarted(resume)
     log(f"evaluate: resuming after {resume.done} of {len(cases)} requests ranked by {resume.calls} earlier "
-        f"call(s) ({resume.seconds:.0f} s of scoring), first {probe} re-ranked the same")
+        f"call(s) ({resume.seconds:.0f} s of scoring), first {probe} re-ranked the same (delete {resume.path} "
+        "to rank from the first)")
     return resume
 
 
@@ -222,10 +223,13 @@ def _restarted(resume: EvalProgress) -> EvalProgress:
     return EvalProgress(resume.path, resume.fingerprint)
 
 
-def _torch_threads() -> int:
+def _this_call() -> dict[str, Any]:
+    """What a resumed ranking's record says of each call that ranked part of it."""
     import torch
 
-    return torch.get_num_threads()
+    from bench.store.results import git_revision
+
+    return {"threads": torch.get_num_threads(), "git_rev": git_revision()}
 
 
 def _commit(resume: EvalProgress, ranks: list[np.ndarray], seconds: float, device: str, fresh_window: bool,

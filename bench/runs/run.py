@@ -366,7 +366,7 @@ def train_and_evaluate(
         **training_totals(described, round(train_watch.seconds, 3)),
         "eval_seconds": round(result.seconds, 3),
         "eval_calls": result.calls,
-        "eval_threads_per_call": result.threads_per_call,
+        "eval_calls_detail": result.calls_detail,
         "wall_seconds": round(time.time() - started, 3),
         "samples_per_sec": round(result.samples_per_sec, 3),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
