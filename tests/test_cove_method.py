@@ -151,6 +151,37 @@ def test_interrupted_run_resumes_from_last_completed_epoch(tiny_lm: str, tmp_pat
     assert torch.allclose(probe_scores(resumed), expected, atol=1e-5)
 
 
+def test_a_run_killed_inside_an_epoch_resumes_to_the_uninterrupted_scores(tiny_lm: str, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """Commits inside an epoch (every COMMIT_EVERY_SECONDS; here after every step): a run killed at its
+    third optimizer step (of three in an epoch) resumes at the step after the last commit, optimizer and
+    schedule included, and scores as the straight run does."""
+    import methods.cove.trainer as trainer_module
+
+    straight = make(tiny_lm, tmp_path / "straight", epochs=2)
+    straight.fit(DATASET)
+    monkeypatch.setattr(trainer_module, "COMMIT_EVERY_SECONDS", 1e-9)
+    real_step, steps = trainer_module.Trainer.step, []
+
+    def killed_at_third(self: Any, window: Any) -> Any:
+        steps.append(1)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, window)
+
+    monkeypatch.setattr(trainer_module.Trainer, "step", killed_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        make(tiny_lm, tmp_path / "killed", epochs=2).fit(DATASET)
+    monkeypatch.setattr(trainer_module.Trainer, "step", real_step)
+    logs: list[str] = []
+    resumed = make(tiny_lm, tmp_path / "killed", epochs=2)
+    resumed.context.log = logs.append
+    resumed.fit(DATASET)
+    assert any("step 2 of epoch 1" in line for line in logs), logs
+    assert resumed.describe()["optimizer_steps"] == straight.describe()["optimizer_steps"]
+    assert torch.allclose(probe_scores(resumed), probe_scores(straight), atol=1e-5)
+
+
 def test_early_stopping_keeps_the_best_epoch(tiny_lm: str, tmp_path: Path):
     seen: list[torch.Tensor] = []
 

@@ -47,7 +47,7 @@ class TrainExample:
     labels: list[int]
 
 # A mid-epoch checkpoint at most this often, so an interrupted CPU run loses little.
-CHECKPOINT_EVERY_SECONDS = 600.0
+CHECKPOINT_EVERY_SECONDS = 300.0
 
 
 def collate(examples: list[TrainExample], pad_id: int) -> dict[str, torch.Tensor]:

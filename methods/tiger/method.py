@@ -60,7 +60,7 @@ def tiger_precision(wanted: str, device: str, log: Any) -> str:
 
 
 # A commit inside an epoch at most this often: a full-Beauty epoch takes most of an hour on a 2-core CPU.
-COMMIT_EVERY_SECONDS = 600.0
+COMMIT_EVERY_SECONDS = 300.0
 
 
 def lr_factor(warmup_steps: int, schedule: str) -> Any:
