@@ -118,3 +118,21 @@ def test_a_methods_evaluation_keys_may_change_and_others_may_not():
             evaluation_changes(record, [assignment], "r.json", ("gamma", "side_score"))
     with pytest.raises(BenchError, match="bigrec.gamma"):  # not this method's evaluation key
         evaluation_changes({**record, "method": "sasrec_native"}, ["bigrec.gamma=auto"], "r.json")
+
+
+def test_cove_scoring_switches_are_evaluation_keys():
+    """CoVE's compiled scoring and its scoring batches can be re-scored on a record's weights; its training
+    keys cannot (they would need a training)."""
+    import pytest
+
+    from bench.errors import BenchError
+    from bench.runs.reevaluate import evaluation_changes
+    from methods.cove.method import CoVEMethod
+    from methods.cove.settings import SCORING_ONLY_KEYS
+
+    assert set(CoVEMethod.evaluation_keys) <= set(SCORING_ONLY_KEYS)
+    record = {"method": "cove", "config": {"eval": {"mask_history": False}, "cove": {"compile_scoring": False}}}
+    changed = evaluation_changes(record, ["cove.compile_scoring=true"], "r.json", CoVEMethod.evaluation_keys)
+    assert changed["cove"]["compile_scoring"] is True
+    with pytest.raises(BenchError, match="bench evaluate changes only"):
+        evaluation_changes(record, ["cove.learning_rate=0.1"], "r.json", CoVEMethod.evaluation_keys)

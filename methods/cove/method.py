@@ -32,6 +32,9 @@ class CoVEMethod(Method):
     data_parallel = True  # its trainer splits every batch over torchrun's ranks and sums gradients
     scores_item_slices = True  # encode() + score_items(): huge catalogues are ranked in item chunks
     loads_finished_runs = True
+    # How the trained model is scored, never how it trains: `bench evaluate` may change these on a record's
+    # own weights (e.g. compile_scoring=true, timed on the same requests as the eager record).
+    evaluation_keys = ("compile_scoring", "eval_batch_size", "max_padding")
 
     settings_parser = staticmethod(parse_settings)
 
