@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tiny
 from conftest import tiny_model_threads
-from tiny import rule_dataset, synthetic_titles
+from tiny import killed_at_step, rule_dataset, synthetic_titles
 
 from bench.config import load_config, method_config
 from bench.errors import BenchError
@@ -139,15 +139,8 @@ def test_a_run_killed_inside_an_epoch_resumes_to_the_uninterrupted_weights(
     straight.fit(dataset)
 
     monkeypatch.setattr(trainer_module, "CHECKPOINT_EVERY_SECONDS", 1e-9)
-    real_step, steps = trainer_module.LoRATrainer.step, []
-
-    def killed_at_third(self: Any, window: Any) -> Any:
-        steps.append(1)
-        if len(steps) == 3:
-            raise KeyboardInterrupt
-        return real_step(self, window)
-
-    monkeypatch.setattr(trainer_module.LoRATrainer, "step", killed_at_third)
+    real_step = trainer_module.LoRATrainer.step
+    killed_at_step(monkeypatch, trainer_module.LoRATrainer, 3)
     with pytest.raises(KeyboardInterrupt):
         make(config, tmp_path / "resumed").fit(dataset)
     monkeypatch.setattr(trainer_module.LoRATrainer, "step", real_step)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import committed_file, tiny_model_threads
-from tiny import rule_dataset, tiny_backbone
+from tiny import killed_at_step, rule_dataset, tiny_backbone
 
 from bench.errors import BenchError
 from bench.method import RunContext
@@ -161,15 +161,8 @@ def test_a_run_killed_inside_an_epoch_resumes_to_the_uninterrupted_scores(tiny_l
     straight = make(tiny_lm, tmp_path / "straight", epochs=2)
     straight.fit(DATASET)
     monkeypatch.setattr(trainer_module, "COMMIT_EVERY_SECONDS", 1e-9)
-    real_step, steps = trainer_module.Trainer.step, []
-
-    def killed_at_third(self: Any, window: Any) -> Any:
-        steps.append(1)
-        if len(steps) == 3:
-            raise KeyboardInterrupt
-        return real_step(self, window)
-
-    monkeypatch.setattr(trainer_module.Trainer, "step", killed_at_third)
+    real_step = trainer_module.Trainer.step
+    killed_at_step(monkeypatch, trainer_module.Trainer, 3)
     with pytest.raises(KeyboardInterrupt):
         make(tiny_lm, tmp_path / "killed", epochs=2).fit(DATASET)
     monkeypatch.setattr(trainer_module.Trainer, "step", real_step)

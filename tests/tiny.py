@@ -73,3 +73,17 @@ def tiny_backbone(texts: list[str], seed: int = 0, hidden: int = 64, layers: int
     """(tiny_llama, word_tokenizer) over the vocabulary of `texts`: a drop-in for load_backbone in tests."""
     tokenizer = word_tokenizer(texts)
     return tiny_llama(len(tokenizer), seed=seed, hidden=hidden, layers=layers), tokenizer
+
+
+def killed_at_step(monkeypatch: Any, trainer_class: type, step: int) -> None:
+    """Patch `trainer_class.step` to raise KeyboardInterrupt (a Ctrl-C) when called the `step`-th time, as a
+    kill in the middle of a training; `monkeypatch.undo()` or the test's end restores it."""
+    real_step, calls = trainer_class.step, []
+
+    def killed(self: Any, window: Any) -> Any:
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real_step(self, window)
+
+    monkeypatch.setattr(trainer_class, "step", killed)
