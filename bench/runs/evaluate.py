@@ -212,15 +212,11 @@ def checked_resume(method: Method, cases: EvalCases, num_items: int, resume: Eva
     if not np.array_equal(again, resume.ranks[:probe]):
         log(f"evaluate: the {resume.done} ranks committed in {resume.path} do not reproduce on their first "
             f"{probe} requests (other weights or a scorer that is not deterministic here); ranking from the first")
-        return _restarted(resume)
+        return EvalProgress(resume.path, resume.fingerprint)
     log(f"evaluate: resuming after {resume.done} of {len(cases)} requests ranked by {resume.calls} earlier "
         f"call(s) ({resume.seconds:.0f} s of scoring), first {probe} re-ranked the same (delete {resume.path} "
         "to rank from the first)")
     return resume
-
-
-def _restarted(resume: EvalProgress) -> EvalProgress:
-    return EvalProgress(resume.path, resume.fingerprint)
 
 
 def _this_call() -> dict[str, Any]:
@@ -234,9 +230,11 @@ def _this_call() -> dict[str, Any]:
 
 def _commit(resume: EvalProgress, ranks: list[np.ndarray], seconds: float, device: str, fresh_window: bool,
             *, final: bool) -> None:
-    """Hand this call's ranks and seconds to the progress file (every SAVE_EVERY_SECONDS, and at the end)."""
-    resume.ranks = np.concatenate(ranks)
+    """Hand this call's ranks and seconds to the progress file (every SAVE_EVERY_SECONDS, and at the end);
+    the ranks are joined only then, not after every batch."""
     resume.seconds = resume.base_seconds + seconds
-    if resume.done and (final or resume.due()):
-        resume.peak_mb = max(resume.peak_mb, peak_memory_mb(device, since_reset=fresh_window)[0])
-        resume.save()
+    if final or resume.due():
+        resume.ranks = np.concatenate(ranks)
+        if resume.done:
+            resume.peak_mb = max(resume.peak_mb, peak_memory_mb(device, since_reset=fresh_window)[0])
+            resume.save()
