@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One long, resumable `bench run` on a CPU: scripts/cpu_long_run.sh METHOD PRESET [DATASET] [bench run args...].
 # Start it in the background at the start of a session and again in the next one: the trainers commit a
-# checkpoint after every epoch and every 10 minutes inside one (bench.train.lifecycle), so an interrupted run
+# checkpoint after every epoch and every 5 minutes inside one (bench.train.lifecycle), so an interrupted run
 # resumes at the step after its last commit (the work dir in .cache is normally kept between sessions; if it
 # is gone, the run starts again and says so). The record is written only when training has stopped by early
 # stopping or its epoch budget and the test requests are ranked; the ranking commits its ranks every 30 s
-# (bench/runs/eval_progress.py), so a run stopped while ranking goes on after its last committed request. THREADS=1 leaves a core for tests;
+# (bench/runs/eval_progress.py), so a run stopped while ranking goes on after its last committed request.
+# THREADS=1 leaves a core for tests;
 # PARALLEL=1 trains beside another long run instead of waiting for the training slot (timings then share the
 # cores, and the record says so). Stop it with SIGTERM (background jobs ignore SIGINT). FINISH=1 ends the run
 # where it stands instead (bench run --finish): validated, tested and recorded as stopped on request.

@@ -129,16 +129,17 @@ def test_bf16_ranks_like_fp32_with_the_same_adapter(tiny_backbone: None, tmp_pat
 
 def test_a_run_killed_inside_an_epoch_resumes_to_the_uninterrupted_weights(
         tiny_backbone: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Mid-epoch commits (every CHECKPOINT_EVERY_SECONDS; here after every step): a run killed at its
+    """Mid-epoch commits (every COMMIT_EVERY_SECONDS; here after every step): a run killed at its
     third optimizer step resumes at the step after the last commit and ends where the straight run ends."""
     import bench.train.lora_trainer as trainer_module
+    from bench.train import lifecycle
 
     dataset = rule_dataset(num_items=10, num_users=24, length=5, rule="next", seed=1)
     config = {**TINY, "epochs": 2, "batch_size": 4, "grad_accum": 2}
     straight = make(config, tmp_path / "straight")
     straight.fit(dataset)
 
-    monkeypatch.setattr(trainer_module, "CHECKPOINT_EVERY_SECONDS", 1e-9)
+    monkeypatch.setattr(lifecycle, "COMMIT_EVERY_SECONDS", 1e-9)
     real_step = trainer_module.LoRATrainer.step
     killed_at_step(monkeypatch, trainer_module.LoRATrainer, 3)
     with pytest.raises(KeyboardInterrupt):

@@ -157,10 +157,11 @@ def test_a_run_killed_inside_an_epoch_resumes_to_the_uninterrupted_scores(tiny_l
     third optimizer step (of three in an epoch) resumes at the step after the last commit, optimizer and
     schedule included, and scores as the straight run does."""
     import methods.cove.trainer as trainer_module
+    from bench.train import lifecycle
 
     straight = make(tiny_lm, tmp_path / "straight", epochs=2)
     straight.fit(DATASET)
-    monkeypatch.setattr(trainer_module, "COMMIT_EVERY_SECONDS", 1e-9)
+    monkeypatch.setattr(lifecycle, "COMMIT_EVERY_SECONDS", 1e-9)
     real_step = trainer_module.Trainer.step
     killed_at_step(monkeypatch, trainer_module.Trainer, 3)
     with pytest.raises(KeyboardInterrupt):

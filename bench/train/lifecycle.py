@@ -63,6 +63,12 @@ def request_finish(work_dir: Path, record_path: Path) -> None:
                                f"after its current step, validates, ranks the test requests and writes {record_path}")
 
 
+# Every training also commits inside an epoch at most this often (a full-Beauty epoch of CoVE, TIGER or LC-Rec
+# takes 40 minutes to hours on a 2-core CPU; a commit of CoVE's trainable tensors and optimizer, ~170 MB at
+# Beauty's 12k items, about a second), so a stopped run loses at most this much.
+COMMIT_EVERY_SECONDS = 300.0
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     name: str                      # the method's name, for log lines and progress bars
@@ -72,7 +78,7 @@ class LoopSettings:
     budget_minutes: float | None = None
     resume_only: bool = False      # RunContext.resume_only: load a finished run, never train
     validate_every: int = 1        # epochs between validations (the last epoch is always validated)
-    commit_every_seconds: float | None = None  # also commit inside an epoch this often (long epochs)
+    commit_every_seconds: float | None = None  # commit inside an epoch this often; None: COMMIT_EVERY_SECONDS
     # What `validate` returns (higher is better); a loss is returned negated ("negative validation loss").
     metric: str = "validation NDCG@10"
 
@@ -177,7 +183,7 @@ class TrainingLoop:
                 # committing alone would leave the others waiting in the next collective), in one all-reduce.
                 shared = sums_over_ranks([result.loss_sum, result.weight, result.examples,
                                           deadline is not None and now > deadline,
-                                          bool(s.commit_every_seconds) and now - last_commit > s.commit_every_seconds,
+                                          now - last_commit > (s.commit_every_seconds or COMMIT_EVERY_SECONDS),
                                           is_main() and self.finish_request_path.exists()])
                 totals, past_deadline, commit_due = shared[:3], shared[3] > 0, shared[4] > 0
                 if shared[5] > 0:

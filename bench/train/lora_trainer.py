@@ -46,9 +46,6 @@ class TrainExample:
     input_ids: list[int]
     labels: list[int]
 
-# A mid-epoch checkpoint at most this often, so an interrupted CPU run loses little.
-CHECKPOINT_EVERY_SECONDS = 300.0
-
 
 def collate(examples: list[TrainExample], pad_id: int) -> dict[str, torch.Tensor]:
     """Right padding; padded positions are masked out of attention and loss."""
@@ -125,7 +122,8 @@ def mean_token_loss(model: Any, examples: list[TrainExample], pad_id: int, *, ba
 
 class LoRATrainer:
     """Trains the adapter of a peft model in place on the shared lifecycle (bench.train.lifecycle), with a
-    commit every CHECKPOINT_EVERY_SECONDS inside an epoch too, so an interrupted CPU run loses little."""
+    commit every COMMIT_EVERY_SECONDS inside an epoch too (bench.train.lifecycle), so an interrupted CPU run
+    loses little."""
 
     def __init__(
         self,
@@ -161,7 +159,7 @@ class LoRATrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_warmup_decay(settings.warmup_steps, total))
         loop = LoopSettings(name, settings.epochs, settings.patience, seed, budget_minutes, resume_only,
-                            commit_every_seconds=CHECKPOINT_EVERY_SECONDS, metric=metric)
+                            metric=metric)
         key = setup_key(examples, {**key_extra, "seed": seed, "device": device, "precision": precision})
         self.loop = TrainingLoop(self, loop, model=model, work_dir=work_dir, validate=validate, log=log,
                                  fingerprint={"key": key})

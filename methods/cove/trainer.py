@@ -51,9 +51,6 @@ class Sample:
 
 MAX_GRAD_NORM = 1.0  # Hugging Face Trainer's default, which the authors' script used
 TRIM_EVERY = 25  # batches between heap trims on the CPU (bench.train.resources.trim_heap)
-# A commit inside an epoch at most this often: a full-Beauty epoch takes 40 minutes on a 2-core CPU, and a
-# commit (trainable tensors and optimizer, ~170 MB at Beauty's 12k items) about a second.
-COMMIT_EVERY_SECONDS = 300.0
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
@@ -157,8 +154,7 @@ class Trainer:
         warmup = math.ceil(settings.warmup_ratio * total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, total, warmup, settings.scheduler))
-        loop = LoopSettings("cove", settings.epochs, settings.patience, seed, budget_minutes, resume_only,
-                            commit_every_seconds=COMMIT_EVERY_SECONDS)
+        loop = LoopSettings("cove", settings.epochs, settings.patience, seed, budget_minutes, resume_only)
         training = {"seed": seed, "precision": precision, "budget_minutes": budget_minutes}
         self.loop = TrainingLoop(self, loop, model=model, work_dir=work_dir, validate=validate, log=log,
                                  fingerprint={"fingerprint": fingerprint, "training": training},

@@ -59,10 +59,6 @@ def tiger_precision(wanted: str, device: str, log: Any) -> str:
     return "fp32"
 
 
-# A commit inside an epoch at most this often: a full-Beauty epoch takes most of an hour on a 2-core CPU.
-COMMIT_EVERY_SECONDS = 300.0
-
-
 def lr_factor(warmup_steps: int, schedule: str) -> Any:
     """The learning-rate multiplier per optimizer step: linear warm-up to 1, then the paper's inverse-sqrt
     decay, or a constant rate (GRID's reproduction, the one that reached the paper's level at this size)."""
@@ -134,7 +130,7 @@ class TigerMethod(Method):
                        "seed": ctx.seed}
         loop = EpochTrainer(self.model, optimizer, LoopSettings("tiger", s.epochs, s.patience, ctx.seed,
                                                                 min(budgets) if budgets else None, ctx.resume_only,
-                                                                s.validate_every, COMMIT_EVERY_SECONDS),
+                                                                s.validate_every),
                             work_dir=ctx.work_dir, device=ctx.device,
                             validate=(lambda: ctx.validate(self)) if ctx.validate is not None else None,
                             log=ctx.log, fingerprint=fingerprint, scheduler=scheduler)
