@@ -56,6 +56,17 @@ def init(device: str) -> str | None:
     return dist.get_backend()
 
 
+def leave() -> None:
+    """Leave the process group before the process exits: a gloo group left to the interpreter's teardown can
+    abort the rank that finishes first ("terminate called without an active exception", seen once in CI while
+    rank 0 still wrote the record), and torchrun then kills the others. No collective follows this."""
+    if world()[1] > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def block(count: int) -> tuple[int, int]:
     """This rank's contiguous block of `count` items (sizes differ by at most one; none repeated)."""
     rank, size = world()
