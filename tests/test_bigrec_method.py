@@ -202,7 +202,9 @@ def test_early_stopping_keeps_best_epoch(tiny_backbone: None, tmp_path: Path):
     assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
 
 
-def test_validation_loss_picks_the_epoch_as_the_authors(tiny_backbone: None, tmp_path: Path):
+def test_validation_loss_picks_the_epoch_as_the_authors(tiny_backbone: None, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):
+    import bench.train.lora_trainer as lora_trainer
     from bench.train.lora_trainer import mean_token_loss
 
     dataset = rule_dataset(num_items=10, num_users=40, length=5, rule="next", seed=3)
@@ -220,6 +222,14 @@ def test_validation_loss_picks_the_epoch_as_the_authors(tiny_backbone: None, tmp
     one = mean_token_loss(method.model, examples, pad, batch_size=1, device="cpu", precision="fp32")
     many = mean_token_loss(method.model, examples, pad, batch_size=16, device="cpu", precision="fp32")
     assert one == pytest.approx(many, rel=1e-4) and -one == pytest.approx(max(scores), rel=1e-4)
+    # Batches are cut from the examples sorted by length, so each pads only to its own longest.
+    varied = [lora_trainer.TrainExample(e.input_ids[i % 5:], e.labels[i % 5:]) for i, e in enumerate(examples)]
+    widths: list[int] = []
+    real_collate = lora_trainer.collate
+    monkeypatch.setattr(lora_trainer, "collate", lambda batch, pad_id: widths.extend(
+        len(e.input_ids) for e in batch) or real_collate(batch, pad_id))
+    mean_token_loss(method.model, varied, pad, batch_size=4, device="cpu", precision="fp32")
+    assert widths == sorted(len(e.input_ids) for e in varied) != [len(e.input_ids) for e in varied]
     assert method.describe()["epoch_selection"] == "validation loss (as the authors)"
 
 

@@ -101,11 +101,12 @@ def load_adapter_state(model: Any, state: dict[str, torch.Tensor]) -> None:
 def mean_token_loss(model: Any, examples: list[TrainExample], pad_id: int, *, batch_size: int, device: str,
                     precision: str) -> float:
     """The mean loss per labelled token over `examples`, without gradients (BIGRec's authors pick the epoch by
-    this validation loss); under torchrun each rank takes its slice and the sums are shared."""
+    this validation loss); under torchrun each rank takes its slice and the sums are shared. Batches are cut from
+    the slice sorted by length, so a batch pads to similar lengths (the sum does not depend on the order)."""
     was_training = model.training
     model.eval()
     totals = [0.0, 0.0]
-    mine = my_slice(list(range(len(examples))))
+    mine = sorted(my_slice(list(range(len(examples)))), key=lambda p: len(examples[p].input_ids))
     with torch.no_grad():
         for start in range(0, len(mine), batch_size):
             batch = collate([examples[p] for p in mine[start:start + batch_size]], pad_id)
