@@ -45,6 +45,7 @@ RECORDS = [
     (Path("a-4.json"), run("a", 0.080, subsample=True)),      # a subsample
     (Path("a-5.json"), run("a", 0.070, stopped_by="max_train_minutes")),  # cut by its budget
     (Path("a-6.json"), run("a", 0.060, target="valid")),      # another position
+    (Path("a-8.json"), {**run("a", 0.065), "weights_from": {"config_hash": "2"}}),  # a-2's weights re-scored
     (Path("gen-1.json"), run("gen", 0.020, params=5_000_000)),
     (Path("capped-1.json"), run("capped", 0.010)),
 ]

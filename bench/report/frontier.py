@@ -35,10 +35,13 @@ class FrontierPoint:
 
 
 def main_table(record: Record) -> bool:
-    """A row a reader takes for the method: test position, every request, unmasked, converged."""
+    """A row a reader takes for the method: test position, every request, unmasked, converged, and a model of
+    its own (a `bench evaluate` re-scoring of another run's weights is that run's model: taking the better of
+    the two would pick on test noise, and its speed is not what the speed entry timed)."""
     sub = record.get("subsample")
     return (record.get("eval_target", "test") == "test" and not sub and not record.get("mask_history")
-            and not cut_short(record) and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
+            and not record.get("weights_from") and not cut_short(record)
+            and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
 
 
 def best_rows(records: list[tuple[Path, Record]], dataset: str) -> dict[str, tuple[list[Path], Record, float]]:
