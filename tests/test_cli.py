@@ -353,7 +353,9 @@ def test_demo_rows_keep_a_subsample_row_only_when_it_beats_pop():
     strong = record("bigrec", 0.2, 256, subsample=sub)
     cut = record("gru4rec", 0.06, 20000, method_info={"stopped_by": "max_train_minutes"})
     done = record("gru4rec", 0.05, 20000, method_info={"stopped_by": "early_stopping"}, config_hash="g2")
-    table = choose_rows([pop, near, strong, cut], [pop, near, strong, cut, done], floor="pop")
+    rescored = {**done, "metrics": {"ndcg@10": 0.026, "hr@10": 0.05}, "config_hash": "g3",
+                "weights_from": {"config_hash": "g2"}}  # bench evaluate: done's weights, another scoring switch
+    table = choose_rows([pop, near, strong, cut], [pop, near, strong, cut, done, rescored], floor="pop")
     assert [r["method"] for r in table.rows] == ["bigrec", "gru4rec", "pop"] and table.rows[1] is done
     assert table.left_out == [near] and table.replaced == [(cut, done)]
 

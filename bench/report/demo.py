@@ -87,6 +87,8 @@ def choose_rows(demo_records: list[Record], all_records: list[Record], floor: st
     cut: list[Record] = []
     for method in methods:
         full = [r for r in pool if r["method"] == method and not r.get("subsample")]
+        # A bench-evaluate re-scoring of a run's weights is that run's model, not a stronger one.
+        full = [r for r in full if not r.get("weights_from")] or full
         converged = [r for r in full if not cut_short(r)]
         if converged or full:
             best = max(converged or full, key=lambda r: r["metrics"].get("ndcg@10", 0.0))
