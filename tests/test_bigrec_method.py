@@ -367,3 +367,68 @@ def test_the_grounding_gamma_loads_the_same_trained_adapter(tiny_backbone: None,
     with pytest.raises(BenchError, match="no finished bigrec training"):  # a training setting: another run
         make({**TINY, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3}, tmp_path / "work",
              resume_only=True).fit(dataset)
+
+
+def test_a_variant_grounds_the_texts_an_earlier_scoring_generated(tiny_backbone: None, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    """reuse_generations: the same weights grounded again (another gamma) read the work dir's generated texts
+    and decode nothing, with the same ranking as decoding again; without it, or after the adapter changed,
+    every request is decoded."""
+    import methods.bigrec.generate as generate_module
+
+    decoded: list[int] = []
+    real = generate_module.generate
+    monkeypatch.setattr(generate_module, "generate", lambda model, tokenizer, prompts, **kw: decoded.append(
+        len(prompts)) or real(model, tokenizer, prompts, **kw))
+    dataset = rule_dataset(num_items=10, num_users=30, length=5, rule="next", seed=3)
+    work = tmp_path / "work"
+    users, histories = dataset.split.test.users[:6], dataset.split.test.histories[:6]
+    first = make({**TINY, "epochs": 1}, work)
+    first.fit(dataset)
+    plain = first.score(users, histories)
+    assert sum(decoded) == 6 and list(work.glob("generations-*-r0.jsonl"))
+
+    def variant(**settings: Any) -> Any:
+        method = make({**TINY, "epochs": 1, "gamma": 0.5, **settings}, work, resume_only=True)
+        method.fit(dataset)
+        return method
+
+    decoded.clear()
+    reusing = variant(reuse_generations=True)
+    adjusted = reusing.score(users, histories)
+    assert decoded == [] and reusing.describe()["generations_reused"] == 6
+    assert reusing.describe()["generated_samples"] == 0
+    decoding = variant()
+    assert np.array_equal(decoding.score(users, histories), adjusted) and sum(decoded) == 6
+    assert decoding.describe()["generations_reused"] is None
+    assert not np.array_equal(plain, adjusted)  # gamma changed the grounding, not the texts
+    # Another adapter (the weights changed) never reads the texts of the old one.
+    decoded.clear()
+    with torch.no_grad():
+        next(p for n, p in reusing.model.named_parameters() if "lora_B" in n).add_(0.5)
+    reusing.score(users, histories)
+    assert sum(decoded) == 6
+
+
+def test_the_generation_store_skips_a_line_cut_by_a_kill(tmp_path: Path):
+    from methods.bigrec.generation_store import GenerationStore
+
+    store = GenerationStore(tmp_path, "k1")
+    store.add(["a", "b"], ['"A"', '"B"'], [3, 4])
+    with open(store.path, "a") as handle:
+        handle.write('{"prompt": "x", "te')  # the process died inside this write
+    GenerationStore(tmp_path, "k1", rank=1).add(["c"], ['"C"'], [2])  # another rank's file
+    again = GenerationStore(tmp_path, "k1")
+    assert again.get("a") == ('"A"', 3) and again.get("c") == ('"C"', 2) and again.get("x") is None
+    assert GenerationStore(tmp_path, "k2").get("a") is None
+
+
+def test_a_row_that_reused_generations_shows_no_samples_per_second():
+    from bench.report.tables import record_row
+
+    record = {"method": "bigrec", "dataset": "d", "metrics": {"ndcg@10": 0.01}, "samples_per_sec": 55.0,
+              "config": {"bigrec": {}}, "method_info": {"epochs_run": 3, "epochs_max": 50, "generations_reused": 2000}}
+    row = record_row(Path("bigrec-x.json"), record)
+    assert row["samples_per_sec"] is None and "2,000 generated texts reused" in row["training"]
+    decoded = record_row(Path("bigrec-y.json"), {**record, "method_info": {"epochs_run": 3, "epochs_max": 50}})
+    assert decoded["samples_per_sec"] == 55.0 and "reused" not in decoded["training"]

@@ -73,6 +73,12 @@ def train_seconds(record: Record) -> float | None:
     return total if total is not None else record.get("train_seconds")
 
 
+def reused_generations(record: Record) -> bool:
+    """A generative method grounded texts it had generated in an earlier scoring (BIGRec's reuse_generations):
+    its scoring seconds are not a decoding speed."""
+    return bool((record.get("method_info") or {}).get("generations_reused"))
+
+
 def training_text(record: Record) -> str:
     """Epochs run of the maximum and why training stopped, so an undertrained row is visible."""
     summary = training_summary(record)
@@ -90,6 +96,8 @@ def training_text(record: Record) -> str:
                  else f"train s sums its {calls} calls" if calls else "train s sums all its calls")
         text = f"{text} (resumed after epoch {resumed}; {scope})"
     info = record.get("method_info") or {}
+    if reused_generations(record):
+        text = f"{text}; {info['generations_reused']:,} generated texts reused from an earlier scoring (no samples/s)"
     if info.get("examples_seen") and info.get("paper_train_samples"):  # how far from the paper's training
         text = f"{text}; {info['examples_seen'] / 1e6:.2f}M samples seen (paper: {info['paper_train_samples']})"
     return f"{text}; shared the machine with other runs (--parallel)" if record.get("exclusive") is False else text

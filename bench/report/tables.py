@@ -12,7 +12,15 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.report.formatting import defined
-from bench.report.labels import effect_key, method_label, swept_text, train_scope, train_seconds, training_text
+from bench.report.labels import (
+    effect_key,
+    method_label,
+    reused_generations,
+    swept_text,
+    train_scope,
+    train_seconds,
+    training_text,
+)
 from bench.report.significance import bootstrap_ci, holm, sign_flip_p_values
 from bench.report.speed_tables import device_text
 from bench.runs.metrics import METRIC_NAMES, per_request_metrics
@@ -91,7 +99,7 @@ def record_row(path: Path, record: Record, ranks: dict[str, Any] | None = None) 
         "training": training_text(record),
         "seed": record.get("seed"),
         "train_s": train_seconds(record),
-        "samples_per_sec": record.get("samples_per_sec"),
+        "samples_per_sec": None if reused_generations(record) else record.get("samples_per_sec"),
         "device": device_text(record),
         "date": str(record.get("created", ""))[:10],
         "record": f"{record['dataset']}/{path.name}",

@@ -59,12 +59,13 @@ def requests_fingerprint(cases: EvalCases, config: dict[str, Any], mask_history:
 
 
 def weight_files(work_dir: Path) -> list[tuple[str, int, int]]:
-    """(name, bytes, mtime ns) of every file under a work dir but its state, locks, temp files and these
-    progress files: what a training committed, which a load-only call reads and never rewrites."""
+    """(name, bytes, mtime ns) of every file under a work dir but its state, locks, temp files, JSON Lines
+    (caches a scoring appends to, e.g. BIGRec's generated texts) and these progress files: what a training
+    committed, which a load-only call reads and never rewrites."""
     root = Path(work_dir)
     if not root.is_dir():
         return []
-    skipped = (".json", ".lock", ".tmp")
+    skipped = (".json", ".jsonl", ".lock", ".tmp")
     return sorted((str(path.relative_to(root)), path.stat().st_size, path.stat().st_mtime_ns)
                   for path in root.rglob("*")
                   if path.is_file() and not path.name.endswith(skipped) and not path.match(PATTERN))

@@ -56,7 +56,7 @@ class BIGRecMethod(Method):
     data_parallel = True  # its trainer splits every micro-batch over torchrun's ranks and averages gradients
     loads_finished_runs = True
     # The second grounding step (gamma, its side score) re-scores the same weights: not part of training's key.
-    evaluation_keys = ("gamma", "side_score")
+    evaluation_keys = ("gamma", "side_score", "reuse_generations")
 
     settings_parser = staticmethod(parse_settings)
 
@@ -67,6 +67,7 @@ class BIGRecMethod(Method):
         self._generated_tokens = 0
         self._generated_samples = 0
         self._generated_at_cap = 0
+        self._reused_generations = 0
         self.exact_new_tokens: int | None = None
         self.precision = "fp32"  # resolved when the backbone loads
         self._info: dict[str, Any] = {}
@@ -90,6 +91,7 @@ class BIGRecMethod(Method):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         fingerprint = weights_fingerprint(base)
+        self._backbone_fingerprint = fingerprint
         self.backbone_params = sum(p.numel() for p in base.parameters())
         lora = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
                           target_modules=list(s.lora_targets), bias="none", task_type="CAUSAL_LM")
@@ -169,7 +171,7 @@ class BIGRecMethod(Method):
         self.model.eval()
         self._choose_gamma(validate)
         self._query_cache = None
-        self._generated_tokens = self._generated_samples = self._generated_at_cap = 0
+        self._generated_tokens = self._generated_samples = self._generated_at_cap = self._reused_generations = 0
 
     def _valid_loss_examples(self, dataset: Dataset) -> list[Any]:
         """The validation examples whose loss picks the epoch: each validation request (history, target) of a
@@ -231,25 +233,54 @@ class BIGRecMethod(Method):
 
     # -- step 2 ---------------------------------------------------------------------------
     def _queries(self, histories: list[list[int]]) -> np.ndarray:
-        from methods.bigrec.generate import generate
-
         keys = [tuple(h[-self.settings.max_history:] if self.settings.max_history > 0 else h) for h in histories]
         cache = self._query_cache
-        # Every request is generated (timed honestly); only the gamma search reuses generations.
+        # Every request is generated (timed honestly) unless reuse_generations; the gamma search reuses its own.
         missing = keys if cache is None else [k for k in dict.fromkeys(keys) if k not in cache]
         if missing:
-            out = generate(self.model, self.tokenizer, [self._prompt(list(k)) for k in missing],
+            texts = self._generate([self._prompt(list(k)) for k in missing])
+            vectors = self.embedder.embed([unquote(text) for text in texts])
+            if cache is None:
+                return vectors
+            cache.update(zip(missing, vectors))
+        return np.stack([cache[k] for k in keys])  # type: ignore[index]
+
+    def _generate(self, prompts: list[str]) -> list[str]:
+        """The top beam's text per prompt: decoded, or with reuse_generations read from the work dir's store
+        of this decoding of these weights (every decoded text is added to it)."""
+        from methods.bigrec.generate import generate
+
+        store = self._generation_store()
+        texts: list[str | None] = [None] * len(prompts)
+        if self.settings.reuse_generations:
+            for i, prompt in enumerate(prompts):
+                stored = store.get(prompt)
+                texts[i] = stored[0] if stored else None
+            self._reused_generations += sum(text is not None for text in texts)
+        todo = [i for i, text in enumerate(texts) if text is None]
+        if todo:
+            out = generate(self.model, self.tokenizer, [prompts[i] for i in todo],
                            num_beams=self.settings.num_beams, max_new_tokens=self.settings.max_new_tokens,
                            exact_new_tokens=self.exact_new_tokens, device=self.context.device,
                            precision=self.precision)
             self._generated_tokens += sum(out.tokens)
             self._generated_samples += len(out.tokens)
             self._generated_at_cap += sum(count >= self.settings.max_new_tokens for count in out.tokens)
-            vectors = self.embedder.embed([unquote(text) for text in out.texts])
-            if cache is None:
-                return vectors
-            cache.update(zip(missing, vectors))
-        return np.stack([cache[k] for k in keys])  # type: ignore[index]
+            store.add([prompts[i] for i in todo], out.texts, out.tokens)
+            for i, text in zip(todo, out.texts):
+                texts[i] = text
+        return [str(text) for text in texts]
+
+    def _generation_store(self) -> Any:
+        from bench.train.distributed import world
+        from methods.bigrec.generation_store import GenerationStore, adapter_fingerprint, store_key
+
+        s = self.settings
+        key = store_key({"backbone": self._backbone_fingerprint, "adapter": adapter_fingerprint(self.model),
+                         "num_beams": s.num_beams, "max_new_tokens": s.max_new_tokens,
+                         "exact_new_tokens": self.exact_new_tokens, "precision": self.precision,
+                         "device": self.context.device.split(":")[0]})
+        return GenerationStore(self.context.work_dir, key, rank=world()[0])
 
     def score(self, users: list[int], histories: list[list[int]]) -> np.ndarray:
         distance = self.index.distances(self._queries(histories))
@@ -303,6 +334,8 @@ class BIGRecMethod(Method):
                                             if self._generated_samples else None),
             "generated_tokens_counting": "top beam, prompt excluded, closing EOS included; evaluation only",
             "generated_samples": self._generated_samples,
+            # Texts grounded from the work dir's store instead of decoded (reuse_generations).
+            "generations_reused": self._reused_generations if s.reuse_generations else None,
             # Requests whose decoding ran into max_new_tokens: their time is set by the cap, not the weights.
             "generated_at_cap_fraction": (round(self._generated_at_cap / self._generated_samples, 4)
                                           if self._generated_samples else None),

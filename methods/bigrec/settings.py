@@ -42,6 +42,10 @@ class BIGRecSettings:
     eval_batch_size: int = 8
     gamma: float | str = 0.0
     side_score: str = "popularity"
+    # Ground the texts an earlier scoring of the same weights generated (methods/bigrec/generation_store.py)
+    # instead of decoding again: for variants of the grounding under bench evaluate. Samples/s is then not a
+    # decoding speed, and the record says how many were reused.
+    reuse_generations: bool = False
     max_train_minutes: float = 0.0
     # "eos": stop at EOS or max_new_tokens (the method as published). For speed measurements only:
     # "mean_title" = exactly the catalogue's mean response length in tokens, or a fixed count.
