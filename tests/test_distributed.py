@@ -91,6 +91,10 @@ def test_pop_scores_the_same_on_two_ranks_and_recbole_refuses(isolated: Path):
     assert launch(1, "run", "--method", "pop", "--dataset", "tiny").returncode == 0
     metrics = [r["metrics"] for r in records(isolated).values()]
     assert len(metrics) == 2 and metrics[0] == metrics[1]
+    # Several runs in one launch share the process group, which is left once, when the command ends.
+    seeds = launch(2, "run", "--method", "pop", "--dataset", "tiny", "--seeds", "1,2")
+    assert seeds.returncode == 0, seeds.stderr[-2000:]
+    assert len(records(isolated)) == 4
     refused = launch(2, "run", "--method", "gru4rec", "--dataset", "tiny")
     # Each rank exits 2 with the one-line error (torchrun then reports the failed children itself).
     assert refused.returncode != 0 and "error: gru4rec: no data-parallel training here" in refused.stderr

@@ -10,6 +10,7 @@ import typer
 from bench.cli import report_commands, run_commands  # noqa: F401  (registers the commands)
 from bench.cli.common import app
 from bench.errors import BenchError
+from bench.train.distributed import leave
 
 INTERRUPTED = "interrupted: nothing was recorded for the unfinished run"
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as a shell reports them
@@ -54,21 +55,29 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     try:
+        sys.exit(_exit_code())
+    finally:
+        # Under torchrun: once the command is done (--seeds and demo run several runs in one group).
+        leave()
+
+
+def _exit_code() -> int:
+    try:
         code = app(standalone_mode=False, prog_name="bench")
     except BenchError as error:
         typer.echo(f"error: {error}", err=True)
-        sys.exit(2)
+        return 2
     except (KeyboardInterrupt, *_click_exceptions("Abort")):
-        sys.exit(_interrupted_code())
+        return _interrupted_code()
     except _click_exceptions("ClickException") as error:
         error.show()  # click's short usage message, no traceback
-        sys.exit(error.exit_code)
+        return error.exit_code
     except _click_exceptions("Exit") as error:
-        sys.exit(error.exit_code)
+        return error.exit_code
     # Without standalone mode typer returns Ctrl-C as 130 and typer.Exit(n) as n instead of raising.
     if code == EXIT_INTERRUPTED:
         code = _interrupted_code()
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def run(
     computing nothing. A run waits for any other training under the same cache folder unless `parallel`
     (recorded as `exclusive: false`). `finish`: bench.train.lifecycle.request_finish.
     """
-    from bench.train.distributed import barrier, init, is_main, leave, local_device, world
+    from bench.train.distributed import barrier, init, is_main, local_device, world
 
     config = config if config is not None else load_config()
     set_torch_threads(threads)
@@ -224,7 +224,6 @@ def run(
                                  "hardware_per_rank": gather(hardware_info(local_device(device)))}
     per_request = record.pop(PER_REQUEST_KEY)
     if not main:  # the same record exists on every rank; rank 0 writes it
-        leave()
         return RunOutcome(record, path, reused=False)
     try:
         record["ranks"] = save_ranks(path, per_request)
@@ -234,7 +233,6 @@ def run(
     saved = save_record(path, record, paths.cache_dir, log)
     if record["ranks"] is not None:  # the ranks now live beside the record
         clear_progress(work_dir)
-    leave()
     return RunOutcome(record, saved, reused=False)
 
 
