@@ -80,6 +80,9 @@ class Method(ABC):
     # Settings of the method's section that change only how a trained model scores, never its training or the
     # epoch it keeps (BIGRec's grounding gamma): `bench evaluate` may change them on a recorded run's weights.
     evaluation_keys: tuple[str, ...] = ()
+    # Settings forced while `bench speed` times the method: a cache that would skip the timed work (BIGRec's
+    # reuse_generations) must not turn a decoding speed into a lookup speed.
+    timing_overrides: dict[str, Any] = {}
 
     # A method with a typed settings parser of its own sets this (staticmethod; raises BenchError); its
     # result is `self.settings`.

@@ -48,13 +48,16 @@ RECORDS = [
     (Path("a-8.json"), {**run("a", 0.065), "weights_from": {"config_hash": "2"}}),  # a-2's weights re-scored
     (Path("gen-1.json"), run("gen", 0.020, params=5_000_000)),
     (Path("capped-1.json"), run("capped", 0.010)),
+    (Path("masked-1.json"), run("masked", 0.010, masked=True)),  # only re-scored unmasked: that row counts
+    (Path("masked-2.json"), {**run("masked", 0.008), "weights_from": {"config_hash": "1"}}),
 ]
 
 
 def test_best_rows_take_only_main_table_records():
     best = best_rows(RECORDS, "toy")
     assert {m: [p.name for p in paths] for m, (paths, _, _) in best.items()} == {
-        "a": ["a-2.json", "a-7.json"], "gen": ["gen-1.json"], "capped": ["capped-1.json"]}
+        "a": ["a-2.json", "a-7.json"], "gen": ["gen-1.json"], "capped": ["capped-1.json"],
+        "masked": ["masked-2.json"]}
     assert best["a"][2] == pytest.approx(0.045)  # seeds merged, as the main table merges them
     assert best_rows(RECORDS, "other") == {}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -215,6 +216,15 @@ def test_trained_weights_are_loaded_from_a_copy_never_retrained(fakes: dict[str,
     assert "sasrec_native (runs/tiny/" in outcome.record["weights"] and "NOT trained" in outcome.record["weights"]
     assert (work / "weights.json").read_bytes() == before and not list(work.parent.glob("speed-*"))
 
+    # A bench-evaluate re-scoring of those weights (better on test, weights copied) is never the one timed.
+    variant = {**recorded.record, "config_hash": "rescored0001", "weights_from": {"config_hash": "x"},
+               "metrics": {**recorded.record["metrics"], "ndcg@10": 1.0}}
+    (recorded.path.parent / "sasrec_native-rescored0001.json").write_text(json.dumps(variant))
+    shutil.copytree(work, work.parent / "sasrec_native-rescored0001")
+    again = measure_speed("tiny", ["sasrec_native"], num_prompts=3, repeats=1, config=fakes, trained=True,
+                          log=lambda _: None)
+    assert again.record["methods"]["sasrec_native"]["weights"]["record"] == f"runs/tiny/{recorded.path.name}"
+
     # Its twin: without --trained the same method is quick-fitted (trains again, on a few users' sequences).
     plain = measure_speed("tiny", ["sasrec_native"], num_prompts=3, repeats=1, config=fakes, log=lambda _: None)
     assert len(trainings) == 2 and plain.record["methods"]["sasrec_native"]["weights"] == {"kind": "quick_fit"}
@@ -228,8 +238,6 @@ def test_trained_weights_are_loaded_from_a_copy_never_retrained(fakes: dict[str,
                       config=fakes, log=lambda _: None)
     with pytest.raises(BenchError, match="no such record file"):
         measure_speed("tiny", ["sasrec_native"], records=[isolated / "missing.json"], config=fakes, log=lambda _: None)
-    import shutil
-
     (work / "weights.json").unlink()  # a work dir without a finished training: refused, never trained
     with pytest.raises(BenchError, match="no finished sasrec_native training to load"):
         measure_speed("tiny", ["sasrec_native"], records=[recorded.path], config=fakes, log=lambda _: None)
@@ -241,3 +249,12 @@ def test_trained_weights_are_loaded_from_a_copy_never_retrained(fakes: dict[str,
     monkeypatch.setattr(seen().FakeTrainable, "loads_finished_runs", False)
     with pytest.raises(BenchError, match="cannot promise to only load"):
         measure_speed("tiny", ["sasrec_native"], records=[recorded.path], config=fakes, log=lambda _: None)
+
+
+def test_timing_never_reuses_a_methods_cached_work(fakes: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
+    """Method.timing_overrides win over the config while timing (BIGRec's reuse_generations would time lookups)."""
+    monkeypatch.setattr(seen().FakeBIGRec, "timing_overrides", {"reuse_generations": False})
+    fakes["bigrec"] = {"max_new_tokens": 64, "reuse_generations": True}
+    outcome = measure_speed("tiny", ["bigrec"], num_prompts=3, repeats=1, config=fakes, log=lambda _: None)
+    assert seen().CONFIGS["bigrec"]["reuse_generations"] is False
+    assert outcome.record["config"]["methods"]["bigrec"]["bigrec"]["reuse_generations"] is False

@@ -84,5 +84,9 @@ def print_record(outcome: Any) -> None:
     status = "reused" if outcome.reused else "recorded"
     metrics = "  ".join(f"{key}={value:.4f}" for key, value in ordered_metrics(record["metrics"]))
     typer.echo(f"{record['method']} on {record['dataset']} ({record.get('eval_target', 'test')}): {metrics}")
-    typer.echo(f"train {record['train_seconds']:.1f}s, {record['samples_per_sec']:.1f} samples/s, "
+    from bench.report.labels import scoring_speed
+
+    speed = scoring_speed(record)
+    speed_text = f"{speed:.1f} samples/s" if speed is not None else "no samples/s (generations reused)"
+    typer.echo(f"train {record['train_seconds']:.1f}s, {speed_text}, "
                f"peak {record['peak_memory_mb']:.0f} MB; {status} at {outcome.path}")

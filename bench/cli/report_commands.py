@@ -89,6 +89,7 @@ def show_command(
 def render_record(path: Path, record: dict, label: str) -> list[str]:
     """The facts a reader asks of one run first, in the order they ask; everything else is in the JSON."""
     from bench.report.demo import training_text
+    from bench.report.labels import scoring_speed
 
     sub = record.get("subsample") or {}
     info = record.get("method_info") or {}
@@ -103,7 +104,7 @@ def render_record(path: Path, record: dict, label: str) -> list[str]:
              + (f"; train subsample {sub['train']}" if sub.get("train") else ""),
              f"time:       train {record.get('train_seconds')} s this call"
              + (f", {total} s over {calls or '?'} calls" if total is not None and calls not in (None, 1) else "")
-             + f"; evaluation {record.get('eval_seconds')} s, {record.get('samples_per_sec')} samples/s",
+             + f"; evaluation {record.get('eval_seconds')} s, {scoring_speed(record) or '–'} samples/s",
              f"memory:     inference peak {record.get('peak_memory_mb')} MB, training peak "
              f"{record.get('train_peak_memory_mb')} MB",
              f"run:        seed {record.get('seed')}, device {record.get('device')}, budget "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.report.formatting import fmt_number
-from bench.report.labels import method_label, train_seconds
+from bench.report.labels import method_label, scoring_speed, train_seconds
 from bench.store.results import cut_short, training_summary
 
 Record = dict[str, Any]
@@ -124,7 +124,7 @@ def render_demo(table: DemoTable) -> list[str]:
         metrics = record["metrics"]
         lines.append(f"{method_label(record)[:21]:<21} {data_text(record)[:18]:<18} {metrics.get('ndcg@10', 0):>8.4f} "
                      f"{metrics.get('hr@10', 0):>7.4f} {training_text(record)[:21]:<21} "
-                     f"{fmt_number(train_seconds(record)):>9} {fmt_number(record.get('samples_per_sec')):>9}")
+                     f"{fmt_number(train_seconds(record)):>9} {fmt_number(scoring_speed(record)):>9}")
     if table.not_converged:
         names = ", ".join(f"{method_label(r)} ({training_text(r)})" for r in table.not_converged)
         lines.append(f"Not converged, so not shown (no run of theirs ended by early stopping or its epochs; in "

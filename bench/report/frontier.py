@@ -35,21 +35,23 @@ class FrontierPoint:
 
 
 def main_table(record: Record) -> bool:
-    """A row a reader takes for the method: test position, every request, unmasked, converged, and a model of
-    its own (a `bench evaluate` re-scoring of another run's weights is that run's model: taking the better of
-    the two would pick on test noise, and its speed is not what the speed entry timed)."""
+    """A row a reader takes for the method: test position, every request, unmasked, converged."""
     sub = record.get("subsample")
     return (record.get("eval_target", "test") == "test" and not sub and not record.get("mask_history")
-            and not record.get("weights_from") and not cut_short(record)
-            and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
+            and not cut_short(record) and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
 
 
 def best_rows(records: list[tuple[Path, Record]], dataset: str) -> dict[str, tuple[list[Path], Record, float]]:
     """method -> (its best main-table row's records, one of them, their mean test NDCG@10): runs that differ
-    only by seed are one row, as in the main table (bench.report.labels.effect_key); ties: the earlier name."""
+    only by seed are one row, as in the main table (bench.report.labels.effect_key); ties: the earlier name.
+    A `bench evaluate` re-scoring counts only for a method without a row of its own: it is another run's
+    model (taking the better of the two would pick on test noise, and the speed entry timed the source)."""
+    rows = [(path, record) for path, record in sorted(records, key=lambda item: item[0].name)
+            if record.get("dataset") == dataset and main_table(record)]
+    own = {record["method"] for _, record in rows if not record.get("weights_from")}
     groups: dict[tuple[str, str], list[tuple[Path, Record]]] = {}
-    for path, record in sorted(records, key=lambda item: item[0].name):
-        if record.get("dataset") == dataset and main_table(record):
+    for path, record in rows:
+        if not (record.get("weights_from") and record["method"] in own):
             groups.setdefault((record["method"], effect_key(record)), []).append((path, record))
     best: dict[str, tuple[list[Path], Record, float]] = {}
     for (method, _), runs in groups.items():

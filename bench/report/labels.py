@@ -79,6 +79,11 @@ def reused_generations(record: Record) -> bool:
     return bool((record.get("method_info") or {}).get("generations_reused"))
 
 
+def scoring_speed(record: Record) -> float | None:
+    """The record's samples/s, or None where its scoring grounded reused generations (not a decoding speed)."""
+    return None if reused_generations(record) else record.get("samples_per_sec")
+
+
 def training_text(record: Record) -> str:
     """Epochs run of the maximum and why training stopped, so an undertrained row is visible."""
     summary = training_summary(record)

@@ -15,7 +15,7 @@ from bench.report.formatting import defined
 from bench.report.labels import (
     effect_key,
     method_label,
-    reused_generations,
+    scoring_speed,
     swept_text,
     train_scope,
     train_seconds,
@@ -99,7 +99,7 @@ def record_row(path: Path, record: Record, ranks: dict[str, Any] | None = None) 
         "training": training_text(record),
         "seed": record.get("seed"),
         "train_s": train_seconds(record),
-        "samples_per_sec": None if reused_generations(record) else record.get("samples_per_sec"),
+        "samples_per_sec": scoring_speed(record),
         "device": device_text(record),
         "date": str(record.get("created", ""))[:10],
         "record": f"{record['dataset']}/{path.name}",

@@ -53,14 +53,15 @@ def recorded_weights(path: Path, method: str, dataset: Any, cache_dir: Path, reg
 def find_trained_records(results_dir: Path, dataset: Any, methods: list[str], cache_dir: Path,
                          registry: Any) -> dict[str, RecordedWeights]:
     """For each method, the recorded run on this split with the best recorded NDCG@10 whose weights are
-    still here (ties: the newest); methods without one are left out (they get the quick fit)."""
+    still here (ties: the newest); methods without one are left out (they get the quick fit). A `bench
+    evaluate` re-scoring is its source's model under other scoring switches, never the one timed."""
     def strength(record: dict[str, Any]) -> tuple[float, str]:
         return (record.get("metrics") or {}).get("ndcg@10") or 0.0, record.get("created") or ""
 
     found: dict[str, RecordedWeights] = {}
     for path, record in iter_records(results_dir):
         method = record.get("method")
-        if method not in methods or record.get("dataset") != dataset.name:
+        if method not in methods or record.get("dataset") != dataset.name or record.get("weights_from"):
             continue
         try:
             candidate = recorded_weights(path, method, dataset, cache_dir, registry)

@@ -297,6 +297,10 @@ def measure_speed(
         effective[method] = weights.record["config"]
         applied_quick[method] = []
         log(f"{method}: trained weights of {weights.describe()['record']}")
+    for method in methods:
+        forced = registry.load(method).timing_overrides
+        if forced:
+            effective[method] = {**effective[method], method: {**effective[method][method], **forced}}
     cases = subsample_cases(dataset.split.cases(target), num_prompts)
     hardware = hardware_info(device)
     measured: dict[str, Any] = {}

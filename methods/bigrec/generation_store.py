@@ -29,8 +29,17 @@ def adapter_fingerprint(model: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+# Bumped when bench.train.beam_search or the way BIGRec decodes changes what a decoding writes.
+DECODER_VERSION = 1
+
+
 def store_key(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The decoding's identity: the caller's parts, the decoder's version and the libraries that decode."""
+    import torch
+    import transformers
+
+    every = {**parts, "decoder": DECODER_VERSION, "torch": torch.__version__, "transformers": transformers.__version__}
+    return hashlib.sha256(json.dumps(every, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def prompt_key(prompt: str) -> str:
@@ -48,7 +57,11 @@ class GenerationStore:
     def _read(self) -> dict[str, tuple[str, int]]:
         known: dict[str, tuple[str, int]] = {}
         for path in sorted(self.work_dir.glob(f"generations-{self.key}-r*{SUFFIX}")):
-            for line in path.read_text(errors="replace").splitlines():
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+            except OSError:
+                continue  # unreadable: those prompts are decoded again
+            for line in lines:
                 try:
                     entry = json.loads(line)
                     known[str(entry["prompt"])] = (str(entry["text"]), int(entry["tokens"]))

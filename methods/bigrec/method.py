@@ -57,6 +57,7 @@ class BIGRecMethod(Method):
     loads_finished_runs = True
     # The second grounding step (gamma, its side score) re-scores the same weights: not part of training's key.
     evaluation_keys = ("gamma", "side_score", "reuse_generations")
+    timing_overrides = {"reuse_generations": False}
 
     settings_parser = staticmethod(parse_settings)
 
@@ -68,6 +69,7 @@ class BIGRecMethod(Method):
         self._generated_samples = 0
         self._generated_at_cap = 0
         self._reused_generations = 0
+        self._stores: dict[str, Any] = {}  # generation stores by key (_generation_store)
         self.exact_new_tokens: int | None = None
         self.precision = "fp32"  # resolved when the backbone loads
         self._info: dict[str, Any] = {}
@@ -272,6 +274,8 @@ class BIGRecMethod(Method):
         return [str(text) for text in texts]
 
     def _generation_store(self) -> Any:
+        """The store of this decoding of the weights as they are now (the adapter is hashed on every call: an
+        epoch validated by NDCG decodes with other weights than the test), one per key, read once."""
         from bench.train.distributed import world
         from methods.bigrec.generation_store import GenerationStore, adapter_fingerprint, store_key
 
@@ -279,8 +283,10 @@ class BIGRecMethod(Method):
         key = store_key({"backbone": self._backbone_fingerprint, "adapter": adapter_fingerprint(self.model),
                          "num_beams": s.num_beams, "max_new_tokens": s.max_new_tokens,
                          "exact_new_tokens": self.exact_new_tokens, "precision": self.precision,
-                         "device": self.context.device.split(":")[0]})
-        return GenerationStore(self.context.work_dir, key, rank=world()[0])
+                         "device": self.context.device.split(":")[0], "model": s.model})
+        if key not in self._stores:
+            self._stores[key] = GenerationStore(self.context.work_dir, key, rank=world()[0])
+        return self._stores[key]
 
     def score(self, users: list[int], histories: list[list[int]]) -> np.ndarray:
         distance = self.index.distances(self._queries(histories))
