@@ -116,6 +116,11 @@ def test_a_methods_evaluation_keys_may_change_and_others_may_not():
                                 ("cove.gamma=1", "changes only")):
         with pytest.raises(BenchError, match=message):
             evaluation_changes(record, [assignment], "r.json", ("gamma", "side_score"))
+    keys, shortcuts = ("gamma", "side_score", "reuse_generations"), ("reuse_generations",)
+    with pytest.raises(BenchError, match="changes nothing .*reuse_generations only skips work"):
+        evaluation_changes(record, ["bigrec.reuse_generations=true"], "r.json", keys, shortcuts)
+    both = evaluation_changes(record, ["bigrec.reuse_generations=true", "bigrec.gamma=auto"], "r.json", keys, shortcuts)
+    assert both["bigrec"]["reuse_generations"] is True and both["bigrec"]["gamma"] == "auto"
     with pytest.raises(BenchError, match="bigrec.gamma"):  # not this method's evaluation key
         evaluation_changes({**record, "method": "sasrec_native"}, ["bigrec.gamma=auto"], "r.json")
 

@@ -25,9 +25,10 @@ REEVALUABLE_KEYS = ("mask_history", "extra_targets", "ks", "batch_size")
 
 
 def evaluation_changes(record: dict[str, Any], overrides: list[str], source: str,
-                       method_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+                       method_keys: tuple[str, ...] = (), shortcuts: tuple[str, ...] = ()) -> dict[str, Any]:
     """The record's effective config with `overrides` applied; each must be `eval.<key>` of REEVALUABLE_KEYS
-    or `<method>.<key>` of the method's `evaluation_keys`, and the result must differ from the record's."""
+    or `<method>.<key>` of the method's `evaluation_keys`, and the result must differ from the record's in
+    more than `shortcuts` (keys that skip work without changing a score, Method.timing_overrides)."""
     if not overrides:
         raise BenchError(f"{source}: give the evaluation options to change, e.g. --set eval.mask_history=true")
     effective = copy.deepcopy(record.get("config") or {})
@@ -43,8 +44,15 @@ def evaluation_changes(record: dict[str, Any], overrides: list[str], source: str
                              "(anything else changes training or the epoch chosen: use bench run)")
         effective.setdefault(section, {}).setdefault(leaf, None)  # a key added after the record was made
         apply_override({section: effective[section]}, assignment)
-    if all(effective.get(s) == record["config"].get(s) for s in ("eval", method)):
-        raise BenchError(f"{source}: --set changes nothing the record was not already evaluated with")
+    def scored(config: dict[str, Any], section: str) -> Any:
+        values = config.get(section)
+        if section == method and isinstance(values, dict):
+            return {k: v for k, v in values.items() if k not in shortcuts}
+        return values
+
+    if all(scored(effective, s) == scored(record["config"], s) for s in ("eval", method)):
+        raise BenchError(f"{source}: --set changes nothing the record was not already evaluated with"
+                         + (f" ({', '.join(shortcuts)} only skips work)" if shortcuts else ""))
     return effective
 
 
@@ -80,7 +88,8 @@ def reevaluate(path: Path, overrides: list[str], config: dict[str, Any], *, resu
     setup = set_up(source["dataset"], config, results_dir, device)
     registry = setup.registry
     method_cls = registry.load(method)
-    effective = evaluation_changes(source, overrides, path.name, method_cls.evaluation_keys)
+    effective = evaluation_changes(source, overrides, path.name, method_cls.evaluation_keys,
+                                   tuple(method_cls.timing_overrides))
     check_eval_section(method_cls, method, config, effective["eval"], "--set")
     if method_cls.settings_parser is not None:  # a bad value of an evaluation key fails here, in one line
         method_cls.settings_parser(effective[method])
