@@ -44,6 +44,37 @@ def test_tiny_fixture_prepares_and_caches(tmp_path: Path):
     assert info2["cache"] == info["cache"] and again.split.hash == dataset.split.hash
 
 
+
+def test_a_cache_another_process_published_meanwhile_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every torchrun rank prepares the same cache at once. A process that finds the folder published by
+    another while it was reading the sources keeps that folder (others may be reading it: deleting it and
+    renaming over it failed one CI run with 'Directory not empty') and drops its own copy."""
+    import bench.data.prepare as prepare_module
+
+    read_source = prepare_module._read_source
+
+    def another_process_publishes_first(source):
+        raw = read_source(source)
+        monkeypatch.setattr(prepare_module, "_read_source", read_source)
+        _, theirs = prepare("tiny", tmp_path, tmp_path / "cache")
+        (Path(theirs["cache"]) / "reader.mark").write_text("a reader's view of the published folder\n")
+        return raw
+
+    monkeypatch.setattr(prepare_module, "_read_source", another_process_publishes_first)
+    dataset, info = prepare("tiny", tmp_path, tmp_path / "cache")
+    folder = Path(info["cache"])
+    assert (folder / "reader.mark").exists(), "the folder another process published was replaced"
+    assert info["users"] == 40 and sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+
+
+def test_force_replaces_the_cache_and_leaves_no_temporary_folder(tmp_path: Path):
+    _, info = prepare("tiny", tmp_path, tmp_path / "cache")
+    folder = Path(info["cache"])
+    (folder / "stale.mark").write_text("from before --force\n")
+    _, again = prepare("tiny", tmp_path, tmp_path / "cache", force=True)
+    assert again["cache"] == info["cache"] and not (folder / "stale.mark").exists()
+    assert (folder / "info.json").exists() and sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+
 @pytest.mark.realdata
 def test_real_beauty_counts(real_data_dir: Path, tmp_path: Path):
     dataset, info = prepare("beauty", real_data_dir, tmp_path)

@@ -119,7 +119,7 @@ def source_hash(card: DatasetCard, source: Source) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_cache(folder: Path, raw: RawData, info: dict[str, Any]) -> None:
+def _write_cache(folder: Path, raw: RawData, info: dict[str, Any], *, replace: bool) -> None:
     import pandas as pd
 
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -134,12 +134,29 @@ def _write_cache(folder: Path, raw: RawData, info: dict[str, Any]) -> None:
             columns.update(train=raw.parts[0], valid=raw.parts[1], test=raw.parts[2])
         pd.DataFrame(columns).to_parquet(tmp / "sequences.parquet", index=False)
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
+        _publish(tmp, folder, replace=replace)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+def _publish(tmp: Path, folder: Path, *, replace: bool) -> None:
+    """Rename the written `tmp` into place. Several processes may prepare the same cache at once (every
+    torchrun rank does), and the folder is named by the sources' content, so whichever copy lands first is
+    kept: a folder another process published is never deleted under its readers, and ours is dropped.
+    `replace` (--force) first moves the old folder aside, so the rename never meets a half-deleted one."""
+    aside = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    if replace:
+        try:
+            folder.rename(aside)
+        except FileNotFoundError:
+            pass
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process published first (ENOTEMPTY/EEXIST)
+        if not (folder / "info.json").exists():
+            raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _read_cache(folder: Path) -> RawData:
@@ -174,7 +191,7 @@ def prepare(name: str, data_dir: Path, cache_dir: Path, *, force: bool = False,
         info = {"dataset": card.name, "source_format": source.format,
                 "origin": source.options.get("origin", ""), "content_hash": key,
                 "files": {k: str(p) for k, p in source.paths.items()}, "short_users_dropped": dropped}
-        _write_cache(folder, raw, info)
+        _write_cache(folder, raw, info, replace=force)
     if card.split == GLOBAL_TIME:
         if raw.parts is None:
             raise BenchError(f"{card.card_path}: split 'global_time' needs a pre-split source (presplit_sequences)")
