@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,10 @@ class Method(ABC):
         self.config = config
         self.context = context
         self.settings: Any = self.settings_parser(config) if self.settings_parser is not None else None
+        # Running totals a scorer keeps for describe() (requests, prompt tokens, tokens decoded): the
+        # evaluator carries them over a resumed ranking's calls and sums them over torchrun ranks, so a
+        # record counts every request it ranked, not only the last call's or rank 0's.
+        self.scoring_counts: Counter[str] = Counter()
 
     @classmethod
     def check_config(cls, config: dict[str, Any], defaults: dict[str, Any], source: str) -> None:

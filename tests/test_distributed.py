@@ -125,6 +125,8 @@ def test_cove_trains_data_parallel_like_one_process(isolated: Path, tmp_path: Pa
     trained = {w: records(isolated)[n]["method_info"] for w, n in by_world.items()}
     # Each rank trained about half of every batch; together exactly the one process's tokens.
     assert trained[2]["tokens_trained"] == trained[1]["tokens_trained"]
+    # Scoring counts are summed over the ranks: every test prompt counted, not rank 0's half.
+    assert trained[2]["tokens_per_request"] == trained[1]["tokens_per_request"]
     assert 0.3 < trained[2]["tokens_trained_by_this_rank"] / trained[1]["tokens_trained"] < 0.7
     work = isolated / "cache" / "work" / "tiny"
     states = {w: load_file(committed_file(work / Path(n).stem, "best", "cove_progress.json"))
@@ -197,6 +199,8 @@ def test_cove_trains_sharded_with_fsdp_like_one_process(isolated: Path, tmp_path
             assert torch.allclose(tensor.float(), states[2][key].float(), atol=2e-3), key
     trained = {w: records(isolated)[n]["method_info"] for w, n in by_world.items()}
     assert trained[2]["tokens_trained"] == trained[1]["tokens_trained"]
+    # Scoring counts are summed over the ranks: every test prompt counted, not rank 0's half.
+    assert trained[2]["tokens_per_request"] == trained[1]["tokens_per_request"]
     # An FSDP record re-scores in one process (its files hold whole tensors; no shards, no optimizer needed).
     path = isolated / "results" / "runs" / "tiny" / by_world[2]
     stored = json.loads(path.read_text())

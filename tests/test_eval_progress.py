@@ -34,6 +34,7 @@ class CountingMethod(Method):
             raise KeyboardInterrupt
         self.calls += 1
         self.scored += len(users)
+        self.scoring_counts["requests"] += len(users)  # what describe() would report, kept by the evaluator
         scores = np.zeros((len(users), self.n))
         for row, history in enumerate(histories):
             scores[row, (history[-1] + self.shift) % self.n] = 1.0
@@ -88,6 +89,30 @@ def test_interrupted_ranking_resumes_with_the_same_ranks(tmp_path: Path):
     assert resumed.calls == 2 and resumed.seconds == 5.0 and resumed.samples_per_sec == len(cases) / 5.0
     assert [sorted(call) for call in resumed.calls_detail] == [["git_rev", "threads"]] * 2
     assert "resuming after 24 of 40" in lines[0]
+
+
+def test_a_resumed_ranking_counts_each_request_once(tmp_path: Path):
+    """A method's scoring counts (BIGRec's decoded tokens, LC-Rec's prompt tokens) cover every request of a
+    ranking that took several calls: the earlier calls' counts come from the progress file, the re-ranked
+    probe batch is not counted again, and what the method counted before the ranking is kept."""
+    method, dataset = fitted()
+    cases = dataset.split.test
+    committed = interrupted_progress(tmp_path, cases, method, dataset.num_items, after_calls=3)
+    assert committed.counts == {"requests": 24}
+    method.scoring_counts.clear()
+    method.scoring_counts["before"] = 7
+    evaluate(method, cases, dataset.num_items, batch_size=8, progress=False, resume=committed, log=lambda _: None)
+    assert method.scoring_counts == {"requests": len(cases), "before": 7}
+    # A progress file from before counts were kept: the record's counts say only what this call saw.
+    committed = interrupted_progress(tmp_path / "old", cases, method, dataset.num_items, after_calls=3)
+    committed.counts = None
+    committed.save()
+    old = load_progress(committed.path, committed.fingerprint)
+    method.scoring_counts.clear()
+    lines = []
+    evaluate(method, cases, dataset.num_items, batch_size=8, progress=False, resume=old, log=lines.append)
+    assert method.scoring_counts == {"requests": len(cases) - 24}
+    assert any("counts were not saved" in line for line in lines)
 
 
 def test_other_weights_do_not_reuse_committed_ranks(tmp_path: Path):

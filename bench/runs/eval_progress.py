@@ -84,6 +84,9 @@ class EvalProgress:
     peak_mb: float = 0.0
     base_seconds: float = 0.0  # the earlier calls' share of `seconds`
     details: list[dict[str, Any]] = field(default_factory=list)  # threads and git revision of each call
+    # The method's scoring_counts added by the calls that ranked these requests; None: not known (a file
+    # saved before counts were kept).
+    counts: dict[str, float] | None = field(default_factory=dict)
     saved_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -92,7 +95,7 @@ class EvalProgress:
 
     def save(self) -> None:
         meta = json.dumps({"fingerprint": self.fingerprint, "seconds": self.seconds, "calls": self.calls,
-                           "peak_mb": self.peak_mb, "details": self.details})
+                           "peak_mb": self.peak_mb, "details": self.details, "counts": self.counts})
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:  # np.savez on a path would append ".npz" to the temp name
@@ -120,6 +123,7 @@ def load_progress(path: Path, fingerprint: str) -> EvalProgress:
         seconds = float(meta["seconds"])
         return EvalProgress(path, fingerprint, ranks=ranks, seconds=seconds, calls=int(meta["calls"]),
                             peak_mb=float(meta["peak_mb"]), base_seconds=seconds,
-                            details=list(meta.get("details", [])))
+                            details=list(meta.get("details", [])),
+                            counts=meta["counts"] if "counts" in meta else ({} if len(ranks) == 0 else None))
     except Exception:  # empty, truncated or foreign: start over (the file only ever saves time)
         return fresh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,8 +152,11 @@ def evaluate(
         cases = cases.subset(list(range(first, last)))
         resume = None
     fresh_window = reset_peak_memory(device) if measure_memory else False
+    counts = ScoringCounts(method)
     if resume is not None:
         resume = checked_resume(method, cases, num_items, resume, batch_size, item_chunk, mask_history, log)
+        counts.resume(resume, log)
+    counts.start()  # after the re-ranked probe batch, which counts no request twice
     done = resume.done if resume is not None else 0
     watch = Stopwatch(device)
     ranks: list[np.ndarray] = [resume.ranks if resume is not None else np.zeros(0, dtype=np.int64)]
@@ -173,18 +177,19 @@ def evaluate(
                     if start == done:  # a call counts once it ranks something
                         resume.calls += 1
                         resume.details.append(_this_call())
-                    _commit(resume, ranks, ranked_seconds, device, fresh_window, final=False)
+                    _commit(resume, ranks, ranked_seconds, device, fresh_window, counts, final=False)
     except BaseException:  # Ctrl-C, SIGTERM, an error: what was ranked stays ranked
         if resume is not None:
-            _commit(resume, ranks, ranked_seconds, device, fresh_window, final=True)
+            _commit(resume, ranks, ranked_seconds, device, fresh_window, counts, final=True)
         raise
     peak, kind = peak_memory_mb(device, since_reset=fresh_window)
     seconds = watch.seconds
     if resume is not None:
-        _commit(resume, ranks, seconds, device, fresh_window, final=True)
+        _commit(resume, ranks, seconds, device, fresh_window, counts, final=True)
         seconds, peak = resume.seconds, max(peak, resume.peak_mb)
     # Every rank's block, in rank (= request) order; the slowest rank sets the global rate.
-    blocks = gather((np.concatenate(ranks), seconds, peak))
+    blocks = gather((np.concatenate(ranks), seconds, peak, counts.counted()))
+    counts.finish([b[3] for b in blocks])
     all_ranks = np.concatenate([b[0] for b in blocks])
     seconds = max(b[1] for b in blocks)
     return EvalResult(
@@ -229,12 +234,47 @@ def _this_call() -> dict[str, Any]:
 
 
 def _commit(resume: EvalProgress, ranks: list[np.ndarray], seconds: float, device: str, fresh_window: bool,
-            *, final: bool) -> None:
-    """Hand this call's ranks and seconds to the progress file (every SAVE_EVERY_SECONDS, and at the end);
-    the ranks are joined only then, not after every batch."""
+            counts: ScoringCounts, *, final: bool) -> None:
+    """Hand this call's ranks, seconds and counts to the progress file (every SAVE_EVERY_SECONDS, and at the
+    end); the ranks are joined only then, not after every batch."""
     resume.seconds = resume.base_seconds + seconds
     if final or resume.due():
         resume.ranks = np.concatenate(ranks)
+        resume.counts = counts.counted() if counts.known else None
         if resume.done:
             resume.peak_mb = max(resume.peak_mb, peak_memory_mb(device, since_reset=fresh_window)[0])
             resume.save()
+
+
+class ScoringCounts:
+    """A method's `scoring_counts` over one ranking: what it held before (kept), what the earlier calls of a
+    resumed ranking counted (from the progress file), what this call's batches add, and at the end the sum
+    over torchrun ranks, handed back to the method for describe()."""
+
+    def __init__(self, method: Method) -> None:
+        self.live: Counter[str] | None = getattr(method, "scoring_counts", None)  # None: skipped Method.__init__
+        self.held = Counter(self.live or {})
+        self.earlier: Counter[str] = Counter()
+        self.known = True
+        self.at_start = Counter(self.held)
+
+    def resume(self, progress: EvalProgress, log: Any) -> None:
+        if progress.counts is None:
+            self.known = False
+            log("evaluate: the earlier calls' scoring counts were not saved (an older progress file); the "
+                "record's counts (tokens per request, ...) cover this call's requests only")
+        self.earlier = Counter(progress.counts or {})
+
+    def start(self) -> None:
+        self.at_start = Counter(self.live or {})
+
+    def counted(self) -> dict[str, float]:
+        """The earlier calls' counts plus what this call's batches added (counts only grow)."""
+        return dict(self.earlier + (Counter(self.live or {}) - self.at_start))
+
+    def finish(self, per_rank: list[dict[str, float]]) -> None:
+        if self.live is not None:
+            self.live.clear()
+            self.live.update(self.held)
+            for counted in per_rank:
+                self.live.update(counted)

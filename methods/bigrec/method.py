@@ -65,10 +65,6 @@ class BIGRecMethod(Method):
         super().__init__(config, context)
         self.gamma: float = 0.0 if self.settings.gamma == "auto" else float(self.settings.gamma)
         self._query_cache: dict[tuple[int, ...], np.ndarray] | None = None
-        self._generated_tokens = 0
-        self._generated_samples = 0
-        self._generated_at_cap = 0
-        self._reused_generations = 0
         self._stores: dict[str, Any] = {}  # generation stores by key (_generation_store)
         self.exact_new_tokens: int | None = None
         self.precision = "fp32"  # resolved when the backbone loads
@@ -173,7 +169,7 @@ class BIGRecMethod(Method):
         self.model.eval()
         self._choose_gamma(validate)
         self._query_cache = None
-        self._generated_tokens = self._generated_samples = self._generated_at_cap = self._reused_generations = 0
+        self.scoring_counts.clear()  # validation's decoding not counted
 
     def _valid_loss_examples(self, dataset: Dataset) -> list[Any]:
         """The validation examples whose loss picks the epoch: each validation request (history, target) of a
@@ -258,16 +254,17 @@ class BIGRecMethod(Method):
             for i, prompt in enumerate(prompts):
                 stored = store.get(prompt)
                 texts[i] = stored[0] if stored else None
-            self._reused_generations += sum(text is not None for text in texts)
+            self.scoring_counts["generations_reused"] += sum(text is not None for text in texts)
         todo = [i for i, text in enumerate(texts) if text is None]
         if todo:
             out = generate(self.model, self.tokenizer, [prompts[i] for i in todo],
                            num_beams=self.settings.num_beams, max_new_tokens=self.settings.max_new_tokens,
                            exact_new_tokens=self.exact_new_tokens, device=self.context.device,
                            precision=self.precision)
-            self._generated_tokens += sum(out.tokens)
-            self._generated_samples += len(out.tokens)
-            self._generated_at_cap += sum(count >= self.settings.max_new_tokens for count in out.tokens)
+            counts = self.scoring_counts
+            counts["generated_tokens"] += sum(out.tokens)
+            counts["generated_samples"] += len(out.tokens)
+            counts["generated_at_cap"] += sum(count >= self.settings.max_new_tokens for count in out.tokens)
             store.add([prompts[i] for i in todo], out.texts, out.tokens)
             for i, text in zip(todo, out.texts):
                 texts[i] = text
@@ -319,7 +316,7 @@ class BIGRecMethod(Method):
     def describe(self) -> dict[str, Any]:
         from bench.train.lifecycle import training_facts
 
-        s = self.settings
+        s, counts = self.settings, self.scoring_counts
         info: dict[str, Any] = {
             "backbone": getattr(self, "backbone_label", s.model),
             "model": s.model,
@@ -336,15 +333,15 @@ class BIGRecMethod(Method):
             "num_beams": s.num_beams,
             "decoding": self._decoding(),
             "max_new_tokens": s.max_new_tokens,
-            "generated_tokens_per_sample": (round(self._generated_tokens / self._generated_samples, 3)
-                                            if self._generated_samples else None),
+            "generated_tokens_per_sample": (round(counts["generated_tokens"] / counts["generated_samples"], 3)
+                                            if counts["generated_samples"] else None),
             "generated_tokens_counting": "top beam, prompt excluded, closing EOS included; evaluation only",
-            "generated_samples": self._generated_samples,
+            "generated_samples": counts["generated_samples"],
             # Texts grounded from the work dir's store instead of decoded (reuse_generations).
-            "generations_reused": self._reused_generations if s.reuse_generations else None,
+            "generations_reused": counts["generations_reused"] if s.reuse_generations else None,
             # Requests whose decoding ran into max_new_tokens: their time is set by the cap, not the weights.
-            "generated_at_cap_fraction": (round(self._generated_at_cap / self._generated_samples, 4)
-                                          if self._generated_samples else None),
+            "generated_at_cap_fraction": (round(counts["generated_at_cap"] / counts["generated_samples"], 4)
+                                          if counts["generated_samples"] else None),
             "decode_length_fixed": (f"{self.exact_new_tokens} tokens ({s.decode_length}; speed measurement, "
                                     "not the published decoding)" if self.exact_new_tokens else None),
             "precision": self.precision,

@@ -44,7 +44,6 @@ class CoVEMethod(Method):
         self.encoder: Any = None
         self._last_states: Any = None  # the scoring forward (methods.cove.scoring.last_states_forward)
         self.precision = "fp32"
-        self._scored_tokens = self._padded_tokens = self._scored_requests = 0
         self._info: dict[str, Any] = {}
 
     # -- setup ----------------------------------------------------------------------------
@@ -179,7 +178,7 @@ class CoVEMethod(Method):
         progress = trainer.train()
         self._refresh_scoring_model(training_model)
         # describe() reports the evaluation's padding and tokens only
-        self._scored_tokens = self._padded_tokens = self._scored_requests = 0
+        self.scoring_counts.clear()
         from bench.train.distributed import sum_over_ranks
         from bench.train.lifecycle import training_facts
 
@@ -213,7 +212,7 @@ class CoVEMethod(Method):
         self.model.eval()
         device, s = self.context.device, self.settings
         prompts = [self.encoder.prompt(h) for h in histories]
-        self._scored_requests += len(prompts)
+        self.scoring_counts["requests"] += len(prompts)
         # length_buckets: forward prompts of similar length together (less padding), states put back
         # in request order; otherwise in request order, eval_batch_size at a time.
         hidden = torch.empty(len(prompts), self.model.item_head.dim, device=device)
@@ -224,8 +223,8 @@ class CoVEMethod(Method):
             for number, rows in enumerate(chunks):
                 ids, mask = pad_left([prompts[i] for i in rows], self.tokenizer.pad_token_id, device)
                 hidden[rows] = self._last_states(ids, mask)
-                self._scored_tokens += int(mask.sum())
-                self._padded_tokens += mask.numel()
+                self.scoring_counts["prompt_tokens"] += int(mask.sum())
+                self.scoring_counts["padded_prompt_tokens"] += mask.numel()
                 if number % 25 == 24 and device == "cpu":
                     trim_heap()  # prompts of varying length fragment the heap (bench.train.resources.trim_heap)
             return self.model.item_head.project(hidden)  # inside no_grad: no autograd graph on P
@@ -250,7 +249,7 @@ class CoVEMethod(Method):
     def describe(self) -> dict[str, Any]:
         from methods.cove.item_layers import item_softmax_form
 
-        s = self.settings
+        s, counts = self.settings, self.scoring_counts
         info = {
             "backbone_spec": s.model,
             "compression_ratio": s.compression_ratio,
@@ -270,11 +269,11 @@ class CoVEMethod(Method):
             "ranking": "one forward pass, last position, item head only (no generation)",
             "precision": self.precision,
             "scoring_forward": "torch.compile" if self.settings.compile_scoring else "eager",
-            "scoring_padding_fraction": (round(1 - self._scored_tokens / self._padded_tokens, 4)
-                                         if self._padded_tokens else None),
+            "scoring_padding_fraction": (round(1 - counts["prompt_tokens"] / counts["padded_prompt_tokens"], 4)
+                                         if counts["padded_prompt_tokens"] else None),
             # Tokens a request costs: its prompt, one forward pass (no generation).
-            "tokens_per_request": (round(self._scored_tokens / self._scored_requests, 2)
-                                   if self._scored_requests else None),
+            "tokens_per_request": (round(counts["prompt_tokens"] / counts["requests"], 2)
+                                   if counts["requests"] else None),
             "setting": setting_name(s),
             "deviations": deviations(s),
             **self._info,

@@ -54,7 +54,6 @@ class LCRecMethod(Method):
         self.report: dict[str, Any] = {}
         self.id_facts: dict[str, Any] = {}
         self.precision = "fp32"
-        self._prompt_tokens = self._padded_prompt_tokens = self._requests = 0  # evaluation's, for describe()
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -132,7 +131,7 @@ class LCRecMethod(Method):
                               log=ctx.log, resume_only=ctx.resume_only)
         self.report = trainer.train() if examples else {}
         self.model.eval()
-        self._prompt_tokens = self._padded_prompt_tokens = self._requests = 0  # validation's decoding not counted
+        self.scoring_counts.clear()  # validation's decoding not counted
 
     # -- ranking --------------------------------------------------------------------------
 
@@ -156,9 +155,9 @@ class LCRecMethod(Method):
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         depth, beams = self.trie.depth, self.beams
-        self._requests += len(prompts)
-        self._prompt_tokens += sum(map(len, prompts))
-        self._padded_prompt_tokens += width * len(prompts)
+        self.scoring_counts["requests"] += len(prompts)
+        self.scoring_counts["prompt_tokens"] += sum(map(len, prompts))
+        self.scoring_counts["padded_prompt_tokens"] += width * len(prompts)
 
         constraint = LogitsProcessorList([TrieConstraint(self.trie, prompt_width=width, after_last=pad)])
         with autocast(device, self.precision):  # Hugging Face's beam search adds log-probabilities in fp32
@@ -181,7 +180,9 @@ class LCRecMethod(Method):
 
         s = self.settings
         loaded = self.model is not None
-        prompt_tokens = round(self._prompt_tokens / self._requests, 2) if self._requests and loaded else None
+        counts = self.scoring_counts
+        prompt_tokens = (round(counts["prompt_tokens"] / counts["requests"], 2)
+                         if counts["requests"] and loaded else None)
         return {
             "backbone": getattr(self, "backbone_label", None),
             "backbone_params": getattr(self, "backbone_params", None),
@@ -202,8 +203,8 @@ class LCRecMethod(Method):
             "prompt_tokens_per_request": prompt_tokens,
             "tokens_per_request": (None if prompt_tokens is None
                                    else round(prompt_tokens + self.trie.depth * self.beams, 2)),
-            "scoring_padding_fraction": (round(1 - self._prompt_tokens / self._padded_prompt_tokens, 4)
-                                         if self._padded_prompt_tokens else None),
+            "scoring_padding_fraction": (round(1 - counts["prompt_tokens"] / counts["padded_prompt_tokens"], 4)
+                                         if counts["padded_prompt_tokens"] else None),
             "decode_length_fixed": f"{self.trie.depth} ID tokens on each of {self.beams} beams" if loaded else None,
             **training_facts(self.report, s.epochs, s.patience),
             "setting": s.preset,
