@@ -30,11 +30,13 @@ class CountingMethod(Method):
 
     def score(self, users, histories):
         CLOCK[0] += 1.0  # one fake second per batch, the interrupted one included
+        # What describe() would report, kept by the evaluator; counted as work starts, as CoVE's chunks are,
+        # so the interrupted batch has counted too.
+        self.scoring_counts["requests"] += len(users)
         if self.interrupt_after is not None and self.calls >= self.interrupt_after:
             raise KeyboardInterrupt
         self.calls += 1
         self.scored += len(users)
-        self.scoring_counts["requests"] += len(users)  # what describe() would report, kept by the evaluator
         scores = np.zeros((len(users), self.n))
         for row, history in enumerate(histories):
             scores[row, (history[-1] + self.shift) % self.n] = 1.0
@@ -93,8 +95,9 @@ def test_interrupted_ranking_resumes_with_the_same_ranks(tmp_path: Path):
 
 def test_a_resumed_ranking_counts_each_request_once(tmp_path: Path):
     """A method's scoring counts (BIGRec's decoded tokens, LC-Rec's prompt tokens) cover every request of a
-    ranking that took several calls: the earlier calls' counts come from the progress file, the re-ranked
-    probe batch is not counted again, and what the method counted before the ranking is kept."""
+    ranking that took several calls: the earlier calls' counts come from the progress file, neither the
+    batch a Ctrl-C cut short nor the re-ranked probe batch is counted twice, and what the method counted
+    before the ranking is kept."""
     method, dataset = fitted()
     cases = dataset.split.test
     committed = interrupted_progress(tmp_path, cases, method, dataset.num_items, after_calls=3)

@@ -75,6 +75,22 @@ def test_force_replaces_the_cache_and_leaves_no_temporary_folder(tmp_path: Path)
     assert again["cache"] == info["cache"] and not (folder / "stale.mark").exists()
     assert (folder / "info.json").exists() and sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
 
+
+def test_a_forced_prepare_that_cannot_publish_keeps_the_old_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _, info = prepare("tiny", tmp_path, tmp_path / "cache")
+    folder = Path(info["cache"])
+    rename = Path.rename
+
+    def new_copy_cannot_land(self: Path, target):
+        if Path(target) == folder and ".old-" not in self.name:
+            raise PermissionError("simulated: the new copy cannot be renamed into place")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", new_copy_cannot_land)
+    with pytest.raises(PermissionError):
+        prepare("tiny", tmp_path, tmp_path / "cache", force=True)
+    assert (folder / "info.json").exists() and sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+
 @pytest.mark.realdata
 def test_real_beauty_counts(real_data_dir: Path, tmp_path: Path):
     dataset, info = prepare("beauty", real_data_dir, tmp_path)

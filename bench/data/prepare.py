@@ -143,18 +143,23 @@ def _publish(tmp: Path, folder: Path, *, replace: bool) -> None:
     """Rename the written `tmp` into place. Several processes may prepare the same cache at once (every
     torchrun rank does), and the folder is named by the sources' content, so whichever copy lands first is
     kept: a folder another process published is never deleted under its readers, and ours is dropped.
-    `replace` (--force) first moves the old folder aside, so the rename never meets a half-deleted one."""
-    aside = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    if replace:
-        try:
-            folder.rename(aside)
-        except FileNotFoundError:
-            pass
+    `replace` (--force) first moves the old folder aside (into a fresh empty folder, which rename may
+    replace), so the rename never meets a half-deleted one, and puts it back if ours cannot take its place."""
+    aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
     try:
-        tmp.rename(folder)
-    except OSError:  # another process published first (ENOTEMPTY/EEXIST)
-        if not (folder / "info.json").exists():
-            raise
+        if replace:
+            try:
+                folder.rename(aside)
+            except FileNotFoundError:
+                pass
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process published first (ENOTEMPTY/EEXIST), else a real failure
+            if replace and not folder.exists() and (aside / "info.json").exists():
+                aside.rename(folder)  # the old copy back in place; the failure is still ours to report
+                raise
+            if not (folder / "info.json").exists():
+                raise
     finally:
         shutil.rmtree(aside, ignore_errors=True)
 

@@ -172,6 +172,7 @@ def evaluate(
                 with watch.running():
                     ranks.append(rank_batch(method, users, histories, targets, num_items, item_chunk, mask_history))
                 ranked_seconds = watch.seconds
+                counts.batch_ranked()
                 bar.update(len(targets))
                 if resume is not None:
                     if start == done:  # a call counts once it ranks something
@@ -257,6 +258,7 @@ class ScoringCounts:
         self.earlier: Counter[str] = Counter()
         self.known = True
         self.at_start = Counter(self.held)
+        self.ranked: dict[str, float] = {}
 
     def resume(self, progress: EvalProgress, log: Any) -> None:
         if progress.counts is None:
@@ -267,10 +269,16 @@ class ScoringCounts:
 
     def start(self) -> None:
         self.at_start = Counter(self.live or {})
+        self.ranked = dict(self.earlier)
+
+    def batch_ranked(self) -> None:
+        """A batch's ranks are in: its counts are too (a batch interrupted part-way, whose ranks are not
+        kept, is ranked and counted again by the next call, so its partial counts must not be saved)."""
+        self.ranked = dict(self.earlier + (Counter(self.live or {}) - self.at_start))
 
     def counted(self) -> dict[str, float]:
-        """The earlier calls' counts plus what this call's batches added (counts only grow)."""
-        return dict(self.earlier + (Counter(self.live or {}) - self.at_start))
+        """The earlier calls' counts plus what this call's fully ranked batches added."""
+        return self.ranked
 
     def finish(self, per_rank: list[dict[str, float]]) -> None:
         if self.live is not None:
