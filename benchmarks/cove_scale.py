@@ -235,7 +235,8 @@ def earlier_points(out: Path, settings: dict) -> list[dict]:
 
 
 def write(out: Path, points: list[dict], settings: dict) -> None:
-    from bench.store.results import atomic_write_text, git_revision
+    from bench.atomic import atomic_write_text
+    from bench.store.results import git_revision
 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps({"points": sorted(points, key=lambda p: (p["items"], p["ratio"])),

@@ -15,7 +15,6 @@ The same files serve leave-one-out and global-time splits. RecBole's ids differ 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.atomic import atomic_write, atomic_write_text
 from bench.data.types import Dataset
 from bench.errors import BenchError
 from bench.method import Method, RunContext, nothing_to_load
-from bench.train.checkpoints import atomic_write_text
 from methods import recbole_compat
 from methods.recbole_data import (
     load_recbole_data,
@@ -98,9 +97,7 @@ FINISHED = "finished.json"
 def _save_last_epoch(trainer: Any, epoch: int, path: Path) -> None:
     """RecBole's own checkpoint format (model, optimizer, epoch, early-stopping counters) after every
     epoch, written atomically; RecBole itself only keeps the best epoch, which cannot resume."""
-    tmp = path.with_name(path.name + ".tmp")
-    trainer._save_checkpoint(epoch, verbose=False, saved_model_file=str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: trainer._save_checkpoint(epoch, verbose=False, saved_model_file=str(tmp)))
 
 
 def _resume(trainer: Any, path: Path, best: Path) -> int | None:

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "methods")
 # What a method may import from the harness: the contract, the training toolkit, settings, data types and
 # errors. Everything else (running, reporting, storing records, configs) is the harness's business.
-METHOD_TOOLKIT = ("bench.method", "bench.train", "bench.settings", "bench.data.types", "bench.errors")
+METHOD_TOOLKIT = ("bench.method", "bench.train", "bench.settings", "bench.data.types", "bench.errors", "bench.atomic")
 MAX_LINES = 400
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.atomic import atomic_write_text
 from bench.errors import BenchError
 from bench.report.formatting import METRIC_TITLES, fmt_metric, fmt_number, markdown_table
 from bench.report.frontier import render_frontier
@@ -25,7 +26,7 @@ from bench.report.scale_report import load_scale, render_scale
 from bench.report.significance import ALPHA, SIGN_FLIPS
 from bench.report.speed_tables import load_speed, render_speed
 from bench.report.tables import METRIC_COLUMNS, POSITION_TEXT, Group, Row, leaderboard_rows
-from bench.store.results import atomic_write_text, iter_records
+from bench.store.results import iter_records
 from bench.textfiles import read_text
 
 Record = dict[str, Any]

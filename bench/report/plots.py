@@ -9,13 +9,12 @@ software metadata, so regenerating from the same records gives identical files.
 from __future__ import annotations
 
 import io
-import os
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.atomic import atomic_write_bytes
 from bench.config import config_hash
 from bench.report.formatting import METRIC_TITLES, fmt_number
 from bench.report.frontier import FrontierPoint, frontier_panels, frontier_views, size_text
@@ -105,15 +104,7 @@ def _save(fig: Any, path: Path) -> Path:
     """Render to bytes first and write atomically; no metadata, so bytes repeat."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

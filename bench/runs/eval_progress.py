@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.atomic import atomic_write
 from bench.data.types import EvalCases
 from bench.store.results import package_versions
-from bench.train.checkpoints import atomic_write
 
 PATTERN = "evaluate-*.npz"
 SAVE_EVERY_SECONDS = 30.0

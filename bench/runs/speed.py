@@ -240,10 +240,11 @@ def measure_speed(
     give methods their trained weights; the others get the quick fit (or the full fit). `label` names a
     comparison of its own (e.g. same_backbone), so it does not replace the main speed record.
     """
+    from bench.atomic import atomic_write_text
     from bench.config import load_config, section_neutral
     from bench.runs.run import build_effective_config, eval_settings, subsample_cases
     from bench.runs.setup import set_up
-    from bench.store.results import atomic_write_text, git_revision, now_iso, package_versions, read_record
+    from bench.store.results import git_revision, now_iso, package_versions, read_record
 
     check_label(label)
     if not methods:

@@ -31,7 +31,8 @@ def write_perf(benchmark: str, rows: list[dict[str, Any]], busy_before: float | 
     with other jobs when it started (`busy`, from `busy_cores()` taken before it) is said so: its figures are
     lower bounds. A `variant` (e.g. the backbone) gets a file of its own, so a quick run never replaces the
     real one."""
-    from bench.store.results import atomic_write_text, now_iso
+    from bench.atomic import atomic_write_text
+    from bench.store.results import now_iso
     from bench.train.precision import cpu_supports_bf16
     from bench.train.resources import hardware_info, load_average
 

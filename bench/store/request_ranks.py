@@ -9,13 +9,12 @@ requests), written atomically before the record, which names the file and its sh
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.atomic import atomic_write
 from bench.errors import BenchError
 
 
@@ -33,15 +32,12 @@ def save_ranks(record_path: Path, by_position: dict[str, tuple[np.ndarray, np.nd
             raise ValueError(f"{position}: {len(indices)} request indices for {len(ranks)} ranks")
         arrays[f"{position}_index"] = np.asarray(indices, dtype=np.int32)
         arrays[f"{position}_rank"] = np.asarray(ranks, dtype=np.int32)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # np.savez on a path would append ".npz" to the temp name
             np.savez_compressed(handle, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "positions": {position: len(ranks) for position, (_, ranks) in by_position.items()}}
 

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.atomic import atomic_write_text
 from bench.config import REPO_ROOT
 from bench.errors import BenchError
 from bench.textfiles import read_text
@@ -36,22 +37,6 @@ TRACKED_PACKAGES = (
 
 def record_path(results_dir: Path, dataset: str, method: str, hash_: str) -> Path:
     return results_dir / "runs" / dataset / f"{method}-{hash_}.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:

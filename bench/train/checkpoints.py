@@ -10,26 +10,13 @@ the files are what it points at.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.store.results import atomic_write_text
+from bench.atomic import atomic_write, atomic_write_text
 
 STATE = "progress.json"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(tmp)` then rename over `path`: readers see the old file or the whole new one (the binary
-    counterpart of bench.store.results.atomic_write_text, which writes the state)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class CheckpointDir:

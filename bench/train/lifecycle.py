@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
+from bench.atomic import atomic_write
 from bench.errors import BenchError
 from bench.method import nothing_to_load
-from bench.train.checkpoints import STATE, CheckpointDir, atomic_write
+from bench.train.checkpoints import STATE, CheckpointDir
 from bench.train.distributed import barrier, is_main, sum_gradients, sum_over_ranks, sums_over_ranks, world
 from bench.train.progress import progress_bar
 

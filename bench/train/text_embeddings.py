@@ -19,6 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
+from bench.atomic import atomic_write
+
 
 class Embedder(Protocol):
     """`id` names the embedding space (part of the cache key); `metric` is "l2" or "cosine"."""
@@ -68,11 +70,11 @@ def cache_file(cache_root: Path, embedder_id: str, texts: list[str], folder: str
 
 
 def _save_atomically(path: Path, vectors: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, vectors)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # np.save on a path would append ".npy" to the temp name
+            np.save(handle, vectors)
+
+    atomic_write(path, write)
 
 
 def title_embeddings(

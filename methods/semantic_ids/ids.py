@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.atomic import atomic_write, atomic_write_bytes
 
 
 def with_collision_digit(codes: np.ndarray) -> np.ndarray:
@@ -55,10 +56,11 @@ def load_or_build(path: Path, build: Any) -> tuple[np.ndarray, dict[str, Any], b
     if path.exists() and meta.exists():
         return np.load(path), json.loads(meta.read_text()), True
     ids, facts = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for target, write in ((path, lambda h: np.save(h, ids)), (meta, lambda h: h.write(json.dumps(facts).encode()))):
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            write(handle)
-        os.replace(tmp, target)
+
+    def write_ids(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # np.save on a path would append ".npy" to the temp name
+            np.save(handle, ids)
+
+    atomic_write(path, write_ids)
+    atomic_write_bytes(meta, json.dumps(facts).encode())  # last: the pair counts once both exist
     return ids, facts, False
