@@ -496,8 +496,28 @@ def test_compare_refuses_the_same_number_of_other_requests(tmp_path: Path):
     ranks = np.arange(40) % 30
     a = ranked_record(tmp_path, "a", ranks, np.arange(40))
     b = ranked_record(tmp_path, "b", ranks, np.arange(40) + 40)
-    with pytest.raises(BenchError, match="scored on different requests \\(40 each, not the same ones\\)"):
+    with pytest.raises(BenchError, match="scored on different requests \\(40 each, not the same ones\\), neither"):
         compare((a, read_record(a)), (b, read_record(b)))
+
+
+def test_compare_restricts_a_full_run_to_a_subsample_runs_requests(tmp_path: Path):
+    """CoVE over all requests against BIGRec on a seeded subsample: CoVE's ranks of exactly those requests
+    (in the subsample's order), paired with them; on either side of the comparison, and said in the output."""
+    from bench.report.compare import compare
+    from bench.store.results import read_record
+
+    full_ranks = np.where(np.arange(100) % 2 == 0, 0, 5000)  # hits every even request
+    chosen = np.array([40, 8, 96, 12, 0, 60, 20, 88])  # even requests, not in order
+    full = ranked_record(tmp_path, "full", full_ranks)
+    sub = ranked_record(tmp_path, "sub", np.full(8, 5000), chosen)
+    result = compare((full, read_record(full)), (sub, read_record(sub)))
+    assert result["requests"] == 8 and result["restricted"] == {"side": "A", "from": 100, "to": 8}
+    assert result["metrics"]["hr@5"]["a"] == 1.0 and result["wins"]["a"] == 8
+    flipped = compare((sub, read_record(sub)), (full, read_record(full)))
+    assert flipped["restricted"]["side"] == "B" and flipped["metrics"]["hr@5"]["b"] == 1.0
+    shown = bench("compare", str(full), str(sub))
+    assert shown.returncode == 0, shown.stderr
+    assert "A: its ranks of these requests, from its 100 per-request ranks" in shown.stdout
 
 
 def test_compare_says_when_a_runs_requests_at_that_position_chose_its_epoch(tmp_path: Path):

@@ -677,3 +677,35 @@ def test_a_full_run_stopped_short_joins_the_subsamples_not_converged_table(tmp_p
     stopped = row_of(short, "stopped")
     assert stopped[header.index("HR@5")].startswith("1.0000")  # every chosen request is even: hit at rank 0
     assert "restricted to these requests" in stopped[header.index("data")] and "| generative |" not in short
+
+
+def test_a_subsample_run_stopped_short_meets_the_full_runs_stopped_short(tmp_path: Path):
+    """BIGRec's few-shot run, ended on request, scored 25 of 100 requests: its "not converged" table holds
+    the stopped full runs restricted to its requests (TIGER's CPU run), never a converged one; without the
+    subsample run's own converged table nothing was restricted to its requests at all."""
+    import numpy as np
+
+    from bench.runs.metrics import metrics_from_ranks
+    from bench.store.request_ranks import save_ranks
+
+    results = tmp_path / "results"
+    requests, chosen = np.arange(100), np.arange(0, 100, 4)
+    runs = (("converged", requests, np.full(100, 5), "early_stopping"),
+            ("stopped", requests, np.where(requests % 2 == 0, 0, 50), "finish_requested"),
+            ("generative", chosen, np.full(25, 3), "finish_requested"))
+    for name, scored, ranks, stopped in runs:
+        path = make_record(results, name, metrics_from_ranks(ranks), requests=len(scored), name=name)
+        record = json.loads(path.read_text())
+        record["ranks"] = save_ranks(path, {"test": (scored, ranks)})
+        record["method_info"] = {"epochs_run": 3, "epochs_max": 60, "stopped_by": stopped}
+        write_record(path, record)
+
+    markdown = write_leaderboard(results).markdown_text
+    assert "### beauty · last item (test) · seeded subsample of 25 of 100 requests\n" not in markdown
+    short = section(markdown, "### beauty · last item (test) · seeded subsample of 25 of 100 requests · not "
+                              "converged: training stopped by its time budget or on request")
+    header = [cell.strip() for cell in short.strip().splitlines()[0].strip("|").split("|")]
+    stopped = row_of(short, "stopped")
+    assert stopped[header.index("HR@5")].startswith("**1.0000") and "±" in stopped[header.index("HR@5")]
+    assert "restricted to these requests" in stopped[header.index("data")]
+    assert "| generative |" in short and "| converged |" not in short

@@ -66,11 +66,18 @@ def compare(a: tuple[Path, dict[str, Any]], b: tuple[Path, dict[str, Any]], posi
                              "adds them to records made before ranks were stored)")
         scored.append(ranks[position])
     (index_a, ranks_a), (index_b, ranks_b) = scored
+    restricted = None
     if not np.array_equal(index_a, index_b):
-        counts = (f"{len(index_a):,} vs {len(index_b):,}" if len(index_a) != len(index_b) else
-                  f"{len(index_a):,} each, not the same ones")
-        raise BenchError(f"{a[0].name} and {b[0].name} were scored on different requests ({counts}); "
-                         "not a paired comparison")
+        # A subsample run (BIGRec's 2,000 requests) against a full run: the full run's ranks of those requests.
+        if (ranks := ranks_on(index_a, ranks_a, index_b)) is not None:
+            ranks_a, restricted = ranks, {"side": "A", "from": len(index_a), "to": len(index_b)}
+        elif (ranks := ranks_on(index_b, ranks_b, index_a)) is not None:
+            ranks_b, restricted = ranks, {"side": "B", "from": len(index_b), "to": len(index_a)}
+        else:
+            counts = (f"{len(index_a):,} vs {len(index_b):,}" if len(index_a) != len(index_b) else
+                      f"{len(index_a):,} each, not the same ones")
+            raise BenchError(f"{a[0].name} and {b[0].name} were scored on different requests ({counts}), neither "
+                             "within the other's; not a paired comparison")
     values_a = per_request_metrics(ranks_a)
     values_b = per_request_metrics(ranks_b)
     diff = np.stack([values_a[m] - values_b[m] for m in METRICS], axis=1)
@@ -84,14 +91,28 @@ def compare(a: tuple[Path, dict[str, Any]], b: tuple[Path, dict[str, Any]], posi
                         "p": float(p[j])} for j, m in enumerate(METRICS)},
         "wins": {"metric": WIN_METRIC, "a": int((win > 0).sum()), "b": int((win < 0).sum()),
                  "tie": int((win == 0).sum())},
+        "restricted": restricted,
         "chose_epoch": {side: note for side, (_, record) in (("A", a), ("B", b))
                         if (note := chose_epoch_note(record, position))},
     }
 
 
+def ranks_on(index: np.ndarray, ranks: np.ndarray, wanted: np.ndarray) -> np.ndarray | None:
+    """A run's ranks of the `wanted` requests, in their order, or None when it did not score every one."""
+    order = np.argsort(index, kind="stable")
+    where = np.searchsorted(index[order], wanted)
+    if (where >= len(index)).any() or not np.array_equal(index[order][where], wanted):
+        return None
+    return ranks[order][where]
+
+
 def render(a_label: str, b_label: str, result: dict) -> list[str]:
     lines = [f"A = {a_label}", f"B = {b_label}",
-             f"{result['requests']:,} requests at position {result['position']}, paired request by request", "",
+             f"{result['requests']:,} requests at position {result['position']}, paired request by request"]
+    if cut := result.get("restricted"):
+        lines.append(f"{cut['side']}: its ranks of these requests, from its {cut['from']:,} per-request ranks "
+                     "(the other run scored a seeded subsample; nothing re-run)")
+    lines += ["",
              f"{'metric':<9} {'A':>8} {'B':>8} {'A - B':>9} {'95% CI of A - B':>21} {'p':>9}"]
     for metric, m in result["metrics"].items():
         interval = f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]"

@@ -177,18 +177,26 @@ def add_full_runs_to_subsamples(groups: dict[Group, list[Row]]) -> None:
     subsample table of its position, restricted to that table's seeded requests, so a method evaluated on a
     subsample (BIGRec's 2,000 requests) is ranked and tested against all the others on exactly its requests.
     Full runs stopped short (a time budget, on request) go to that subsample's own "not converged" table:
-    on the same requests, never ranked beside converged rows."""
+    on the same requests, never ranked beside converged rows; that table exists also where the subsample
+    run itself was stopped short, which then meets them there."""
+    filled: set[Group] = set()  # not-converged subsample tables that already hold the stopped full runs
     for group, rows in list(groups.items()):
         reference = next((row["_requests"] for row in rows if row["_requests"] is not None), None)
-        if group.requests >= group.requests_total or not group.converged or reference is None:
+        if group.requests >= group.requests_total or reference is None:
             continue
-        full = groups.get(replace(group, requests=group.requests_total), [])
         wanted = np.sort(reference)  # once per table, not once per joining row
-        rows += [view for row in full if (view := restricted(row, wanted)) is not None]
+        if group.converged:
+            full = groups.get(replace(group, requests=group.requests_total), [])
+            rows += [view for row in full if (view := restricted(row, wanted)) is not None]
+        # A subsample run that did not converge itself (BIGRec stopped on request) meets them here too.
+        stopped_here = replace(group, converged=False)
+        if stopped_here in filled:
+            continue
         short = groups.get(replace(group, requests=group.requests_total, converged=False), [])
         views = [view for row in short if (view := restricted(row, wanted)) is not None]
         if views:
-            groups.setdefault(replace(group, converged=False), []).extend(views)
+            groups.setdefault(stopped_here, []).extend(views)
+            filled.add(stopped_here)
 
 
 def aggregate_seeds(rows: list[Row]) -> list[Row]:
