@@ -13,21 +13,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], *, sync: bool = False) -> None:
-    """`write(tmp)` fills a fresh temp file in `path`'s folder (a unique name, so concurrent writers never
-    share one), which then replaces `path`. A writer that appends an extension to a path it is given
-    (np.save, np.savez) must write to an open handle instead. `sync`: flush it to disk before the rename."""
+def atomic_write(path: Path, write: Callable[[Path], None], *, sync: bool = False, mode: int | None = None) -> None:
+    """`write(tmp)` creates a temp file in `path`'s folder (a unique name, so concurrent writers never
+    share one), which then replaces `path`; a writer that writes nothing fails (FileNotFoundError) instead
+    of replacing the file with an empty one. A writer that appends an extension to a path it is given
+    (np.save, np.savez) must write to an open handle instead. `sync`: flush it to disk before the rename;
+    `mode`: its permissions (default: what the writer's umask gave it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
+    tmp.unlink()  # only the name is reserved: the writer creates the file, with the umask's permissions
     try:
         write(tmp)
         if sync:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; what we write is meant to be read by others
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -35,8 +39,9 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, sync: bool = Fals
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """A UTF-8 text file (records, states, tables), synced before it replaces the old one."""
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), sync=True)
+    """A UTF-8 text file (records, states, tables), synced before it replaces the old one, readable by all
+    (results are meant to be read by others)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), sync=True, mode=0o644)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

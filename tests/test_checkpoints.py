@@ -55,3 +55,24 @@ def test_a_work_dir_whose_state_names_no_files_is_refused_in_one_line(tmp_path: 
                         work_dir=tmp_path, device="cpu", validate=None, log=lambda _: None, fingerprint={"run": 1})
     with pytest.raises(BenchError, match=r"cannot resume from it \(its state names no checkpoint file\); delete it"):
         loop.train(lambda epoch: [[0]], lambda rows: (model(torch.ones(1, 2)).sum(), 1))
+
+
+def test_an_atomic_write_that_writes_nothing_keeps_the_old_file(tmp_path: Path):
+    """A writer that returns without writing (RecBole's _save_checkpoint off its main rank) must not
+    replace a good file with an empty one, and leaves no temp file behind."""
+    from bench.atomic import atomic_write, atomic_write_text
+
+    target = tmp_path / "last.pt"
+    atomic_write(target, lambda path: path.write_bytes(b"weights"))
+    with pytest.raises(FileNotFoundError):
+        atomic_write(target, lambda path: None)
+    assert target.read_bytes() == b"weights" and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    atomic_write_text(tmp_path / "record.json", "{}")
+    assert (tmp_path / "record.json").stat().st_mode & 0o777 == 0o644  # results are read by others
+
+
+def test_a_killed_checkpoint_write_leaves_no_temp_file_once_written_again(tmp_path: Path):
+    store = CheckpointDir(tmp_path)
+    (tmp_path / ".last-e0002.pt.k1ll3d.tmp").write_text("half a checkpoint")  # SIGKILL mid-write
+    store.commit({"epochs_done": 2}, "e0002", {"last": (".pt", writer("two"))})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last-e0002.pt", "progress.json"]

@@ -1,8 +1,9 @@
 """`bench compare A B`: is A better than B on the same requests, by how much, and for how many users?
 
 Both runs must have per-request ranks (records made since they were introduced, or rescored) for the
-same position and the same requests, made on the same split with the same history masking; the comparison
-is then paired request by request.
+same position, made on the same split with the same history masking, and the same requests, or one run's
+requests among the other's (a subsample run against a full run, which is then taken on the subsample's
+requests); the comparison is then paired request by request.
 """
 
 from __future__ import annotations

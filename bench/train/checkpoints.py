@@ -43,6 +43,8 @@ class CheckpointDir:
         """One role's file for commit `tag` (other ranks write theirs before rank 0 commits)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         name = self.file_name(role, tag, suffix)
+        for leftover in self.folder.glob(f".{name}.*.tmp"):  # a killed write of this very file (one writer)
+            leftover.unlink(missing_ok=True)
         atomic_write(self.folder / name, write)
         return name
 
