@@ -432,3 +432,16 @@ def test_a_row_that_reused_generations_shows_no_samples_per_second():
     assert row["samples_per_sec"] is None and "2,000 generated texts reused" in row["training"]
     decoded = record_row(Path("bigrec-y.json"), {**record, "method_info": {"epochs_run": 3, "epochs_max": 50}})
     assert decoded["samples_per_sec"] == 55.0 and "reused" not in decoded["training"]
+
+
+def test_deviations_name_what_this_runs_settings_changed(tmp_path: Path):
+    """The few-shot preset trains on all tokens with 64 new tokens: its record must not list the default's
+    response-only loss (an earlier record did), and the authors' own settings list neither."""
+    config = method_config(load_config(), "bigrec", "cpu_few_shot")["bigrec"]
+    few_shot = make(config, tmp_path)._deviations()
+    assert not any("response tokens only" in line for line in few_shot)
+    assert "max_new_tokens 64 (authors 128)" in few_shot
+    authors = make(method_config(load_config(), "bigrec", "authors")["bigrec"], tmp_path)._deviations()
+    assert not any("response tokens" in line or "max_new_tokens" in line for line in authors)
+    default = make(method_config(load_config(), "bigrec")["bigrec"], tmp_path)._deviations()
+    assert any(line.startswith("loss on response tokens only") for line in default)

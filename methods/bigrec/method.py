@@ -31,16 +31,16 @@ MAX_PROMPT_TOKENS = 896
 # the work dirs made then (a multi-session few-shot run) still resume. Keys added later drop out at neutral.
 KEYED_BEFORE_NEUTRAL_RULE = ("decode_length", "precision", "selection", "valid_loss_users", "length_sorted_steps")
 MAX_SEQUENCE_TOKENS = 1024
+AUTHORS_MAX_NEW_TOKENS = 128
 
 DEVIATIONS = [
     "backbone: the configured model (SmolLM2-135M-Instruct by default), not LLaMA-7B in 8-bit",
     "prompt wording generic ('items ... bought') instead of per-domain ('video games ... played')",
-    "default loss on response tokens only (loss='response'); the authors trained on all tokens",
     "training samples from the harness split (train_samples), not the authors' 10-item sliding windows",
     "embedding forward passes position ids from the attention mask (authors' left padding shifted them)",
     "items with identical titles tie; the shared evaluator ranks ties pessimistically (authors: best rank)",
     "prompts over 896 tokens drop their oldest titles (authors: right cut at 512 tokens)",
-    "max_new_tokens defaults to 64 (authors 128); one beam returned (authors returned 4, grounded the first)",
+    "one beam returned (authors returned 4, grounded the first)",
     "gamma grid includes 0 (plain BIGRec) besides the authors' 0.01..1 and 1..99",
     "a time budget that stops training mid-epoch validates that partial epoch and keeps it if best (as CoVE)",
 ]
@@ -301,6 +301,12 @@ class BIGRecMethod(Method):
 
     def _deviations(self) -> list[str]:
         s, out = self.settings, list(DEVIATIONS)
+        # What this run's settings changed, not what the defaults would (a cpu_few_shot record trains on all
+        # tokens, as the authors, and must not list the response-only loss).
+        if s.loss == "response":
+            out.append("loss on response tokens only (loss='response'); the authors trained on all tokens")
+        if s.max_new_tokens != AUTHORS_MAX_NEW_TOKENS:
+            out.append(f"max_new_tokens {s.max_new_tokens} (authors {AUTHORS_MAX_NEW_TOKENS})")
         out.append("epoch chosen by the loss of a seeded sample of validation requests (valid_loss_users; the "
                    "authors used their whole validation file)" if s.selection == "valid_loss" else
                    "epoch chosen by validation NDCG@10 of the shared evaluator (gamma = 0), not validation loss")
