@@ -17,7 +17,7 @@ from bench.errors import BenchError
 from bench.report.significance import P_FLOOR, SIGN_FLIPS, bootstrap_ci, sign_flip_p_values
 from bench.runs.metrics import METRIC_NAMES as METRICS
 from bench.runs.metrics import per_request_metrics
-from bench.store.request_ranks import load_ranks
+from bench.store.request_ranks import load_ranks, positions_of
 from bench.store.results import iter_records, read_record
 
 # Settings that change what a request's rank means: runs that differ in one are not paired.
@@ -70,10 +70,10 @@ def compare(a: tuple[Path, dict[str, Any]], b: tuple[Path, dict[str, Any]], posi
     restricted = None
     if not np.array_equal(index_a, index_b):
         # A subsample run (BIGRec's 2,000 requests) against a full run: the full run's ranks of those requests.
-        if (ranks := ranks_on(index_a, ranks_a, index_b)) is not None:
-            ranks_a, restricted = ranks, {"side": "A", "from": len(index_a), "to": len(index_b)}
-        elif (ranks := ranks_on(index_b, ranks_b, index_a)) is not None:
-            ranks_b, restricted = ranks, {"side": "B", "from": len(index_b), "to": len(index_a)}
+        if (where := positions_of(index_a, index_b)) is not None:
+            ranks_a, restricted = ranks_a[where], {"side": "A", "from": len(index_a), "to": len(index_b)}
+        elif (where := positions_of(index_b, index_a)) is not None:
+            ranks_b, restricted = ranks_b[where], {"side": "B", "from": len(index_b), "to": len(index_a)}
         else:
             counts = (f"{len(index_a):,} vs {len(index_b):,}" if len(index_a) != len(index_b) else
                       f"{len(index_a):,} each, not the same ones")
@@ -96,15 +96,6 @@ def compare(a: tuple[Path, dict[str, Any]], b: tuple[Path, dict[str, Any]], posi
         "chose_epoch": {side: note for side, (_, record) in (("A", a), ("B", b))
                         if (note := chose_epoch_note(record, position))},
     }
-
-
-def ranks_on(index: np.ndarray, ranks: np.ndarray, wanted: np.ndarray) -> np.ndarray | None:
-    """A run's ranks of the `wanted` requests, in their order, or None when it did not score every one."""
-    order = np.argsort(index, kind="stable")
-    where = np.searchsorted(index[order], wanted)
-    if (where >= len(index)).any() or not np.array_equal(index[order][where], wanted):
-        return None
-    return ranks[order][where]
 
 
 def render(a_label: str, b_label: str, result: dict) -> list[str]:

@@ -24,7 +24,7 @@ from bench.report.labels import (
 from bench.report.significance import bootstrap_ci, holm, sign_flip_p_values
 from bench.report.speed_tables import device_text
 from bench.runs.metrics import METRIC_NAMES, per_request_metrics
-from bench.store.request_ranks import load_ranks
+from bench.store.request_ranks import load_ranks, positions_of
 from bench.store.results import cut_short
 
 Record = dict[str, Any]
@@ -163,8 +163,8 @@ def restricted(row: Row, requests: np.ndarray) -> Row | None:
     has no per-request ranks or did not score every one of those requests."""
     if row["_values"] is None:
         return None
-    where = np.searchsorted(row["_requests"], requests)
-    if (where >= len(row["_requests"])).any() or not np.array_equal(row["_requests"][where], requests):
+    where = positions_of(row["_requests"], requests)
+    if where is None:
         return None
     values = row["_values"][where]
     return {**row, "_requests": requests, "_values": values, "_same_but_seed": row["_same_but_seed"] + "|restricted",

@@ -56,3 +56,13 @@ def load_ranks(record_path: Path, record: dict[str, Any]) -> dict[str, tuple[np.
     with np.load(path) as data:
         return {position: (data[f"{position}_index"].astype(np.int64), data[f"{position}_rank"].astype(np.int64))
                 for position in entry["positions"]}
+
+
+def positions_of(index: np.ndarray, wanted: np.ndarray) -> np.ndarray | None:
+    """Where each of the `wanted` request indices stands in a run's `index` (its per-request order), or None
+    when the run did not score every one: how a full run is taken on a subsample's requests."""
+    order = np.argsort(index, kind="stable")
+    where = np.searchsorted(index[order], wanted)
+    if (where >= len(index)).any() or not np.array_equal(index[order][where], wanted):
+        return None
+    return order[where]
