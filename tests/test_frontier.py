@@ -83,6 +83,12 @@ def test_weights_of_another_run_or_setting_are_said_or_refused():
     other_setting = speed({"gen": entry(3.0, tokens=4, info={"decode_length_fixed": "4 ID tokens on each of 20 beams",
                                                              "setting": "small"})})
     assert frontier_points(RECORDS, other_setting) == []  # quick-fit weights of another setting: another model
+    fixed = {"decode_length_fixed": "4 ID tokens on each of 20 beams"}
+    bf16_row = [(Path("gen-1.json"), {**run("gen", 0.020), "method_info": {"stopped_by": "epochs",
+                                                                         "precision": "bf16"}})]
+    timed = {p: speed({"gen": entry(3.0, tokens=4, info={**fixed, "precision": p})}) for p in ("fp32", "bf16")}
+    assert frontier_points(bf16_row, timed["fp32"]) == []  # quick-fit fp32 in place of a bf16 model: another model
+    assert [p.samples_per_sec for p in frontier_points(bf16_row, timed["bf16"])] == [3.0]
 
 
 def test_a_panel_takes_one_speed_run_never_a_mix():

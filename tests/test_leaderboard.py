@@ -217,8 +217,8 @@ def test_rebuild_gives_identical_files_and_plots_open(tmp_path: Path):
     readme = first["README.md"].decode()
     assert f"![{Path(compression).stem}]({compression})" in readme
     assert "cove / bigrec samples/s: **80×** (medians)." in readme
-    assert "| bigrec | quick-fit | 0.5 | 0.4–0.6 | 950 | – | 64 |" in readme
-    assert readme.index("| cove | quick-fit | 40") < readme.index("| bigrec | quick-fit | 0.5")  # order of measurement
+    assert "| bigrec | quick-fit | – | 0.5 | 0.4–0.6 | 950 | – | 64 |" in readme
+    assert readme.index("| cove | quick-fit | – | 40") < readme.index("| bigrec | quick-fit | – | 0.5")  # order of measurement
 
 
 def test_committed_records_rebuild_identically(tmp_path: Path):
@@ -322,7 +322,7 @@ def test_fixed_length_decoding_keeps_the_ratio_bold(tmp_path: Path):
                                                  "decode_length_fixed": "25 tokens (mean_title)"}
     (results / "speed" / "beauty-cpu.json").write_text(json.dumps(speed, sort_keys=True))
     readme = build(results)["README.md"].decode()
-    assert "| bigrec | quick-fit | 0.5 | 0.4–0.6 | 950 | – | 25 (fixed length) |" in readme
+    assert "| bigrec | quick-fit | – | 0.5 | 0.4–0.6 | 950 | – | 25 (fixed length) |" in readme
     assert ("cove / bigrec samples/s: **80×** (medians; bigrec's decoding length is fixed: 25 tokens "
             "(mean_title))." in readme)
 
@@ -358,7 +358,7 @@ def test_speed_table_states_cove_over_tiger_with_its_fixed_decoding(tmp_path: Pa
     assert ("cove / tiger samples/s: **4×** (medians; tiger's decoding length is fixed: 4 ID tokens on each of 20 "
             "beams)." in text)
     assert "bigrec" not in text
-    assert "| tiger | – | 10 | 9–11 |" in text
+    assert "| tiger | – | – | 10 | 9–11 |" in text
 
 
 def test_intervals_and_paired_tests_mark_what_differs_from_the_best(tmp_path: Path):

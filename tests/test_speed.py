@@ -17,7 +17,8 @@ import pytest
 from bench.config import load_config
 from bench.errors import BenchError
 from bench.method import Method
-from bench.runs.speed import QUICK_FIT, QUICK_FIT_USERS, measure_speed, route_overrides, speed_path
+from bench.runs.speed import QUICK_FIT_USERS, measure_speed, speed_path
+from bench.runs.speed_options import QUICK_FIT, route_overrides
 
 # What the fakes saw. The registry imports this file as "tests.test_speed", which may be another
 # module object than the one pytest runs, so tests read these through `seen()`.
@@ -44,14 +45,19 @@ class FakeCoVE(Method):
         return np.zeros((len(users), self.n))
 
     def describe(self):
-        return {"backbone": "fake-135M"}
+        return {"backbone": "fake-135M", **precision_of(self.config)}
+
+
+def precision_of(config: dict[str, Any]) -> dict[str, Any]:
+    """A backbone method reports the precision it ran in (here: its setting, as a CPU with bf16 resolves it)."""
+    return {"precision": config["precision"]} if "precision" in config else {}
 
 
 class FakeBIGRec(FakeCoVE):
     name = "bigrec"
 
     def describe(self):
-        return {"backbone": "fake-135M", "generated_tokens_per_sample": 12.5}
+        return {"backbone": "fake-135M", "generated_tokens_per_sample": 12.5, **precision_of(self.config)}
 
 
 @pytest.fixture
@@ -164,6 +170,38 @@ def test_a_labelled_comparison_keeps_the_main_record_and_bad_labels_are_refused(
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "--label '../x'" in result.stderr
     assert sorted(p.name for p in (isolated / "results" / "speed").iterdir()) == ["tiny-cpu-same_backbone.json",
                                                                                "tiny-cpu.json"]
+
+
+def test_one_precision_for_every_backbone_method_and_a_mixed_ratio_is_no_headline(fakes: dict[str, Any],
+                                                                                isolated: Path):
+    from bench.report.speed_tables import render_speed
+
+    fakes["cove"]["precision"], fakes["bigrec"]["precision"] = "fp32", "bf16"
+    said: list[str] = []
+    mixed = measure_speed("tiny", ["cove", "bigrec"], num_prompts=2, repeats=1, config=fakes, log=said.append)
+    assert any("different precisions (cove fp32, bigrec bf16)" in line for line in said)
+    table = "\n".join(render_speed([mixed.record]))
+    assert "| cove | quick-fit | fp32 |" in table and "| bigrec | quick-fit | bf16 |" in table
+    assert "cove / bigrec samples/s: **" not in table
+    assert "not a headline: cove ran in fp32, bigrec in bf16, so the ratio mixes number formats" in table
+
+    said.clear()
+    alike = measure_speed("tiny", ["cove", "bigrec"], num_prompts=2, repeats=1, config=fakes, precision="bf16",
+                          log=said.append)
+    assert seen().CONFIGS["cove"]["precision"] == seen().CONFIGS["bigrec"]["precision"] == "bf16"
+    assert alike.record["config"]["precision"] == "bf16" and not any("different precisions" in s for s in said)
+    assert "cove / bigrec samples/s: **" in "\n".join(render_speed([alike.record]))
+
+    del fakes["bigrec"]["precision"]  # a method without a backbone precision is left as it is; --set still wins
+    measure_speed("tiny", ["cove", "bigrec"], num_prompts=2, repeats=1, config=fakes, precision="bf16",
+                  overrides=["cove.precision=fp32"], log=lambda _: None)
+    assert seen().CONFIGS["cove"]["precision"] == "fp32" and "precision" not in seen().CONFIGS["bigrec"]
+
+    with pytest.raises(BenchError, match="--precision 'fp16': expected one of fp32, bf16, auto"):
+        measure_speed("tiny", ["cove"], config=fakes, precision="fp16", log=lambda _: None)
+    result = subprocess.run([sys.executable, "-m", "bench.cli", "speed", "--dataset", "tiny", "--methods", "cove",
+                             "--precision", "fp16"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "--precision 'fp16'" in result.stderr
 
 
 class FakeTrainable(FakeCoVE):

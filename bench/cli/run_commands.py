@@ -231,12 +231,14 @@ def speed_command(
     records: Annotated[str | None, typer.Option(
         help="Comma-separated run records whose trained weights to reuse (one per method; wins over "
              "--trained)")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (1 is stable on a shared, busy CPU)")] = None,
+    threads: ThreadsOption = None,
     seed: int = 0,
     results_dir: Annotated[Path | None, typer.Option(help="Where results/speed/ goes (default results/)")] = None,
     label: Annotated[str | None, typer.Option(
         help="Name of this comparison (e.g. same_backbone), added to the record's file name so it does not "
              "replace the main speed record")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or auto for every fitted method with a backbone "
+                                                       "(bf16 against fp32 is no speed comparison)")] = None,
 ) -> None:
     """Inference samples/sec of several methods in one process on the same requests; records speed JSON."""
     from bench.report.speed_tables import render_speed
@@ -246,7 +248,7 @@ def speed_command(
     check_seed(seed)
     outcome = measure_speed(dataset, [m.strip() for m in methods.split(",") if m.strip()], device=device,
                             num_prompts=num_prompts, repeats=repeats, batch_size=batch_size, overrides=set_ or [],
-                            model=model, quick_fit=not full_fit, trained=trained,
+                            model=model, quick_fit=not full_fit, trained=trained, precision=precision,
                             records=[Path(r.strip()) for r in (records or "").split(",") if r.strip()],
                             threads=threads, seed=seed, results_dir=results_dir, label=label, log=typer.echo)
     typer.echo("\n".join(render_speed([outcome.record])))

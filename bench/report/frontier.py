@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.report.formatting import defined
 from bench.report.labels import effect_key, method_label
-from bench.report.speed_tables import length_set_by_cap, weights_text
+from bench.report.speed_tables import length_set_by_cap, mixed_precision, weights_text
 from bench.store.results import cut_short
 
 Record = dict[str, Any]
@@ -64,13 +64,14 @@ def best_rows(records: list[tuple[Path, Record]], dataset: str) -> dict[str, tup
 def speed_tells_trained_speed(entry: Record, record: Record, row: Record | None = None) -> bool:
     """Trained weights, or a speed that does not follow the weights: no decoding, or decoding of a length
     that is fixed (semantic IDs) or was not set by the token cap; quick-fit weights only of the row's own
-    setting (a default CoVE timed in place of the `cpu` preset's would be another model)."""
+    setting and precision (a default CoVE timed in place of the `cpu` preset's, or fp32 in place of bf16,
+    would be another model)."""
     if weights_text(entry, record) == "trained":
         return True
-    if row is not None and (entry.get("method_info") or {}).get("setting") != (row.get("method_info") or {}).get(
-            "setting"):
+    info, row_info = entry.get("method_info") or {}, (row or {}).get("method_info") or {}
+    if row is not None and (info.get("setting") != row_info.get("setting") or mixed_precision(entry, row)):
         return False
-    fixed = (entry.get("method_info") or {}).get("decode_length_fixed")
+    fixed = info.get("decode_length_fixed")
     return entry.get("generated_tokens_per_sample") is None or (bool(fixed) and not length_set_by_cap(entry))
 
 

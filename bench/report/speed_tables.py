@@ -53,7 +53,8 @@ def render_speed(speed: list[Record]) -> list[str]:
                   f"{record.get('batch_size')}, {record.get('hardware', {}).get('torch_threads', '?')} torch "
                   f"thread(s), backbone {record.get('backbone') or '–'}; "
                   f"{record.get('weights', '')}", ""]
-        header = ["method", "weights", "samples/s (median)", "min–max", "peak memory MB", "process before load MB",
+        header = ["method", "weights", "precision", "samples/s (median)", "min–max", "peak memory MB",
+                  "process before load MB",
                   "generated tokens/sample (cap)", "tokens processed/request", "machine load (1 min)"]
         rows = []
         capped = []
@@ -66,7 +67,8 @@ def render_speed(speed: list[Record]) -> list[str]:
             recorded = (entry.get("weights") or {}).get("record")
             weights = weights_text(entry, record) + (f" ({Path(recorded).stem})" if recorded else "")
             setting = (entry.get("method_info") or {}).get("setting")
-            rows.append([f"{name}[{setting}]" if setting else name, weights, fmt_number(speed_["median"]),
+            rows.append([f"{name}[{setting}]" if setting else name, weights, precision_of(entry) or "–",
+                         fmt_number(speed_["median"]),
                          f"{fmt_number(speed_['min'])}–{fmt_number(speed_['max'])}",
                          fmt_number(entry.get("peak_memory_mb")), fmt_number(entry.get("process_baseline_mb")),
                          decoding_text(entry),
@@ -76,6 +78,16 @@ def render_speed(speed: list[Record]) -> list[str]:
         lines += speed_ratio_lines(record)
         lines.append("")
     return lines
+
+
+def precision_of(entry: Record) -> str | None:
+    """The number format a method ran in (fp32 or bf16), for the methods with a backbone that report it."""
+    return (entry.get("method_info") or {}).get("precision")
+
+
+def mixed_precision(a: Record, b: Record) -> bool:
+    """Two methods that both report a precision and ran in different ones: their ratio mixes number formats."""
+    return bool(precision_of(a) and precision_of(b) and precision_of(a) != precision_of(b))
 
 
 def entry_label(name: str, entry: Record) -> str:
@@ -100,13 +112,18 @@ def parameters(entry: Record) -> int | None:
 
 
 def speed_ratio_lines(record: Record) -> list[str]:
-    """One sentence per ratio, saying when it is no headline (decoding stopped by its token cap) and
-    what a fixed decoding length was (TIGER-style semantic IDs: the same on every beam)."""
+    """One sentence per ratio, saying when it is no headline (the two ran in different precisions, or decoding
+    stopped by its token cap) and what a fixed decoding length was (TIGER-style semantic IDs: the same on every
+    beam)."""
     lines = []
     for first, other, ratio in speed_ratios(record):
         a, b = entry_label(first, record["methods"][first]), entry_label(other, record["methods"][other])
         entry = record["methods"][other]
-        if length_set_by_cap(entry):
+        if mixed_precision(record["methods"][first], entry):
+            lines += ["", f"{a} / {b} samples/s: {fmt_number(ratio)}× (medians; not a headline: {first} ran in "
+                          f"{precision_of(record['methods'][first])}, {other} in {precision_of(entry)}, so the "
+                          "ratio mixes number formats; `bench speed --precision` runs them alike)."]
+        elif length_set_by_cap(entry):
             # The generative method's time was set by its token cap, not by its weights: the ratio moves with it.
             lines += ["", f"{a} / {b} samples/s: {fmt_number(ratio)}× (medians; not a headline: {other} hit the "
                           "max_new_tokens cap on most requests, so the ratio moves with the cap)."]

@@ -17,7 +17,6 @@ which uses bench.train.resources.Stopwatch): scoring only, device-synchronised.
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +25,14 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.runs.recorded_weights import RecordedWeights, find_trained_records, recorded_weights
+from bench.runs.speed_options import (
+    check_label,
+    check_precision,
+    precision_overrides,
+    precisions_used,
+    quick_fit_overrides,
+    route_overrides,
+)
 from bench.train.resources import (
     cpu_peak_mb,
     hardware_info,
@@ -35,11 +42,6 @@ from bench.train.resources import (
     set_torch_threads,
 )
 
-# Keys shortening fit(); applied only where a method's bench.toml section has the key, before the
-# user's --set (which wins). Quick-fit weights are untrained, so a generative method would decode to
-# its max_new_tokens cap and the cap would set its speed: its decoding length is fixed to what a
-# trained model writes on average (the catalogue's mean title length) instead.
-QUICK_FIT: dict[str, Any] = {"epochs": 1, "decode_length": "mean_title"}
 QUICK_FIT_USERS = 8
 VALIDATION_REQUESTS = 8
 SPEED_SCHEMA = 1
@@ -49,10 +51,6 @@ SPEED_SCHEMA = 1
 class SpeedOutcome:
     record: dict[str, Any]
     path: Path
-
-
-# A comparison's label goes into file names: lower-case words joined by '_' (no path, no dash).
-LABEL_PATTERN = re.compile(r"[a-z0-9]+(_[a-z0-9]+)*")
 
 
 def speed_name(dataset: str, device: str, batch_size: int = 1, trained: bool = False, label: str | None = None) -> str:
@@ -71,38 +69,6 @@ def record_speed_name(record: dict[str, Any]) -> str:
 def speed_path(results_dir: Path, dataset: str, device: str, batch_size: int = 1, trained: bool = False,
                label: str | None = None) -> Path:
     return results_dir / "speed" / f"{speed_name(dataset, device, batch_size, trained, label)}.json"
-
-
-def check_label(label: str | None) -> None:
-    """A label names files: refuse anything but lower-case words joined by '_' before any work."""
-    if label is not None and (len(label) > 40 or not LABEL_PATTERN.fullmatch(label)):
-        raise BenchError(f"--label {label!r}: expected lower-case letters and digits, words joined by '_' (at most "
-                         "40 characters), e.g. same_backbone")
-    if label is not None and (label == "trained" or re.fullmatch(r"b\d+", label)):
-        raise BenchError(f"--label {label!r}: reserved (speed record names use it for trained weights or a batch "
-                         "size); choose another, e.g. same_backbone")
-
-
-def route_overrides(overrides: list[str], methods: list[str]) -> dict[str, list[str]]:
-    """Send each `section.key=value` to the method it names; `eval.*` goes to every method."""
-    routed: dict[str, list[str]] = {method: [] for method in methods}
-    for assignment in overrides:
-        section = assignment.partition("=")[0].strip().split(".")[0]
-        if section == "eval":
-            for method in methods:
-                routed[method].append(assignment)
-        elif section in routed:
-            routed[section].append(assignment)
-        else:
-            raise BenchError(f"--set {assignment!r}: section {section!r} is neither eval nor one of the "
-                             f"measured methods ({', '.join(methods)})")
-    return routed
-
-
-def quick_fit_overrides(method: str, section: dict[str, Any]) -> list[str]:
-    from bench.config import overrides_where_present
-
-    return overrides_where_present(method, section, QUICK_FIT)
 
 
 def quick_fit_dataset(dataset: Any, users: int, seed: int) -> Any:
@@ -232,13 +198,16 @@ def measure_speed(
     results_dir: Path | None = None,
     config: dict[str, Any] | None = None,
     label: str | None = None,
+    precision: str | None = None,
     log: Any = print,
 ) -> SpeedOutcome:
     """Measure every method on the same seeded requests in this process; record atomically.
 
     `records` (and, for the methods they leave out, `trained`: the best recorded run still on this machine)
     give methods their trained weights; the others get the quick fit (or the full fit). `label` names a
-    comparison of its own (e.g. same_backbone), so it does not replace the main speed record.
+    comparison of its own (e.g. same_backbone), so it does not replace the main speed record. `precision` runs
+    every fitted backbone method in the same number format (a bf16 method against an fp32 one is no speed
+    comparison); trained weights keep their record's, and the record says when precisions still differ.
     """
     from bench.atomic import atomic_write_text
     from bench.config import load_config, section_neutral
@@ -247,6 +216,7 @@ def measure_speed(
     from bench.store.results import git_revision, now_iso, package_versions, read_record
 
     check_label(label)
+    check_precision(precision)
     if not methods:
         raise BenchError("--methods: name at least one method")
     if len(set(methods)) != len(methods):
@@ -279,8 +249,10 @@ def measure_speed(
     for method in methods:
         quick = quick_fit_overrides(method, config.get(method, {})) if quick_fit else []
         applied_quick[method] = quick
+        same_format = precision_overrides(method, config.get(method, {}), precision)
         own_model = model if model is not None and "model" in config.get(method, {}) else None
-        effective[method] = build_effective_config(config, method, None, [*quick, *routed[method]], own_model)
+        effective[method] = build_effective_config(config, method, None, [*quick, *same_format, *routed[method]],
+                                                   own_model)
     targets = {eval_settings(effective[m], m).get("target", "test") for m in methods}
     if len(targets) != 1:
         raise BenchError(f"eval.target differs between methods ({sorted(targets)}): speed needs the same requests")
@@ -298,6 +270,10 @@ def measure_speed(
         effective[method] = weights.record["config"]
         applied_quick[method] = []
         log(f"{method}: trained weights of {weights.describe()['record']}")
+        own = effective[method].get(method, {}).get("precision")
+        if precision and own and own != precision:
+            log(f"{method}: its trained weights keep their record's precision ({own}); --precision {precision} "
+                "applies to the fitted methods")
     for method in methods:
         forced = registry.load(method).timing_overrides
         if forced:
@@ -325,6 +301,11 @@ def measure_speed(
                     weights=None if method in reused or quick_fit else {"kind": "full_fit"},
                     hash_neutral=section_neutral(config, method))
     backbones = sorted({str(entry["backbone"]) for entry in measured.values() if entry["backbone"]})
+    formats = precisions_used(measured)
+    if len(set(formats.values())) > 1:
+        log("warning: the methods ran in different precisions (" + ", ".join(f"{m} {p}" for m, p in formats.items())
+            + "): a speed ratio between them mixes number formats; --precision auto (or fp32) runs the fitted "
+              "ones alike")
 
     quick = [m for m in methods if m not in reused and quick_fit]
     weights = ""
@@ -367,7 +348,8 @@ def measure_speed(
         "config": {"methods": effective, "quick_fit": bool(quick), "quick_fit_overrides": applied_quick,
                    "quick_fit_users": QUICK_FIT_USERS if quick else None,
                    "records": {m: w.describe()["record"] for m, w in reused.items()},
-                   "overrides": list(overrides), "model": model, "seed": seed, "threads": threads},
+                   "overrides": list(overrides), "model": model, "seed": seed, "threads": threads,
+                   "precision": precision},
         "dataset_info": {key: info.get(key) for key in ("users", "items", "interactions", "content_hash")},
         "versions": package_versions(),
         "git_rev": git_revision(),
