@@ -22,7 +22,8 @@
 #            4-minute budget, 4,096 seeded test requests)
 #   speed    `bench speed --trained` for every recorded method on the same 64 requests, batch 1 then 32
 #            (trained weights of the runs still on this machine; a method whose work dir is gone gets
-#            the quick fit, and the record says so per method)
+#            the quick fit, and the record says so per method; `--precision auto` runs every fitted
+#            backbone method in bf16 as the trained ones, so no ratio mixes number formats)
 # `run METHOD DATASET [bench run args]` runs one step by hand. BENCH_GPU_DEVICE=cpu rehearses the
 # whole sequence on a CPU (BENCH_GPU_MODEL=PATH swaps in a small local backbone).
 set -euo pipefail
@@ -68,7 +69,8 @@ step() {  # one step of the sequence (or any method) with the GPU settings; reco
            has_method lcrec && methods=$methods,lcrec
            for batch in 1 32; do
              bench speed --dataset "$dataset" --device "$device" --methods "$methods" --num-prompts 64 \
-               --repeats 3 --batch-size "$batch" --trained --results-dir results ${model:+--model "$model"} "$@"
+               --repeats 3 --batch-size "$batch" --trained --precision auto --results-dir results \
+               ${model:+--model "$model"} "$@"
            done ;;
     *) bench run --method "$name" "${common[@]}" "$@" ;;
   esac

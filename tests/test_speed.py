@@ -142,13 +142,14 @@ def test_cli_prints_table_and_writes_record(fakes: dict[str, Any], isolated: Pat
     threads = torch.get_num_threads()
     try:
         result = CliRunner().invoke(app, ["speed", "--dataset", "tiny", "--methods", "cove,bigrec", "--num-prompts",
-                                          "4", "--repeats", "2", "--threads", "1"])
+                                          "4", "--repeats", "2", "--threads", "1", "--precision", "auto"])
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     assert "| cove |" in result.output and "cove / bigrec samples/s" in result.output
     record = json.loads((isolated / "results" / "speed" / "tiny-cpu.json").read_text())
     assert record["hardware"]["torch_threads"] == 1 and record["config"]["threads"] == 1
+    assert record["config"]["precision"] == "auto"
 
 
 def test_a_labelled_comparison_keeps_the_main_record_and_bad_labels_are_refused(fakes: dict[str, Any],
