@@ -5,14 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bench.report.frontier import (
+    Scope,
     best_rows,
     frontier_panels,
     frontier_points,
+    frontier_scopes,
     frontier_views,
     render_frontier,
+    scope_rows,
     size_text,
 )
 
@@ -123,3 +127,41 @@ def test_leaderboard_draws_and_tabulates_the_frontier(tmp_path: Path):
     again = frontier_plots(RECORDS, records, tmp_path / "again")
     assert again[0].read_bytes() == written[0].read_bytes()  # same records, same bytes
     assert render_frontier(RECORDS, [speed({"capped": entry(0.5, tokens=60.0, info={"max_new_tokens": 64})})]) == []
+
+
+def test_a_model_scored_on_a_subsample_gets_a_frontier_with_the_others_restricted_to_its_requests(tmp_path: Path):
+    from bench.store.request_ranks import save_ranks
+
+    def saved(name: str, record: dict[str, Any], index: list[int], ranks: list[int]) -> tuple[Path, dict[str, Any]]:
+        path = tmp_path / name
+        record["ranks"] = save_ranks(path, {"test": (np.array(index), np.array(ranks))})
+        return path, record
+
+    sub = {"eval_requests": 4, "eval_requests_total": 10, "eval_seed": 0}
+    records = [
+        saved("a-1.json", run("a", 0.3), list(range(10)), [0, 0, 0] + [100] * 7),  # hits 0-2: .3 on all ten
+        saved("part-1.json", run("part", 0.5), list(range(7)), [0] * 7),          # never scored requests 7-9
+        saved("gen-1.json", {**run("gen", 0.25), "subsample": sub}, [0, 1, 7, 8], [0, 100, 100, 100]),
+        saved("few-1.json", {**run("few", 0.9), "subsample": {**sub, "train": {"users": 3}}}, [0, 1, 7, 8], [0] * 4),
+        # a has a main-table row: on the subsample that model stands restricted, not this other run of a
+        saved("a-2.json", {**run("a", 0.9), "subsample": sub}, [0, 1, 7, 8], [0] * 4),
+    ]
+    scopes = frontier_scopes(records, "toy")
+    assert scopes == [Scope(), Scope(4, 10, 0)]  # few-1 was trained on 3 users: no full-data model
+    assert set(scope_rows(records, "toy", scopes[0])) == {"a", "part"}  # every request: the main table's rows
+    rows = scope_rows(records, "toy", scopes[1])
+    assert set(rows) == {"a", "gen"}
+    assert rows["a"][2] == pytest.approx(0.5) and rows["a"][3]  # requests 0, 1 hit, 7, 8 miss: .5, not its .3
+    assert rows["gen"][2] == pytest.approx(0.25) and not rows["gen"][3]
+    fixed = {"decode_length_fixed": "4 ID tokens on each of 20 beams"}
+    both = speed({"a": entry(40.0), "gen": entry(3.0, tokens=4, info=fixed)})
+    [(size, _, points)] = frontier_panels(records, [both, speed({"a": entry(50.0)}, created="2027")], "toy", "cpu",
+                                          scopes[1])
+    assert size == 1 and {p.method: (p.ndcg10, p.record) for p in points} == {
+        "a": (pytest.approx(0.5), "toy/a-1.json, restricted"), "gen": (0.25, "toy/gen-1.json")}
+    # A speed run without the subsample's own method makes no subsample frontier, however many it places.
+    assert frontier_panels(records, [speed({"a": entry(40.0)})], "toy", "cpu", scopes[1]) == []
+    lines = render_frontier(records, [both])
+    assert "### toy · cpu · batch 1 · seeded subsample of 4 of 10 requests" in lines
+    assert any("gets a frontier of that subsample" in line for line in lines)
+    assert "| gen | 1K | 0.2500 | 3 | quick-fit | toy/gen-1.json |" in lines

@@ -17,7 +17,15 @@ from typing import Any
 from bench.atomic import atomic_write_bytes
 from bench.config import config_hash
 from bench.report.formatting import METRIC_TITLES, fmt_number
-from bench.report.frontier import FrontierPoint, frontier_panels, frontier_views, size_text
+from bench.report.frontier import (
+    ALL_REQUESTS,
+    FrontierPoint,
+    Scope,
+    frontier_panels,
+    frontier_scopes,
+    frontier_views,
+    size_text,
+)
 from bench.report.labels import swept_setting, swept_value
 from bench.report.speed_tables import speed_order, speed_ratios, weights_text
 from bench.report.tables import record_group
@@ -227,7 +235,7 @@ def plot_speed(record: dict[str, Any], path: Path) -> Path:
 
 
 def plot_frontier(dataset: str, device: str, panels: list[tuple[int, dict[str, Any], list[FrontierPoint]]],
-                  path: Path) -> Path:
+                  path: Path, scope: Scope = ALL_REQUESTS) -> Path:
     """NDCG@10 against inference samples/sec (log), one panel per batch size (each from one speed run), one
     point per method labelled with its size; hollow points were timed with quick-fit weights (their speed does
     not follow the weights)."""
@@ -242,13 +250,14 @@ def plot_frontier(dataset: str, device: str, panels: list[tuple[int, dict[str, A
                           textcoords="offset points", xytext=(5, 4), fontsize=7)
         axis.set_xscale("log")
         axis.set_xlabel("inference samples/sec (log scale)")
-        axis.set_ylabel("test NDCG@10 (best full-data row)")
+        axis.set_ylabel("test NDCG@10 (best full-data row)" if scope == ALL_REQUESTS
+                        else f"test NDCG@10 on {scope.requests:,} seeded requests")
         hardware = (speed_record.get("hardware") or {}).get("name") or device
         axis.set_title(f"batch {batch_size} · {hardware} · speed/{points[0].speed_record}", fontsize=8)
         axis.grid(True, alpha=0.3)
         axis.margins(x=0.25, y=0.15)
-    fig.suptitle(f"speed-accuracy frontier · {dataset} · {device} · filled: timed with the row's trained weights, "
-                 "hollow: other weights whose speed does not follow training", fontsize=8)
+    fig.suptitle(f"speed-accuracy frontier · {dataset} · {device}{scope.title()} · filled: timed with the row's "
+                 "trained weights, hollow: other weights whose speed does not follow training", fontsize=8)
     fig.tight_layout()
     try:
         return _save(fig, path)
@@ -260,9 +269,11 @@ def frontier_plots(records: list[tuple[Path, dict[str, Any]]], speed: list[dict[
                    plots_dir: Path) -> list[Path]:
     written = []
     for dataset, device in frontier_views(speed):
-        panels = frontier_panels(records, speed, dataset, device)
-        if panels:
-            written.append(plot_frontier(dataset, device, panels, plots_dir / f"frontier-{dataset}-{device}.png"))
+        for scope in frontier_scopes(records, dataset):
+            panels = frontier_panels(records, speed, dataset, device, scope)
+            if panels:
+                written.append(plot_frontier(dataset, device, panels,
+                                             plots_dir / f"frontier-{dataset}-{device}{scope.slug()}.png", scope))
     return written
 
 
