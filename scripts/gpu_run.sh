@@ -23,7 +23,7 @@
 #   speed    `bench speed --trained` for every recorded method on the same 64 requests, batch 1 then 32
 #            (trained weights of the runs still on this machine; a method whose work dir is gone gets
 #            the quick fit, and the record says so per method; `--precision auto` runs every fitted
-#            backbone method in bf16 as the trained ones, so no ratio mixes number formats)
+#            backbone method in bf16; a trained run keeps its own, and a ratio that mixes formats is not bold)
 # `run METHOD DATASET [bench run args]` runs one step by hand. BENCH_GPU_DEVICE=cpu rehearses the
 # whole sequence on a CPU (BENCH_GPU_MODEL=PATH swaps in a small local backbone).
 set -euo pipefail

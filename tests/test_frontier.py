@@ -8,17 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.report.frontier import (
-    Scope,
-    best_rows,
-    frontier_panels,
-    frontier_points,
-    frontier_scopes,
-    frontier_views,
-    render_frontier,
-    scope_rows,
-    size_text,
-)
+from bench.report.frontier import frontier_panels, frontier_points, frontier_views, render_frontier, size_text
+from bench.report.frontier_rows import Scope, best_rows, frontier_scopes, scope_rows
 
 
 def run(method: str, ndcg: float, *, target: str = "test", masked: bool = False, subsample: bool = False,
@@ -93,6 +84,14 @@ def test_weights_of_another_run_or_setting_are_said_or_refused():
     timed = {p: speed({"gen": entry(3.0, tokens=4, info={**fixed, "precision": p})}) for p in ("fp32", "bf16")}
     assert frontier_points(bf16_row, timed["fp32"]) == []  # quick-fit fp32 in place of a bf16 model: another model
     assert [p.samples_per_sec for p in frontier_points(bf16_row, timed["bf16"])] == [3.0]
+    # A CPU record from before methods said their precision ran as configured (fp32); so did another run.
+    old_fp32 = [(Path("gen-1.json"), {**run("gen", 0.020), "device": "cpu", "config": {"gen": {"precision": "fp32"}}})]
+    assert frontier_points(old_fp32, timed["bf16"]) == []
+    assert [p.samples_per_sec for p in frontier_points(old_fp32, timed["fp32"])] == [3.0]
+    another = {p: speed({"gen": entry(3.0, {"kind": "trained", "record": "runs/toy/gen-9.json"}, tokens=4,
+                                      info={**fixed, "precision": p})}) for p in ("fp32", "bf16")}
+    assert frontier_points(bf16_row, another["fp32"]) == []  # another run's fp32 weights: another model
+    assert [p.weights for p in frontier_points(bf16_row, another["bf16"])] == ["trained, another run"]
 
 
 def test_a_panel_takes_one_speed_run_never_a_mix():
@@ -145,6 +144,9 @@ def test_a_model_scored_on_a_subsample_gets_a_frontier_with_the_others_restricte
         saved("few-1.json", {**run("few", 0.9), "subsample": {**sub, "train": {"users": 3}}}, [0, 1, 7, 8], [0] * 4),
         # a has a main-table row: on the subsample that model stands restricted, not this other run of a
         saved("a-2.json", {**run("a", 0.9), "subsample": sub}, [0, 1, 7, 8], [0] * 4),
+        # trained on some users, though its record does not say so in `subsample`: its settings do
+        saved("some-1.json", {**run("some", 0.9), "subsample": sub, "config": {"some": {"max_train_users": 3}}},
+              [0, 1, 7, 8], [0] * 4),
     ]
     scopes = frontier_scopes(records, "toy")
     assert scopes == [Scope(), Scope(4, 10, 0)]  # few-1 was trained on 3 users: no full-data model
@@ -164,4 +166,8 @@ def test_a_model_scored_on_a_subsample_gets_a_frontier_with_the_others_restricte
     lines = render_frontier(records, [both])
     assert "### toy · cpu · batch 1 · seeded subsample of 4 of 10 requests" in lines
     assert any("gets a frontier of that subsample" in line for line in lines)
+    from bench.report.plots import frontier_plots
+
+    assert [p.name for p in frontier_plots(records, [both], tmp_path / "plots")] == ["frontier-toy-cpu.png",
+                                                                               "frontier-toy-cpu-sub4.png"]
     assert "| gen | 1K | 0.2500 | 3 | quick-fit | toy/gen-1.json |" in lines

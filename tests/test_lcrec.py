@@ -106,6 +106,16 @@ def test_every_ranked_item_comes_from_a_whole_catalogue_code(tiny_lcrec: None, t
         assert len(ranked) == 5 and len(set(ranked.tolist())) == 5
 
 
+def test_a_run_on_some_users_says_so_and_a_run_on_all_does_not(tiny_lcrec: None, tmp_path: Path):
+    dataset = rule_dataset(num_items=12, num_users=20, length=5, rule="next", seed=1)
+    some = make({**TINY, "epochs": 0, "max_train_users": 5}, tmp_path / "some")
+    some.fit(dataset)
+    assert some.describe()["train_subsample"] == {"max_train_users": 5, "seed": 0, "users": 5}
+    every = make({**TINY, "epochs": 0, "max_train_users": 20}, tmp_path / "every")  # 20 users: all of them
+    every.fit(dataset)
+    assert "train_subsample" not in every.describe()
+
+
 def test_a_finished_run_reloads_its_adapter_and_code_embeddings(tiny_lcrec: None, tmp_path: Path):
     """resume_only (bench evaluate, speed --trained): the same scores without training, LoRA and the new
     tokens' trained rows both restored (a reload starts from their initial rows, which training moved)."""

@@ -217,8 +217,9 @@ def test_rebuild_gives_identical_files_and_plots_open(tmp_path: Path):
     readme = first["README.md"].decode()
     assert f"![{Path(compression).stem}]({compression})" in readme
     assert "cove / bigrec samples/s: **80×** (medians)." in readme
-    assert "| bigrec | quick-fit | – | 0.5 | 0.4–0.6 | 950 | – | 64 |" in readme
-    assert readme.index("| cove | quick-fit | – | 40") < readme.index("| bigrec | quick-fit | – | 0.5")  # order of measurement
+    assert "| bigrec | quick-fit | fp32 | 0.5 | 0.4–0.6 | 950 | – | 64 |" in readme
+    # in the order of measurement
+    assert readme.index("| cove | quick-fit | fp32 | 40") < readme.index("| bigrec | quick-fit | fp32 | 0.5")
 
 
 def test_committed_records_rebuild_identically(tmp_path: Path):
@@ -322,7 +323,7 @@ def test_fixed_length_decoding_keeps_the_ratio_bold(tmp_path: Path):
                                                  "decode_length_fixed": "25 tokens (mean_title)"}
     (results / "speed" / "beauty-cpu.json").write_text(json.dumps(speed, sort_keys=True))
     readme = build(results)["README.md"].decode()
-    assert "| bigrec | quick-fit | – | 0.5 | 0.4–0.6 | 950 | – | 25 (fixed length) |" in readme
+    assert "| bigrec | quick-fit | fp32 | 0.5 | 0.4–0.6 | 950 | – | 25 (fixed length) |" in readme
     assert ("cove / bigrec samples/s: **80×** (medians; bigrec's decoding length is fixed: 25 tokens "
             "(mean_title))." in readme)
 
@@ -358,7 +359,12 @@ def test_speed_table_states_cove_over_tiger_with_its_fixed_decoding(tmp_path: Pa
     assert ("cove / tiger samples/s: **4×** (medians; tiger's decoding length is fixed: 4 ID tokens on each of 20 "
             "beams)." in text)
     assert "bigrec" not in text
-    assert "| tiger | – | – | 10 | 9–11 |" in text
+    # No precision in the record: a CPU run from before methods said so ran as configured (the hash-neutral fp32).
+    assert "| tiger | – | fp32 | 10 | 9–11 |" in text
+    record["methods"]["cove"]["method_info"] = {"precision": "bf16"}
+    text = "\n".join(render_speed([record]))
+    assert ("cove / tiger samples/s: 4× (medians; tiger's decoding length is fixed: 4 ID tokens on each of 20 beams; "
+            "not a headline: cove ran in bf16, tiger in fp32, so the ratio mixes number formats" in text)
 
 
 def test_intervals_and_paired_tests_mark_what_differs_from_the_best(tmp_path: Path):

@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bench.errors import BenchError
-from bench.report.formatting import defined
-from bench.report.labels import effect_key, method_label
-from bench.report.speed_tables import length_set_by_cap, mixed_precision, weights_text
-from bench.store.request_ranks import load_ranks, positions_of
-from bench.store.results import cut_short
+from bench.report.frontier_rows import (
+    ALL_REQUESTS,
+    Scope,
+    ScopeRows,
+    frontier_scopes,
+    row_precision,
+    scope_rows,
+)
+from bench.report.labels import method_label
+from bench.report.speed_tables import length_set_by_cap, precision_of, weights_text
 
 Record = dict[str, Any]
 
@@ -44,133 +46,25 @@ class FrontierPoint:
     restricted: bool = False  # a full-test row taken on a subsample's requests (the subsample's own rows: False)
 
 
-@dataclass(frozen=True)
-class Scope:
-    """The test requests a frontier's accuracy is measured on: all of them, or one seeded subsample."""
-
-    requests: int | None = None  # None: every test request
-    total: int | None = None
-    seed: int | None = None
-
-    def title(self) -> str:
-        return "" if self.requests is None else f" · seeded subsample of {self.requests:,} of {self.total:,} requests"
-
-    def slug(self) -> str:
-        return "" if self.requests is None else f"-sub{self.requests}"
-
-
-ALL_REQUESTS = Scope()
-# method -> (its row's records, one of them, their mean test NDCG@10 on the scope, taken from a full-test row)
-ScopeRows = dict[str, tuple[list[Path], Record, float, bool]]
-
-
-def main_table(record: Record) -> bool:
-    """A row a reader takes for the method: test position, every request, unmasked, converged."""
-    sub = record.get("subsample")
-    return (record.get("eval_target", "test") == "test" and not sub and not record.get("mask_history")
-            and not cut_short(record) and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
-
-
-def own_subsample_row(record: Record) -> bool:
-    """A model trained on all the data and scored on a seeded subsample of the test requests only (LC-Rec's
-    beam search): test position, unmasked, converged; a model trained on a subsample is no full-data row."""
-    sub = record.get("subsample") or {}
-    return (record.get("eval_target", "test") == "test" and not record.get("mask_history") and not cut_short(record)
-            and bool(sub) and not sub.get("train") and int(sub.get("eval_requests") or 0) < int(
-                sub.get("eval_requests_total") or 0)
-            and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
-
-
-def scope_of(record: Record) -> Scope:
-    sub = record["subsample"]
-    return Scope(int(sub["eval_requests"]), int(sub["eval_requests_total"]), sub.get("eval_seed"))
-
-
-def subsample_only(records: list[tuple[Path, Record]], dataset: str) -> list[tuple[Path, Record]]:
-    """The subsample rows of full-data models whose method has no main-table row: what only a subsample's
-    frontier can show (a method with a main-table row stands there, restricted, as the same model)."""
-    full = best_rows(records, dataset)
-    return [(p, r) for p, r in records if r.get("dataset") == dataset and own_subsample_row(r)
-            and r["method"] not in full]
-
-
-def frontier_scopes(records: list[tuple[Path, Record]], dataset: str) -> list[Scope]:
-    """Every test request, then each seeded subsample that such a model was scored on."""
-    subsamples = {scope_of(r) for _, r in subsample_only(records, dataset)}
-    return [ALL_REQUESTS, *sorted(subsamples, key=lambda s: (-(s.requests or 0), s.seed or 0))]
-
-
-def test_ranks(path: Path, record: Record) -> tuple[np.ndarray, np.ndarray] | None:
-    """(request indices, target ranks) of the record's test position; None without readable ranks (the
-    leaderboard's tables already warn about a broken file)."""
-    try:
-        return (load_ranks(path, record) or {}).get("test")
-    except BenchError:
-        return None
-
-
-def scope_rows(records: list[tuple[Path, Record]], dataset: str, scope: Scope) -> ScopeRows:
-    """Each method's row on `scope`: on every request its best main-table row; on a subsample the method's
-    best main-table row restricted to its requests (mean over seeds; left out where a run has no per-request
-    ranks of them), and for a method without one its best row scored on the subsample itself."""
-    from bench.runs.metrics import per_request_metrics
-
-    full = best_rows(records, dataset)
-    if scope == ALL_REQUESTS:
-        return {m: (paths, record, mean, False) for m, (paths, record, mean) in full.items()}
-    own_records = [(p, r) for p, r in subsample_only(records, dataset) if scope_of(r) == scope]
-    rows: ScopeRows = {m: (paths, record, mean, False)
-                       for m, (paths, record, mean) in best_rows(own_records, dataset, own_subsample_row).items()}
-    scored = next((ranks for p, r in own_records if (ranks := test_ranks(p, r)) is not None), None)
-    if scored is None:
-        return rows
-    wanted, by_path = np.sort(scored[0]), {p: r for p, r in records}
-    for method, (paths, record, _) in full.items():
-        values = []
-        for path in paths:
-            ranks = test_ranks(path, by_path.get(path, record))
-            where = None if ranks is None else positions_of(ranks[0], wanted)
-            if ranks is None or where is None:
-                break
-            values.append(float(per_request_metrics(ranks[1][where], (10,))["ndcg@10"].mean()))
-        if values and len(values) == len(paths):
-            rows[method] = (paths, record, sum(values) / len(values), True)
-    return rows
-
-
-def best_rows(records: list[tuple[Path, Record]], dataset: str,
-              keep: Any = main_table) -> dict[str, tuple[list[Path], Record, float]]:
-    """method -> (its best main-table row's records, one of them, their mean test NDCG@10): runs that differ
-    only by seed are one row, as in the main table (bench.report.labels.effect_key); ties: the earlier name.
-    A `bench evaluate` re-scoring counts only for a method without a row of its own: it is another run's
-    model (taking the better of the two would pick on test noise, and the speed entry timed the source)."""
-    rows = [(path, record) for path, record in sorted(records, key=lambda item: item[0].name)
-            if record.get("dataset") == dataset and keep(record)]
-    own = {record["method"] for _, record in rows if not record.get("weights_from")}
-    groups: dict[tuple[str, str], list[tuple[Path, Record]]] = {}
-    for path, record in rows:
-        if not (record.get("weights_from") and record["method"] in own):
-            groups.setdefault((record["method"], effect_key(record)), []).append((path, record))
-    best: dict[str, tuple[list[Path], Record, float]] = {}
-    for (method, _), runs in groups.items():
-        mean = sum(float(r["metrics"]["ndcg@10"]) for _, r in runs) / len(runs)
-        if method not in best or mean > best[method][2]:
-            best[method] = ([p for p, _ in runs], runs[0][1], mean)
-    return best
-
-
-def speed_tells_trained_speed(entry: Record, record: Record, row: Record | None = None) -> bool:
+def speed_tells_trained_speed(record: Record, method: str, row: Record | None = None) -> bool:
     """Trained weights, or a speed that does not follow the weights: no decoding, or decoding of a length
     that is fixed (semantic IDs) or was not set by the token cap; quick-fit weights only of the row's own
     setting and precision (a default CoVE timed in place of the `cpu` preset's, or fp32 in place of bf16,
     would be another model)."""
+    entry = record["methods"][method]
     if weights_text(entry, record) == "trained":
         return True
     info, row_info = entry.get("method_info") or {}, (row or {}).get("method_info") or {}
-    if row is not None and (info.get("setting") != row_info.get("setting") or mixed_precision(entry, row)):
+    if row is not None and (info.get("setting") != row_info.get("setting") or other_precision(record, method, row)):
         return False
     fixed = info.get("decode_length_fixed")
     return entry.get("generated_tokens_per_sample") is None or (bool(fixed) and not length_set_by_cap(entry))
+
+
+def other_precision(speed_record: Record, method: str, row: Record) -> bool:
+    """The method was timed in another number format than the accuracy row's model ran in: another model."""
+    timed, scored = precision_of(speed_record, method), row_precision(row)
+    return bool(timed and scored and timed != scored)
 
 
 def size_of(*infos: Record | None) -> int | None:
@@ -194,11 +88,13 @@ def frontier_points(records: list[tuple[Path, Record]], speed_record: Record, sc
         if method not in rows:
             continue
         paths, record, mean, restricted = rows[method]
-        if not speed_tells_trained_speed(entry, speed_record, record):
+        if not speed_tells_trained_speed(speed_record, method, record):
             continue
         weights = weights_text(entry, speed_record)
         timed = Path(str((entry.get("weights") or {}).get("record", ""))).name
         if weights == "trained" and timed not in {p.name for p in paths}:
+            if other_precision(speed_record, method, record):
+                continue  # another run's weights in another number format: another model
             weights = "trained, another run"  # the same method's weights, not this row's
         seeds = f" (+{len(paths) - 1} seeds)" if len(paths) > 1 else ""
         points.append(FrontierPoint(

@@ -67,7 +67,7 @@ def render_speed(speed: list[Record]) -> list[str]:
             recorded = (entry.get("weights") or {}).get("record")
             weights = weights_text(entry, record) + (f" ({Path(recorded).stem})" if recorded else "")
             setting = (entry.get("method_info") or {}).get("setting")
-            rows.append([f"{name}[{setting}]" if setting else name, weights, precision_of(entry) or "–",
+            rows.append([f"{name}[{setting}]" if setting else name, weights, precision_of(record, name) or "–",
                          fmt_number(speed_["median"]),
                          f"{fmt_number(speed_['min'])}–{fmt_number(speed_['max'])}",
                          fmt_number(entry.get("peak_memory_mb")), fmt_number(entry.get("process_baseline_mb")),
@@ -80,14 +80,29 @@ def render_speed(speed: list[Record]) -> list[str]:
     return lines
 
 
-def precision_of(entry: Record) -> str | None:
-    """The number format a method ran in (fp32 or bf16), for the methods with a backbone that report it."""
-    return (entry.get("method_info") or {}).get("precision")
+def known_precision(info: Record | None, section: Record | None, method: str, device: str) -> str | None:
+    """The number format a model ran in: what its method said (method_info.precision); for a CPU run from
+    before methods said so, its configured fp32 (or the hash-neutral value that stands for it), which a CPU
+    always runs as asked; None where it cannot be known (no backbone, "auto" or bf16 unresolved, CUDA)."""
+    from bench.config import section_neutral
+    from bench.report.labels import bench_defaults
+
+    if (info or {}).get("precision"):
+        return str((info or {})["precision"])
+    wanted = (section or {}).get("precision", section_neutral(bench_defaults(), method).get("precision"))
+    return "fp32" if wanted == "fp32" and str(device).startswith("cpu") else None
 
 
-def mixed_precision(a: Record, b: Record) -> bool:
-    """Two methods that both report a precision and ran in different ones: their ratio mixes number formats."""
-    return bool(precision_of(a) and precision_of(b) and precision_of(a) != precision_of(b))
+def precision_of(record: Record, name: str) -> str | None:
+    """The number format a speed record's method ran in (known_precision of its entry and config)."""
+    section = ((record.get("config") or {}).get("methods") or {}).get(name, {}).get(name)
+    return known_precision(record["methods"][name].get("method_info"), section, name, str(record.get("device")))
+
+
+def mixed_precision(record: Record, a: str, b: str) -> bool:
+    """Two methods whose number formats are both known and differ: their ratio mixes formats."""
+    first, second = precision_of(record, a), precision_of(record, b)
+    return bool(first and second and first != second)
 
 
 def entry_label(name: str, entry: Record) -> str:
@@ -112,28 +127,27 @@ def parameters(entry: Record) -> int | None:
 
 
 def speed_ratio_lines(record: Record) -> list[str]:
-    """One sentence per ratio, saying when it is no headline (the two ran in different precisions, or decoding
-    stopped by its token cap) and what a fixed decoding length was (TIGER-style semantic IDs: the same on every
-    beam)."""
+    """One sentence per ratio: what a fixed decoding length was (TIGER-style semantic IDs: the same on every
+    beam), and why it is no headline where it is not (the two ran in different precisions, or decoding stopped
+    at its token cap)."""
     lines = []
     for first, other, ratio in speed_ratios(record):
         a, b = entry_label(first, record["methods"][first]), entry_label(other, record["methods"][other])
         entry = record["methods"][other]
-        if mixed_precision(record["methods"][first], entry):
-            lines += ["", f"{a} / {b} samples/s: {fmt_number(ratio)}× (medians; not a headline: {first} ran in "
-                          f"{precision_of(record['methods'][first])}, {other} in {precision_of(entry)}, so the "
-                          "ratio mixes number formats; `bench speed --precision` runs them alike)."]
-        elif length_set_by_cap(entry):
+        notes, caveats = [], []
+        if mixed_precision(record, first, other):
+            caveats.append(f"{first} ran in {precision_of(record, first)}, {other} in {precision_of(record, other)}, "
+                           "so the ratio mixes number formats; `bench speed --precision` runs them alike")
+        if length_set_by_cap(entry):
             # The generative method's time was set by its token cap, not by its weights: the ratio moves with it.
-            lines += ["", f"{a} / {b} samples/s: {fmt_number(ratio)}× (medians; not a headline: {other} hit the "
-                          "max_new_tokens cap on most requests, so the ratio moves with the cap)."]
+            caveats.append(f"{other} hit the max_new_tokens cap on most requests, so the ratio moves with the cap")
         elif _decoding(entry)["fixed"]:
             sizes = (f"; parameters: {first} {parameters(record['methods'][first]):,}, {other} "
                      f"{parameters(entry):,}" if parameters(record["methods"][first]) and parameters(entry) else "")
-            lines += ["", f"{a} / {b} samples/s: **{fmt_number(ratio)}×** (medians; {b}'s decoding length is "
-                          f"fixed: {_decoding(entry)['fixed']}{sizes})."]
-        else:
-            lines += ["", f"{a} / {b} samples/s: **{fmt_number(ratio)}×** (medians)."]
+            notes.append(f"{b}'s decoding length is fixed: {_decoding(entry)['fixed']}{sizes}")
+        value = f"{fmt_number(ratio)}×" if caveats else f"**{fmt_number(ratio)}×**"
+        said = "; ".join(["medians", *notes, *(["not a headline: " + "; ".join(caveats)] if caveats else [])])
+        lines += ["", f"{a} / {b} samples/s: {value} ({said})."]
     return lines
 
 

@@ -270,10 +270,6 @@ def measure_speed(
         effective[method] = weights.record["config"]
         applied_quick[method] = []
         log(f"{method}: trained weights of {weights.describe()['record']}")
-        own = effective[method].get(method, {}).get("precision")
-        if precision and own and own != precision:
-            log(f"{method}: its trained weights keep their record's precision ({own}); --precision {precision} "
-                "applies to the fitted methods")
     for method in methods:
         forced = registry.load(method).timing_overrides
         if forced:

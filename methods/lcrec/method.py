@@ -54,6 +54,7 @@ class LCRecMethod(Method):
         self.report: dict[str, Any] = {}
         self.id_facts: dict[str, Any] = {}
         self.precision = "fp32"
+        self.train_subsample: dict[str, Any] | None = None
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -114,6 +115,8 @@ class LCRecMethod(Method):
         users = [u for u, seq in enumerate(dataset.split.train) if len(seq) >= 2]
         if 0 < s.max_train_users < len(users):
             users = sorted(random.Random(ctx.seed).sample(users, s.max_train_users))
+            # A model trained on some users is no full-data row (the record's subsample says so, as CoVE's).
+            self.train_subsample = {"max_train_users": s.max_train_users, "seed": ctx.seed, "users": len(users)}
         if not users and s.epochs > 0:
             raise BenchError(f"dataset {dataset.name}: no user has two training items, so LC-Rec has nothing to "
                              "train on (set lcrec.epochs=0 to rank with the untrained model)")
@@ -209,4 +212,5 @@ class LCRecMethod(Method):
             **training_facts(self.report, s.epochs, s.patience),
             "setting": s.preset,
             "deviations": deviations(s),
+            **({"train_subsample": self.train_subsample} if self.train_subsample else {}),
         }
