@@ -116,6 +116,30 @@ def test_a_run_on_some_users_says_so_and_a_run_on_all_does_not(tiny_lcrec: None,
     assert "train_subsample" not in every.describe()
 
 
+def test_length_buckets_keep_every_example_once_and_cut_padding(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from bench.train.lora_trainer import LoRATrainer, TrainExample
+
+    lengths = [int(n) for n in np.random.default_rng(0).integers(2, 200, size=300)]
+    examples = [TrainExample([1] * n, [1] * n) for n in lengths]
+
+    def epoch(buckets: bool, number: int = 0) -> list[list[list[int]]]:
+        settings = SimpleNamespace(learning_rate=1e-3, batch_size=16, grad_accum=2, warmup_steps=1, epochs=2,
+                                   patience=0, length_buckets=buckets)
+        return LoRATrainer(torch.nn.Linear(2, 2), 0, examples, settings, tmp_path / str(buckets), {}, name="toy",
+                           seed=0, device="cpu", precision="fp32", budget_minutes=None).epoch_steps(number)
+
+    def padded(steps: list[list[list[int]]]) -> int:
+        return sum(max(lengths[e] for e in micro) * len(micro) for step in steps for micro in step)
+
+    plain, bucketed = epoch(False), epoch(True)
+    assert sorted(e for step in bucketed for micro in step for e in micro) == list(range(300))
+    assert all(len(step) <= 2 and all(len(micro) <= 16 for micro in step) for step in bucketed)
+    assert padded(bucketed) < 0.6 * padded(plain)
+    assert epoch(True) == bucketed and epoch(True, 1) != bucketed  # a resume rebuilds it; the next epoch differs
+
+
 def test_a_finished_run_reloads_its_adapter_and_code_embeddings(tiny_lcrec: None, tmp_path: Path):
     """resume_only (bench evaluate, speed --trained): the same scores without training, LoRA and the new
     tokens' trained rows both restored (a reload starts from their initial rows, which training moved)."""
