@@ -4,6 +4,7 @@ decoding that never leaves the catalogue, and a finished run reloaded without tr
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -117,8 +118,6 @@ def test_a_run_on_some_users_says_so_and_a_run_on_all_does_not(tiny_lcrec: None,
 
 
 def test_length_buckets_keep_every_example_once_and_cut_padding(tmp_path: Path):
-    from types import SimpleNamespace
-
     from bench.train.lora_trainer import LoRATrainer, TrainExample
 
     lengths = [int(n) for n in np.random.default_rng(0).integers(2, 200, size=300)]
@@ -138,6 +137,45 @@ def test_length_buckets_keep_every_example_once_and_cut_padding(tmp_path: Path):
     assert all(len(step) <= 2 and all(len(micro) <= 16 for micro in step) for step in bucketed)
     assert padded(bucketed) < 0.6 * padded(plain)
     assert epoch(True) == bucketed and epoch(True, 1) != bucketed  # a resume rebuilds it; the next epoch differs
+
+
+class TokenMeanLM(torch.nn.Module):
+    """Loss: the mean over labelled next tokens of (w[token] - label)^2, so its gradient shows how each token
+    was weighed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.arange(8, dtype=torch.float32) / 8)
+        self.config = SimpleNamespace(_attn_implementation="eager")
+
+    def forward(self, input_ids: Any, labels: Any, attention_mask: Any) -> Any:
+        target = labels[:, 1:]
+        labelled = target != -100
+        return SimpleNamespace(loss=((self.w[input_ids[:, :-1]] - target.clamp(min=0)) ** 2)[labelled].mean())
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_a_step_of_length_grouped_micro_batches_is_its_token_mean(grouped: bool, tmp_path: Path):
+    """Grouped by length, a micro-batch of short sequences must not weigh as much as one of long ones: the step's
+    gradient is the token mean of all its examples, as one batch. Random micro-batches keep the mean of their
+    means, which differs here (the twin)."""
+    from bench.train.lora_trainer import LoRATrainer, TrainExample, collate
+
+    lengths = [2, 3, 20, 24, 40, 41]
+    examples = [TrainExample([(i + j) % 8 for j in range(n)], [(i * j) % 5 for j in range(n)])
+                for i, n in enumerate(lengths)]
+    settings = SimpleNamespace(learning_rate=1e-3, batch_size=2, grad_accum=3, warmup_steps=1, epochs=1, patience=0,
+                               length_buckets=grouped)
+    model = TokenMeanLM()
+    trainer = LoRATrainer(model, 0, examples, settings, tmp_path / "work", {}, name="toy", seed=0, device="cpu",
+                          precision="fp32", budget_minutes=None)
+    window = [[0, 1], [2, 3], [4, 5]]
+    for positions, share in zip(window, trainer.micro_batch_shares(window)):
+        trainer._backward(positions, share)
+    stepped = model.w.grad.clone()
+    model.w.grad = None
+    model(**collate(examples, 0)).loss.backward()
+    assert torch.allclose(stepped, model.w.grad, atol=1e-6) == grouped
 
 
 def test_a_finished_run_reloads_its_adapter_and_code_embeddings(tiny_lcrec: None, tmp_path: Path):

@@ -154,6 +154,9 @@ class LoRATrainer:
         self.seed, self.device, self.precision = seed, device, precision
         self.attention = training_attention(getattr(settings, "train_attention", "auto"), device, precision)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
+        # Labelled next tokens per example (labels shifted by one, as the model shifts them): what a micro-batch
+        # weighs in its step when micro-batches are grouped by length (token_weighted_steps).
+        self.labelled = [sum(label != IGNORE_INDEX for label in e.labels[1:]) for e in examples]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate, weight_decay=0.0)
         micro_per_epoch = math.ceil(len(examples) / settings.batch_size)
         self.steps_per_epoch = math.ceil(micro_per_epoch / settings.grad_accum)
@@ -204,14 +207,30 @@ class LoRATrainer:
                 attention_kernel(self.model, self.attention) as self.loop.state["train_attention"]:
             return self.model(**batch).loss
 
-    def _backward(self, positions: list[int], window: int) -> tuple[float, int] | None:
-        """This rank's part of one micro-batch: backward of its loss, weighted so the ranks' averaged
-        gradients equal one process's; returns (its loss, its examples), None without examples here."""
+    def token_weighted_steps(self) -> bool:
+        """Micro-batches grouped by length hold similar sequences, so a micro-batch of short ones would weigh as
+        much as one of long ones (up to ~50x per token for LC-Rec's 1- and 50-item users): each then weighs its
+        labelled tokens' share of the step, and the step's loss is its token mean whatever the grouping. Random
+        micro-batches keep the mean of their means (Hugging Face's gradient accumulation of the authors' time)."""
+        return bool(getattr(self.settings, "length_buckets", False) or getattr(self.settings, "length_sorted_steps",
+                                                                               False))
+
+    def micro_batch_shares(self, window: list[list[int]]) -> list[float]:
+        """The weight of each micro-batch's token-mean loss in its optimizer step (they sum to 1)."""
+        counts = [sum(self.labelled[p] for p in positions) for positions in window]
+        if not self.token_weighted_steps() or not sum(counts):
+            return [1 / len(window)] * len(window)
+        return [count / sum(counts) for count in counts]
+
+    def _backward(self, positions: list[int], share: float) -> tuple[float, int] | None:
+        """This rank's part of one micro-batch: backward of its loss times the micro-batch's `share` of the step,
+        weighted so the ranks' averaged gradients equal one process's; returns (its loss, its examples), None
+        without examples here."""
         mine = my_slice(positions)
         batch = collate([self.examples[p] for p in mine], self.pad_id) if mine else None
         if world()[1] == 1:
             loss = self._loss(batch)
-            (loss / window).backward()
+            (loss * share).backward()
             return float(loss.detach()), len(mine)
         # The loss is a mean over labelled next tokens (labels shifted by one, as the model shifts them).
         terms = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) if batch is not None else 0
@@ -219,11 +238,11 @@ class LoRATrainer:
         if batch is None or not terms:
             return None
         loss = self._loss(batch)
-        (loss * weight / window).backward()
+        (loss * weight * share).backward()
         return float(loss.detach()), len(mine)
 
     def step(self, window: list[list[int]]) -> StepResult:
-        done = [self._backward(positions, len(window)) for positions in window]
+        done = [self._backward(positions, share) for positions, share in zip(window, self.micro_batch_shares(window))]
         done = [d for d in done if d is not None]  # a rank whose slices were all empty has none
         average_gradients(self.trainable)
         self.optimizer.step()

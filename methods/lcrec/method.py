@@ -196,7 +196,8 @@ class LCRecMethod(Method):
             "train_users": getattr(self, "train_users", None),
             "train_tokens": getattr(self, "train_tokens", None),
             "train_mode": "one sequence per user, loss on the codes of every item after the first",
-            "train_batches": "length-bucketed micro-batches" if s.length_buckets else "random micro-batches",
+            "batching": ("length-bucketed micro-batches, each weighted by its labelled tokens (the step's token "
+                         "mean)" if s.length_buckets else "random micro-batches, each its token mean / grad_accum"),
             "ranking": (f"top-{self.beams} by beam search constrained to catalogue IDs, ordered by beam score; "
                         f"other items tie below them (HR/NDCG@K exact for K <= {self.beams})") if loaded else None,
             "decoding": "Hugging Face beam search, the prompt encoded once per request and shared by its beams",
