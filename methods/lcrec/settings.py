@@ -34,8 +34,8 @@ class LCRecSettings:
     warmup_steps: int = 20
     batch_size: int = 16
     grad_accum: int = 2
-    # Micro-batches of sequences of similar length (bench.train.batching.epoch_batches); bench.toml turns it on.
-    length_buckets: bool = False
+    # Micro-batches of sequences of similar length, each weighing its labelled tokens (bench.train.batching).
+    length_buckets: bool = True
     epochs: int = 2
     patience: int = 0
     max_history: int = 50
