@@ -43,11 +43,15 @@ ALL_REQUESTS = Scope()
 ScopeRows = dict[str, tuple[list[Path], Record, float, bool]]
 
 
+def converged_test_row(record: Record) -> bool:
+    """Test position, history unmasked, training converged, an NDCG@10: what any frontier row must be."""
+    return (record.get("eval_target", "test") == "test" and not record.get("mask_history") and not cut_short(record)
+            and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
+
+
 def main_table(record: Record) -> bool:
-    """A row a reader takes for the method: test position, every request, unmasked, converged."""
-    sub = record.get("subsample")
-    return (record.get("eval_target", "test") == "test" and not sub and not record.get("mask_history")
-            and not cut_short(record) and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
+    """A row a reader takes for the method: a converged test row over every request."""
+    return converged_test_row(record) and not record.get("subsample")
 
 
 def own_subsample_row(record: Record) -> bool:
@@ -56,10 +60,8 @@ def own_subsample_row(record: Record) -> bool:
     (the record says so, or, for records whose method did not say, its max_train_users does)."""
     sub = record.get("subsample") or {}
     section = (record.get("config") or {}).get(record.get("method"), {})
-    return (record.get("eval_target", "test") == "test" and not record.get("mask_history") and not cut_short(record)
-            and bool(sub) and not sub.get("train") and not section.get("max_train_users")
-            and int(sub.get("eval_requests") or 0) < int(sub.get("eval_requests_total") or 0)
-            and defined(record.get("metrics", {}).get("ndcg@10")) is not None)
+    return (converged_test_row(record) and bool(sub) and not sub.get("train") and not section.get("max_train_users")
+            and int(sub.get("eval_requests") or 0) < int(sub.get("eval_requests_total") or 0))
 
 
 def scope_of(record: Record) -> Scope:

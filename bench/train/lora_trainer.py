@@ -190,7 +190,7 @@ class LoRATrainer:
         order = epoch_order(len(self.examples), self.seed, epoch)
         if getattr(self.settings, "length_sorted_steps", False):
             # The same examples per optimizer step, regrouped by length into its micro-batches: far less
-            # padding at the same step (each micro-batch's token-mean loss still weighs 1 / accum).
+            # padding at the same step (each micro-batch weighs its labelled tokens: micro_batch_shares).
             steps = [order[i:i + size * accum] for i in range(0, len(order), size * accum)]
             return [[ranked[j:j + size] for j in range(0, len(ranked), size)]
                     for ranked in (sorted(step, key=lambda e: len(self.examples[e].input_ids)) for step in steps)]
@@ -218,9 +218,10 @@ class LoRATrainer:
     def micro_batch_shares(self, window: list[list[int]]) -> list[float]:
         """The weight of each micro-batch's token-mean loss in its optimizer step (they sum to 1)."""
         counts = [sum(self.labelled[p] for p in positions) for positions in window]
-        if not self.token_weighted_steps() or not sum(counts):
+        total = sum(counts)
+        if not self.token_weighted_steps() or not total:
             return [1 / len(window)] * len(window)
-        return [count / sum(counts) for count in counts]
+        return [count / total for count in counts]
 
     def _backward(self, positions: list[int], share: float) -> tuple[float, int] | None:
         """This rank's part of one micro-batch: backward of its loss times the micro-batch's `share` of the step,
