@@ -32,8 +32,9 @@ def launch(ranks: int, *args: str) -> subprocess.CompletedProcess:
 
 def why(process: subprocess.CompletedProcess) -> str:
     """A failed launch's stderr, long enough to hold the failing rank's own traceback: torchrun's summary
-    alone fills the last ~2,500 characters (one CI failure showed nothing else)."""
-    return process.stderr[-8000:]
+    alone fills the last ~2,500 characters (one CI failure showed nothing else, another only torchrun's
+    summary after 8,000)."""
+    return process.stderr[-20000:]
 
 
 def records(isolated: Path) -> dict[str, dict]:
@@ -346,3 +347,40 @@ def test_every_all_reduce_goes_through_the_checked_helper():
 def _line_of_all_reduce() -> int:
     source = (REPO / "bench" / "train" / "distributed.py").read_text(encoding="utf-8").splitlines()
     return next(i for i, line in enumerate(source, 1) if "dist.all_reduce(tensor)" in line)
+
+
+@pytest.mark.parametrize("failure, code, expected", [(None, 0, 0), (None, 2, 2), (RuntimeError("peer gone"), 0, 1),
+                                                      (KeyboardInterrupt(), 0, 130)])
+def test_a_rank_meets_the_others_leaves_and_ends_without_teardown(failure, code: int, expected: int,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    """A torchrun rank's end: after a success it meets the others, it always leaves the group, and it exits
+    with os._exit (no interpreter teardown to destroy a group still held by a DDP or FSDP object); a
+    failure while leaving never ends in exit 0."""
+    from bench.train import distributed
+
+    calls: list[str] = []
+
+    def meet() -> None:
+        calls.append("barrier")
+        if failure is not None:
+            raise failure
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(status: int) -> None:
+        calls.append(f"_exit {status}")
+        raise Exited
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed, "barrier", meet)
+    monkeypatch.setattr(distributed, "leave", lambda: calls.append("leave"))
+    monkeypatch.setattr(distributed.os, "_exit", exit_now)
+    with pytest.raises(Exited):
+        distributed.end_process(code)
+    meeting = ["barrier"] if code == 0 else []
+    assert calls == [*meeting, *(["leave"] if failure is None else []), f"_exit {expected}"]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(SystemExit) as one_process:
+        distributed.end_process(code)
+    assert one_process.value.code == code

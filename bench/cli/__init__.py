@@ -3,14 +3,12 @@ module is the entry point (exit codes, Ctrl-C and SIGTERM)."""
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from bench.cli import report_commands, run_commands  # noqa: F401  (registers the commands)
 from bench.cli.common import app
 from bench.errors import BenchError
-from bench.train.distributed import leave
+from bench.train.distributed import end_process, leave
 
 INTERRUPTED = "interrupted: nothing was recorded for the unfinished run"
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as a shell reports them
@@ -55,10 +53,13 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     try:
-        sys.exit(_exit_code())
-    finally:
-        # Under torchrun: once the command is done (--seeds and demo run several runs in one group).
+        code = _exit_code()
+    except BaseException:  # an unforeseen error keeps its traceback; a torchrun rank still leaves its group
         leave()
+        raise
+    # Under torchrun the ranks leave the group once the command is done (--seeds and demo run several runs in
+    # one group), and end without the interpreter's teardown.
+    end_process(code)
 
 
 def _exit_code() -> int:

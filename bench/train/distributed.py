@@ -9,9 +9,10 @@ checkpoints and records. Single-process runs never touch torch.distributed.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -65,6 +66,27 @@ def leave() -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit with `code`. A torchrun rank first meets the others (after a success), leaves the group with them,
+    and then ends without the interpreter's teardown: a DDP reducer or FSDP's device mesh can still hold the
+    gloo group there, and destroying it then aborts the rank ("terminate called without an active
+    exception"; CI at cf08bb3, twice in one run, although every rank had left the group). Every file a run
+    keeps is written atomically before this point, so only buffered output is left to flush."""
+    if world()[1] == 1:
+        sys.exit(code)
+    try:
+        if code == 0:
+            barrier()
+        leave()
+    except BaseException as error:  # a rank that died before the end, or Ctrl-C here: never exit 0
+        print(f"error: leaving the process group: {error!r}", file=sys.stderr)
+        code = code or (130 if isinstance(error, KeyboardInterrupt) else 1)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def block(count: int) -> tuple[int, int]:
