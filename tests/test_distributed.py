@@ -33,8 +33,8 @@ def launch(ranks: int, *args: str) -> subprocess.CompletedProcess:
 def why(process: subprocess.CompletedProcess) -> str:
     """A failed launch's stderr, long enough to hold the failing rank's own traceback: torchrun's summary
     alone fills the last ~2,500 characters (one CI failure showed nothing else, another only torchrun's
-    summary after 8,000)."""
-    return process.stderr[-20000:]
+    summary after 8,000), and stdout's end (whether rank 0 had recorded)."""
+    return f"stdout: {process.stdout[-2000:]}\nstderr: {process.stderr[-20000:]}"
 
 
 def records(isolated: Path) -> dict[str, dict]:
