@@ -25,7 +25,7 @@ NO_DROPOUT = ["--set", "sasrec_native.epochs=2", "--set", "sasrec_native.dropout
 def launch(ranks: int, *args: str) -> subprocess.CompletedProcess:
     """Fresh processes (never forked from pytest): torchrun when ranks > 1, plain python otherwise."""
     runner = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     return subprocess.run([sys.executable, *runner, "-m", "bench.cli", *args, "--threads", "1"], cwd=REPO,
                           capture_output=True, text=True, env=env, timeout=300)
 
@@ -221,7 +221,7 @@ def test_an_interrupted_two_rank_run_resumes_and_writes_one_record(isolated: Pat
             "--set", "sasrec_native.patience=0", "--set", "sasrec_native.batch_size=16"]
     runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
               "bench.cli", *args, "--threads", "1"]
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     first = subprocess.Popen(runner, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     work = isolated / "cache" / "work" / "tiny"
@@ -250,7 +250,8 @@ def first_step_gradients(ranks: int, folder: Path, *args: str) -> list[torch.Ten
     """The gradients the first optimizer step applies (tests/grad_probe.py), checked equal on every rank."""
     folder.mkdir()
     runner = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "GRAD_PROBE_DIR": str(folder)}
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
+           "GRAD_PROBE_DIR": str(folder)}
     done = subprocess.run([sys.executable, *runner, str(REPO / "tests" / "grad_probe.py"), *args, "--threads", "1"],
                           cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, why(done)
@@ -298,7 +299,8 @@ def test_ranks_wait_together_while_rank_0_waits_for_the_training_slot(isolated: 
 
     lock = isolated / "cache" / "training.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "BENCH_PROCESS_GROUP_TIMEOUT": "4"}
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
+           "BENCH_PROCESS_GROUP_TIMEOUT": "4"}
     with open(lock, "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         held.write("pid 1: another training")
@@ -349,19 +351,25 @@ def _line_of_all_reduce() -> int:
     return next(i for i, line in enumerate(source, 1) if "dist.all_reduce(tensor)" in line)
 
 
-@pytest.mark.parametrize("failure, code, expected", [(None, 0, 0), (None, 2, 2), (RuntimeError("peer gone"), 0, 1),
-                                                      (KeyboardInterrupt(), 0, 130)])
-def test_a_rank_meets_the_others_leaves_and_ends_without_teardown(failure, code: int, expected: int,
-                                                                   monkeypatch: pytest.MonkeyPatch):
-    """A torchrun rank's end: after a success it meets the others, it always leaves the group, and it exits
-    with os._exit (no interpreter teardown to destroy a group still held by a DDP or FSDP object); a
-    failure while leaving never ends in exit 0."""
+@pytest.mark.parametrize("backend, failure, code, expected", [
+    (None, None, 0, 0), (None, None, 2, 2), ("gloo", None, 0, 0), ("nccl", None, 0, 0), ("nccl", None, 2, 2),
+    ("nccl", RuntimeError("communicator gone"), 0, 1), ("nccl", KeyboardInterrupt(), 0, 130)])
+def test_a_rank_ends_with_its_code_and_without_teardown(backend: str | None, failure: BaseException | None, code: int,
+                                                        expected: int, monkeypatch: pytest.MonkeyPatch):
+    """A torchrun rank ends with os._exit after flushing its output, whether or not it joined a group (a
+    recorded run never does): no interpreter teardown to destroy gloo's state, no gloo group destroyed, an
+    nccl group destroyed as NCCL asks, and a failure while destroying it never ends in exit 0. One
+    process exits normally."""
+    import io
+
+    import torch.distributed as dist
+
     from bench.train import distributed
 
     calls: list[str] = []
 
-    def meet() -> None:
-        calls.append("barrier")
+    def leave() -> None:
+        calls.append("leave")
         if failure is not None:
             raise failure
 
@@ -372,15 +380,32 @@ def test_a_rank_meets_the_others_leaves_and_ends_without_teardown(failure, code:
         calls.append(f"_exit {status}")
         raise Exited
 
+    class Output(io.StringIO):
+        def flush(self) -> None:
+            calls.append("flush")
+
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setattr(distributed, "barrier", meet)
-    monkeypatch.setattr(distributed, "leave", lambda: calls.append("leave"))
+    monkeypatch.setattr(dist, "is_initialized", lambda: backend is not None)
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: backend)
+    monkeypatch.setattr(distributed, "leave", leave)
     monkeypatch.setattr(distributed.os, "_exit", exit_now)
+    monkeypatch.setattr(sys, "stdout", Output())
+    monkeypatch.setattr(sys, "stderr", Output())
     with pytest.raises(Exited):
         distributed.end_process(code)
-    meeting = ["barrier"] if code == 0 else []
-    assert calls == [*meeting, *(["leave"] if failure is None else []), f"_exit {expected}"]
+    assert calls == [*(["leave"] if backend == "nccl" else []), "flush", "flush", f"_exit {expected}"]
     monkeypatch.setenv("WORLD_SIZE", "1")
     with pytest.raises(SystemExit) as one_process:
         distributed.end_process(code)
     assert one_process.value.code == code
+
+
+def test_the_cli_ends_every_command_through_end_process(monkeypatch: pytest.MonkeyPatch):
+    """main() hands its exit code to end_process (where a torchrun rank skips the teardown)."""
+    import bench.cli
+
+    ended: list[int] = []
+    monkeypatch.setattr(bench.cli, "end_process", ended.append)
+    monkeypatch.setattr(sys, "argv", ["bench", "run", "--method", "no_such_method", "--dataset", "tiny"])
+    bench.cli.main()
+    assert ended == [2]

@@ -57,8 +57,8 @@ def main() -> None:
     except BaseException:  # an unforeseen error keeps its traceback; a torchrun rank still leaves its group
         leave()
         raise
-    # Under torchrun the ranks leave the group once the command is done (--seeds and demo run several runs in
-    # one group), and end without the interpreter's teardown.
+    # A torchrun rank ends here once the whole command is done (--seeds and demo run several runs in one
+    # group), without the interpreter's teardown.
     end_process(code)
 
 

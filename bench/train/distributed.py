@@ -58,9 +58,8 @@ def init(device: str) -> str | None:
 
 
 def leave() -> None:
-    """Leave the process group before the process exits: a gloo group left to the interpreter's teardown can
-    abort the rank that finishes first ("terminate called without an active exception", seen once in CI while
-    rank 0 still wrote the record), and torchrun then kills the others. No collective follows this."""
+    """Destroy the process group (an nccl one at the end, see end_process; any group when a command fails
+    with a traceback). No collective follows this."""
     if world()[1] > 1:
         import torch.distributed as dist
 
@@ -69,24 +68,34 @@ def leave() -> None:
 
 
 def end_process(code: int) -> NoReturn:
-    """Exit with `code`. A torchrun rank first meets the others (after a success), leaves the group with them,
-    and then ends without the interpreter's teardown: a DDP reducer or FSDP's device mesh can still hold the
-    gloo group there, and destroying it then aborts the rank ("terminate called without an active
-    exception"; CI at cf08bb3, twice in one run, although every rank had left the group). Every file a run
-    keeps is written atomically before this point, so only buffered output is left to flush."""
+    """Exit with `code`. A torchrun rank ends without the interpreter's teardown (os._exit once its output
+    is flushed): destroying gloo's C++ state can abort a rank with "terminate called without an active
+    exception" (pytorch/pytorch#179291; CI at cf08bb3, twice in one run, although every rank had called
+    destroy_process_group), and torchrun then kills the others, rank 0 while it writes the record. So a gloo
+    group is not destroyed at all (its backend has no shutdown to run); an nccl group is, as NCCL asks.
+    Nothing is left to clean up by then: every file a run keeps is written atomically, and the command has
+    released its locks."""
     if world()[1] == 1:
         sys.exit(code)
     try:
-        if code == 0:
-            barrier()
-        leave()
-    except BaseException as error:  # a rank that died before the end, or Ctrl-C here: never exit 0
-        print(f"error: leaving the process group: {error!r}", file=sys.stderr)
+        if _backend() == "nccl":
+            leave()
+    except BaseException as error:  # never exit 0 after a failure here
+        print(f"error: leaving the nccl process group: {error!r}", file=sys.stderr)
         code = code or (130 if isinstance(error, KeyboardInterrupt) else 1)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # a closed pipe or a late Ctrl-C must not bring the teardown back
+            pass
+    os._exit(code)
+
+
+def _backend() -> str | None:
+    """The process group's backend, None when this process never joined one (e.g. a recorded run)."""
+    import torch.distributed as dist
+
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
 
 
 def block(count: int) -> tuple[int, int]:
