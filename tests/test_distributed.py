@@ -18,6 +18,8 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parent.parent
+# Every launch's environment: loopback gloo, one thread per rank, and a Python stack if a rank aborts.
+RANK_ENV = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 NO_DROPOUT = ["--set", "sasrec_native.epochs=2", "--set", "sasrec_native.dropout=0.0", "--set",
               "sasrec_native.batch_size=16"]
 
@@ -25,7 +27,7 @@ NO_DROPOUT = ["--set", "sasrec_native.epochs=2", "--set", "sasrec_native.dropout
 def launch(ranks: int, *args: str) -> subprocess.CompletedProcess:
     """Fresh processes (never forked from pytest): torchrun when ranks > 1, plain python otherwise."""
     runner = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    env = {**os.environ, **RANK_ENV}
     return subprocess.run([sys.executable, *runner, "-m", "bench.cli", *args, "--threads", "1"], cwd=REPO,
                           capture_output=True, text=True, env=env, timeout=300)
 
@@ -221,7 +223,7 @@ def test_an_interrupted_two_rank_run_resumes_and_writes_one_record(isolated: Pat
             "--set", "sasrec_native.patience=0", "--set", "sasrec_native.batch_size=16"]
     runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
               "bench.cli", *args, "--threads", "1"]
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    env = {**os.environ, **RANK_ENV}
     first = subprocess.Popen(runner, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     work = isolated / "cache" / "work" / "tiny"
@@ -250,8 +252,7 @@ def first_step_gradients(ranks: int, folder: Path, *args: str) -> list[torch.Ten
     """The gradients the first optimizer step applies (tests/grad_probe.py), checked equal on every rank."""
     folder.mkdir()
     runner = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
-           "GRAD_PROBE_DIR": str(folder)}
+    env = {**os.environ, **RANK_ENV, "GRAD_PROBE_DIR": str(folder)}
     done = subprocess.run([sys.executable, *runner, str(REPO / "tests" / "grad_probe.py"), *args, "--threads", "1"],
                           cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, why(done)
@@ -299,8 +300,7 @@ def test_ranks_wait_together_while_rank_0_waits_for_the_training_slot(isolated: 
 
     lock = isolated / "cache" / "training.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
-           "BENCH_PROCESS_GROUP_TIMEOUT": "4"}
+    env = {**os.environ, **RANK_ENV, "BENCH_PROCESS_GROUP_TIMEOUT": "4"}
     with open(lock, "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         held.write("pid 1: another training")
@@ -368,7 +368,7 @@ def test_a_rank_ends_with_its_code_and_without_teardown(backend: str | None, fai
 
     calls: list[str] = []
 
-    def leave() -> None:
+    def destroy(group=None) -> None:
         calls.append("leave")
         if failure is not None:
             raise failure
@@ -387,7 +387,7 @@ def test_a_rank_ends_with_its_code_and_without_teardown(backend: str | None, fai
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(dist, "is_initialized", lambda: backend is not None)
     monkeypatch.setattr(dist, "get_backend", lambda group=None: backend)
-    monkeypatch.setattr(distributed, "leave", leave)
+    monkeypatch.setattr(dist, "destroy_process_group", destroy)
     monkeypatch.setattr(distributed.os, "_exit", exit_now)
     monkeypatch.setattr(sys, "stdout", Output())
     monkeypatch.setattr(sys, "stderr", Output())

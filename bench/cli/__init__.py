@@ -54,7 +54,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     try:
         code = _exit_code()
-    except BaseException:  # an unforeseen error keeps its traceback; a torchrun rank still leaves its group
+    except BaseException:  # an unforeseen error keeps its traceback; an nccl rank still leaves its group
         leave()
         raise
     # A torchrun rank ends here once the whole command is done (--seeds and demo run several runs in one

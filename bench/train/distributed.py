@@ -58,12 +58,13 @@ def init(device: str) -> str | None:
 
 
 def leave() -> None:
-    """Destroy the process group (an nccl one at the end, see end_process; any group when a command fails
-    with a traceback). No collective follows this."""
+    """Destroy an nccl process group, as NCCL asks before a process exits. A gloo group is left alone: its
+    backend has no shutdown to run, and destroying it only moves the teardown that can abort a rank (see
+    end_process). No collective follows this."""
     if world()[1] > 1:
         import torch.distributed as dist
 
-        if dist.is_initialized():
+        if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
             dist.destroy_process_group()
 
 
@@ -71,15 +72,13 @@ def end_process(code: int) -> NoReturn:
     """Exit with `code`. A torchrun rank ends without the interpreter's teardown (os._exit once its output
     is flushed): destroying gloo's C++ state can abort a rank with "terminate called without an active
     exception" (pytorch/pytorch#179291; CI at cf08bb3, twice in one run, although every rank had called
-    destroy_process_group), and torchrun then kills the others, rank 0 while it writes the record. So a gloo
-    group is not destroyed at all (its backend has no shutdown to run); an nccl group is, as NCCL asks.
-    Nothing is left to clean up by then: every file a run keeps is written atomically, and the command has
-    released its locks."""
+    destroy_process_group), and torchrun then kills the others, rank 0 while it writes the record. Only an
+    nccl group is destroyed first (leave). Nothing is left to clean up by then: every file a run keeps is
+    written atomically, and the command has released its locks."""
     if world()[1] == 1:
         sys.exit(code)
     try:
-        if _backend() == "nccl":
-            leave()
+        leave()
     except BaseException as error:  # never exit 0 after a failure here
         print(f"error: leaving the nccl process group: {error!r}", file=sys.stderr)
         code = code or (130 if isinstance(error, KeyboardInterrupt) else 1)
@@ -89,13 +88,6 @@ def end_process(code: int) -> NoReturn:
         except BaseException:  # a closed pipe or a late Ctrl-C must not bring the teardown back
             pass
     os._exit(code)
-
-
-def _backend() -> str | None:
-    """The process group's backend, None when this process never joined one (e.g. a recorded run)."""
-    import torch.distributed as dist
-
-    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
 
 
 def block(count: int) -> tuple[int, int]:
