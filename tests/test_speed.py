@@ -18,7 +18,7 @@ from bench.config import load_config
 from bench.errors import BenchError
 from bench.method import Method
 from bench.runs.speed import QUICK_FIT_USERS, measure_speed, speed_path
-from bench.runs.speed_options import QUICK_FIT, route_overrides
+from bench.runs.speed_options import QUICK_FIT, route_overrides, route_presets
 
 # What the fakes saw. The registry imports this file as "tests.test_speed", which may be another
 # module object than the one pytest runs, so tests read these through `seen()`.
@@ -269,6 +269,16 @@ def test_trained_weights_are_loaded_from_a_copy_never_retrained(fakes: dict[str,
     assert len(trainings) == 2 and plain.record["methods"]["sasrec_native"]["weights"] == {"kind": "quick_fit"}
     assert plain.record["methods"]["sasrec_native"]["method_info"]["weight"] < json.loads(before)["weight"]
 
+    # A method given a --preset is timed as that preset's quick fit, not as its best recorded run.
+    fakes["sasrec_native"]["presets"] = {"short": {"epochs": 3}}
+    named = measure_speed("tiny", ["sasrec_native"], num_prompts=3, repeats=1, config=fakes, trained=True,
+                          presets=["sasrec_native=short"], log=lambda _: None)
+    assert len(trainings) == 3 and named.record["methods"]["sasrec_native"]["weights"] == {"kind": "quick_fit"}
+    with pytest.raises(BenchError, match="uses recorded weights, whose settings are the record's"):
+        measure_speed("tiny", ["sasrec_native"], records=[recorded.path], presets=["sasrec_native=short"],
+                      config=fakes, log=lambda _: None)
+    del fakes["sasrec_native"]["presets"]
+
     # Explicit records are checked before anything is timed.
     with pytest.raises(BenchError, match="not among --methods"):
         measure_speed("tiny", ["cove"], records=[recorded.path], config=fakes, log=lambda _: None)
@@ -280,7 +290,7 @@ def test_trained_weights_are_loaded_from_a_copy_never_retrained(fakes: dict[str,
     (work / "weights.json").unlink()  # a work dir without a finished training: refused, never trained
     with pytest.raises(BenchError, match="no finished sasrec_native training to load"):
         measure_speed("tiny", ["sasrec_native"], records=[recorded.path], config=fakes, log=lambda _: None)
-    assert len(trainings) == 2
+    assert len(trainings) == 3
     shutil.rmtree(work)
     with pytest.raises(BenchError, match="trained weights .* are gone"):
         measure_speed("tiny", ["sasrec_native"], records=[recorded.path], config=fakes, log=lambda _: None)
@@ -297,3 +307,38 @@ def test_timing_never_reuses_a_methods_cached_work(fakes: dict[str, Any], monkey
     outcome = measure_speed("tiny", ["bigrec"], num_prompts=3, repeats=1, config=fakes, log=lambda _: None)
     assert seen().CONFIGS["bigrec"]["reuse_generations"] is False
     assert outcome.record["config"]["methods"]["bigrec"]["bigrec"]["reuse_generations"] is False
+
+
+def test_a_preset_names_the_quick_fitted_model_and_mistakes_are_refused_before_work(fakes: dict[str, Any],
+                                                                                    isolated: Path):
+    """--preset METHOD=NAME: the quick fit of that preset's model (so its speed can stand beside the preset's
+    accuracy row); the quick fit's own keys and --set still win; the other methods keep their defaults."""
+    configs = seen().CONFIGS
+    fakes["cove"]["presets"] = {"cpu": {"compression_ratio": 4, "epochs": 9}}
+    outcome = measure_speed("tiny", ["cove", "bigrec"], num_prompts=3, repeats=1, config=fakes, presets=["cove=cpu"],
+                            log=lambda _: None)
+    assert configs["cove"]["compression_ratio"] == 4 and configs["cove"]["preset"] == "cpu"
+    assert configs["cove"]["epochs"] == QUICK_FIT["epochs"] and configs["bigrec"] == {"max_new_tokens": 64}
+    assert outcome.record["config"]["presets"] == {"cove": "cpu"}
+    assert outcome.record["config"]["methods"]["cove"]["cove"]["preset"] == "cpu"
+    measure_speed("tiny", ["cove"], num_prompts=3, repeats=1, config=fakes, presets=["cove=cpu"],
+                  overrides=["cove.compression_ratio=8"], log=lambda _: None)
+    assert configs["cove"]["compression_ratio"] == 8
+    measure_speed("tiny", ["cove"], num_prompts=3, repeats=1, config=fakes, log=lambda _: None)
+    assert configs["cove"]["compression_ratio"] == 2 and "preset" not in configs["cove"]  # its twin: no preset
+
+    assert route_presets(["cove=cpu", " bigrec = few "], ["cove", "bigrec"]) == {"cove": "cpu", "bigrec": "few"}
+    for bad, message in [("cove", "expected METHOD=NAME"), ("sasrec=cpu", "not one of the measured methods"),
+                         ("cove=", "expected METHOD=NAME")]:
+        with pytest.raises(BenchError, match=message):
+            route_presets([bad], ["cove"])
+    with pytest.raises(BenchError, match="already has preset 'cpu'"):
+        route_presets(["cove=cpu", "cove=gpu"], ["cove"])
+    written = isolated / "results" / "speed" / "tiny-cpu.json"
+    before = written.read_bytes()
+    for bad, message in [("pop=nope", "error: Unknown preset 'nope' for pop"), ("pop", "expected METHOD=NAME")]:
+        result = subprocess.run([sys.executable, "-m", "bench.cli", "speed", "--dataset", "tiny", "--methods", "pop",
+                                 "--preset", bad], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                                text=True)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert written.read_bytes() == before  # refused before anything was timed or recorded

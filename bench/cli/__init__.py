@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from bench.cli import report_commands, run_commands  # noqa: F401  (registers the commands)
+from bench.cli import report_commands, run_commands, speed_commands  # noqa: F401  (registers the commands)
 from bench.cli.common import app
 from bench.errors import BenchError
 from bench.train.distributed import end_process, leave

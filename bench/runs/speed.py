@@ -32,6 +32,7 @@ from bench.runs.speed_options import (
     precisions_used,
     quick_fit_overrides,
     route_overrides,
+    route_presets,
 )
 from bench.train.resources import (
     cpu_peak_mb,
@@ -189,6 +190,7 @@ def measure_speed(
     repeats: int = 3,
     batch_size: int = 1,
     overrides: list[str] | tuple[str, ...] = (),
+    presets: list[str] | tuple[str, ...] = (),
     model: str | None = None,
     quick_fit: bool = True,
     trained: bool = False,
@@ -204,7 +206,8 @@ def measure_speed(
     """Measure every method on the same seeded requests in this process; record atomically.
 
     `records` (and, for the methods they leave out, `trained`: the best recorded run still on this machine)
-    give methods their trained weights; the others get the quick fit (or the full fit). `label` names a
+    give methods their trained weights; the others get the quick fit (or the full fit) of their bench.toml
+    settings, or of the preset that `presets` (`METHOD=NAME`) names for them. `label` names a
     comparison of its own (e.g. same_backbone), so it does not replace the main speed record. `precision` runs
     every fitted backbone method in the same number format (a bf16 method against an fp32 one is no speed
     comparison); trained weights keep their record's, and the record says when precisions still differ.
@@ -229,6 +232,7 @@ def measure_speed(
     for method in methods:
         registry.target(method)
     routed = route_overrides(list(overrides), methods)
+    preset_of = route_presets(list(presets), methods)
     named: dict[str, Path] = {}
     for path in records:
         if not path.is_file():
@@ -241,6 +245,9 @@ def measure_speed(
             raise BenchError(f"--records: two records for {method} ({named[method].name}, {path.name})")
         named[method] = path
     for method in named:
+        if method in preset_of:
+            raise BenchError(f"--preset {method}={preset_of[method]}: {method} uses recorded weights, whose settings "
+                             "are the record's")
         if any(not a.startswith("eval.") for a in routed[method]):
             raise BenchError(f"--set {routed[method][0]}: {method} uses recorded weights, whose settings are the "
                              "record's; a changed setting would not be those weights")
@@ -251,8 +258,8 @@ def measure_speed(
         applied_quick[method] = quick
         same_format = precision_overrides(method, config.get(method, {}), precision)
         own_model = model if model is not None and "model" in config.get(method, {}) else None
-        effective[method] = build_effective_config(config, method, None, [*quick, *same_format, *routed[method]],
-                                                   own_model)
+        effective[method] = build_effective_config(config, method, preset_of.get(method),
+                                                   [*quick, *same_format, *routed[method]], own_model)
     targets = {eval_settings(effective[m], m).get("target", "test") for m in methods}
     if len(targets) != 1:
         raise BenchError(f"eval.target differs between methods ({sorted(targets)}): speed needs the same requests")
@@ -263,7 +270,9 @@ def measure_speed(
     dataset, info = setup.prepare()
     reused = {m: recorded_weights(p, m, dataset, paths.cache_dir, registry) for m, p in named.items()}
     if trained:
-        found = find_trained_records(paths.results_dir, dataset, [m for m in methods if m not in reused],
+        # A method given a --preset is timed as that preset's model, not as its best recorded run.
+        found = find_trained_records(paths.results_dir, dataset,
+                                     [m for m in methods if m not in reused and m not in preset_of],
                                      paths.cache_dir, registry)
         reused.update(found)
     for method, weights in reused.items():
@@ -344,7 +353,8 @@ def measure_speed(
         "config": {"methods": effective, "quick_fit": bool(quick), "quick_fit_overrides": applied_quick,
                    "quick_fit_users": QUICK_FIT_USERS if quick else None,
                    "records": {m: w.describe()["record"] for m, w in reused.items()},
-                   "overrides": list(overrides), "model": model, "seed": seed, "threads": threads,
+                   "overrides": list(overrides), "presets": preset_of, "model": model, "seed": seed,
+                   "threads": threads,
                    "precision": precision},
         "dataset_info": {key: info.get(key) for key in ("users", "items", "interactions", "content_hash")},
         "versions": package_versions(),

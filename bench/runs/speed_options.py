@@ -1,6 +1,6 @@
 """What `bench speed`'s options mean, checked before any method is built: the comparison's label (it names
-files), the routing of --set to the measured methods, the quick fit's shortened settings and one precision for
-every backbone method (a bf16 method against an fp32 one is no speed comparison)."""
+files), the routing of --set and --preset to the measured methods, the quick fit's shortened settings and one
+precision for every backbone method (a bf16 method against an fp32 one is no speed comparison)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,24 @@ def route_overrides(overrides: list[str], methods: list[str]) -> dict[str, list[
             raise BenchError(f"--set {assignment!r}: section {section!r} is neither eval nor one of the "
                              f"measured methods ({', '.join(methods)})")
     return routed
+
+
+def route_presets(assignments: list[str], methods: list[str]) -> dict[str, str]:
+    """`METHOD=NAME` pairs -> {method: preset}: a quick-fit entry times the model a preset names, so it can stand
+    beside that preset's accuracy row (the frontier takes only the row's own setting). Whether NAME exists is
+    checked with the method's config, still before any work."""
+    presets: dict[str, str] = {}
+    for assignment in assignments:
+        method, equals, name = (part.strip() for part in assignment.partition("="))
+        if not equals or not method or not name:
+            raise BenchError(f"--preset {assignment!r}: expected METHOD=NAME, e.g. cove=cpu")
+        if method not in methods:
+            raise BenchError(f"--preset {assignment!r}: {method!r} is not one of the measured methods "
+                             f"({', '.join(methods)})")
+        if method in presets:
+            raise BenchError(f"--preset {assignment!r}: {method} already has preset {presets[method]!r}")
+        presets[method] = name
+    return presets
 
 
 def quick_fit_overrides(method: str, section: dict[str, Any]) -> list[str]:
