@@ -240,6 +240,8 @@ def plot_frontier(dataset: str, device: str, panels: list[tuple[int, dict[str, A
     point per method labelled with its size; hollow points were timed with quick-fit weights (their speed does
     not follow the weights)."""
     plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
     for axis, (batch_size, speed_record, points) in zip(axes[0], panels):
         for point in points:
@@ -249,6 +251,13 @@ def plot_frontier(dataset: str, device: str, panels: list[tuple[int, dict[str, A
             axis.annotate(f"{point.label} ({size_text(point.parameters)})", (point.samples_per_sec, point.ndcg10),
                           textcoords="offset points", xytext=(5, 4), fontsize=7)
         axis.set_xscale("log")
+        # Labels at 1-2-5 steps over a short span, decades over a long one: matplotlib's own labels of minor ticks
+        # (drawn when a span holds under one decade) overlap.
+        speeds = [point.samples_per_sec for point in points]
+        short = max(speeds) / min(speeds) < 30
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if short else (1.0,)))
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel("inference samples/sec (log scale)")
         axis.set_ylabel("test NDCG@10 (best full-data row)" if scope == ALL_REQUESTS
                         else f"test NDCG@10 on {scope.requests:,} seeded requests")
@@ -256,7 +265,7 @@ def plot_frontier(dataset: str, device: str, panels: list[tuple[int, dict[str, A
         axis.set_title(f"batch {batch_size} · {hardware} · speed/{points[0].speed_record}", fontsize=8)
         axis.grid(True, alpha=0.3)
         axis.margins(x=0.25, y=0.15)
-    fig.suptitle(f"speed-accuracy frontier · {dataset} · {device}{scope.title()} · filled: timed with the row's "
+    fig.suptitle(f"speed-accuracy frontier · {dataset} · {device}{scope.title()}\nfilled: timed with the row's "
                  "trained weights, hollow: other weights whose speed does not follow training", fontsize=8)
     fig.tight_layout()
     try:
