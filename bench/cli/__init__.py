@@ -1,4 +1,4 @@
-"""`bench` command line: the commands live in run_commands and report_commands; this
+"""`bench` command line: the commands live in run_commands, speed_commands and report_commands; this
 module is the entry point (exit codes, Ctrl-C and SIGTERM)."""
 
 from __future__ import annotations
