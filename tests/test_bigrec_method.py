@@ -445,3 +445,7 @@ def test_deviations_name_what_this_runs_settings_changed(tmp_path: Path):
     assert not any("response tokens" in line or "max_new_tokens" in line for line in authors)
     default = make(method_config(load_config(), "bigrec")["bigrec"], tmp_path)._deviations()
     assert any(line.startswith("loss on response tokens only") for line in default)
+    # The authors' fine-tuning hyperparameters are listed only when a run changes them.
+    assert not any("(authors 0.0001)" in line or line.startswith("batch ") for line in few_shot + authors)
+    tuned = make({**config, "learning_rate": 1e-3, "grad_accum": 16}, tmp_path)._deviations()
+    assert "learning_rate 0.001 (authors 0.0001)" in tuned and "batch 64 (authors 128)" in tuned

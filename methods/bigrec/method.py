@@ -21,7 +21,7 @@ from bench.settings import training_identity
 from methods.bigrec.adjust import GAMMA_GRID, adjusted_distance, popularity
 from methods.bigrec.prompts import build_prompt, build_response, encode_example, shorten_title, unquote
 from methods.bigrec.samples import choose_users, subsample_record, training_samples
-from methods.bigrec.settings import parse_settings
+from methods.bigrec.settings import BIGRecSettings, parse_settings
 
 # A prompt longer than MAX_PROMPT_TOKENS drops its oldest titles (in training and inference
 # alike); MAX_SEQUENCE_TOKENS is the last-resort cut of prompt + response. (The authors cut
@@ -32,6 +32,10 @@ MAX_PROMPT_TOKENS = 896
 KEYED_BEFORE_NEUTRAL_RULE = ("decode_length", "precision", "selection", "valid_loss_users", "length_sorted_steps")
 MAX_SEQUENCE_TOKENS = 1024
 AUTHORS_MAX_NEW_TOKENS = 128
+# The authors' fine-tuning recipe (../shared/PROTOCOLS.md, their train script): a run that changes one of these
+# lists it among its deviations, so a tuned learning rate never passes for their recipe.
+AUTHORS_TRAINING = {"learning_rate": 1e-4, "batch": 128, "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.05,
+                    "lora_targets": ["q_proj", "v_proj"], "epochs": 50, "patience": 5, "warmup_steps": 20}
 
 DEVIATIONS = [
     "backbone: the configured model (SmolLM2-135M-Instruct by default), not LLaMA-7B in 8-bit",
@@ -44,6 +48,16 @@ DEVIATIONS = [
     "gamma grid includes 0 (plain BIGRec) besides the authors' 0.01..1 and 1..99",
     "a time budget that stops training mid-epoch validates that partial epoch and keeps it if best (as CoVE)",
 ]
+
+
+def training_deviations(settings: BIGRecSettings) -> list[str]:
+    """One line per fine-tuning hyperparameter that differs from the authors' (batch = micro-batch x accumulation)."""
+    ours = {"learning_rate": settings.learning_rate, "batch": settings.batch_size * settings.grad_accum,
+            "lora_rank": settings.lora_rank, "lora_alpha": settings.lora_alpha, "lora_dropout": settings.lora_dropout,
+            "lora_targets": list(settings.lora_targets), "epochs": settings.epochs, "patience": settings.patience,
+            "warmup_steps": settings.warmup_steps}
+    return [f"{key} {ours[key]} (authors {authors})" for key, authors in AUTHORS_TRAINING.items()
+            if ours[key] != authors]
 
 
 def setting_name(config: dict[str, Any]) -> str:
@@ -305,6 +319,7 @@ class BIGRecMethod(Method):
         # tokens, as the authors, and must not list the response-only loss).
         if s.loss == "response":
             out.append("loss on response tokens only (loss='response'); the authors trained on all tokens")
+        out.extend(training_deviations(s))
         if s.max_new_tokens != AUTHORS_MAX_NEW_TOKENS:
             out.append(f"max_new_tokens {s.max_new_tokens} (authors {AUTHORS_MAX_NEW_TOKENS})")
         out.append("epoch chosen by the loss of a seeded sample of validation requests (valid_loss_users; the "
