@@ -31,11 +31,11 @@ MAX_PROMPT_TOKENS = 896
 # the work dirs made then (a multi-session few-shot run) still resume. Keys added later drop out at neutral.
 KEYED_BEFORE_NEUTRAL_RULE = ("decode_length", "precision", "selection", "valid_loss_users", "length_sorted_steps")
 MAX_SEQUENCE_TOKENS = 1024
-AUTHORS_MAX_NEW_TOKENS = 128
-# The authors' fine-tuning recipe (../shared/PROTOCOLS.md, their train script): a run that changes one of these
+# The authors' recipe (../shared/PROTOCOLS.md, their train and inference scripts): a run that changes one of these
 # lists it among its deviations, so a tuned learning rate never passes for their recipe.
-AUTHORS_TRAINING = {"learning_rate": 1e-4, "batch": 128, "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.05,
-                    "lora_targets": ["q_proj", "v_proj"], "epochs": 50, "patience": 5, "warmup_steps": 20}
+AUTHORS_SETTINGS = {"learning_rate": 1e-4, "batch": 128, "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.05,
+                    "lora_targets": ["q_proj", "v_proj"], "epochs": 50, "patience": 5, "warmup_steps": 20,
+                    "max_new_tokens": 128}
 
 DEVIATIONS = [
     "backbone: the configured model (SmolLM2-135M-Instruct by default), not LLaMA-7B in 8-bit",
@@ -50,13 +50,13 @@ DEVIATIONS = [
 ]
 
 
-def training_deviations(settings: BIGRecSettings) -> list[str]:
-    """One line per fine-tuning hyperparameter that differs from the authors' (batch = micro-batch x accumulation)."""
+def settings_deviations(settings: BIGRecSettings) -> list[str]:
+    """One line per hyperparameter that differs from the authors' (batch = micro-batch x accumulation)."""
     ours = {"learning_rate": settings.learning_rate, "batch": settings.batch_size * settings.grad_accum,
             "lora_rank": settings.lora_rank, "lora_alpha": settings.lora_alpha, "lora_dropout": settings.lora_dropout,
             "lora_targets": list(settings.lora_targets), "epochs": settings.epochs, "patience": settings.patience,
-            "warmup_steps": settings.warmup_steps}
-    return [f"{key} {ours[key]} (authors {authors})" for key, authors in AUTHORS_TRAINING.items()
+            "warmup_steps": settings.warmup_steps, "max_new_tokens": settings.max_new_tokens}
+    return [f"{key} {ours[key]} (authors {authors})" for key, authors in AUTHORS_SETTINGS.items()
             if ours[key] != authors]
 
 
@@ -319,9 +319,7 @@ class BIGRecMethod(Method):
         # tokens, as the authors, and must not list the response-only loss).
         if s.loss == "response":
             out.append("loss on response tokens only (loss='response'); the authors trained on all tokens")
-        out.extend(training_deviations(s))
-        if s.max_new_tokens != AUTHORS_MAX_NEW_TOKENS:
-            out.append(f"max_new_tokens {s.max_new_tokens} (authors {AUTHORS_MAX_NEW_TOKENS})")
+        out.extend(settings_deviations(s))
         out.append("epoch chosen by the loss of a seeded sample of validation requests (valid_loss_users; the "
                    "authors used their whole validation file)" if s.selection == "valid_loss" else
                    "epoch chosen by validation NDCG@10 of the shared evaluator (gamma = 0), not validation loss")
