@@ -3,10 +3,12 @@
 # per call, 8 files back per call, 30-45 device-minutes per session).
 #
 #   here:          scripts/gpu_run.sh pack beauty     # GGUF parts, the dataset's files, wheels
-#   device call 1: carry [".cache/gpu_ship/part1"], command: scripts/gpu_ship_gguf.sh stash
-#   device call 2: carry [".cache/gpu_ship/part2"], command: scripts/gpu_ship_gguf.sh stash
-#   device call 3+: carry [".cache/gpu_ship/part3", ".cache/gpu_data", ".cache/gpu_wheels"],
-#                  command: scripts/gpu_run.sh next beauty
+#   device call 1: carry [".cache/gpu_ship/part1", ".cache/gpu_hf"], command: scripts/gpu_run.sh stash
+#   device call 2: carry [".cache/gpu_ship/part2", ".cache/gpu_data"], command: scripts/gpu_run.sh stash
+#   device call 3+: carry [".cache/gpu_ship/part3", ".cache/gpu_wheels"], command: scripts/gpu_run.sh next beauty
+# (each call under 64 MiB with the 5 MiB tree: ~51, ~44, ~55; what a call carried stays on the machine while
+# it is warm, 30 s after a call, so make the calls back to back). .cache/gpu_hf holds the transformers and
+# peft this checkout pins: the machine's own (5.17 / 0.21.0 in 2026-12) are older than the tested ones.
 #   then here:     scripts/gpu_run.sh collect DIR   # DIR = the call's files_at; then commit results/
 #
 # `next` first runs `bench smoke` (once per machine, under a minute: every LLM method builds on the
@@ -29,6 +31,8 @@
 set -euo pipefail
 data=.cache/gpu_data
 wheels=.cache/gpu_wheels
+hf=.cache/gpu_hf
+site=${BENCH_GPU_SITE:-/tmp/site}  # where carried wheels go on the device
 SEQUENCE="cove bigrec sasrec gru4rec tiger lcrec speed"
 device=${BENCH_GPU_DEVICE:-cuda}  # cpu only to rehearse this script without a GPU
 model=${BENCH_GPU_MODEL:-}
@@ -36,11 +40,8 @@ stamp=/tmp/bench-gpu-stamp
 
 setup() {  # device: wheels, GGUF, data, revision; results/ holds the committed records (reused)
   python=${PYTHON:-python3}
-  if compgen -G "$wheels/*.whl" >/dev/null; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site "$wheels"/*.whl
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-  fi
+  install_wheels "$wheels"
+  [ -d "$site" ] && export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
   if [ -d .cache/gpu_ship ] || [ -d .cache/gpu_gguf ]; then eval "$(scripts/gpu_ship_gguf.sh join)"; fi
   if [ -d "$data/tiger_ids" ]; then  # TIGER's semantic IDs, built by `pack` (no room for the text encoder)
     mkdir -p .cache/tiger/semantic_ids && cp "$data"/tiger_ids/* .cache/tiger/semantic_ids/
@@ -49,6 +50,13 @@ setup() {  # device: wheels, GGUF, data, revision; results/ holds the committed 
   export PYTHONUNBUFFERED=1
   [ -f "$data/GIT_REV" ] && export BENCH_GIT_REV="$(cat "$data/GIT_REV") (copy on the GPU machine)"
   touch "$stamp"
+}
+
+install_wheels() {  # carried wheels into $site (kept on the machine for the later calls)
+  if compgen -G "$1/*.whl" >/dev/null; then
+    "${python:-python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$site" "$1"/*.whl
+  fi
 }
 
 bench() { "$python" -m bench.cli "$@"; }
@@ -116,12 +124,18 @@ case "${1:-}" in
       ids=$(.venv/bin/python scripts/tiger_semantic_ids.py "$named" | tail -1)
       cp "$ids" "${ids%.npy}.json" "$data/tiger_ids/"
     done
-    rm -rf "$wheels" && mkdir -p "$wheels"
+    rm -rf "$wheels" "$hf" && mkdir -p "$wheels" "$hf"
+    pins=$(.venv/bin/python -c 'import transformers, peft; print(f"transformers=={transformers.__version__} peft=={peft.__version__}")')
+    # shellcheck disable=SC2086
+    .venv/bin/python -m pip download -q --no-deps --only-binary=:all: -d "$hf" $pins
     .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
       --platform manylinux2014_x86_64 -d "$wheels" gguf==0.19.0 faiss-cpu==1.15.1
-    du -sh .cache/gpu_ship/part3 "$data" "$wheels" >&2
-    echo "last call carries: .cache/gpu_ship/part3 $data $wheels (keep under 64 MiB with the tree)" >&2 ;;
+    du -sh .cache/gpu_ship/part* "$hf" "$data" "$wheels" >&2
+    echo "calls carry: part1 + $hf; part2 + $data; part3 + $wheels (each under 64 MiB with the tree)" >&2 ;;
+  stash)  # device, calls 1-2: keep the carried GGUF part; install the carried transformers/peft
+    scripts/gpu_ship_gguf.sh stash
+    install_wheels "$hf" ;;
   run)
     method=${2:?usage: $0 run METHOD DATASET [bench run args]}
     dataset=${3:?usage: $0 run METHOD DATASET [bench run args]}
@@ -150,6 +164,6 @@ case "${1:-}" in
     find "$from" \( -name '*.json' -o -name '*.npz' \) | while read -r f; do
       rel=${f#"$from"/}; mkdir -p "results/$(dirname "$rel")"; cp "$f" "results/$rel"; echo "results/$rel"
     done ;;
-  *) echo "usage: $0 pack DATASET | next [DATASET] | run METHOD DATASET [bench run args] | collect DIR" >&2
+  *) echo "usage: $0 pack DATASET | stash | next [DATASET] | run METHOD DATASET [bench run args] | collect DIR" >&2
      exit 2 ;;
 esac

@@ -334,11 +334,16 @@ def test_bf16_precision_keeps_scores_close_and_trainable_parts_fp32(tiny_lm: str
     assert fallback.describe()["precision"] == "fp32" and "no native bf16" in notices[0]
 
 
-def test_training_attention_is_eager_only_on_a_bf16_cpu_unless_asked():
+def test_training_attention_is_eager_on_a_bf16_cpu_and_for_left_padded_cuda_batches_unless_asked():
+    """CoVE left-pads its training batches; on CUDA SDPA's backward gave NaN gradients for the padding rows
+    (H200 run, 2026-12-04), so "auto" trains CoVE eager there; right-padded trainers keep the model's kernel."""
     from bench.train.precision import training_attention
 
     assert training_attention("auto", "cpu", "bf16") == "eager"
     assert training_attention("auto", "cpu", "fp32") is None and training_attention("auto", "cuda", "bf16") is None
+    assert training_attention("auto", "cuda:1", "bf16", left_padded=True) == "eager"
+    assert training_attention("auto", "cpu", "fp32", left_padded=True) is None
+    assert training_attention("sdpa", "cuda", "bf16", left_padded=True) == "sdpa"
     assert training_attention("sdpa", "cpu", "bf16") == "sdpa"
     assert training_attention("eager", "cuda", "bf16") == "eager"
 

@@ -16,7 +16,8 @@ from bench.train.lifecycle import EpochTrainer, LoopSettings
 EPOCHS, BATCHES = 3, 6
 
 
-def train(work_dir: Path, kill_at: int | None = None, logs: list[str] | None = None) -> dict[str, torch.Tensor]:
+def train(work_dir: Path, kill_at: int | None = None, logs: list[str] | None = None,
+          nan_at: int | None = None) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
@@ -33,7 +34,8 @@ def train(work_dir: Path, kill_at: int | None = None, logs: list[str] | None = N
         steps.append(1)
         if kill_at is not None and len(steps) == kill_at:
             raise KeyboardInterrupt
-        return torch.nn.functional.mse_loss(model(data[rows]), target[rows]), len(rows)
+        loss = torch.nn.functional.mse_loss(model(data[rows]), target[rows])
+        return (loss * float("nan") if len(steps) == nan_at else loss), len(rows)
 
     loop = EpochTrainer(model, optimizer, settings, work_dir=work_dir, device="cpu", validate=None,
                         log=(logs if logs is not None else []).append, fingerprint={"toy": 1})
@@ -171,3 +173,21 @@ def test_finishing_a_run_that_never_trained_is_refused(tmp_path: Path):
     with pytest.raises(BenchError, match="no committed training"):
         request_finish(tmp_path / "nothing", tmp_path / "record.json")
     assert not (tmp_path / "nothing").exists()
+
+
+@pytest.mark.parametrize("nan_at", [None, BATCHES + 2])
+def test_a_non_finite_loss_stops_training_at_that_step_and_keeps_the_last_commit(nan_at: int | None,
+                                                                                 tmp_path: Path):
+    """A NaN loss (CoVE's first CUDA run: SDPA's backward on left padding) must not train on for minutes and
+    then fail at validation: the loop stops at that step with one line, and what was committed before stays."""
+    from bench.errors import BenchError
+
+    if nan_at is None:  # the twin: the same run without the NaN finishes
+        train(tmp_path)
+        assert json.loads((tmp_path / "progress.json").read_text())["finished"]
+        return
+    with pytest.raises(BenchError, match=r"toy: the training loss is nan at epoch 2, optimizer step 2"):
+        train(tmp_path, nan_at=nan_at)
+    state = json.loads((tmp_path / "progress.json").read_text())
+    assert state["epochs_done"] == 1 and state["steps_done_in_epoch"] == 1 and not state["finished"]
+    assert all(v == v for v in state["epoch_losses"]) and state["epoch_loss_sum"] == state["epoch_loss_sum"]

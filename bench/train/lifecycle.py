@@ -11,6 +11,7 @@ A method supplies `TrainingHooks`: the optimizer steps of an epoch, one step, an
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -187,6 +188,11 @@ class TrainingLoop:
                                           now - last_commit > (s.commit_every_seconds or COMMIT_EVERY_SECONDS),
                                           is_main() and self.finish_request_path.exists()])
                 totals, past_deadline, commit_due = shared[:3], shared[3] > 0, shared[4] > 0
+                if not math.isfinite(totals[0]):  # every rank sees the same sum, so all stop here together
+                    raise BenchError(f"{s.name}: the training loss is {totals[0]} at epoch {epoch + 1}, optimizer "
+                                     f"step {index + 1}: the weights are no longer finite, so training stops; the last "
+                                     f"commit (before this step) is kept. Lower {s.name}.learning_rate, or try "
+                                     f"--set {s.name}.train_attention=eager where the method has it")
                 if shared[5] > 0:
                     past_deadline, why = True, FINISH_REQUESTED
                 p["optimizer_steps"] += 1

@@ -39,13 +39,18 @@ def resolve_precision(wanted: str, device: str, log: Callable[[str], Any], metho
 TRAIN_ATTENTIONS = ("auto", "sdpa", "eager")
 
 
-def training_attention(wanted: str, device: str, precision: str) -> str | None:
+def training_attention(wanted: str, device: str, precision: str, *, left_padded: bool = False) -> str | None:
     """The backbone's attention kernel while training (Hugging Face's names), None = as loaded. "auto" takes
     the eager matmuls on a CPU in bf16: PyTorch's CPU flash-attention backward is slow for short sequences
-    (benchmarks/cove_train_speed.py: a bf16 SmolLM2 step on 16 x 48 tokens 20 % faster eager, fp32 the same);
-    elsewhere the model keeps its own (SDPA, or flash attention on CUDA)."""
+    (benchmarks/cove_train_speed.py: a bf16 SmolLM2 step on 16 x 48 tokens 20 % faster eager, fp32 the same).
+    It also takes them on CUDA for left-padded batches (CoVE's): a padding position there is a query with no
+    key to attend to, and SDPA's CUDA backward turns such rows into NaN gradients (H200, torch 2.11,
+    transformers 5.24: SmolLM2's LoRA weights NaN after the first optimizer step; eager trained). Elsewhere
+    the model keeps its own kernel (SDPA, or flash attention on CUDA)."""
     if wanted == "auto":
-        return "eager" if device == "cpu" and precision == "bf16" else None
+        if device == "cpu" and precision == "bf16":
+            return "eager"
+        return "eager" if device.startswith("cuda") and left_padded else None
     return wanted
 
 

@@ -143,7 +143,7 @@ class Trainer:
         """`settings`: the [cove] section (methods.cove.settings.CoVESettings); `precision` as resolved."""
         self.model, self.samples, self.s, self.device, self.pad_id = model, samples, settings, device, pad_id
         self.seed, self.precision = seed, precision
-        self.attention = training_attention(settings.train_attention, device, precision)
+        self.attention = training_attention(settings.train_attention, device, precision, left_padded=True)
         self.sharded = is_sharded(model)  # FSDP (methods/cove/sharding.py): gradients arrive averaged
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate,
