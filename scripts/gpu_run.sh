@@ -12,7 +12,7 @@
 #   then here:     scripts/gpu_run.sh collect DIR   # DIR = the call's files_at; then commit results/
 #
 # `next` first runs `bench smoke` (once per machine, under a minute: every LLM method builds on the
-# GPU, trains one step and ranks 8 requests), then the first step of SEQUENCE whose record is not in
+# GPU, trains two steps and ranks 8 requests), then the first step of SEQUENCE whose record is not in
 # results/ yet, and stops: one long step per 10-minute call. A step whose record is committed is
 # skipped, so a later GPU session continues where this one stopped. Steps:
 #   cove     CoVE on the full data, bf16, `--preset gpu` (its own 6-minute training budget)

@@ -37,6 +37,8 @@ def run_smoke(device: str, tiny_lm: str, isolated: Path) -> None:
     summaries = smoke(["cove", "bigrec", "lcrec"], device, model=tiny_lm, log=lines.append)
     assert [s["method"] for s in summaries] == ["cove", "bigrec", "lcrec"]
     assert all(s["requests"] == SMOKE_REQUESTS and s["device"] == device for s in summaries)
+    # Two optimizer steps, so weights the first step left non-finite fail the second (the lifecycle's guard).
+    assert [s["optimizer_steps"] for s in summaries] == [2, 2, 2], summaries
     assert len(lines) == 3 and all(line.endswith(": ok") for line in lines)
     assert not list((isolated / "results").rglob("*.json"))  # a check, not a result
 

@@ -220,7 +220,7 @@ def smoke_command(
     methods: Annotated[str, typer.Option(help="Comma-separated methods")] = "cove,bigrec,lcrec",
     model: Annotated[str | None, typer.Option(help="Backbone for methods that have one")] = None,
 ) -> None:
-    """One-minute check before long runs: each method builds on the device, trains one step, ranks 8 requests."""
+    """One-minute check before long runs: each method builds on the device, trains two steps, ranks 8 requests."""
     from bench.runs.smoke import smoke
 
     smoke([m.strip() for m in methods.split(",") if m.strip()], device, model=model, log=typer.echo)

@@ -3,8 +3,9 @@
 Why: a GPU is lent to few sessions and a CUDA-only bug (a tensor left on the CPU, a dtype
 mismatch) would otherwise surface after loading data and minutes of a long run. Each method runs
 through the real harness (`bench.runs.run.run`: config, fit, shared evaluator, record) on the `tiny`
-fixture that ships with the repo, with its settings cut to one optimizer step on 8 training users
-and 8 scored requests. Records go to a temporary folder: a smoke run is a check, not a result.
+fixture that ships with the repo, with its settings cut to two optimizer steps on 16 training users
+and 8 scored requests: two, so weights that the first step left non-finite show as a non-finite loss in
+the second, which stops the run (CoVE's first CUDA run trained minutes on NaN weights). Records go to a temporary folder: a smoke run is a check, not a result.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from bench.errors import BenchError
 SMOKE_DATASET = "tiny"
 SMOKE_REQUESTS = 8
 # Applied where a method's bench.toml section has the key (as bench speed's quick fit): one epoch of
-# 8 users in one batch is one optimizer step; short generations keep BIGRec inside seconds.
-SMOKE_SETTINGS: dict[str, Any] = {"epochs": 1, "max_train_users": 8, "batch_size": 8, "grad_accum": 1,
+# 16 users in batches of 8 is two optimizer steps; short generations keep BIGRec inside seconds.
+SMOKE_SETTINGS: dict[str, Any] = {"epochs": 1, "max_train_users": 16, "batch_size": 8, "grad_accum": 1,
                                   "max_new_tokens": 8, "num_beams": 2, "eval_batch_size": 8,
                                   "max_eval_users": SMOKE_REQUESTS, "max_train_minutes": 0.0}
 
@@ -57,7 +58,8 @@ def smoke(methods: list[str], device: str, model: str | None = None, config: dic
             record = outcome.record
             summary = {"method": method, "device": record["device"], "requests": record["num_eval_requests"],
                        "ndcg@10": record["metrics"]["ndcg@10"], "seconds": round(time.perf_counter() - started, 1),
-                       "peak_memory_mb": record["peak_memory_mb"]}
+                       "peak_memory_mb": record["peak_memory_mb"],
+                       "optimizer_steps": record.get("method_info", {}).get("optimizer_steps")}
             values = list(record["metrics"].values())
             if record["num_eval_requests"] != SMOKE_REQUESTS or not all(0.0 <= v <= 1.0 and math.isfinite(v)
                                                                         for v in values):
