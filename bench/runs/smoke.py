@@ -5,7 +5,8 @@ mismatch) would otherwise surface after loading data and minutes of a long run. 
 through the real harness (`bench.runs.run.run`: config, fit, shared evaluator, record) on the `tiny`
 fixture that ships with the repo, with its settings cut to two optimizer steps on 16 training users
 and 8 scored requests: two, so weights that the first step left non-finite show as a non-finite loss in
-the second, which stops the run (CoVE's first CUDA run trained minutes on NaN weights). Records go to a temporary folder: a smoke run is a check, not a result.
+the second, which stops the run (CoVE's first CUDA run trained minutes on NaN weights).
+Records go to a temporary folder: a smoke run is a check, not a result.
 """
 
 from __future__ import annotations
