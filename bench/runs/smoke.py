@@ -1,4 +1,4 @@
-"""`bench smoke`: within a minute, every LLM method builds on a device, trains one step and ranks.
+"""`bench smoke`: within a minute, every LLM method builds on a device, trains two steps and ranks.
 
 Why: a GPU is lent to few sessions and a CUDA-only bug (a tensor left on the CPU, a dtype
 mismatch) would otherwise surface after loading data and minutes of a long run. Each method runs
