@@ -11,7 +11,7 @@
 # peft this checkout pins: the machine's own (5.17 / 0.21.0 in 2026-12) are older than the tested ones.
 #   then here:     scripts/gpu_run.sh collect DIR   # DIR = the call's files_at; then commit results/
 #
-# `next` first runs `bench smoke` (once per machine, under a minute: every LLM method builds on the
+# `next` first runs `bench smoke` (once per machine, about a minute: every LLM method builds on the
 # GPU, trains two steps and ranks 8 requests), then the first step of SEQUENCE whose record is not in
 # results/ yet, and stops: one long step per 10-minute call. A step whose record is committed is
 # skipped, so a later GPU session continues where this one stopped. Steps:
@@ -42,7 +42,10 @@ setup() {  # device: wheels, GGUF, data, revision; results/ holds the committed 
   python=${PYTHON:-python3}
   install_wheels "$wheels"
   [ -d "$site" ] && export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
-  if [ -d .cache/gpu_ship ] || [ -d .cache/gpu_gguf ]; then eval "$(scripts/gpu_ship_gguf.sh join)"; fi
+  if [ -d .cache/gpu_ship ] || [ -d .cache/gpu_gguf ]; then
+    local gguf_env; gguf_env=$(scripts/gpu_ship_gguf.sh join) && eval "$gguf_env"
+  fi
+  check_pins
   if [ -d "$data/tiger_ids" ]; then  # TIGER's semantic IDs, built by `pack` (no room for the text encoder)
     mkdir -p .cache/tiger/semantic_ids && cp "$data"/tiger_ids/* .cache/tiger/semantic_ids/
   fi
@@ -56,6 +59,15 @@ install_wheels() {  # carried wheels into $site (kept on the machine for the lat
   if compgen -G "$1/*.whl" >/dev/null; then
     "${python:-python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target "$site" "$1"/*.whl
+  fi
+}
+
+check_pins() {  # the transformers/peft the tests passed with (pack's PINS), installed by the stash calls
+  [ -f "$data/PINS" ] || return 0
+  local have; have=$("$python" -c 'import transformers, peft; print(f"transformers=={transformers.__version__} peft=={peft.__version__}")')
+  if [ "$have" != "$(cat "$data/PINS")" ]; then
+    echo "gpu_run.sh: $have here, $(cat "$data/PINS") pinned: carry .cache/gpu_hf in a call running \`$0 stash\` first" >&2
+    exit 2
   fi
 }
 
@@ -128,6 +140,7 @@ case "${1:-}" in
     pins=$(.venv/bin/python -c 'import transformers, peft; print(f"transformers=={transformers.__version__} peft=={peft.__version__}")')
     # shellcheck disable=SC2086
     .venv/bin/python -m pip download -q --no-deps --only-binary=:all: -d "$hf" $pins
+    echo "$pins" >"$data/PINS"
     .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
       --platform manylinux2014_x86_64 -d "$wheels" gguf==0.19.0 faiss-cpu==1.15.1

@@ -4,10 +4,11 @@
 # (scripts/gpu_run.sh). The parts live under .cache/ (git-ignored, carried explicitly).
 #
 #   here:             scripts/gpu_ship_gguf.sh split            # part1..part3 + sha256
-#   device calls 1-2: carry [".cache/gpu_ship/partN"], command: scripts/gpu_ship_gguf.sh stash
-#   device call 3:    carry [".cache/gpu_ship/part3", ...], command:
-#                     eval "$(scripts/gpu_ship_gguf.sh join)" && bench run ... --device cuda
-#   later calls:      eval "$(scripts/gpu_ship_gguf.sh join)"   # re-verifies, prints the export again
+#   device calls 1-2: carry [".cache/gpu_ship/partN", ...], command: scripts/gpu_ship_gguf.sh stash
+#   device call 3+:   carry [".cache/gpu_ship/part3", ...], command:
+#                     env=$(scripts/gpu_ship_gguf.sh join) && eval "$env"   # re-verifies, prints the export
+# scripts/gpu_run.sh wraps these (its header lists what else each call carries: the pinned transformers
+# and peft with part 1, the data with part 2, wheels with part 3); use it rather than these by hand.
 # The machine keeps files ~30 s after a call, so make the calls back to back.
 set -euo pipefail
 ship=.cache/gpu_ship

@@ -17,9 +17,12 @@ EPOCHS, BATCHES = 3, 6
 
 
 def train(work_dir: Path, kill_at: int | None = None, logs: list[str] | None = None,
-          nan_at: int | None = None) -> dict[str, torch.Tensor]:
+          nan_at: int | None = None, inf_grad_at: int | None = None,
+          models: list[torch.nn.Module] | None = None) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+    if models is not None:
+        models.append(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
     settings = LoopSettings("toy", EPOCHS, patience=0, seed=3, commit_every_seconds=1e-9)
     data = torch.randn(BATCHES * 4, 4, generator=torch.Generator().manual_seed(1))
@@ -35,6 +38,9 @@ def train(work_dir: Path, kill_at: int | None = None, logs: list[str] | None = N
         if kill_at is not None and len(steps) == kill_at:
             raise KeyboardInterrupt
         loss = torch.nn.functional.mse_loss(model(data[rows]), target[rows])
+        if len(steps) == inf_grad_at:  # a finite loss (+ 0) whose gradient is inf: sqrt's slope at 0
+            weight = model[0].weight
+            loss = loss + torch.sqrt(weight - weight.detach()).sum()
         return (loss * float("nan") if len(steps) == nan_at else loss), len(rows)
 
     loop = EpochTrainer(model, optimizer, settings, work_dir=work_dir, device="cpu", validate=None,
@@ -103,8 +109,8 @@ def test_a_commit_inside_an_epoch_waits_for_every_rank_s_clock(tmp_path: Path, m
     monkeypatch.setattr(lifecycle, "sums_over_ranks", vetoed)
     train(tmp_path / "vetoed")
     assert commits == [f"e{epoch:04d}" for epoch in range(1, EPOCHS + 1)]
-    # loss, weight, examples, both clock verdicts and the finish request: one collective a step
-    assert calls and set(calls) == {6}
+    # loss, weight, examples, both clock verdicts, the finish request and the gradients' verdict: one collective a step
+    assert calls and set(calls) == {7}
 
 
 def finish_run(work_dir: Path, request_at: int | None,
@@ -186,8 +192,37 @@ def test_a_non_finite_loss_stops_training_at_that_step_and_keeps_the_last_commit
         train(tmp_path)
         assert json.loads((tmp_path / "progress.json").read_text())["finished"]
         return
-    with pytest.raises(BenchError, match=r"toy: the training loss is nan at epoch 2, optimizer step 2"):
+    with pytest.raises(BenchError, match=r"toy: non-finite training gradients at epoch 2, optimizer step 2"):
         train(tmp_path, nan_at=nan_at)
     state = json.loads((tmp_path / "progress.json").read_text())
     assert state["epochs_done"] == 1 and state["steps_done_in_epoch"] == 1 and not state["finished"]
     assert all(v == v for v in state["epoch_losses"]) and state["epoch_loss_sum"] == state["epoch_loss_sum"]
+
+
+def test_a_step_with_non_finite_gradients_is_not_applied(tmp_path: Path):
+    """The failure CoVE met on CUDA: the loss is finite, the gradients are not. The step must not reach the
+    weights (else they are NaN and the loss shows it only a step later, maybe after a commit)."""
+    from bench.errors import BenchError
+
+    models: list[torch.nn.Module] = []
+    with pytest.raises(BenchError, match=r"toy: non-finite training gradients at epoch 1, optimizer step 3"):
+        train(tmp_path, inf_grad_at=3, models=models)
+    assert all(torch.isfinite(p).all() for p in models[0].parameters())
+    assert json.loads((tmp_path / "progress.json").read_text())["steps_done_in_epoch"] == 2
+
+
+def test_twin_an_optimizer_stepping_on_non_finite_gradients_ruins_the_weights(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch):
+    """Without the check (the step always taken) the same run ends with non-finite weights."""
+    import bench.train.lifecycle as lifecycle
+    from bench.errors import BenchError
+
+    def always(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], max_grad_norm: float | None = None):
+        optimizer.step()
+        return True
+
+    monkeypatch.setattr(lifecycle, "step_if_finite", always)
+    models: list[torch.nn.Module] = []
+    with pytest.raises(BenchError, match=r"toy: non-finite training loss \(nan\) at epoch 1, optimizer step 4"):
+        train(tmp_path, inf_grad_at=3, models=models)  # caught a step late, by the loss
+    assert not all(torch.isfinite(p).all() for p in models[0].parameters())

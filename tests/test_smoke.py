@@ -62,3 +62,14 @@ def test_the_cuda_smoke_also_compiles_coves_scoring():
     assert "cove.compile_scoring=true" in smoke_overrides("cove", {"compile_scoring": False, "epochs": 3}, "cuda")
     assert not any("compile" in o for o in smoke_overrides("cove", {"compile_scoring": False}, "cpu"))
     assert not any("compile" in o for o in smoke_overrides("bigrec", {"epochs": 3}, "cuda"))
+
+
+def test_twin_a_smoke_of_one_optimizer_step_is_refused(tiny_lm: str, isolated: Path, monkeypatch: pytest.MonkeyPatch):
+    """One step cannot show weights that the step made non-finite, so a smoke cut to one step fails."""
+    import bench.runs.smoke as smoke_module
+    from bench.errors import BenchError
+
+    torch.set_num_threads(tiny_model_threads())
+    monkeypatch.setitem(smoke_module.SMOKE_SETTINGS, "max_train_users", 8)
+    with pytest.raises(BenchError, match="smoke cove on cpu: expected 2 optimizer steps, got 1"):
+        smoke(["cove"], "cpu", model=tiny_lm, log=lambda _: None)

@@ -1,4 +1,4 @@
-"""`bench smoke`: within a minute, every LLM method builds on a device, trains two steps and ranks.
+"""`bench smoke`: in about a minute, every LLM method builds on a device, trains two steps and ranks.
 
 Why: a GPU is lent to few sessions and a CUDA-only bug (a tensor left on the CPU, a dtype
 mismatch) would otherwise surface after loading data and minutes of a long run. Each method runs
@@ -21,6 +21,7 @@ from bench.errors import BenchError
 
 SMOKE_DATASET = "tiny"
 SMOKE_REQUESTS = 8
+SMOKE_STEPS = 2
 # Applied where a method's bench.toml section has the key (as bench speed's quick fit): one epoch of
 # 16 users in batches of 8 is two optimizer steps; short generations keep BIGRec inside seconds.
 SMOKE_SETTINGS: dict[str, Any] = {"epochs": 1, "max_train_users": 16, "batch_size": 8, "grad_accum": 1,
@@ -61,6 +62,9 @@ def smoke(methods: list[str], device: str, model: str | None = None, config: dic
                        "ndcg@10": record["metrics"]["ndcg@10"], "seconds": round(time.perf_counter() - started, 1),
                        "peak_memory_mb": record["peak_memory_mb"],
                        "optimizer_steps": record.get("method_info", {}).get("optimizer_steps")}
+            if (summary["optimizer_steps"] or 0) < SMOKE_STEPS:
+                raise BenchError(f"smoke {method} on {device}: expected {SMOKE_STEPS} optimizer steps, got "
+                                 f"{summary['optimizer_steps']} (the second step is what catches non-finite weights)")
             values = list(record["metrics"].values())
             if record["num_eval_requests"] != SMOKE_REQUESTS or not all(0.0 <= v <= 1.0 and math.isfinite(v)
                                                                         for v in values):

@@ -25,6 +25,7 @@ from bench.errors import BenchError
 from bench.method import nothing_to_load
 from bench.train.checkpoints import STATE, CheckpointDir
 from bench.train.distributed import barrier, is_main, sum_gradients, sum_over_ranks, sums_over_ranks, world
+from bench.train.optimizer_step import step_if_finite
 from bench.train.progress import progress_bar
 
 Writers = dict[str, tuple[str, Callable[[Path], None]]]
@@ -87,12 +88,13 @@ class LoopSettings:
 
 @dataclass
 class StepResult:
-    """One optimizer step on this rank: its loss summed over `weight` units (examples, micro-batches), and
-    the training examples it used."""
+    """One optimizer step on this rank: its loss summed over `weight` units (examples, micro-batches), the
+    training examples it used, and whether its gradients were finite (else the step was not applied)."""
 
     loss_sum: float
     weight: float
     examples: int
+    finite_gradients: bool = True
 
 
 class TrainingLoop:
@@ -186,13 +188,15 @@ class TrainingLoop:
                 shared = sums_over_ranks([result.loss_sum, result.weight, result.examples,
                                           deadline is not None and now > deadline,
                                           now - last_commit > (s.commit_every_seconds or COMMIT_EVERY_SECONDS),
-                                          is_main() and self.finish_request_path.exists()])
+                                          is_main() and self.finish_request_path.exists(),
+                                          not result.finite_gradients])
                 totals, past_deadline, commit_due = shared[:3], shared[3] > 0, shared[4] > 0
-                if not math.isfinite(totals[0]):  # every rank sees the same sum, so all stop here together
-                    raise BenchError(f"{s.name}: the training loss is {totals[0]} at epoch {epoch + 1}, optimizer "
-                                     f"step {index + 1}: the weights are no longer finite, so training stops; the last "
-                                     f"commit (before this step) is kept. Lower {s.name}.learning_rate, or try "
-                                     f"--set {s.name}.train_attention=eager where the method has it")
+                if shared[6] > 0 or not math.isfinite(totals[0]):  # shared sums: every rank stops here together
+                    bad = "gradients" if shared[6] > 0 else f"loss ({totals[0]})"
+                    raise BenchError(f"{s.name}: non-finite training {bad} at epoch {epoch + 1}, optimizer step "
+                                     f"{index + 1}; training stops, keeping the weights from before that step and the "
+                                     f"last commit. Lower {s.name}.learning_rate, or try --set "
+                                     f"{s.name}.train_attention=eager where the method has it")
                 if shared[5] > 0:
                     past_deadline, why = True, FINISH_REQUESTED
                 p["optimizer_steps"] += 1
@@ -329,10 +333,10 @@ class EpochTrainer:
                 param.grad /= ranks
         else:
             loss.backward()
-        self.optimizer.step()
+        stepped = step_if_finite(self.optimizer, self.trainable)
         if self.scheduler is not None:
             self.scheduler.step()
-        return StepResult(float(loss.detach()) * count, count, count)
+        return StepResult(float(loss.detach()) * count, count, count, finite_gradients=stepped)
 
     def checkpoint_files(self, best: bool, tag: str) -> tuple[Writers, dict[str, str]]:
         if not is_main():  # every rank holds the same weights; rank 0 writes them

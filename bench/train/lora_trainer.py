@@ -34,6 +34,7 @@ from bench.train.distributed import (
     world,
 )
 from bench.train.lifecycle import LoopSettings, StepResult, TrainingLoop, Writers
+from bench.train.optimizer_step import step_if_finite
 from bench.train.precision import attention_kernel, autocast, training_attention
 from bench.train.resources import trim_heap
 
@@ -246,12 +247,13 @@ class LoRATrainer:
         done = [self._backward(positions, share) for positions, share in zip(window, self.micro_batch_shares(window))]
         done = [d for d in done if d is not None]  # a rank whose slices were all empty has none
         average_gradients(self.trainable)
-        self.optimizer.step()
+        stepped = step_if_finite(self.optimizer, self.trainable)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.loop.state["optimizer_steps"] % 25 == 24 and self.device == "cpu":
             trim_heap()  # prompts of varying length fragment the heap (bench.train.resources.trim_heap)
-        return StepResult(sum(loss for loss, _ in done), len(done), sum(count for _, count in done))
+        return StepResult(sum(loss for loss, _ in done), len(done), sum(count for _, count in done),
+                          finite_gradients=stepped)
 
     def checkpoint_files(self, best: bool, tag: str) -> tuple[Writers, dict[str, str]]:
         if not is_main():  # every rank holds the same adapter; rank 0 writes it

@@ -45,10 +45,11 @@ def training_attention(wanted: str, device: str, precision: str, *, left_padded:
     (benchmarks/cove_train_speed.py: a bf16 SmolLM2 step on 16 x 48 tokens 20 % faster eager, fp32 the same).
     It also takes them on CUDA for left-padded batches (CoVE's): a padding position there is a query with no
     key to attend to, and SDPA's CUDA backward turns such rows into NaN gradients (H200, torch 2.11,
-    transformers 5.24: SmolLM2's LoRA weights NaN after the first optimizer step; eager trained). That matches
-    pytorch/pytorch#196678: on H100/H200 since torch 2.11 the default cuDNN SDPA backward returns NaN grad_q
-    for masked rows whose log-sum-exp is below ln(FLT_MAX), as a fully masked padding row's is. Elsewhere the
-    model keeps its own kernel (SDPA, or flash attention on CUDA); the lifecycle stops at a non-finite loss."""
+    transformers 5.24: SmolLM2's LoRA weights NaN after the first optimizer step; eager trained). A likely
+    cause is pytorch/pytorch#196678: on H100/H200 since torch 2.11 the default cuDNN SDPA backward, given an
+    explicit mask, returns NaN grad_q for rows whose log-sum-exp is below -ln(FLT_MAX) (~ -88.7), as a fully
+    masked padding row's is (the issue names sequence lengths of 64 mod 128 too). Elsewhere the model keeps its
+    own kernel (SDPA, or flash attention on CUDA); a step with non-finite gradients stops any training loop."""
     if wanted == "auto":
         if device == "cpu" and precision == "bf16":
             return "eager"

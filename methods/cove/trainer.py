@@ -32,6 +32,7 @@ from bench.train.distributed import (
     world,
 )
 from bench.train.lifecycle import LoopSettings, StepResult, TrainingLoop, Writers
+from bench.train.optimizer_step import step_if_finite
 from bench.train.precision import attention_kernel, autocast, training_attention
 from bench.train.resources import trim_heap
 from methods.cove.model import CoVEModel
@@ -203,11 +204,10 @@ class Trainer:
                 trim_heap()
         if not self.sharded:  # FSDP's reduce-scatter has averaged them already
             average_gradients(self.trainable)
-        torch.nn.utils.clip_grad_norm_(self.trainable, MAX_GRAD_NORM)
-        self.optimizer.step()
+        stepped = step_if_finite(self.optimizer, self.trainable, MAX_GRAD_NORM)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(sum(losses), len(losses), examples)
+        return StepResult(sum(losses), len(losses), examples, finite_gradients=stepped)
 
     def _optimizer_role(self) -> str:
         """FSDP: each rank's optimizer holds the state of its own shards, so each rank keeps a file."""
