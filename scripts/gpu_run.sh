@@ -22,7 +22,7 @@
 #   tiger    TIGER `--preset gpu` (the paper's T5, 6-minute budget; semantic IDs built by `pack`)
 #   lcrec    LC-Rec `--preset gpu` on the same backbone as CoVE (TIGER's semantic IDs as item tokens,
 #            4-minute budget, 4,096 seeded test requests)
-#   speed    `bench speed --trained` for every recorded method on the same 64 requests, batch 1 then 32
+#   speed    `bench speed --trained` for every recorded method on the same 64 requests, batch 32 then 1
 #            (trained weights of the runs still on this machine; a method whose work dir is gone gets
 #            the quick fit, and the record says so per method; `--precision auto` runs every fitted
 #            backbone method in bf16; a trained run keeps its own, and a ratio that mixes formats is not bold)
@@ -87,7 +87,7 @@ step() {  # one step of the sequence (or any method) with the GPU settings; reco
     speed) local methods=cove,bigrec,sasrec
            has_method tiger && methods=$methods,tiger
            has_method lcrec && methods=$methods,lcrec
-           for batch in 1 32; do
+           for batch in 32 1; do  # batch 32 first: the headline, and what done_already checks
              bench speed --dataset "$dataset" --device "$device" --methods "$methods" --num-prompts 64 \
                --repeats 3 --batch-size "$batch" --trained --precision auto --results-dir results \
                ${model:+--model "$model"} "$@"

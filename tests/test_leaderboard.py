@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench.errors import BenchError
+from bench.report.labels import training_text
 from bench.report.leaderboard import load_reference, write_leaderboard
 from bench.report.plots import setting_sweeps, write_plots
 from bench.store.results import write_record
@@ -715,3 +716,13 @@ def test_a_subsample_run_stopped_short_meets_the_full_runs_stopped_short(tmp_pat
     assert stopped[header.index("HR@5")].startswith("**1.0000") and "±" in stopped[header.index("HR@5")]
     assert "restricted to these requests" in stopped[header.index("data")]
     assert "| generative |" in short and "| converged |" not in short
+
+
+def test_a_partial_last_epoch_is_shown_as_the_fraction_trained():
+    """A budget that stops epoch 2 after 160 of 22,363 samples trained 1.01 epochs; '2/5 epochs' would claim twice
+    that. Its twin: a run whose epochs all finished keeps the whole count."""
+    info = {"epochs_run": 2, "epochs_max": 5, "stopped_by": "max_train_minutes", "train_examples": 22_363}
+    cut = {"method_info": {**info, "examples_seen": 22_523}}
+    whole = {"method_info": {**info, "examples_seen": 44_726, "stopped_by": "epochs"}}
+    assert training_text(cut) == "1.01/5 epochs (epoch 2 partial), stopped by max_train_minutes"
+    assert training_text(whole) == "2/5 epochs, stopped by epochs"

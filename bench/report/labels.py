@@ -34,6 +34,16 @@ SETTING_FLAG_KEYS = {"id-only": "use_titles"}
 LABEL_VALUE_CHARS = 12
 
 
+def _epochs_done(record: Record, ran: int) -> tuple[str, bool]:
+    """Epochs trained, as a fraction where the record counts its samples and its last epoch was cut short (a
+    budget that stops epoch 2 after 160 of 22,363 samples trained 1.01 epochs, not 2), and whether it was."""
+    info = record.get("method_info") or {}
+    seen, per_epoch = info.get("examples_seen"), info.get("train_examples")
+    if seen and per_epoch and ran and seen < ran * per_epoch:
+        return f"{seen / per_epoch:.2f}", True
+    return str(ran), False
+
+
 @functools.lru_cache(maxsize=4)
 def _swept_settings(path: str) -> dict[str, str]:
     config = _bench_config(path) if Path(path).exists() else {}
@@ -90,7 +100,9 @@ def training_text(record: Record) -> str:
     ran, most, stopped = summary["epochs_run"], summary["epochs_max"], summary["stopped_by"]
     if ran is None:
         return "–"
-    text = f"{ran}/{most} epochs" if most is not None else f"{ran} epochs"
+    done, partial = _epochs_done(record, ran)
+    text = f"{done}/{most} epochs" if most is not None else f"{done} epochs"
+    text = f"{text} (epoch {ran} partial)" if partial else text
     text = f"{text}, stopped by {stopped}" if stopped else text
     resumed = summary["resumed_after_epoch"]
     if record.get("weights_from"):  # bench evaluate loaded a finished run: its training is that run's
