@@ -140,6 +140,7 @@ def measure_method(
     fit_watch = Stopwatch(device)
     with fit_watch.running():
         instance.fit(dataset)
+    log(f"   {'loaded' if resume_only else 'fitted'} in {fit_watch.seconds:.1f} s; timing {repeats} passes")
 
     def one_pass(model: Any, requests: Any) -> Any:
         return evaluate(model, requests, dataset.num_items, ks=(10,), batch_size=batch_size, device=device,
@@ -150,6 +151,8 @@ def measure_method(
     # evaluate() opens a fresh peak window per pass (freed fit() memory handed back first).
     results = [one_pass(instance, cases) for _ in range(repeats)]
     load_after = load_average()
+    log(f"   {statistics.median(r.samples_per_sec for r in results):.3g} samples/s "
+        f"({statistics.median(r.seconds for r in results):.2f} s a pass)")
     peak, kind = max(r.peak_memory_mb for r in results), results[0].peak_memory_kind
     described = instance.describe()
     tokens = described.get("generated_tokens_per_sample")
