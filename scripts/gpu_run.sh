@@ -16,16 +16,16 @@
 # results/ yet, and stops: one long step per 10-minute call. A step whose record is committed is
 # skipped, so a later GPU session continues where this one stopped. Steps:
 #   cove     CoVE on the full data, bf16, `--preset gpu` (its own 6-minute training budget)
+#   speed    `bench speed --trained` for every recorded method on the same 64 requests, batch 32 then 1
+#            (trained weights of the runs still on this machine; a method whose work dir is gone gets
+#            the quick fit, and the record says so per method; `--precision auto` runs every fitted
+#            backbone method in bf16; a trained run keeps its own, and a ratio that mixes formats is not bold)
 #   bigrec   BIGRec `--preset gpu` (full training set, 4-minute budget, 4,096 seeded test requests)
 #   sasrec   SASRec until RecBole's early stopping (8-minute budget; 3 epochs on the CPU)
 #   gru4rec  GRU4Rec likewise (7 epochs on the CPU)
 #   tiger    TIGER `--preset gpu` (the paper's T5, 6-minute budget; semantic IDs built by `pack`)
 #   lcrec    LC-Rec `--preset gpu` on the same backbone as CoVE (TIGER's semantic IDs as item tokens,
 #            4-minute budget, 4,096 seeded test requests)
-#   speed    `bench speed --trained` for every recorded method on the same 64 requests, batch 32 then 1
-#            (trained weights of the runs still on this machine; a method whose work dir is gone gets
-#            the quick fit, and the record says so per method; `--precision auto` runs every fitted
-#            backbone method in bf16; a trained run keeps its own, and a ratio that mixes formats is not bold)
 # `run METHOD DATASET [bench run args]` runs one step by hand. BENCH_GPU_DEVICE=cpu rehearses the
 # whole sequence on a CPU (BENCH_GPU_MODEL=PATH swaps in a small local backbone).
 set -euo pipefail
@@ -33,7 +33,7 @@ data=.cache/gpu_data
 wheels=.cache/gpu_wheels
 hf=.cache/gpu_hf
 site=${BENCH_GPU_SITE:-/tmp/site}  # where carried wheels go on the device
-SEQUENCE="cove bigrec sasrec gru4rec tiger lcrec speed"
+SEQUENCE="cove speed bigrec sasrec gru4rec tiger lcrec"  # speed second: the comparison users come for
 device=${BENCH_GPU_DEVICE:-cuda}  # cpu only to rehearse this script without a GPU
 model=${BENCH_GPU_MODEL:-}
 stamp=/tmp/bench-gpu-stamp
@@ -91,6 +91,7 @@ step() {  # one step of the sequence (or any method) with the GPU settings; reco
              bench speed --dataset "$dataset" --device "$device" --methods "$methods" --num-prompts 64 \
                --repeats 3 --batch-size "$batch" --trained --precision auto --results-dir results \
                ${model:+--model "$model"} "$@"
+             keep_new  # each batch size's record comes back even if the call is cut during the next
            done ;;
     *) bench run --method "$name" "${common[@]}" "$@" ;;
   esac
