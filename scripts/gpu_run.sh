@@ -98,13 +98,14 @@ step() {  # one step of the sequence (or any method) with the GPU settings; reco
 }
 
 call_budget() {  # CoVE's 6-minute preset budget does not fit one call after the smoke step: 4.5 minutes did
-  # (6.5 min for load, 4.5 min of training, validation and the 22,363-request test ranking on an H200)
+  # (about 6 min in all on an H200: load, 4.5 min of training, validation, the 22,363-request test ranking)
   [ "$1" = cove ] && echo "--max-train-minutes 4.5" || true
 }
 
 done_already() {  # is this step's record in results/ (committed, or made earlier on this machine)?
   local name=$1 dataset=$2
   case "$name" in
+    # batch 32 is the step's record; batch 1 is best effort (a call cut during it keeps the b32 record)
     speed) compgen -G "results/speed/$dataset-${device}-b32*.json" >/dev/null ;;
     tiger) step_recorded tiger "$dataset" --preset gpu ;;
     cove|bigrec|lcrec) step_recorded "$name" "$dataset" --preset gpu --set eval.max_valid_users=1000 \

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from bench.train.lifecycle import EpochTrainer, LoopSettings
+from bench.train.lifecycle import EpochTrainer, LoopSettings, training_facts
 
 EPOCHS, BATCHES = 3, 6
 
@@ -153,8 +153,11 @@ def test_a_finish_request_stops_a_running_training_after_its_current_step(reques
         assert state["epochs_done"] == 2 and state["validated_epochs"] == [2]
         assert any("partial epoch: finish requested" in line for line in logs), logs
         assert not (tmp_path / "finish.request").exists()  # honoured: a later run starts clean
+        assert state["cut_epoch_fraction"] == pytest.approx(2 / BATCHES)  # epoch 2 ran 2 of its 6 steps
+        assert training_facts(state, EPOCHS, 0)["epochs_trained"] == pytest.approx(1 + 2 / BATCHES, abs=1e-4)
     else:
         assert steps == EPOCHS * BATCHES and state["stopped_by"] == "epochs"
+        assert state["cut_epoch_fraction"] is None and training_facts(state, EPOCHS, 0)["epochs_trained"] == EPOCHS
 
 
 def test_a_finish_request_ends_a_stopped_run_without_another_step(tmp_path: Path):
@@ -169,6 +172,7 @@ def test_a_finish_request_ends_a_stopped_run_without_another_step(tmp_path: Path
     assert steps == 0 and state["optimizer_steps"] == BATCHES + 2
     assert state["stopped_by"] == "finish_requested" and state["epochs_done"] == 2
     assert state["validated_epochs"] == [2] and state["best_epoch"] == 2
+    assert state["cut_epoch_fraction"] == pytest.approx(2 / BATCHES)  # the 2 steps committed before the kill
     assert any("partial epoch: finish requested" in line for line in logs), logs
 
 

@@ -35,12 +35,16 @@ LABEL_VALUE_CHARS = 12
 
 
 def _epochs_done(record: Record, ran: int) -> tuple[str, bool]:
-    """Epochs trained, as a fraction where the record counts its samples and its last epoch was cut short (a
-    budget that stops epoch 2 after 160 of 22,363 samples trained 1.01 epochs, not 2), and whether it was."""
+    """Epochs trained, as a fraction where the last epoch was cut short (a budget that stops epoch 2 after 160
+    of 22,363 samples trained 1.01 epochs, not 2), and whether it was. The lifecycle records the fraction of
+    its steps (`epochs_trained`); older CoVE records give it as samples seen over samples per epoch."""
     info = record.get("method_info") or {}
+    trained = info.get("epochs_trained")
     seen, per_epoch = info.get("examples_seen"), info.get("train_examples")
-    if seen and per_epoch and ran and seen < ran * per_epoch:
-        return f"{seen / per_epoch:.2f}", True
+    if trained is None and seen and per_epoch:
+        trained = seen / per_epoch
+    if trained is not None and ran and trained < ran:
+        return f"{trained:.3g}", True
     return str(ran), False
 
 

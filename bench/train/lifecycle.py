@@ -40,6 +40,8 @@ STATE_DEFAULTS: dict[str, Any] = {
     "validate_seconds": 0.0, "resumed_after_epoch": None, "calls": 0, "examples_seen": 0,
     # Inside the epoch being trained (mid-epoch commits): steps done and the loss so far.
     "steps_done_in_epoch": 0, "epoch_loss_sum": 0.0, "epoch_loss_weight": 0.0,
+    # The share of its optimizer steps the last epoch ran when a budget or a finish request cut it short.
+    "cut_epoch_fraction": None,
     # LLM trainers: the backbone's attention kernel in the last step trained (bench.train.precision).
     "train_attention": None,
 }
@@ -217,7 +219,8 @@ class TrainingLoop:
                     last_commit = time.perf_counter()
             bar.close()
             p["epoch_losses"].append(round(p["epoch_loss_sum"] / max(1e-12, p["epoch_loss_weight"]), 5))
-            p.update(epochs_done=epoch + 1, steps_done_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_weight=0.0)
+            p.update(epochs_done=epoch + 1, steps_done_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_weight=0.0,
+                     cut_epoch_fraction=(index + 1) / len(steps) if out_of_time and index + 1 < len(steps) else None)
             last = out_of_time or p["epochs_done"] >= s.epochs
             due = last or p["epochs_done"] % max(1, s.validate_every) == 0
             improved = self._after_epoch(epoch + 1, partial=why if out_of_time else None) if due else False
@@ -252,8 +255,9 @@ class TrainingLoop:
         partial = p["steps_done_in_epoch"] > 0
         if partial:
             p["epoch_losses"].append(round(p["epoch_loss_sum"] / max(1e-12, p["epoch_loss_weight"]), 5))
+            steps = len(self.hooks.epoch_steps(p["epochs_done"]))
             p.update(epochs_done=p["epochs_done"] + 1, steps_done_in_epoch=0, epoch_loss_sum=0.0,
-                     epoch_loss_weight=0.0)
+                     epoch_loss_weight=0.0, cut_epoch_fraction=p["steps_done_in_epoch"] / steps)
         epoch = p["epochs_done"]
         validated = p["validated_epochs"][-1] if p["validated_epochs"] else None
         improved = self._after_epoch(epoch, partial=FINISH_REQUESTED if partial else None) \
@@ -365,9 +369,12 @@ def training_facts(progress: dict[str, Any], epochs_max: int, patience: int) -> 
     """What a record says about a run of this lifecycle: epochs run of the maximum, why it stopped, the
     validation and loss curves, and seconds per epoch without validation."""
     epochs = progress.get("epochs_done") or 0
+    cut = progress.get("cut_epoch_fraction")
+    trained = epochs - 1 + cut if epochs and cut is not None else epochs  # a cut-short last epoch counts its share
     loop_seconds = (progress.get("train_seconds") or 0.0) - (progress.get("validate_seconds") or 0.0)
     return {
         "epochs_run": epochs,
+        "epochs_trained": round(trained, 4),
         "epochs_max": epochs_max,
         "best_epoch": progress.get("best_epoch"),
         "stopped_by": progress.get("stopped_by"),
@@ -378,7 +385,7 @@ def training_facts(progress: dict[str, Any], epochs_max: int, patience: int) -> 
         "examples_seen": progress.get("examples_seen"),
         "epoch_losses": progress.get("epoch_losses"),
         "optimizer_steps": progress.get("optimizer_steps"),
-        "seconds_per_epoch": round(loop_seconds / epochs, 2) if epochs else None,
+        "seconds_per_epoch": round(loop_seconds / trained, 2) if trained else None,
         "validate_seconds": round(progress.get("validate_seconds") or 0.0, 1),
         "resumed_after_epoch": progress.get("resumed_after_epoch"),
         # Every call that trained this run (the record's train_seconds is this call's stopwatch).
