@@ -287,6 +287,8 @@ def test_trained_weights_are_loaded_from_a_copy_never_retrained(fakes: dict[str,
                       config=fakes, log=lambda _: None)
     with pytest.raises(BenchError, match="no such record file"):
         measure_speed("tiny", ["sasrec_native"], records=[isolated / "missing.json"], config=fakes, log=lambda _: None)
+    with pytest.raises(BenchError, match="two records for sasrec_native"):
+        measure_speed("tiny", ["sasrec_native"], records=[recorded.path] * 2, config=fakes, log=lambda _: None)
     (work / "weights.json").unlink()  # a work dir without a finished training: refused, never trained
     with pytest.raises(BenchError, match="no finished sasrec_native training to load"):
         measure_speed("tiny", ["sasrec_native"], records=[recorded.path], config=fakes, log=lambda _: None)

@@ -33,6 +33,7 @@ from bench.runs.speed_options import (
     quick_fit_overrides,
     route_overrides,
     route_presets,
+    route_records,
 )
 from bench.train.resources import (
     cpu_peak_mb,
@@ -219,7 +220,7 @@ def measure_speed(
     from bench.config import load_config, section_neutral
     from bench.runs.run import build_effective_config, eval_settings, subsample_cases
     from bench.runs.setup import set_up
-    from bench.store.results import git_revision, now_iso, package_versions, read_record
+    from bench.store.results import git_revision, now_iso, package_versions
 
     check_label(label)
     check_precision(precision)
@@ -236,17 +237,7 @@ def measure_speed(
         registry.target(method)
     routed = route_overrides(list(overrides), methods)
     preset_of = route_presets(list(presets), methods)
-    named: dict[str, Path] = {}
-    for path in records:
-        if not path.is_file():
-            raise BenchError(f"--records {path}: no such record file")
-        method = read_record(path)["method"]
-        if method not in methods:
-            raise BenchError(f"--records {path}: a run of {method}, which is not among --methods "
-                             f"({', '.join(methods)})")
-        if method in named:
-            raise BenchError(f"--records: two records for {method} ({named[method].name}, {path.name})")
-        named[method] = path
+    named = route_records(list(records), methods)
     for method in named:
         if method in preset_of:
             raise BenchError(f"--preset {method}={preset_of[method]}: {method} uses recorded weights, whose settings "

@@ -1,10 +1,12 @@
 """What `bench speed`'s options mean, checked before any method is built: the comparison's label (it names
-files), the routing of --set and --preset to the measured methods, the quick fit's shortened settings and one
-precision for every backbone method (a bf16 method against an fp32 one is no speed comparison)."""
+files), the routing of --set, --preset and --records to the measured methods, the quick fit's shortened
+settings and one precision for every backbone method (a bf16 method against an fp32 one is no speed
+comparison)."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
@@ -61,6 +63,24 @@ def route_presets(assignments: list[str], methods: list[str]) -> dict[str, str]:
             raise BenchError(f"--preset {assignment!r}: {method} already has preset {presets[method]!r}")
         presets[method] = name
     return presets
+
+
+def route_records(records: list[Path], methods: list[str]) -> dict[str, Path]:
+    """--records: at most one recorded run per measured method, each an existing record of one of them."""
+    from bench.store.results import read_record
+
+    named: dict[str, Path] = {}
+    for path in records:
+        if not path.is_file():
+            raise BenchError(f"--records {path}: no such record file")
+        method = read_record(path)["method"]
+        if method not in methods:
+            raise BenchError(f"--records {path}: a run of {method}, which is not among --methods "
+                             f"({', '.join(methods)})")
+        if method in named:
+            raise BenchError(f"--records: two records for {method} ({named[method].name}, {path.name})")
+        named[method] = path
+    return named
 
 
 def quick_fit_overrides(method: str, section: dict[str, Any]) -> list[str]:
