@@ -73,7 +73,10 @@ check_pins() {  # the transformers/peft the tests passed with (pack's PINS), ins
 
 bench() { "$python" -m bench.cli "$@"; }
 
-has_method() { bench list | grep -q "^methods:.*\b$1\b"; }
+has_method() {  # not `bench list | grep -q`: grep leaving early breaks the pipe, and pipefail then says no
+  local listed; listed=$(bench list)
+  grep -q "^methods:.*\b$1\b" <<<"$listed"
+}
 
 step() {  # one step of the sequence (or any method) with the GPU settings; records go to results/
   local name=$1 dataset=$2; shift 2
