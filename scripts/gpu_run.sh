@@ -139,7 +139,7 @@ case "${1:-}" in
     rm -rf "$data" && mkdir -p "$data/amazon"
     cp -r "$src/amazon/$dataset" "$data/amazon/"
     # The device gets a copy of the tree without .git: the record's git_rev comes from here.
-    echo "$(git rev-parse HEAD)$(git status --porcelain --untracked-files=no | grep -q . && echo +dirty)" \
+    echo "$(git rev-parse HEAD)$([ -n "$(git status --porcelain --untracked-files=no)" ] && echo +dirty)" \
       >"$data/GIT_REV"
     mkdir -p "$data/tiger_ids"
     for named in "$dataset" tiny; do  # tiny: `bench smoke` builds LC-Rec on it
