@@ -728,3 +728,5 @@ def test_a_partial_last_epoch_is_shown_as_the_fraction_trained():
     assert training_text(whole) == "2/5 epochs, stopped by epochs"
     lifecycle = {"method_info": {**info, "epochs_trained": 1.3333}}  # any method: the share of its steps
     assert training_text(lifecycle) == "1.33/5 epochs (epoch 2 partial), stopped by max_train_minutes"
+    reloaded = {"method_info": {**cut["method_info"], "epochs_trained": 2}}  # cut before the fraction was kept
+    assert training_text(reloaded) == training_text(cut)

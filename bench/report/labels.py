@@ -37,14 +37,14 @@ LABEL_VALUE_CHARS = 12
 def _epochs_done(record: Record, ran: int) -> tuple[str, bool]:
     """Epochs trained, as a fraction where the last epoch was cut short (a budget that stops epoch 2 after 160
     of 22,363 samples trained 1.01 epochs, not 2), and whether it was. The lifecycle records the fraction of
-    its steps (`epochs_trained`); older CoVE records give it as samples seen over samples per epoch."""
+    its steps (`epochs_trained`); CoVE records also give samples seen over samples per epoch, which still
+    tells where a run cut before the lifecycle kept the fraction (its progress file has none) was reloaded."""
     info = record.get("method_info") or {}
-    trained = info.get("epochs_trained")
     seen, per_epoch = info.get("examples_seen"), info.get("train_examples")
-    if trained is None and seen and per_epoch:
-        trained = seen / per_epoch
+    estimates = [info.get("epochs_trained"), seen / per_epoch if seen and per_epoch else None]
+    trained = min((e for e in estimates if e is not None), default=None)
     if trained is not None and ran and trained < ran:
-        return f"{trained:.3g}", True
+        return (f"{trained:.2f}" if trained >= 0.01 else f"{trained:.1g}"), True
     return str(ran), False
 
 
