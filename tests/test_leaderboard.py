@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench.errors import BenchError
+from bench.report.demo import training_text as demo_training_text
 from bench.report.labels import training_text
 from bench.report.leaderboard import load_reference, write_leaderboard
 from bench.report.plots import setting_sweeps, write_plots
@@ -730,3 +731,4 @@ def test_a_partial_last_epoch_is_shown_as_the_fraction_trained():
     assert training_text(lifecycle) == "1.33/5 epochs (epoch 2 partial), stopped by max_train_minutes"
     reloaded = {"method_info": {**cut["method_info"], "epochs_trained": 2}}  # cut before the fraction was kept
     assert training_text(reloaded) == training_text(cut)
+    assert demo_training_text({**cut, "max_train_minutes": 4.5}) == "CUT 4.5 min, 1.01/5 ep"  # the demo's column

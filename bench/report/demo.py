@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.report.formatting import fmt_number
-from bench.report.labels import method_label, scoring_speed, train_seconds
+from bench.report.labels import epochs_done, method_label, scoring_speed, train_seconds
 from bench.store.results import cut_short, training_summary
 
 Record = dict[str, Any]
@@ -28,10 +28,11 @@ def stopped_by(record: Record) -> str | None:
 
 def epochs_text(record: Record) -> str:
     summary = training_summary(record)
-    ran, most = summary["epochs_run"], summary["epochs_max"]
-    if ran is None:
+    most = summary["epochs_max"]
+    if summary["epochs_run"] is None:
         return ""
-    return f"{ran}/{most} ep" if most is not None else f"{ran} ep"
+    done, _ = epochs_done(record)
+    return f"{done}/{most} ep" if most is not None else f"{done} ep"
 
 
 def training_text(record: Record) -> str:

@@ -34,15 +34,11 @@ SETTING_FLAG_KEYS = {"id-only": "use_titles"}
 LABEL_VALUE_CHARS = 12
 
 
-def _epochs_done(record: Record, ran: int) -> tuple[str, bool]:
-    """Epochs trained, as a fraction where the last epoch was cut short (a budget that stops epoch 2 after 160
-    of 22,363 samples trained 1.01 epochs, not 2), and whether it was. The lifecycle records the fraction of
-    its steps (`epochs_trained`); CoVE records also give samples seen over samples per epoch, which still
-    tells where a run cut before the lifecycle kept the fraction (its progress file has none) was reloaded."""
-    info = record.get("method_info") or {}
-    seen, per_epoch = info.get("examples_seen"), info.get("train_examples")
-    estimates = [info.get("epochs_trained"), seen / per_epoch if seen and per_epoch else None]
-    trained = min((e for e in estimates if e is not None), default=None)
+def epochs_done(record: Record) -> tuple[str, bool]:
+    """Epochs run as text, a fraction where the last epoch was cut short (a budget that stops epoch 2 after
+    160 of 22,363 samples trained 1.01 epochs, not 2), and whether it was."""
+    summary = training_summary(record)
+    ran, trained = summary["epochs_run"], summary["epochs_trained"]
     if trained is not None and ran and trained < ran:
         return (f"{trained:.2f}" if trained >= 0.01 else f"{trained:.1g}"), True
     return str(ran), False
@@ -104,7 +100,7 @@ def training_text(record: Record) -> str:
     ran, most, stopped = summary["epochs_run"], summary["epochs_max"], summary["stopped_by"]
     if ran is None:
         return "–"
-    done, partial = _epochs_done(record, ran)
+    done, partial = epochs_done(record)
     text = f"{done}/{most} epochs" if most is not None else f"{done} epochs"
     text = f"{text} (epoch {ran} partial)" if partial else text
     text = f"{text}, stopped by {stopped}" if stopped else text

@@ -166,7 +166,17 @@ def training_summary(record: dict[str, Any]) -> dict[str, Any]:
         "resumed": info.get("resumed_after_epoch", nested.get("resumed_after_epoch")) is not None
         or bool(nested.get("resumed")) or bool(info.get("loaded_finished_training")),
         "train_seconds_all_calls": info.get("train_seconds_all_calls", nested.get("train_seconds_all_calls")),
+        "epochs_trained": epochs_trained(info),
     }
+
+
+def epochs_trained(info: dict[str, Any]) -> float | None:
+    """Epochs trained, counting a cut-short last epoch by its share: the lifecycle's `epochs_trained` (steps
+    run), or for CoVE samples seen over samples per epoch, which still tells where a run cut before the
+    lifecycle kept the fraction was reloaded; the smaller wins. None where the record has neither."""
+    seen, per_epoch = info.get("examples_seen"), info.get("train_examples")
+    estimates = [info.get("epochs_trained"), seen / per_epoch if seen and per_epoch else None]
+    return min((e for e in estimates if e is not None), default=None)
 
 
 def cut_short(record: dict[str, Any]) -> bool:
