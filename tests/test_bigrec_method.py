@@ -162,6 +162,23 @@ def test_a_run_killed_inside_an_epoch_resumes_to_the_uninterrupted_weights(
     assert all(torch.equal(b[k], c[k]) for k in b)
 
 
+def test_a_run_resumed_where_auto_precision_resolves_otherwise_is_refused(
+        tiny_backbone: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """precision "auto" resolves per CPU, and the resolved precision keys the checkpoints: a run trained where
+    it meant fp32, resumed on a CPU with native bf16, stops naming the precision instead of deleting them."""
+    import bench.train.precision as precision
+
+    dataset = rule_dataset(num_items=10, num_users=24, length=5, rule="next", seed=1)
+    config = {**TINY, "epochs": 1, "batch_size": 8, "precision": "auto"}
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+    make(config, tmp_path / "work").fit(dataset)
+    before = {path: path.read_bytes() for path in (tmp_path / "work").rglob("*") if path.is_file()}
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    with pytest.raises(BenchError, match=r"holds 1 epoch .*precision 'fp32' there, 'bf16' here.*--force"):
+        make(config, tmp_path / "work").fit(dataset)
+    assert {path: path.read_bytes() for path in before} == before
+
+
 def test_budget_stop_validates_the_partial_epoch_like_cove(tiny_backbone: None, tmp_path: Path):
     dataset = rule_dataset(num_items=10, num_users=24, length=5, rule="next", seed=1)
     scores: list[float] = []

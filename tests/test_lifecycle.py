@@ -18,7 +18,8 @@ EPOCHS, BATCHES = 3, 6
 
 def train(work_dir: Path, kill_at: int | None = None, logs: list[str] | None = None,
           nan_at: int | None = None, inf_grad_at: int | None = None,
-          models: list[torch.nn.Module] | None = None) -> dict[str, torch.Tensor]:
+          models: list[torch.nn.Module] | None = None,
+          fingerprint: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
     if models is not None:
@@ -44,7 +45,7 @@ def train(work_dir: Path, kill_at: int | None = None, logs: list[str] | None = N
         return (loss * float("nan") if len(steps) == nan_at else loss), len(rows)
 
     loop = EpochTrainer(model, optimizer, settings, work_dir=work_dir, device="cpu", validate=None,
-                        log=(logs if logs is not None else []).append, fingerprint={"toy": 1})
+                        log=(logs if logs is not None else []).append, fingerprint=fingerprint or {"toy": 1})
     loop.train(epoch_batches, step)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -230,3 +231,28 @@ def test_twin_an_optimizer_stepping_on_non_finite_gradients_ruins_the_weights(tm
     with pytest.raises(BenchError, match=r"toy: non-finite training loss \(nan\) at epoch 1, optimizer step 4"):
         train(tmp_path, inf_grad_at=3, models=models)  # caught a step late, by the loss
     assert not all(torch.isfinite(p).all() for p in models[0].parameters())
+
+
+def test_a_work_dir_trained_under_another_setup_is_refused_and_kept(tmp_path: Path):
+    """Starting afresh would delete the committed checkpoints at the first commit: hours of training that the
+    setup which made them (another CPU's resolved precision, say) could still resume. The run stops instead,
+    naming what differs, and every committed file is left as it was."""
+    from bench.errors import BenchError
+
+    train(tmp_path, fingerprint={"toy": 1, "training": {"precision": "fp32"}})
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    with pytest.raises(BenchError, match=rf"holds {EPOCHS} epochs \({EPOCHS * BATCHES} optimizer steps\).*"
+                                         r"precision 'fp32' there, 'bf16' here.*--force"):
+        train(tmp_path, fingerprint={"toy": 1, "training": {"precision": "bf16"}})
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_twin_an_untrained_work_dir_of_another_setup_starts_afresh(tmp_path: Path):
+    """Nothing trained, nothing to keep: the run trains from scratch over it."""
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "progress.json").write_text(json.dumps({"epochs_done": 0, "optimizer_steps": 0,
+                                                        "fingerprint": {"toy": 0}, "files": {}}))
+    logs: list[str] = []
+    train(tmp_path, logs=logs)
+    assert any("untrained; starting afresh" in line for line in logs), logs
+    assert json.loads((tmp_path / "progress.json").read_text())["optimizer_steps"] == EPOCHS * BATCHES

@@ -63,3 +63,30 @@ class CheckpointDir:
         for stale in set(before.values()) - set(files.values()):
             (self.folder / stale).unlink(missing_ok=True)
         return committed
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, inner in value.items() for k, v in _leaves(inner, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: value}
+
+
+def setup_differences(committed: dict[str, Any], current: dict[str, Any]) -> str:
+    """What differs between a committed state's setup and this run's: `precision 'fp32' there, 'bf16' here`
+    for each readable leaf both name (nested keys by their last part), else that the hashed key differs."""
+    there, here = _leaves(committed), _leaves(current)
+    changed = [f"{key.rsplit('.', 1)[-1]} {str(there[key])[:24]!r} there, {str(here[key])[:24]!r} here"
+               for key in here if key in there and there[key] != here[key] and key != "key"]
+    return "; ".join(changed) if changed else "its data or settings key differs"
+
+
+def refused_other_setup(work_dir: Path, committed: dict[str, Any], fingerprint: dict[str, Any],
+                        described: dict[str, Any]) -> str:
+    """Why a work dir trained under another setup is not trained over: what it holds and what differs (an
+    "auto" precision resolves per CPU, so the machine that made them may still resume them). `described`: the
+    readable parts of a hashed fingerprint, committed as the state's "setup"."""
+    current = {**fingerprint, "setup": described}
+    epochs = committed.get("epochs_done", 0)
+    return (f"{work_dir} holds {epochs} epoch{'' if epochs == 1 else 's'} ({committed.get('optimizer_steps', 0)} "
+            f"optimizer steps) trained under another setup ({setup_differences(committed, current)}); not "
+            "overwriting them: resume where that setup holds, or start over with bench run --force")

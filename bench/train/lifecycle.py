@@ -23,7 +23,7 @@ import torch
 from bench.atomic import atomic_write
 from bench.errors import BenchError
 from bench.method import nothing_to_load
-from bench.train.checkpoints import STATE, CheckpointDir
+from bench.train.checkpoints import STATE, CheckpointDir, refused_other_setup
 from bench.train.distributed import barrier, is_main, sum_gradients, sum_over_ranks, sums_over_ranks, world
 from bench.train.optimizer_step import step_if_finite
 from bench.train.progress import progress_bar
@@ -101,7 +101,8 @@ class StepResult:
 
 class TrainingLoop:
     """Runs `hooks` to the end of training under `settings`; `fingerprint` holds the state keys a resumable
-    work dir must match (config, data), anything else starts afresh. The hooks (see EpochTrainer):
+    work dir must match (config, data): one trained under another is refused and kept (BenchError naming what
+    differs; `bench run --force` starts over), an untrained one starts afresh. The hooks (see EpochTrainer):
     - `epoch_steps(epoch)`: the epoch's optimizer steps, each what `step` takes (seeded by epoch);
     - `step(work) -> StepResult`: forward, backward, gradients reduced over ranks, one optimizer step;
     - `micro_batches(work)`: how many batches the progress bar counts for one step;
@@ -112,9 +113,10 @@ class TrainingLoop:
     def __init__(self, hooks: Any, settings: LoopSettings, *, model: torch.nn.Module, work_dir: Path,
                  validate: Callable[[], float] | None, log: Callable[[str], None], fingerprint: dict[str, Any],
                  state_name: str = STATE,
-                 extra_state: dict[str, Any] | None = None) -> None:
+                 extra_state: dict[str, Any] | None = None, described: dict[str, Any] | None = None) -> None:
         self.hooks, self.s, self.model, self.validate, self.log = hooks, settings, model, validate, log
-        self.work_dir, self.fingerprint = Path(work_dir), fingerprint
+        # `described`: readable parts of a hashed fingerprint, saved with the state so a refusal can name them.
+        self.work_dir, self.fingerprint, self.described = Path(work_dir), fingerprint, described or {}
         self.checkpoints = CheckpointDir(self.work_dir, state_name=state_name)
         self.state: dict[str, Any] = copy.deepcopy({**STATE_DEFAULTS, **(extra_state or {})})
 
@@ -125,7 +127,7 @@ class TrainingLoop:
         (sharded weights are gathered); rank 0 writes."""
         writers, written = self.hooks.checkpoint_files(best, tag)
         if is_main():
-            self.checkpoints.commit({**self.state, **self.fingerprint}, tag, writers, written)
+            self.checkpoints.commit({**self.state, **self.fingerprint, "setup": self.described}, tag, writers, written)
         barrier()
 
     def _resume(self) -> None:
@@ -133,7 +135,10 @@ class TrainingLoop:
         if record is None:
             return
         if any(record.get(key) != value for key, value in self.fingerprint.items()):
-            self.log(f"{self.s.name}: {self.work_dir} holds a run with another config; starting afresh")
+            if (record.get("optimizer_steps") or record.get("epochs_done")) and not self.s.resume_only:
+                # Training afresh would delete them at the first commit (hours, perhaps resumable where made).
+                raise BenchError(refused_other_setup(self.work_dir, record, self.fingerprint, self.described))
+            self.log(f"{self.s.name}: {self.work_dir} holds a run with another config, untrained; starting afresh")
             return
         try:
             if self.checkpoints.path(record, "last") is None:

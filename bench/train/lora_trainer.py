@@ -168,7 +168,8 @@ class LoRATrainer:
                             metric=metric)
         key = setup_key(examples, {**key_extra, "seed": seed, "device": device, "precision": precision})
         self.loop = TrainingLoop(self, loop, model=model, work_dir=work_dir, validate=validate, log=log,
-                                 fingerprint={"key": key})
+                                 fingerprint={"key": key},
+                                 described={"seed": seed, "device": device, "precision": precision})
 
     def train(self) -> dict[str, Any]:
         ranks = world()[1]
