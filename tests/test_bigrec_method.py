@@ -368,6 +368,24 @@ def test_length_sorted_steps_keep_each_steps_examples_and_cut_padding(tmp_path: 
     assert padded(ranked) < 0.8 * padded(plain)
 
 
+def test_every_torchrun_rank_keys_its_checkpoints_alike(tmp_path: Path):
+    """Under torchrun rank N trains on cuda:N and rank 0 commits the one state: the key names the device's kind,
+    so every rank resumes it (keyed by cuda:N, ranks 1+ would find "another setup")."""
+    from types import SimpleNamespace
+
+    from bench.train.lora_trainer import LoRATrainer, TrainExample
+
+    settings = SimpleNamespace(learning_rate=1e-3, batch_size=2, grad_accum=1, warmup_steps=1, epochs=1, patience=0)
+
+    def fingerprint(device: str, precision: str = "bf16") -> dict[str, Any]:
+        return LoRATrainer(torch.nn.Linear(2, 2), 0, [TrainExample([1, 2], [1, 2])], settings, tmp_path, {},
+                           name="toy", seed=0, device=device, precision=precision, budget_minutes=None).loop.fingerprint
+
+    assert fingerprint("cuda:0") == fingerprint("cuda:1") == fingerprint("cuda")
+    assert fingerprint("cuda:0") != fingerprint("cpu")
+    assert fingerprint("cpu") != fingerprint("cpu", "fp32")
+
+
 def test_the_grounding_gamma_loads_the_same_trained_adapter(tiny_backbone: None, tmp_path: Path):
     """gamma only re-scores (BIGRecMethod.evaluation_keys): a finished run's work dir loads under another
     gamma without training again, which is what `bench evaluate --set bigrec.gamma=auto` relies on."""

@@ -19,13 +19,13 @@ EPOCHS, BATCHES = 3, 6
 def train(work_dir: Path, kill_at: int | None = None, logs: list[str] | None = None,
           nan_at: int | None = None, inf_grad_at: int | None = None,
           models: list[torch.nn.Module] | None = None,
-          fingerprint: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+          fingerprint: dict[str, Any] | None = None, resume_only: bool = False) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
     if models is not None:
         models.append(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
-    settings = LoopSettings("toy", EPOCHS, patience=0, seed=3, commit_every_seconds=1e-9)
+    settings = LoopSettings("toy", EPOCHS, patience=0, seed=3, commit_every_seconds=1e-9, resume_only=resume_only)
     data = torch.randn(BATCHES * 4, 4, generator=torch.Generator().manual_seed(1))
     target = data.sum(dim=1, keepdim=True)
     steps: list[int] = []
@@ -256,3 +256,29 @@ def test_twin_an_untrained_work_dir_of_another_setup_starts_afresh(tmp_path: Pat
     train(tmp_path, logs=logs)
     assert any("untrained; starting afresh" in line for line in logs), logs
     assert json.loads((tmp_path / "progress.json").read_text())["optimizer_steps"] == EPOCHS * BATCHES
+
+
+def test_loading_a_run_trained_under_another_setup_finds_nothing_to_load(tmp_path: Path):
+    """`bench evaluate` loads finished runs only (resume_only): another setup's dir is not its run, and is kept."""
+    from bench.errors import BenchError
+
+    train(tmp_path, fingerprint={"toy": 1})
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    logs: list[str] = []
+    with pytest.raises(BenchError, match="no finished toy training"):
+        train(tmp_path, fingerprint={"toy": 2}, resume_only=True, logs=logs)
+    assert any("another config, trained; not loading it" in line for line in logs), logs
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_the_refusal_names_changed_and_missing_parts_of_the_setup():
+    from bench.train.checkpoints import setup_differences
+
+    committed = {"epochs_done": 4, "files": {}, "fingerprint": {"split": "ab", "old": 1},
+                 "setup": {"precision": "fp32", "device": "cpu"}}
+    current = {"fingerprint": {"split": "cd", "new": 2}, "setup": {"precision": "bf16", "device": "cpu"}}
+    assert setup_differences(committed, current) == ("split 'ab' there, 'cd' here; precision 'fp32' there, 'bf16' "
+                                                     "here; new absent there; old absent here")
+    # A state committed before its setup was described: only the hashed key can be said to differ.
+    assert setup_differences({"key": "1", "epochs_done": 4}, {"key": "2", "setup": {"precision": "bf16"}}) == \
+        "its data or settings key differs"

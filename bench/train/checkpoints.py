@@ -71,12 +71,23 @@ def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: value}
 
 
+def other_setup(committed: dict[str, Any] | None, fingerprint: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether a committed state belongs to another setup than `fingerprint`, and whether that one trained."""
+    other = committed is not None and any(committed.get(key) != value for key, value in fingerprint.items())
+    return other, other and bool(committed.get("optimizer_steps") or committed.get("epochs_done"))
+
+
 def setup_differences(committed: dict[str, Any], current: dict[str, Any]) -> str:
     """What differs between a committed state's setup and this run's: `precision 'fp32' there, 'bf16' here`
-    for each readable leaf both name (nested keys by their last part), else that the hashed key differs."""
-    there, here = _leaves(committed), _leaves(current)
+    for each readable leaf both name (nested keys by their last part), `X absent there` for a leaf one side
+    lacks (a setup described before "setup" was committed lacks it whole: not counted), else that the hashed
+    key differs."""
+    there = _leaves({key: committed[key] for key in current if key in committed})
+    here = _leaves(current)
     changed = [f"{key.rsplit('.', 1)[-1]} {str(there[key])[:24]!r} there, {str(here[key])[:24]!r} here"
                for key in here if key in there and there[key] != here[key] and key != "key"]
+    changed += [f"{key.rsplit('.', 1)[-1]} absent {'there' if key in here else 'here'}"
+                for key in sorted(set(here) ^ set(there)) if not key.startswith("setup.")]
     return "; ".join(changed) if changed else "its data or settings key differs"
 
 

@@ -23,7 +23,7 @@ import torch
 from bench.atomic import atomic_write
 from bench.errors import BenchError
 from bench.method import nothing_to_load
-from bench.train.checkpoints import STATE, CheckpointDir, refused_other_setup
+from bench.train.checkpoints import STATE, CheckpointDir, other_setup, refused_other_setup
 from bench.train.distributed import barrier, is_main, sum_gradients, sum_over_ranks, sums_over_ranks, world
 from bench.train.optimizer_step import step_if_finite
 from bench.train.progress import progress_bar
@@ -132,13 +132,14 @@ class TrainingLoop:
 
     def _resume(self) -> None:
         record = self.checkpoints.read_state()
-        if record is None:
-            return
-        if any(record.get(key) != value for key, value in self.fingerprint.items()):
-            if (record.get("optimizer_steps") or record.get("epochs_done")) and not self.s.resume_only:
-                # Training afresh would delete them at the first commit (hours, perhaps resumable where made).
-                raise BenchError(refused_other_setup(self.work_dir, record, self.fingerprint, self.described))
-            self.log(f"{self.s.name}: {self.work_dir} holds a run with another config, untrained; starting afresh")
+        other, trained = other_setup(record, self.fingerprint)
+        # Training over another setup's trained dir would delete it: every rank refuses, together.
+        if not self.s.resume_only and sum_over_ranks(float(trained)) > 0:
+            raise BenchError(refused_other_setup(self.work_dir, record or {}, self.fingerprint, self.described))
+        if other:
+            done = "trained; not loading it" if trained else "untrained; starting afresh"
+            self.log(f"{self.s.name}: {self.work_dir} holds a run with another config, {done}")
+        if record is None or other:
             return
         try:
             if self.checkpoints.path(record, "last") is None:

@@ -166,10 +166,12 @@ class LoRATrainer:
             self.optimizer, linear_warmup_decay(settings.warmup_steps, total))
         loop = LoopSettings(name, settings.epochs, settings.patience, seed, budget_minutes, resume_only,
                             metric=metric)
-        key = setup_key(examples, {**key_extra, "seed": seed, "device": device, "precision": precision})
+        # The device's kind, not its index: under torchrun each rank trains on its own cuda:N, one shared state.
+        kind = torch.device(device).type
+        key = setup_key(examples, {**key_extra, "seed": seed, "device": kind, "precision": precision})
         self.loop = TrainingLoop(self, loop, model=model, work_dir=work_dir, validate=validate, log=log,
                                  fingerprint={"key": key},
-                                 described={"seed": seed, "device": device, "precision": precision})
+                                 described={"seed": seed, "device": kind, "precision": precision})
 
     def train(self) -> dict[str, Any]:
         ranks = world()[1]
