@@ -167,11 +167,9 @@ class LoRATrainer:
         loop = LoopSettings(name, settings.epochs, settings.patience, seed, budget_minutes, resume_only,
                             metric=metric)
         # The device's kind, not its index: under torchrun each rank trains on its own cuda:N, one shared state.
-        kind = torch.device(device).type
-        key = setup_key(examples, {**key_extra, "seed": seed, "device": kind, "precision": precision})
+        setup = {"seed": seed, "device": torch.device(device).type, "precision": precision}
         self.loop = TrainingLoop(self, loop, model=model, work_dir=work_dir, validate=validate, log=log,
-                                 fingerprint={"key": key},
-                                 described={"seed": seed, "device": kind, "precision": precision})
+                                 fingerprint={"key": setup_key(examples, {**key_extra, **setup})}, described=setup)
 
     def train(self) -> dict[str, Any]:
         ranks = world()[1]
